@@ -1,0 +1,35 @@
+# Two commands a user needs: `make demo` and `make test`. Each bootstraps .venv on a fresh machine:
+# torch first (TORCH_SPEC; the default is the CPU wheel), then the project with its dev extras.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test bench sweep-demo clean-demo venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/toy.yaml
+
+sweep-demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m train.sweep recipe=recipes/toy.yaml stage=dpo
+
+bench: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run
+
+clean-demo:
+	rm -rf checkpoints/toy

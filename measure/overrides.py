@@ -1,0 +1,62 @@
+"""`key=value` command-line overrides with dotted keys, the one convention of every CLI here.
+
+    python -m train.chain recipe=recipes/toy.yaml stages.dpo.args.beta=0.05 seed=3
+
+Values are parsed as YAML scalars/flow collections, so `beta=0.05` is a float, `overwrite=true`
+a bool, `clusterers=[exact,jaccard]` a list, and `name=run1` a string.
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import yaml
+
+from measure.errors import UsageError
+
+
+def parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text != "" else ""
+    except yaml.YAMLError:
+        return text  # not YAML: keep the literal string (e.g. "a: b" inside a prompt)
+
+
+def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
+    """['a.b=1', 'c=x'] -> {'a.b': 1, 'c': 'x'} (flat, dotted keys kept)."""
+    out: dict[str, Any] = {}
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep or not key or key.startswith("-"):
+            raise UsageError(f"argument {arg!r} is not of the form key=value (e.g. recipe=recipes/toy.yaml)")
+        if key in out:
+            raise UsageError(f"key {key!r} given twice on the command line")
+        out[key] = parse_value(value)
+    return out
+
+
+def set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    """Set tree['a']['b']['c'] = value for 'a.b.c', creating mappings on the way."""
+    node = tree
+    parts = dotted.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise UsageError(f"override {dotted!r}: {'.'.join(parts[:i + 1])!r} is a {type(child).__name__}, not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict, overrides: dict[str, Any]) -> dict:
+    """A deep copy of `tree` with every dotted override applied."""
+    tree = copy.deepcopy(tree)
+    for key, value in overrides.items():
+        set_dotted(tree, key, value)
+    return tree
+
+
+def pop_known(overrides: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
+    """Split plain CLI options (e.g. overwrite, stage) from recipe overrides, with defaults."""
+    return {k: overrides.pop(k, default) for k, default in allowed.items()}
