@@ -1,0 +1,65 @@
+"""Run a recipe's whole chain in order -- base, then every stage -- skipping stages already finished.
+
+    python -m train.chain recipe=recipes/toy.yaml [overwrite=true] [measure=false] [compare=false] [dotted overrides]
+
+Each stage runs through the same code as its script (train/pretrain.py, train/sft.py, ...), in this
+process. A finished stage (stage.json present) is reused; an interrupted one resumes from its last
+Trainer checkpoint. After the last stage, when the recipe measures benchmarks, the cross-stage
+comparison (python -m measure compare) and the cascade of the last stage are written too.
+"""
+from __future__ import annotations
+
+import gc
+import sys
+import time
+
+from measure.errors import UsageError, exit_on_usage_error
+from measure.io import write_json
+from measure.overrides import parse_overrides, pop_known
+from train import checkpoint as ckpt
+from train.recipe import load_recipe, stage_names
+
+
+def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, compare: bool = True) -> dict:
+    from train.pretrain import run_base
+    from train.stages import measure_after, run_stage
+    timings: dict[str, float] = {}
+    write_json(ckpt.chain_dir(recipe) / "chain.json", {"name": recipe["name"], "stages": stage_names(recipe),
+                                                       "recipe": ckpt.public_recipe(recipe)})
+    for stage in stage_names(recipe):
+        started = time.time()
+        if ckpt.is_finished(recipe, stage) and not overwrite:
+            print(f"[chain] {stage}: finished, reusing {ckpt.stage_dir(recipe, stage)}")
+            if measure:
+                measure_after(recipe, stage)  # resumes or reuses an existing measurement
+        else:
+            print(f"[chain] {stage}: running")
+            if stage == "base":
+                run_base(recipe, overwrite=overwrite, measure=measure)
+            else:
+                run_stage(recipe, stage, overwrite=overwrite, measure=measure)
+        gc.collect()
+        timings[stage] = round(time.time() - started, 2)
+        print(f"[chain] {stage}: done in {timings[stage]:.1f}s")
+    benchmarks = (recipe.get("measure") or {}).get("benchmarks") or []
+    if measure and compare and benchmarks and len(stage_names(recipe)) > 1:
+        from measure.pipeline import compare_and_cascade
+        started = time.time()
+        compare_and_cascade(recipe, overwrite=True)  # derived from the stage reports: always rebuilt
+        timings["compare+cascade"] = round(time.time() - started, 2)
+    write_json(ckpt.chain_dir(recipe) / "chain_timings.json", timings)
+    return timings
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> None:
+    overrides = parse_overrides(sys.argv[1:] if argv is None else argv)
+    opts = pop_known(overrides, {"recipe": None, "overwrite": False, "measure": True, "compare": True})
+    if not opts["recipe"]:
+        raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
+    recipe = load_recipe(opts["recipe"], overrides)
+    run_chain(recipe, overwrite=bool(opts["overwrite"]), measure=bool(opts["measure"]), compare=bool(opts["compare"]))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Stage directory layout, the stage.json manifest, the overwrite guard, and parent model loading.
+
+A stage is finished exactly when its stage.json exists: it is written last, atomically, after the
+merged model, adapter and tokenizer. A stage dir without stage.json is an interrupted run; its
+`trainer/` folder holds the Trainer checkpoints that a re-run resumes from.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from measure.errors import UsageError
+from measure.io import provenance, read_json, sha256_json, write_json
+from train.recipe import looks_local, resolve_path, stage_names
+
+MANIFEST = "stage.json"
+
+
+def chain_dir(recipe: dict) -> Path:
+    return Path(recipe["output_dir"])
+
+
+def stage_dir(recipe: dict, stage: str) -> Path:
+    return chain_dir(recipe) / stage
+
+
+def world_dir(recipe: dict) -> Path | None:
+    return chain_dir(recipe) / "world" if recipe.get("world") else None
+
+
+def is_finished(recipe: dict, stage: str) -> bool:
+    return (stage_dir(recipe, stage) / MANIFEST).exists()
+
+
+def read_manifest(directory: Path) -> dict:
+    return read_json(Path(directory) / MANIFEST)
+
+
+def manifest_hash(directory: Path) -> str:
+    return sha256_json(read_manifest(directory))
+
+
+def guard_overwrite(recipe: dict, stage: str, overwrite: bool) -> None:
+    """Refuse to touch a finished stage unless overwrite=true; with it, clear the stage dir."""
+    directory = stage_dir(recipe, stage)
+    if (directory / MANIFEST).exists():
+        if not overwrite:
+            raise UsageError(f"stage {stage!r} is already finished at {directory} (stage.json exists); "
+                             "pass overwrite=true to train it again")
+        shutil.rmtree(directory)
+
+
+def public_recipe(recipe: dict) -> dict:
+    return {k: v for k, v in recipe.items() if not k.startswith("_")}
+
+
+def write_manifest(recipe: dict, stage: str, **fields: Any) -> dict:
+    """stage.json: resolved recipe, parent + its hash, git commit, package versions, seed, and `fields`."""
+    names = stage_names(recipe)
+    spec = recipe["stages"].get(stage, {})
+    parent = spec.get("from") if stage != "base" else None
+    manifest = {
+        "name": recipe["name"], "stage": stage, "chain_index": names.index(stage),
+        "trainer": spec.get("trainer", fields.pop("trainer", None)), "parent": parent,
+        "parent_hash": manifest_hash(stage_dir(recipe, parent)) if parent else None,
+        **fields, **provenance(seed=recipe["seed"], recipe=public_recipe(recipe)),
+    }
+    write_json(stage_dir(recipe, stage) / MANIFEST, manifest)
+    return manifest
+
+
+def model_source(recipe: dict, stage: str) -> str:
+    """Where `stage`'s full (merged) model lives: a stage dir, or the hub id / path of an external model."""
+    if stage == "base":
+        if "path" in recipe["model"] and "pretrain" not in recipe["model"]:
+            path = recipe["model"]["path"]
+            base_dir = Path(recipe.get("_recipe_path", ".")).parent
+            return str(resolve_path(path, base_dir)) if looks_local(path) else path
+        return str(stage_dir(recipe, "base"))
+    spec = recipe["stages"][stage]
+    if spec.get("trainer") == "measure":
+        path = spec["model"]
+        base_dir = Path(recipe.get("_recipe_path", ".")).parent
+        return str(resolve_path(path, base_dir)) if looks_local(path) else path
+    return str(stage_dir(recipe, stage))
+
+
+def require_finished_parent(recipe: dict, stage: str) -> str:
+    parent = recipe["stages"][stage]["from"]
+    if not is_finished(recipe, parent):
+        raise UsageError(f"stage {stage!r} starts from {parent!r}, which is not finished "
+                         f"({stage_dir(recipe, parent) / MANIFEST} is missing); run that stage first "
+                         f"(python -m train.chain recipe={recipe['_recipe_path']} runs the whole chain)")
+    return parent
+
+
+def load_tokenizer(source: str):
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(source)
+    if tok.pad_token is None:  # many base models ship without one; padding with EOS is the usual choice
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(source: str, dtype: str | None = None):
+    import torch
+    from transformers import AutoModelForCausalLM
+    torch_dtype = getattr(torch, dtype) if dtype else "auto"
+    return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+
+
+def save_stage_model(model, tokenizer, directory: Path, *, is_peft: bool) -> dict:
+    """Save adapter (if PEFT) under adapter/, and the merged full model + tokenizer at the stage root."""
+    directory.mkdir(parents=True, exist_ok=True)
+    out: dict[str, Any] = {"merged_model": str(directory)}
+    if is_peft:
+        adapter_dir = directory / "adapter"
+        model.save_pretrained(adapter_dir)
+        tokenizer.save_pretrained(adapter_dir)
+        out["adapter"] = str(adapter_dir)
+        model = model.merge_and_unload()
+    model.save_pretrained(directory, safe_serialization=True)
+    tokenizer.save_pretrained(directory)
+    return out
+
+
+def trainer_checkpoint(directory: Path) -> str | None:
+    """The newest Trainer checkpoint to resume from, if an earlier run of this stage was interrupted."""
+    ckpts = sorted((directory / "trainer").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
+    return str(ckpts[-1]) if ckpts else None
+
+
+def summarize_log(log_history: list[dict]) -> dict:
+    losses = [e["loss"] for e in log_history if "loss" in e]
+    final = next((e for e in reversed(log_history) if "train_runtime" in e), {})
+    return {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
+            "n_logged": len(losses), **final, "log_history": log_history}
+
+
+def dump(obj: Any) -> str:
+    return json.dumps(obj, indent=2, default=str)

@@ -1,0 +1,209 @@
+"""Training datasets: hub id or local JSON/JSONL/CSV/Parquet through `datasets`, in TRL's formats.
+
+Formats (detected per dataset from its columns, or forced with `format:`):
+  text                      {"text"}                               pretraining / plain LM
+  prompt_completion         {"prompt", "completion"}               SFT
+  messages                  {"messages": [{"role", "content"}]}    SFT (conversational)
+  preference                {"prompt", "chosen", "rejected"}       DPO / ORPO / CPO / KTO (paired)
+  hh                        {"chosen", "rejected"}, full "\n\nHuman: ...\n\nAssistant: ..." dialogues
+                            (Anthropic HH): the shared prefix up to the last "\n\nAssistant:" is the prompt
+  unpaired_preference       {"prompt", "completion", "label"}      KTO
+
+String prompt/completion data is rendered in the recipe's `prompt_format`, the same one measurement
+uses: `chat` turns it into conversational messages (TRL applies the tokenizer's chat template), `qa`
+into the plain "Q: ...\nA:" text a base model is prompted with.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+from measure.errors import UsageError
+from measure.io import read_jsonl, sha256_file
+from train.recipe import looks_local, resolve_path
+
+QA_PROMPT = "Q: {question}\nA:"
+REQUIRED = {"text": ("text",), "prompt_completion": ("prompt", "completion"), "messages": ("messages",),
+            "preference": ("prompt", "chosen", "rejected"), "hh": ("chosen", "rejected"),
+            "unpaired_preference": ("prompt", "completion", "label")}
+ACCEPTS = {"pretrain": ("text",), "sft": ("text", "prompt_completion", "messages"),
+           "dpo": ("preference", "hh"), "orpo": ("preference", "hh"), "cpo": ("preference", "hh"),
+           "kto": ("preference", "hh", "unpaired_preference")}
+HH_ASSISTANT = "\n\nAssistant:"
+
+
+def detect_format(columns: list[str]) -> str | None:
+    cols = set(columns)
+    for fmt in ("preference", "unpaired_preference", "hh", "messages", "prompt_completion", "text"):
+        if set(REQUIRED[fmt]) <= cols:
+            return fmt
+    return None
+
+
+def split_hh(chosen: str, rejected: str, where: str) -> tuple[str, str, str]:
+    """Anthropic HH implicit prompt: the prompt is the shared prefix up to (and including) the last
+    "\n\nAssistant:" of the chosen dialogue; both answers must continue that prompt."""
+    cut = chosen.rfind(HH_ASSISTANT)
+    if cut < 0:
+        raise UsageError(f"{where}: HH dialogue has no '\\n\\nAssistant:' turn")
+    prompt = chosen[: cut + len(HH_ASSISTANT)]
+    if not rejected.startswith(prompt):
+        raise UsageError(f"{where}: chosen and rejected do not share the prompt up to the last Assistant turn")
+    return prompt, chosen[len(prompt):].strip(), rejected[len(prompt):].strip()
+
+
+def hh_to_messages(prompt: str) -> list[dict]:
+    """'\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:' -> user/assistant messages (last user turn open)."""
+    messages = []
+    for chunk in prompt.split("\n\n"):
+        for marker, role in (("Human:", "user"), ("Assistant:", "assistant")):
+            if chunk.startswith(marker):
+                text = chunk[len(marker):].strip()
+                if text:
+                    messages.append({"role": role, "content": text})
+                break
+        else:
+            if messages and chunk.strip():  # a paragraph break inside a turn
+                messages[-1]["content"] += "\n\n" + chunk.strip()
+    return messages
+
+
+def _user(text: str) -> list[dict]:
+    return [{"role": "user", "content": text}]
+
+
+def _assistant(text: str) -> list[dict]:
+    return [{"role": "assistant", "content": text}]
+
+
+def normalize_row(row: dict, fmt: str, prompt_format: str, where: str) -> dict:
+    """Check one row's fields and render it in TRL's format for the recipe's prompt_format."""
+    for key in REQUIRED[fmt]:
+        if row.get(key) is None:
+            raise UsageError(f"{where}: missing field {key!r} (format {fmt!r} needs {', '.join(REQUIRED[fmt])})")
+    if fmt == "text":
+        if not isinstance(row["text"], str):
+            raise UsageError(f"{where}: 'text' must be a string")
+        return {"text": row["text"]}
+    if fmt == "messages":
+        msgs = row["messages"]
+        if not isinstance(msgs, list) or not all(isinstance(m, dict) and {"role", "content"} <= set(m) for m in msgs):
+            raise UsageError(f"{where}: 'messages' must be a list of {{role, content}} objects")
+        return {"messages": [{"role": m["role"], "content": m["content"]} for m in msgs]}
+    if fmt == "hh":
+        if not isinstance(row["chosen"], str) or not isinstance(row["rejected"], str):
+            raise UsageError(f"{where}: HH 'chosen' and 'rejected' must be dialogue strings")
+        prompt, chosen, rejected = split_hh(row["chosen"], row["rejected"], where)
+        if prompt_format == "chat":
+            return {"prompt": hh_to_messages(prompt), "chosen": _assistant(chosen), "rejected": _assistant(rejected)}
+        return {"prompt": prompt, "chosen": " " + chosen, "rejected": " " + rejected}
+    # prompt-based formats: strings are rendered; conversational lists pass through as TRL takes them
+    out = {k: row[k] for k in REQUIRED[fmt]}
+    answer_keys = [k for k in ("completion", "chosen", "rejected") if k in out]
+    if isinstance(out["prompt"], str):
+        for k in answer_keys:
+            if not isinstance(out[k], str):
+                raise UsageError(f"{where}: {k!r} must be a string like 'prompt' (or both conversational lists)")
+        if prompt_format == "chat":
+            out["prompt"] = _user(out["prompt"])
+            for k in answer_keys:
+                out[k] = _assistant(out[k])
+        else:
+            out["prompt"] = QA_PROMPT.format(question=out["prompt"])
+            for k in answer_keys:
+                out[k] = " " + out[k].strip() + "\n"
+    elif not isinstance(out["prompt"], list):
+        raise UsageError(f"{where}: 'prompt' must be a string or a list of messages")
+    if fmt == "unpaired_preference" and not isinstance(row["label"], bool):
+        raise UsageError(f"{where}: 'label' must be true or false")
+    return out
+
+
+def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
+    """(location, row) pairs from a local file; locations name file:line or file row N."""
+    name = path.name.removesuffix(".gz")
+    if name.endswith(".jsonl"):
+        return [(f"{path}:{ln}", obj) for ln, obj in read_jsonl(path)]
+    if name.endswith(".json"):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:  # maybe JSON lines with a .json name
+            return [(f"{path}:{ln}", obj) for ln, obj in read_jsonl(path)]
+        data = data.get("data", data) if isinstance(data, dict) else data
+        if not isinstance(data, list):
+            raise UsageError(f"{path}: expected a JSON list of rows (or JSON lines)")
+        return [(f"{path} row {i + 1}", r) for i, r in enumerate(data)]
+    if name.endswith((".csv", ".parquet")):
+        ds = datasets.load_dataset("csv" if name.endswith(".csv") else "parquet", data_files=str(path), split="train")
+        # CSV row N is line N + 1 of the file (the header is line 1)
+        return [(f"{path}:{i + 2}" if name.endswith(".csv") else f"{path} row {i + 1}", r) for i, r in enumerate(ds)]
+    if name.endswith(".txt"):
+        return [(f"{path}:{i + 1}", {"text": line}) for i, line in
+                enumerate(path.read_text(encoding="utf-8").splitlines()) if line.strip()]
+    raise UsageError(f"{where}: unsupported file type {path.suffix!r}; use .json, .jsonl, .csv, .parquet, .txt (optionally .gz)")
+
+
+def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: str, base_dir: Path,
+                       world_dir: Path | None = None, where: str = "dataset", seed: int = 0) -> tuple[datasets.Dataset, list[dict]]:
+    """Load one or several dataset specs, validated row by row, as one `datasets.Dataset` for `trainer`.
+    Returns the dataset and a fingerprint record per source (for stage.json)."""
+    specs = spec if isinstance(spec, list) else [spec]
+    rows: list[dict] = []
+    fingerprints: list[dict] = []
+    for i, one in enumerate(specs):
+        w = f"{where}[{i}]" if isinstance(spec, list) else where
+        one = {"path": one} if isinstance(one, str) else dict(one)
+        if "world" in one:
+            if world_dir is None:
+                raise UsageError(f"{w}.world: no generated world available")
+            path = world_dir / f"{one['world']}.jsonl"
+            if not path.exists():
+                raise UsageError(f"{w}.world: the generated world has no split {one['world']!r} ({path})")
+            source, fp = _read_rows(path, w), {"file": str(path), "sha256": sha256_file(path)}
+        elif looks_local(one["path"]):
+            path = resolve_path(one["path"], base_dir)
+            if not path.exists():
+                raise UsageError(f"{w}.path: file not found: {path}")
+            source, fp = _read_rows(path, w), {"file": str(path), "sha256": sha256_file(path)}
+        else:
+            hub = datasets.load_dataset(one["path"], one.get("name"), split=one.get("split", "train"))
+            source = [(f"{one['path']} row {j + 1}", r) for j, r in enumerate(hub)]
+            fp = {"hub_id": one["path"], "config": one.get("name"), "split": one.get("split", "train"),
+                  "fingerprint": hub._fingerprint}
+        renames = one.get("columns") or {}
+        source = [(loc, {renames.get(k, k): v for k, v in row.items()}) for loc, row in source]
+        if not source:
+            raise UsageError(f"{w}: the dataset has no rows")
+        fmt = one.get("format", "auto")
+        if fmt == "auto":
+            fmt = detect_format(list(source[0][1]))
+            if fmt is None:
+                raise UsageError(f"{source[0][0]}: cannot tell the dataset format from columns {sorted(source[0][1])}; "
+                                 f"expected one of: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in REQUIRED.items()))
+        if fmt not in ACCEPTS[trainer]:
+            raise UsageError(f"{w}: a {trainer!r} stage needs a dataset in format {' or '.join(ACCEPTS[trainer])}, "
+                             f"this one is {fmt!r}")
+        if one.get("limit"):
+            source = source[: one["limit"]]
+        normalized = [normalize_row(row, fmt, prompt_format, loc) for loc, row in source]
+        fp.update(format=fmt, rows=len(normalized))
+        fingerprints.append(fp)
+        rows.extend(normalized)
+    kinds = {tuple(sorted(r)) for r in rows}
+    if len(kinds) > 1:
+        raise UsageError(f"{where}: the datasets have different formats after normalization ({sorted(kinds)}); "
+                         "combine datasets of one format per stage")
+    ds = datasets.Dataset.from_list(rows)
+    fingerprints.append({"combined_sha256": hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()})
+    return ds, fingerprints
+
+
+def corpus_texts(spec: Any, *, base_dir: Path, world_dir: Path | None, where: str) -> list[str]:
+    """Plain texts for tokenizer training, from a text dataset (or any dataset: all string fields)."""
+    ds, _ = load_training_data(spec, trainer="pretrain", prompt_format="qa", base_dir=base_dir,
+                               world_dir=world_dir, where=where)
+    return list(ds["text"])

@@ -1,0 +1,23 @@
+"""DPO stage: hand a recipe's `trainer: dpo` stage to TRL's DPOTrainer (LoRA via PEFT unless `lora: false`).
+
+    accelerate launch train/dpo.py recipe=recipes/toy.yaml [stage=dpo] [overwrite=true] [stages.dpo.args.learning_rate=1e-4]
+
+`stages.<stage>.args` goes 1:1 into trl.DPOConfig (names exactly TRL's). The stage starts from its
+`from:` parent's checkpoint; see train/stages.py for the merge/continue adapter chaining and the
+checkpoint layout, and README.md for the recipe format.
+"""
+from __future__ import annotations
+
+import sys
+
+from measure.errors import exit_on_usage_error
+from train.stages import stage_main
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> None:
+    stage_main("dpo", sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Recipes: one YAML per ablation chain, `key=value` overrides, validation before anything runs.
+
+    recipe = load_recipe("recipes/toy.yaml", {"stages.dpo.args.beta": 0.05})
+
+Validation is total: unknown keys anywhere (including inside a stage's `args`, checked against the
+installed TRL config class), wrong types, missing local files and a `from:` that names no earlier
+stage all raise UsageError (exit 2) naming the key path and the valid choices -- before any file is
+written. The result is a plain resolved dict (what every manifest records) plus typed accessors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from measure.errors import UsageError, suggest
+from measure.overrides import apply_overrides
+
+TRAINERS = ("sft", "dpo", "kto", "orpo", "cpo")  # stage trainer names; see train/stages.py for the mapping
+PROMPT_FORMATS = ("chat", "qa")
+CHAIN_MODES = ("merge", "continue")
+DATASET_FORMATS = ("auto", "text", "prompt_completion", "messages", "preference", "hh", "unpaired_preference")
+
+# key -> (allowed python types, required?)   `None` in types means null is allowed
+TOP_KEYS = {"name": ((str,), True), "seed": ((int,), False), "output_dir": ((str,), False),
+            "model": ((dict,), True), "prompt_format": ((str,), False), "lora": ((dict, type(None)), False),
+            "stages": ((dict,), False), "measure": ((dict, type(None)), False), "world": ((dict, type(None)), False),
+            "sweep": ((dict, type(None)), False)}
+MODEL_KEYS = {"path": ((str,), False), "build": ((dict,), False), "pretrain": ((dict,), False),
+              "dtype": ((str,), False)}
+BUILD_KEYS = {"architecture": ((str,), False), "hidden_size": ((int,), False), "num_layers": ((int,), False),
+              "num_heads": ((int,), False), "intermediate_size": ((int,), False), "vocab_size": ((int,), False),
+              "max_position_embeddings": ((int,), False), "corpus": ((str, dict, list), False)}
+PRETRAIN_KEYS = {"dataset": ((str, dict, list), True), "args": ((dict,), False)}
+LORA_KEYS = {"r": ((int,), False), "alpha": ((int, float), False), "dropout": ((int, float), False),
+             "target_modules": ((list, str), False)}
+STAGE_KEYS = {"trainer": ((str,), True), "from": ((str,), False), "dataset": ((str, dict, list), False),
+              "mode": ((str,), False), "args": ((dict,), False), "lora": ((bool, dict), False),
+              "model": ((str,), False)}
+DATASET_KEYS = {"path": ((str,), False), "world": ((str,), False), "name": ((str,), False),
+                "split": ((str,), False), "format": ((str,), False), "limit": ((int,), False),
+                "columns": ((dict,), False)}
+LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
+
+
+def _check_keys(node: Any, schema: dict, where: str) -> None:
+    if not isinstance(node, dict):
+        raise UsageError(f"{where}: expected a mapping with keys {', '.join(schema)}, got {type(node).__name__}")
+    for key in node:
+        if key not in schema:
+            raise UsageError(f"{where}: unknown key {key!r}{suggest(str(key), schema)}")
+    for key, (kinds, required) in schema.items():
+        if key not in node:
+            if required:
+                raise UsageError(f"{where}: missing required key {key!r}")
+            continue
+        value = node[key]
+        if value is None and type(None) in kinds:
+            continue
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise UsageError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def _simple_types(annotation: Any) -> tuple[type, ...] | None:
+    """The plain types a TRL config field accepts (None when it is too rich to check here)."""
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, {**vars(typing), "Literal": typing.Literal})  # noqa: S307 - TRL's own hints
+        except Exception:
+            return None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    out: list[type] = []
+    for a in args:
+        a_origin = typing.get_origin(a) or a
+        if a is type(None):
+            out.append(type(None))
+        elif a_origin in (int, float, bool, str, list, dict):
+            out.append(a_origin)
+        else:
+            return None
+    if float in out:
+        out.append(int)
+    return tuple(out)
+
+
+def config_class(trainer: str):
+    """The TRL config class whose field names a stage's `args` must use."""
+    from train.stages import TRAINER_SPECS
+    return TRAINER_SPECS[trainer].config_class()
+
+
+def validate_trainer_args(trainer: str, args: dict, where: str) -> None:
+    cls = config_class(trainer)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls) if hasattr(cls, "__annotations__") else {}
+    for key, value in args.items():
+        if key not in fields:
+            raise UsageError(f"{where}.{key}: not a {cls.__name__} argument (TRL "
+                             f"{__import__('trl').__version__}){suggest(key, fields)}")
+        if key == "output_dir":
+            raise UsageError(f"{where}.output_dir: set by the stage layout (checkpoints/<name>/<stage>/); "
+                             "use the recipe's top-level output_dir instead")
+        kinds = _simple_types(hints.get(key, fields[key].type))
+        if kinds and value is not None and not (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise UsageError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> None:
+    specs = spec if isinstance(spec, list) else [spec]
+    if not specs:
+        raise UsageError(f"{where}: give at least one dataset")
+    for i, one in enumerate(specs):
+        w = f"{where}[{i}]" if isinstance(spec, list) else where
+        if isinstance(one, str):
+            one = {"path": one}
+        _check_keys(one, DATASET_KEYS, w)
+        if ("path" in one) == ("world" in one):
+            raise UsageError(f"{w}: give exactly one of 'path' (file or hub id) or 'world' (generated toy-world split)")
+        if "world" in one and not has_world:
+            raise UsageError(f"{w}.world: the recipe has no 'world' section to generate {one['world']!r} from")
+        if one.get("format", "auto") not in DATASET_FORMATS:
+            raise UsageError(f"{w}.format: unknown format {one['format']!r}{suggest(one['format'], DATASET_FORMATS)}")
+        path = one.get("path")
+        if path and looks_local(path) and not resolve_path(path, base_dir).exists():
+            raise UsageError(f"{w}.path: file not found: {resolve_path(path, base_dir)}")
+
+
+def looks_local(path: str) -> bool:
+    """A path (relative or absolute, or with a data-file extension) rather than a hub id like 'org/name'."""
+    return path.startswith((".", "/", "~")) or Path(path).suffix in (".json", ".jsonl", ".csv", ".parquet", ".gz", ".txt") \
+        or path.count("/") != 1
+
+
+def resolve_path(path: str, base_dir: Path) -> Path:
+    """Relative paths are taken from the current directory if they exist there, else from the recipe's folder."""
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return p
+    return (base_dir / p) if (base_dir / p).exists() else p
+
+
+def validate(raw: dict, where: str, base_dir: Path) -> None:
+    _check_keys(raw, TOP_KEYS, where)
+    if raw.get("prompt_format", "chat") not in PROMPT_FORMATS:
+        raise UsageError(f"{where}.prompt_format: unknown {raw['prompt_format']!r}{suggest(raw['prompt_format'], PROMPT_FORMATS)}")
+    model = raw["model"]
+    _check_keys(model, MODEL_KEYS, f"{where}.model")
+    if ("path" in model) == ("build" in model):
+        raise UsageError(f"{where}.model: give exactly one of 'path' (hub id or local dir) or 'build' (a tiny local model)")
+    if "build" in model:
+        _check_keys(model["build"], BUILD_KEYS, f"{where}.model.build")
+        from train.tiny import ARCHITECTURES
+        arch = model["build"].get("architecture", "llama")
+        if arch not in ARCHITECTURES:
+            raise UsageError(f"{where}.model.build.architecture: unknown {arch!r}{suggest(arch, ARCHITECTURES)}")
+        if "corpus" not in model["build"] and "pretrain" not in model:
+            raise UsageError(f"{where}.model.build: needs 'corpus' (tokenizer training text) or a model.pretrain dataset")
+        if "corpus" in model["build"]:
+            _check_dataset(model["build"]["corpus"], f"{where}.model.build.corpus", base_dir, bool(raw.get("world")))
+    elif looks_local(model["path"]) and not resolve_path(model["path"], base_dir).exists():
+        raise UsageError(f"{where}.model.path: local model directory not found: {model['path']}")
+    if "pretrain" in model:
+        _check_keys(model["pretrain"], PRETRAIN_KEYS, f"{where}.model.pretrain")
+        _check_dataset(model["pretrain"]["dataset"], f"{where}.model.pretrain.dataset", base_dir, bool(raw.get("world")))
+        validate_trainer_args("sft", model["pretrain"].get("args", {}), f"{where}.model.pretrain.args")
+    if raw.get("lora") is not None:
+        _check_keys(raw["lora"], LORA_KEYS, f"{where}.lora")
+    earlier = ["base"]
+    for stage, spec in (raw.get("stages") or {}).items():
+        w = f"{where}.stages.{stage}"
+        if stage in ("base", "compare", "sweeps", "world") or not str(stage).isidentifier():
+            raise UsageError(f"{w}: {stage!r} is reserved or not a valid stage name (use letters, digits, _)")
+        _check_keys(spec, STAGE_KEYS, w)
+        if spec["trainer"] not in TRAINERS and spec["trainer"] != "measure":
+            raise UsageError(f"{w}.trainer: unknown trainer {spec['trainer']!r}{suggest(spec['trainer'], (*TRAINERS, 'measure'))}")
+        parent = spec.get("from", earlier[-1])
+        if parent not in earlier:
+            raise UsageError(f"{w}.from: {parent!r} is not an earlier stage{suggest(parent, earlier)}")
+        if spec["trainer"] == "measure":  # a measure-only stage: an existing checkpoint, by hub id or path
+            if "model" not in spec:
+                raise UsageError(f"{w}: a 'measure' stage needs 'model' (hub id or local dir of the checkpoint)")
+        else:
+            if "dataset" not in spec:
+                raise UsageError(f"{w}: missing required key 'dataset'")
+            _check_dataset(spec["dataset"], f"{w}.dataset", base_dir, bool(raw.get("world")))
+            validate_trainer_args(spec["trainer"], spec.get("args", {}), f"{w}.args")
+        if spec.get("mode", "merge") not in CHAIN_MODES:
+            raise UsageError(f"{w}.mode: unknown chaining mode {spec['mode']!r}{suggest(spec['mode'], CHAIN_MODES)}")
+        if spec.get("mode") == "continue" and not (uses_lora(raw, stage) and (parent != "base" and uses_lora(raw, parent))):
+            raise UsageError(f"{w}.mode: 'continue' keeps training the parent's LoRA adapter, so both {stage!r} and its "
+                             f"parent {parent!r} must be LoRA stages (recipe 'lora' set, stage 'lora' not false)")
+        if isinstance(spec.get("lora"), dict):
+            _check_keys(spec["lora"], LORA_KEYS, f"{w}.lora")
+        earlier.append(stage)
+    if raw.get("measure") is not None:
+        from measure.config import parse_measure_settings
+        parse_measure_settings(raw["measure"], f"{where}.measure")
+    if raw.get("world") is not None:
+        from train.world import validate_world
+        validate_world(raw["world"], f"{where}.world")
+
+
+def uses_lora(raw: dict, stage: str) -> bool:
+    if stage == "base":
+        return False
+    spec = raw["stages"][stage]
+    if spec.get("trainer") == "measure" or spec.get("lora") is False:
+        return False
+    return isinstance(spec.get("lora"), dict) or raw.get("lora") is not None
+
+
+def lora_settings(raw: dict, stage: str) -> dict | None:
+    if not uses_lora(raw, stage):
+        return None
+    stage_lora = raw["stages"][stage].get("lora")
+    return {**LORA_DEFAULTS, **(raw.get("lora") or {}), **(stage_lora if isinstance(stage_lora, dict) else {})}
+
+
+def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> dict:
+    """Read, override, validate and resolve a recipe. Raises UsageError on any problem."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"recipe file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise UsageError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: a recipe is a YAML mapping (name, model, stages, ...)")
+    raw = apply_overrides(raw, overrides or {})
+    validate(raw, str(path), path.parent)
+    raw.setdefault("seed", 0)
+    raw.setdefault("prompt_format", "chat")
+    raw.setdefault("output_dir", f"checkpoints/{raw['name']}")
+    raw.setdefault("stages", {})
+    for stage, spec in raw["stages"].items():
+        spec.setdefault("from", (["base", *raw["stages"]][list(raw["stages"]).index(stage)]))
+        spec.setdefault("mode", "merge")
+        spec.setdefault("args", {})
+    raw["_recipe_path"] = str(path)
+    return raw
+
+
+def stage_names(recipe: dict) -> list[str]:
+    """Chain order: base, then the recipe's stages as written."""
+    return ["base", *recipe["stages"]]
