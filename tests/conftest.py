@@ -21,3 +21,35 @@ def shared_data() -> Path:
     if not SHARED_DATA.exists():
         pytest.skip(f"shared benchmark data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+# ---------------------------------------------------------------- tiny models (owner: sampling helper)
+
+# ~50 short Q/A lines: the corpus the session's tiny tokenizer is trained on (fixed, so ids are stable).
+_FACTS = [("What is the capital of France?", "Paris."), ("What is the capital of Italy?", "Rome."),
+          ("What is the capital of Spain?", "Madrid."), ("What is the capital of Japan?", "Tokyo."),
+          ("What colour is the sky?", "Blue."), ("What colour is grass?", "Green."),
+          ("How many legs does a cat have?", "Four."), ("How many legs does a bird have?", "Two."),
+          ("Who wrote Hamlet?", "William Shakespeare."), ("What do bees make?", "Honey."),
+          ("What is frozen water called?", "Ice."), ("Which planet is called the red planet?", "Mars."),
+          ("What is the largest ocean?", "The Pacific Ocean."), ("How many days are in a week?", "Seven.")]
+TINY_CORPUS: tuple[str, ...] = tuple(
+    [f"Q: {q}\nA: {a}" for q, a in _FACTS]
+    + [f"Q: What is {a} plus {b}?\nA: {a + b}." for a, b in zip(range(1, 19), range(3, 39, 2))]
+    + [f"Q: What is {a} times {b}?\nA: {a * b}." for a, b in zip(range(2, 20), range(3, 21))])
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A tiny random llama (2 layers, hidden 64) + byte-level BPE tokenizer with chat template, built once."""
+    from train.tiny import build_tiny_model
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"), TINY_CORPUS, architecture="llama", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_model_dir):
+    """(model, tokenizer) loaded from tiny_model_dir with the Auto classes; model in eval mode. Do not mutate."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model.eval()
+    return model, AutoTokenizer.from_pretrained(tiny_model_dir)

@@ -20,9 +20,27 @@ from train import checkpoint as ckpt
 from train.recipe import load_recipe, stage_names
 
 
+def preflight(recipe: dict) -> None:
+    """Load every file/hub dataset once before anything is written, so a malformed row fails first.
+    (Generated toy-world splits are checked when they are generated.)"""
+    from pathlib import Path
+    from train.data import load_training_data
+    jobs = [(f"stages.{s}.dataset", spec["dataset"], spec["trainer"]) for s, spec in recipe["stages"].items()
+            if spec["trainer"] != "measure"]
+    if "pretrain" in recipe["model"]:
+        jobs.append(("model.pretrain.dataset", recipe["model"]["pretrain"]["dataset"], "pretrain"))
+    for where, spec, trainer in jobs:
+        specs = spec if isinstance(spec, list) else [spec]
+        if any(isinstance(one, dict) and "world" in one for one in specs):
+            continue
+        load_training_data(spec, trainer=trainer, prompt_format=recipe["prompt_format"],
+                           base_dir=Path(recipe["_recipe_path"]).parent, where=where)
+
+
 def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, compare: bool = True) -> dict:
     from train.pretrain import run_base
     from train.stages import measure_after, run_stage
+    preflight(recipe)
     timings: dict[str, float] = {}
     write_json(ckpt.chain_dir(recipe) / "chain.json", {"name": recipe["name"], "stages": stage_names(recipe),
                                                        "recipe": ckpt.public_recipe(recipe)})

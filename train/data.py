@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -45,14 +46,13 @@ def detect_format(columns: list[str]) -> str | None:
 
 
 def split_hh(chosen: str, rejected: str, where: str) -> tuple[str, str, str]:
-    """Anthropic HH implicit prompt: the prompt is the shared prefix up to (and including) the last
-    "\n\nAssistant:" of the chosen dialogue; both answers must continue that prompt."""
-    cut = chosen.rfind(HH_ASSISTANT)
+    """Anthropic HH implicit prompt: the prompt is the longest shared prefix of the two dialogues that
+    ends with "\n\nAssistant:" (a few HH rows contain a later "Assistant:" inside one answer only)."""
+    common = os.path.commonprefix([chosen, rejected])
+    cut = common.rfind(HH_ASSISTANT)
     if cut < 0:
-        raise UsageError(f"{where}: HH dialogue has no '\\n\\nAssistant:' turn")
-    prompt = chosen[: cut + len(HH_ASSISTANT)]
-    if not rejected.startswith(prompt):
-        raise UsageError(f"{where}: chosen and rejected do not share the prompt up to the last Assistant turn")
+        raise UsageError(f"{where}: chosen and rejected share no prefix ending in a '\\n\\nAssistant:' turn")
+    prompt = common[: cut + len(HH_ASSISTANT)]
     return prompt, chosen[len(prompt):].strip(), rejected[len(prompt):].strip()
 
 

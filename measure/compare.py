@@ -1,0 +1,654 @@
+"""Cross-stage comparison: where in a training chain does homogenization appear, and under which clusterers?
+
+    python -m measure compare checkpoints/<name> [benchmark=...]       every measured stage, chain order
+    python -m measure compare runs=[dirA,dirB] labels=[a,b] out=<dir>  any measured checkpoints
+
+Inputs are measure dirs (questions.jsonl + report.json, optionally samples.jsonl). Questions are matched
+by id; every stage must hold exactly the same ids. Clusterers are those present in every stage.
+
+Between consecutive stages, per clusterer, on the same questions:
+- exact McNemar test (statsmodels, exact=True) on the single-cluster indicator; b = single -> multi,
+  c = multi -> single discordant pairs; b = c = 0 gives p = 1.0;
+- Wilcoxon signed-rank (scipy) on the cluster counts (later - earlier) with zero_method="wilcox": zero
+  differences carry no direction and are dropped (the classic test); all differences zero -> p = 1.0.
+  Effect size: matched-pairs rank-biserial r = (R+ - R-)/(R+ + R-) over the non-zero differences
+  (positive = more clusters at the later stage, i.e. LESS homogeneous);
+- paired bootstrap CI of the SCR difference (resampling questions, seeded);
+- Holm correction (statsmodels multipletests) over ALL tests of the comparison: every McNemar and every
+  Wilcoxon p-value, every transition and clusterer, one family.
+The verdict rule is VERDICT_RULE (also written into compare.md/html).
+
+Sensitivity uses saved outputs only (no re-sampling):
+- SCR vs number of samples k = 2..N from the saved assignments (first k ids of each question, counted
+  distinct). Exact for the leader/partition clusterers (exact, numeric, jaccard, nli): a sample's cluster
+  depends only on earlier samples. For embedding (average-linkage agglomerative) the first k ids of a
+  full clustering approximate a re-clustering of k samples; marked "approximate" in the output.
+- SCR vs threshold (jaccard 0.2-0.6; embedding 0.75-0.95 only when an embedding clusterer was used in
+  every stage, since it loads a model), re-clustering the texts of samples.jsonl.
+For both leader and average-linkage clustering, SCR cannot fall when the threshold is lowered (one
+cluster <=> every sample is similar enough to the first one / the last merge is below the cut).
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from measure.errors import UsageError
+from measure.io import atomic_path, provenance, read_json, write_json, write_text
+from measure.metrics import bootstrap_ci, scr
+from measure.records import QuestionRecord, read_question_records
+
+ALPHA = 0.05
+OUTPUTS = ("compare.json", "compare.md", "compare.html")
+THRESHOLD_GRIDS = {"jaccard": (0.2, 0.3, 0.4, 0.5, 0.6), "embedding": (0.75, 0.8, 0.85, 0.9, 0.95)}
+PREFIX_EXACT = ("exact", "numeric", "jaccard", "nli")   # greedy/partition: first-k relabel is exact
+ROC_SIGNALS = ("greedy_entropy_mean", "response_length", "semantic_entropy@{c}", "n_clusters@{c}")
+VERDICT_RULE = (
+    "Verdict rule: a stage transition shows homogenization under a clusterer when the exact McNemar test on "
+    "the single-cluster indicator has a Holm-adjusted p < alpha (Holm over every McNemar and Wilcoxon test "
+    "of this comparison) AND the SCR difference (later - earlier) is > 0. The verdict is the FIRST "
+    "transition in chain order where this holds for a strict majority (more than half) of the clusterers; "
+    "if no transition has such a majority the verdict is 'no significant homogenization'.")
+
+
+@dataclass(frozen=True)
+class Stage:
+    label: str
+    path: Path                          # the measure dir
+    records: tuple[QuestionRecord, ...]
+    report: dict
+
+
+def base_name(label: str) -> str:
+    """'embedding:mpnet@0.8' -> 'embedding', 'nli-nonstrict' -> 'nli'."""
+    return re.match(r"[a-z_]*", label).group(0)
+
+
+# ---------------------------------------------------------------- loading and matching
+
+def load_stage(path: Path, label: str) -> Stage:
+    path = Path(path)
+    records = read_question_records(path / "questions.jsonl")
+    if not records:
+        raise UsageError(f"{path / 'questions.jsonl'}: no questions")
+    ids = [r.id for r in records]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})
+        raise UsageError(f"{path / 'questions.jsonl'}: duplicate question ids {', '.join(dup[:5])}")
+    return Stage(label, path, tuple(records), read_json(path / "report.json"))
+
+
+def _few(ids: Sequence[str], k: int = 5) -> str:
+    shown = ", ".join(repr(i) for i in list(ids)[:k])
+    return f"{len(ids)} id(s): {shown}{', ...' if len(ids) > k else ''}"
+
+
+def match_questions(stages: list[Stage]) -> list[Stage]:
+    """Every stage reordered to the first stage's question order; any id mismatch -> UsageError."""
+    ref = stages[0]
+    order = [r.id for r in ref.records]
+    out = [ref]
+    for st in stages[1:]:
+        by_id = {r.id: r for r in st.records}
+        missing = [i for i in order if i not in by_id]
+        extra = sorted(set(by_id) - set(order))
+        if missing or extra:
+            parts = [f"stage {st.label!r} ({st.path}) lacks {_few(missing)} of stage {ref.label!r}"] if missing else []
+            parts += [f"stage {st.label!r} has {_few(extra)} not in stage {ref.label!r}"] if extra else []
+            raise UsageError("questions do not match across stages (compare needs the same question ids): "
+                             + "; ".join(parts))
+        out.append(Stage(st.label, st.path, tuple(by_id[i] for i in order), st.report))
+    return out
+
+
+def common_clusterers(stages: list[Stage]) -> tuple[list[str], list[str]]:
+    """Clusterer labels present for every question of every stage (first stage's order), and notes."""
+    per = [[c for c in st.records[0].n_clusters if all(c in r.n_clusters for r in st.records)] for st in stages]
+    common = [c for c in per[0] if all(c in p for p in per[1:])]
+    notes = [f"clusterer {c!r} is not in every stage; left out" for c in dict.fromkeys(sum(per, [])) if c not in common]
+    if not common:
+        raise UsageError("no clusterer was used in every stage: " + "; ".join(
+            f"{st.label}: {', '.join(p) or 'none'}" for st, p in zip(stages, per)))
+    return common, notes
+
+
+def counts(stage: Stage, clusterer: str) -> np.ndarray:
+    return np.array([int(r.n_clusters[clusterer]) for r in stage.records])
+
+
+# ---------------------------------------------------------------- per-stage summary
+
+def _mean(values) -> float | None:
+    v = [float(x) for x in values if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
+    return float(np.mean(v)) if v else None
+
+
+def _ci(values, statistic, n_boot: int, seed: int) -> list[float] | None:
+    if n_boot < 1:
+        return None
+    lo, hi = bootstrap_ci(values, statistic, n_boot=n_boot, seed=seed)
+    return None if math.isnan(lo) else [lo, hi]
+
+
+def stage_summary(stage: Stage, clusterers: list[str], *, n_boot: int, seed: int) -> dict:
+    labels = [r.label for r in stage.records if r.label is not None]
+    per = {}
+    for c in clusterers:
+        d = counts(stage, c)
+        per[c] = {"scr": scr(d), "scr_ci": _ci((d == 1).astype(float), np.mean, n_boot, seed),
+                  "mean_clusters": float(d.mean()), "n_single": int((d == 1).sum()),
+                  "count_hist": {str(k): int((d == k).sum()) for k in range(1, int(d.max()) + 1)}}
+    return {"path": str(stage.path), "n_questions": len(stage.records),
+            "n_samples": max(len(v) for r in stage.records for v in r.clusters.values()) if stage.records[0].clusters else None,
+            "accuracy": float(np.mean(labels)) if labels else None, "n_labelled": len(labels),
+            "n_ambiguous": sum(r.judgement == "ambiguous" for r in stage.records),
+            "token_entropy_mean": _mean(r.signals.get("greedy_entropy_mean") for r in stage.records),
+            "auroc": stage.report.get("auroc", {}), "auroc_single_cluster": stage.report.get("auroc_single_cluster", {}),
+            "clusterers": per}
+
+
+# ---------------------------------------------------------------- paired tests, Holm, verdict
+
+def rank_biserial(diffs: Sequence[float]) -> float:
+    """Matched-pairs rank-biserial correlation over non-zero differences (0.0 when all are zero)."""
+    from scipy.stats import rankdata
+    d = np.asarray(diffs, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return 0.0
+    r = rankdata(np.abs(d))
+    return float((r[d > 0].sum() - r[d < 0].sum()) / r.sum())
+
+
+def paired_tests(counts_a: Sequence[int], counts_b: Sequence[int], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Earlier stage a vs later stage b on the same questions (see the module docstring)."""
+    from scipy.stats import wilcoxon
+    from statsmodels.stats.contingency_tables import mcnemar
+    a, b = np.asarray(counts_a, dtype=int), np.asarray(counts_b, dtype=int)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("paired tests need two non-empty count arrays of equal length")
+    sa, sb = a == 1, b == 1
+    n_b, n_c = int((sa & ~sb).sum()), int((~sa & sb).sum())
+    table = [[int((sa & sb).sum()), n_b], [n_c, int((~sa & ~sb).sum())]]
+    p_mc = 1.0 if n_b + n_c == 0 else float(mcnemar(table, exact=True).pvalue)
+    d = b - a
+    if np.any(d != 0):
+        res = wilcoxon(d, zero_method="wilcox")
+        w_stat, p_w = float(res.statistic), float(res.pvalue)
+    else:
+        w_stat, p_w = None, 1.0   # identical counts: no evidence of a shift (scipy would warn and divide by 0)
+    diff = sb.astype(float) - sa.astype(float)   # mean(diff) = SCR(b) - SCR(a): the paired bootstrap
+    return {"n": int(a.size), "scr_from": float(sa.mean()), "scr_to": float(sb.mean()),
+            "scr_diff": float(diff.mean()), "scr_diff_ci": _ci(diff, np.mean, n_boot, seed),
+            "b_single_to_multi": n_b, "c_multi_to_single": n_c, "mcnemar_table": table, "mcnemar_p": p_mc,
+            "mean_clusters_diff": float(d.mean()), "wilcoxon_stat": w_stat, "wilcoxon_p": p_w,
+            "wilcoxon_n_nonzero": int((d != 0).sum()), "rank_biserial": rank_biserial(d)}
+
+
+def apply_holm(transitions: list[dict], alpha: float = ALPHA) -> int:
+    """Add mcnemar_p_holm / wilcoxon_p_holm to every row (one Holm family of all tests); returns its size."""
+    from statsmodels.stats.multitest import multipletests
+    keys = [(i, k) for i in range(len(transitions)) for k in ("mcnemar_p", "wilcoxon_p")]
+    if not keys:
+        return 0
+    _, adjusted, _, _ = multipletests([transitions[i][k] for i, k in keys], alpha=alpha, method="holm")
+    for (i, k), p in zip(keys, adjusted):
+        transitions[i][k + "_holm"] = float(p)
+    return len(keys)
+
+
+def verdict(transitions: list[dict], clusterers: list[str], alpha: float = ALPHA) -> dict:
+    """Apply VERDICT_RULE. Rows need from, to, clusterer, mcnemar_p_holm, scr_diff; a clusterer with no
+    row for a transition counts as not significant there."""
+    pairs = list(dict.fromkeys((t["from"], t["to"]) for t in transitions))
+    per = []
+    for f, t in pairs:
+        rows = {r["clusterer"]: r for r in transitions if (r["from"], r["to"]) == (f, t)}
+        agree = [c for c in clusterers if c in rows and rows[c]["mcnemar_p_holm"] < alpha and rows[c]["scr_diff"] > 0]
+        per.append({"from": f, "to": t, "agree": agree, "disagree": [c for c in clusterers if c not in agree],
+                    "majority": len(agree) > len(clusterers) / 2})
+    first = next((p for p in per if p["majority"]), None)
+    k = len(clusterers)
+    if first:
+        text = (f"Homogenization first appears at {first['from']} -> {first['to']}: SCR rises significantly under "
+                f"{len(first['agree'])} of {k} clusterers ({', '.join(first['agree'])}); "
+                f"not under: {', '.join(first['disagree']) or 'none'}.")
+    else:
+        minority = [p for p in per if p["agree"]]
+        text = "No significant homogenization: no transition has a significant SCR rise under a majority of clusterers."
+        if minority:
+            text += " Significant rises under a minority only: " + "; ".join(
+                f"{p['from']} -> {p['to']} ({', '.join(p['agree'])}; {len(p['agree'])} of {k})" for p in minority) + "."
+    return {"transition": f"{first['from']} -> {first['to']}" if first else None,
+            "from": first["from"] if first else None, "to": first["to"] if first else None,
+            "agree": first["agree"] if first else [], "disagree": first["disagree"] if first else list(clusterers),
+            "alpha": alpha, "text": text, "rule": VERDICT_RULE, "per_transition": per}
+
+
+def stage_transitions(stages: list[Stage], clusterers: list[str], *, n_boot: int, seed: int,
+                      alpha: float) -> tuple[list[dict], int]:
+    rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c), n_boot=n_boot, seed=seed)}
+            for a, b in zip(stages, stages[1:]) for c in clusterers]
+    return rows, apply_holm(rows, alpha)
+
+
+# ---------------------------------------------------------------- clusterer agreement
+
+def pair_agreement(single_a: Sequence[bool], single_b: Sequence[bool],
+                   clusters_a: Sequence[Sequence[int]], clusters_b: Sequence[Sequence[int]]) -> dict:
+    """Cohen's kappa of the single-cluster indicator and mean per-question adjusted Rand index."""
+    from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
+    sa, sb = np.asarray(single_a, dtype=bool), np.asarray(single_b, dtype=bool)
+    kappa, note = None, None
+    if len(set(sa.tolist())) == 1 and len(set(sb.tolist())) == 1 and sa[0] == sb[0]:
+        note = ("undefined: both clusterers give the same constant single-cluster indicator "
+                f"(every question {'single' if sa[0] else 'multi'}-cluster; chance agreement is 1)")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kappa = float(cohen_kappa_score(sa, sb, labels=[False, True]))
+    aris = [adjusted_rand_score(x, y) for x, y in zip(clusters_a, clusters_b) if len(x) == len(y) and len(x) > 0]
+    both, either = int((sa & sb).sum()), int((sa | sb).sum())
+    return {"kappa": kappa, "kappa_note": note, "percent_agreement": float((sa == sb).mean()),
+            "n_single_a": int(sa.sum()), "n_single_b": int(sb.sum()), "n_single_both": both,
+            "single_overlap": both / either if either else None,
+            "ari_mean": float(np.mean(aris)) if aris else None, "n_ari": len(aris)}
+
+
+def stage_agreement(stage: Stage, clusterers: list[str]) -> list[dict]:
+    out = []
+    for i, a in enumerate(clusterers):
+        for b in clusterers[i + 1:]:
+            out.append({"a": a, "b": b, **pair_agreement(counts(stage, a) == 1, counts(stage, b) == 1,
+                                                         [r.clusters.get(a, []) for r in stage.records],
+                                                         [r.clusters.get(b, []) for r in stage.records])})
+    return out
+
+
+# ---------------------------------------------------------------- sensitivity
+
+def scr_by_n(assignments: Sequence[Sequence[int]]) -> list[dict]:
+    """SCR using only the first k samples of each question, k = 2..min N (count distinct first-k ids)."""
+    n = min(len(a) for a in assignments)
+    return [{"k": k, "scr": float(np.mean([len(set(a[-k:])) == 1 for a in assignments]))} for k in range(2, n + 1)]
+
+
+def scr_by_threshold(items: list[tuple[str, list[str]]], name: str, thresholds: Sequence[float],
+                     embedding_model: str | None = None) -> list[dict]:
+    """Re-cluster saved sample texts at each threshold (no re-sampling)."""
+    from measure.cluster import make_clusterer
+    out = []
+    for t in thresholds:
+        ids = make_clusterer({"name": name, "threshold": t}, embedding_model=embedding_model).cluster_many(items)
+        out.append({"threshold": t, "scr": scr([len(set(x)) for x in ids])})
+    return out
+
+
+def _sample_items(stage: Stage) -> list[tuple[str, list[str]]] | None:
+    from measure.records import read_samples
+    path = stage.path / "samples.jsonl"
+    if not path.exists():
+        return None
+    rows = {qs.question.id: qs for qs in read_samples(path)}
+    if any(r.id not in rows for r in stage.records):
+        raise UsageError(f"{path}: lacks questions of {stage.path / 'questions.jsonl'}")
+    return [(rows[r.id].question.text, [s.text for s in rows[r.id].samples]) for r in stage.records]
+
+
+def _embedding_model(report: dict) -> str | None:
+    settings = report.get("settings") or {}
+    return settings.get("embedding_model")
+
+
+def sensitivity(stages: list[Stage], clusterers: list[str], names: Sequence[str] | None) -> tuple[dict, list[str]]:
+    notes: list[str] = []
+    by_n = {c: {"approximate": base_name(c) not in PREFIX_EXACT,
+                "stages": {st.label: scr_by_n([r.clusters[c] for r in st.records]) for st in stages}}
+            for c in clusterers if all(r.clusters.get(c) for st in stages for r in st.records)}
+    for c, v in by_n.items():
+        if v["approximate"]:
+            notes.append(f"SCR vs N for {c!r} takes the first k ids of the full clustering (agglomerative): "
+                         "an approximation of re-clustering k samples")
+    if names is None:
+        names = ["jaccard"] + (["embedding"] if any(base_name(c) == "embedding" for c in clusterers) else [])
+    for name in names:
+        if name not in THRESHOLD_GRIDS:
+            raise UsageError(f"threshold sensitivity: unknown clusterer {name!r}; valid choices: {', '.join(THRESHOLD_GRIDS)}")
+    by_t: dict[str, dict] = {name: {"thresholds": list(THRESHOLD_GRIDS[name]), "stages": {}} for name in names}
+    for st in stages if names else []:
+        items = _sample_items(st)
+        if items is None:
+            notes.append(f"no samples.jsonl in {st.path}: threshold sensitivity skipped for stage {st.label!r}")
+            continue
+        for name in names:
+            by_t[name]["stages"][st.label] = scr_by_threshold(items, name, THRESHOLD_GRIDS[name], _embedding_model(st.report))
+    return {"n_samples": by_n, "threshold": by_t}, notes
+
+
+# ---------------------------------------------------------------- the engine
+
+def _check_outputs(out_dir: Path, overwrite: bool) -> None:
+    existing = [n for n in OUTPUTS if (Path(out_dir) / n).exists()]
+    if existing and not overwrite:
+        raise UsageError(f"{out_dir} already holds comparison outputs ({', '.join(existing)}); "
+                         "pass overwrite=true to replace them")
+
+
+def _setting_notes(stages: list[Stage]) -> list[str]:
+    notes = []
+    for key in ("n_samples", "temperature", "top_p", "max_new_tokens"):
+        vals = {st.label: (st.report.get("settings") or {}).get(key) for st in stages}
+        if len({repr(v) for v in vals.values()}) > 1:
+            notes.append(f"stages differ in {key}: " + ", ".join(f"{k}={v}" for k, v in vals.items())
+                         + " (SCR depends on it; differences may not be due to training)")
+    return notes
+
+
+def compare_stages(stages: list[Stage], out_dir: Path, overwrite: bool, *, alpha: float = ALPHA,
+                   n_boot: int = 1000, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
+                   notes: Sequence[str] = (), benchmark: str | None = None) -> dict:
+    """Compare loaded stages (in order) and write compare.json/md/html + plots into out_dir."""
+    out_dir = Path(out_dir)
+    _check_outputs(out_dir, overwrite)
+    if len(stages) < 2:
+        raise UsageError(f"compare needs at least two measured stages, got {len(stages)}")
+    if len({st.label for st in stages}) != len(stages):
+        raise UsageError(f"stage labels must be unique, got {[st.label for st in stages]}")
+    stages = match_questions(stages)
+    clusterers, cl_notes = common_clusterers(stages)
+    rows, family = stage_transitions(stages, clusterers, n_boot=n_boot, seed=seed, alpha=alpha)
+    sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers)
+    result = {
+        "benchmark": benchmark, "stages": [st.label for st in stages], "n_questions": len(stages[0].records), "clusterers": clusterers,
+        "per_stage": {st.label: stage_summary(st, clusterers, n_boot=n_boot, seed=seed) for st in stages},
+        "transitions": rows, "holm": {"method": "holm", "family_size": family, "alpha": alpha,
+                                      "family": "every McNemar and Wilcoxon test, every transition and clusterer"},
+        "verdict": verdict(rows, clusterers, alpha),
+        "agreement": {st.label: stage_agreement(st, clusterers) for st in stages},
+        "sensitivity": sens, "notes": [*notes, *cl_notes, *_setting_notes(stages), *s_notes],
+        "settings": {"alpha": alpha, "n_boot": n_boot, "seed": seed}, "provenance": provenance(seed)}
+    render(result, stages, out_dir)
+    return result
+
+
+# ---------------------------------------------------------------- rendering: one block list -> md and html
+
+def fmt(v: Any, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.{digits}g}" if v != 0 and abs(v) < 0.01 else f"{v:.{digits}f}"
+    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) for x in v):
+        return f"[{fmt(v[0], digits)}, {fmt(v[1], digits)}]"
+    return str(v)
+
+
+def to_markdown(blocks: list[tuple]) -> str:
+    out = []
+    for kind, *rest in blocks:
+        if kind == "h1":
+            out.append(f"# {rest[0]}\n")
+        elif kind == "h2":
+            out.append(f"## {rest[0]}\n")
+        elif kind == "p":
+            out.append(f"{rest[0]}\n")
+        elif kind == "img":
+            out.append(f"![{rest[0]}]({rest[0]})\n")
+        elif kind == "table":
+            head, rows = rest
+            out.append("\n".join(["| " + " | ".join(map(str, head)) + " |", "|" + "---|" * len(head)]
+                                 + ["| " + " | ".join(fmt(c) for c in row) + " |" for row in rows]) + "\n")
+    return "\n".join(out)
+
+
+def to_html(blocks: list[tuple], images: dict[str, bytes], title: str) -> str:
+    """Self-contained: every PNG is inlined as a base64 data URI."""
+    e = html.escape
+    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+           "body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:collapse;margin:1em 0}"
+           "td,th{border:1px solid #bbb;padding:3px 8px;font-size:13px}img{max-width:100%}</style></head><body>"]
+    for kind, *rest in blocks:
+        if kind in ("h1", "h2", "p"):
+            out.append(f"<{kind}>{e(rest[0])}</{kind}>")
+        elif kind == "img":
+            data = base64.b64encode(images[rest[0]]).decode("ascii")
+            out.append(f"<img alt='{e(rest[0])}' src='data:image/png;base64,{data}'>")
+        elif kind == "table":
+            head, rows = rest
+            out.append("<table><tr>" + "".join(f"<th>{e(str(h))}</th>" for h in head) + "</tr>"
+                       + "".join("<tr>" + "".join(f"<td>{e(fmt(c))}</td>" for c in row) + "</tr>" for row in rows)
+                       + "</table>")
+    return "\n".join(out + ["</body></html>\n"])
+
+
+def png_bytes(fig) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    return buf.getvalue()
+
+
+def write_images(out_dir: Path, images: dict[str, bytes]) -> None:
+    for name, data in images.items():
+        with atomic_path(Path(out_dir) / name) as tmp:
+            tmp.write_bytes(data)
+
+
+def _grid(n: int, width: float = 4.0, height: float = 3.0):
+    from matplotlib.figure import Figure   # object API: no pyplot global state
+    cols = min(3, n)
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(width * cols, height * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
+def _plots(result: dict, stages: list[Stage]) -> dict[str, bytes]:
+    from sklearn.metrics import roc_curve
+
+    from measure.metrics import auroc
+    labels, cls, per = result["stages"], result["clusterers"], result["per_stage"]
+    images = {}
+    fig, (ax,) = _grid(1, 6, 4)
+    x = np.arange(len(labels))
+    for i, c in enumerate(cls):
+        y = np.array([per[s]["clusterers"][c]["scr"] for s in labels])
+        cis = [per[s]["clusterers"][c]["scr_ci"] or [v, v] for s, v in zip(labels, y)]
+        err = np.array([[v - lo for v, (lo, _) in zip(y, cis)], [hi - v for v, (_, hi) in zip(y, cis)]])
+        ax.errorbar(x + 0.04 * (i - len(cls) / 2), y, yerr=np.clip(err, 0, None), marker="o", capsize=3, label=c)
+    ax.set(xticks=x, xticklabels=labels, ylabel="single-cluster rate", title="SCR by stage (95% bootstrap CI)")
+    ax.legend()
+    images["scr_by_stage.png"] = png_bytes(fig)
+
+    fig, axes = _grid(len(cls))
+    for ax, c in zip(axes, cls):
+        for s in labels:
+            hist = per[s]["clusterers"][c]["count_hist"]
+            ks = [int(k) for k in hist]
+            ax.plot(ks, [hist[str(k)] / result["n_questions"] for k in ks], marker="o", label=s)
+        ax.set(title=c, xlabel="clusters per question", ylabel="share of questions")
+        ax.legend(fontsize=8)
+    images["cluster_counts.png"] = png_bytes(fig)
+
+    fig, axes = _grid(len(stages))
+    for ax, st in zip(axes, stages):
+        for name in dict.fromkeys(sig.format(c=cls[0]) for sig in ROC_SIGNALS):
+            rows = [(r.signals.get(name), not r.label) for r in st.records if r.label is not None]
+            rows = [(v, y) for v, y in rows if isinstance(v, (int, float)) and math.isfinite(v)]
+            ys = [y for _, y in rows]
+            if rows and any(ys) and not all(ys):
+                fpr, tpr, _ = roc_curve(ys, [v for v, _ in rows])
+                ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc([v for v, _ in rows], ys):.2f})")
+        ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
+        ax.set(title=f"{st.label}: ROC (positive = incorrect)", xlabel="FPR", ylabel="TPR")
+        ax.legend(fontsize=7)
+    images["roc.png"] = png_bytes(fig)
+
+    sens = result["sensitivity"]
+    panels = [("n", c, v["stages"]) for c, v in sens["n_samples"].items()]
+    panels += [("threshold", c, v["stages"]) for c, v in sens["threshold"].items() if v["stages"]]
+    if panels:
+        fig, axes = _grid(len(panels))
+        for ax, (kind, c, data) in zip(axes, panels):
+            key = "k" if kind == "n" else "threshold"
+            for s, pts in data.items():
+                ax.plot([p[key] for p in pts], [p["scr"] for p in pts], marker="o", label=s)
+            ax.set(title=f"{c}: SCR vs {'N samples' if kind == 'n' else 'threshold'}", xlabel=key, ylabel="SCR")
+            ax.legend(fontsize=8)
+        images["sensitivity.png"] = png_bytes(fig)
+    return images
+
+
+def _blocks(result: dict) -> list[tuple]:
+    labels, cls, per = result["stages"], result["clusterers"], result["per_stage"]
+    v = result["verdict"]
+    b: list[tuple] = [("h1", f"Stage comparison{': ' + result['benchmark'] if result.get('benchmark') else ''}"),
+                      ("p", f"{result['n_questions']} questions matched by id across {len(labels)} stages: "
+                            f"{' -> '.join(labels)}. Clusterers: {', '.join(cls)}."),
+                      ("h2", "Verdict"), ("p", v["text"]), ("p", v["rule"]),
+                      ("table", ["transition", "significant rise under", "not under", "majority"],
+                       [[f"{p['from']} -> {p['to']}", ", ".join(p["agree"]) or "none", ", ".join(p["disagree"]) or "none",
+                         p["majority"]] for p in v["per_transition"]]),
+                      ("h2", "Stages"),
+                      ("table", ["stage", "questions", "N", "accuracy", "labelled", "ambiguous", "token entropy (mean)"],
+                       [[s, per[s]["n_questions"], per[s]["n_samples"], per[s]["accuracy"], per[s]["n_labelled"],
+                         per[s]["n_ambiguous"], per[s]["token_entropy_mean"]] for s in labels]),
+                      ("table", ["stage", *[f"SCR {c} [95% CI]" for c in cls], *[f"mean clusters {c}" for c in cls]],
+                       [[s, *[f"{fmt(per[s]['clusterers'][c]['scr'])} {fmt(per[s]['clusterers'][c]['scr_ci'])}" for c in cls],
+                         *[per[s]["clusterers"][c]["mean_clusters"] for c in cls]] for s in labels]),
+                      ("img", "scr_by_stage.png"), ("img", "cluster_counts.png"),
+                      ("h2", "Paired tests between consecutive stages"),
+                      ("p", f"Holm correction over {result['holm']['family_size']} tests ({result['holm']['family']}). "
+                            "b = single -> multi, c = multi -> single; rank-biserial > 0 = more clusters later."),
+                      ("table", ["transition", "clusterer", "SCR diff", "95% CI", "b", "c", "McNemar p", "Holm p",
+                                 "mean clusters diff", "Wilcoxon p", "Holm p", "rank-biserial"],
+                       [[f"{t['from']} -> {t['to']}", t["clusterer"], t["scr_diff"], t["scr_diff_ci"],
+                         t["b_single_to_multi"], t["c_multi_to_single"], t["mcnemar_p"], t["mcnemar_p_holm"],
+                         t["mean_clusters_diff"], t["wilcoxon_p"], t["wilcoxon_p_holm"], t["rank_biserial"]]
+                        for t in result["transitions"]]),
+                      ("h2", "Clusterer agreement"),
+                      ("table", ["stage", "pair", "kappa (single-cluster)", "agreement", "single a / b / both", "mean ARI"],
+                       [[s, f"{a['a']} vs {a['b']}", a["kappa"] if a["kappa"] is not None else a["kappa_note"],
+                         a["percent_agreement"], f"{a['n_single_a']} / {a['n_single_b']} / {a['n_single_both']}",
+                         a["ari_mean"]] for s in labels for a in result["agreement"][s]]),
+                      ("h2", "AUROC per signal (positive = incorrect; from each report.json)")]
+    signals = list(dict.fromkeys(k for s in labels for k in per[s]["auroc"]))
+    b.append(("table", ["signal", *labels], [[n, *[per[s]["auroc"].get(n) for s in labels]] for n in signals]))
+    b.append(("img", "roc.png"))
+    b.append(("h2", "Sensitivity (from saved samples, no re-sampling)"))
+    for c, val in result["sensitivity"]["n_samples"].items():
+        ks = sorted({p["k"] for pts in val["stages"].values() for p in pts})
+        b.append(("p", f"SCR vs number of samples, {c}{' (approximate: first k of the full clustering)' if val['approximate'] else ''}"))
+        b.append(("table", ["stage", *[f"k={k}" for k in ks]],
+                  [[s, *[next((p["scr"] for p in pts if p["k"] == k), None) for k in ks]] for s, pts in val["stages"].items()]))
+    for name, val in result["sensitivity"]["threshold"].items():
+        b.append(("p", f"SCR vs {name} threshold"))
+        b.append(("table", ["stage", *[f"t={t}" for t in val["thresholds"]]],
+                  [[s, *[p["scr"] for p in pts]] for s, pts in val["stages"].items()]))
+    b.append(("img", "sensitivity.png"))
+    if result["notes"]:
+        b += [("h2", "Notes"), *[("p", "- " + n) for n in result["notes"]]]
+    return b
+
+
+def render(result: dict, stages: list[Stage], out_dir: Path) -> None:
+    """Everything is computed before the first write; report files are written last."""
+    images = _plots(result, stages)
+    blocks = [blk for blk in _blocks(result) if blk[0] != "img" or blk[1] in images]
+    write_images(out_dir, images)
+    write_json(out_dir / "compare.json", result)
+    write_text(out_dir / "compare.md", to_markdown(blocks))
+    write_text(out_dir / "compare.html", to_html(blocks, images, "alignment-tax stage comparison"))
+
+
+# ---------------------------------------------------------------- entry points (the CLI calls these)
+
+def _measure_dir(path: Path) -> Path:
+    """A measure dir itself, a file inside one, or a stage dir with exactly one measure/<benchmark>/."""
+    path = Path(path)
+    if path.is_file():
+        path = path.parent
+    if (path / "questions.jsonl").exists():
+        return path
+    found = sorted(d for d in (path / "measure").glob("*") if (d / "questions.jsonl").exists()) if (path / "measure").is_dir() else []
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise UsageError(f"{path}: several benchmarks measured ({', '.join(d.name for d in found)}); "
+                         f"give the measure dir itself, e.g. {found[0]}")
+    raise UsageError(f"{path}: no questions.jsonl (run `python -m measure run` or `measure score` first)")
+
+
+def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool, **options: Any) -> dict:
+    """Compare any measured runs in the given order; labels default to the stage/dir names."""
+    if not runs or len(runs) < 2:
+        raise UsageError("runs: give at least two measured dirs, e.g. runs=[checkpoints/x/base/measure/gsm8k,...]")
+    if out_dir is None:
+        raise UsageError("out: give the output dir for the comparison, e.g. out=compare/")
+    dirs = [_measure_dir(Path(r)) for r in runs]
+    if labels is not None and len(labels) != len(dirs):
+        raise UsageError(f"labels: {len(labels)} labels for {len(dirs)} runs")
+    if labels is None:
+        labels = [d.parent.parent.name if d.parent.name == "measure" else d.name for d in dirs]
+        labels = [lab if labels.count(lab) == 1 else f"{lab}#{i + 1}" for i, lab in enumerate(labels)]
+    elif len(set(map(str, labels))) != len(labels):
+        raise UsageError(f"labels must be unique, got {labels}")
+    _check_outputs(Path(out_dir), overwrite)
+    return compare_stages([load_stage(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite, **options)
+
+
+def chain_order(chain_dir: Path) -> list[str]:
+    """Stage names in chain order: chain.json's "stages" when present, else base then stage.json chain_index."""
+    chain_dir = Path(chain_dir)
+    if not chain_dir.is_dir():
+        raise UsageError(f"{chain_dir}: not a directory (expected checkpoints/<name>)")
+    if (chain_dir / "chain.json").exists():
+        stages = read_json(chain_dir / "chain.json").get("stages")
+        if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
+            raise UsageError(f"{chain_dir / 'chain.json'}: 'stages' must be a list of stage names")
+        return stages
+    found = {}
+    for manifest in sorted(chain_dir.glob("*/stage.json")):
+        name = manifest.parent.name
+        index = read_json(manifest).get("chain_index")
+        if name != "base" and (isinstance(index, bool) or not isinstance(index, int)):
+            raise UsageError(f"{manifest}: no integer 'chain_index', cannot order the chain")
+        found[name] = -1 if name == "base" else index
+    if not found:
+        raise UsageError(f"{chain_dir}: no stage dirs (*/stage.json); is this checkpoints/<name>?")
+    return sorted(found, key=lambda k: (found[k], k))
+
+
+def compare_chain(chain_dir: Path, benchmark: str | None, out_dir: Path | None, overwrite: bool, **options: Any) -> dict:
+    """Every measured stage of checkpoints/<name>/ for one benchmark, in chain order -> <chain>/compare/."""
+    chain_dir = Path(chain_dir)
+    order = chain_order(chain_dir)
+    measured = {s: sorted(d.name for d in (chain_dir / s / "measure").glob("*") if (d / "questions.jsonl").exists())
+                for s in order if (chain_dir / s / "measure").is_dir()}
+    benchmarks = sorted({b for bs in measured.values() for b in bs})
+    if not benchmarks:
+        raise UsageError(f"{chain_dir}: no measured stage (no <stage>/measure/<benchmark>/questions.jsonl)")
+    if benchmark is None:
+        if len(benchmarks) > 1:
+            raise UsageError(f"{chain_dir}: several benchmarks measured; pass benchmark=<name>, one of: {', '.join(benchmarks)}")
+        benchmark = benchmarks[0]
+    elif benchmark not in benchmarks:
+        raise UsageError(f"benchmark {benchmark!r} was not measured in {chain_dir}; valid choices: {', '.join(benchmarks)}")
+    use = [s for s in order if benchmark in measured.get(s, [])]
+    notes = [f"stage {s!r} has no {benchmark} measurement; left out" for s in order if s not in use]
+    out_dir = Path(out_dir) if out_dir is not None else chain_dir / "compare"
+    _check_outputs(out_dir, overwrite)
+    stages = [load_stage(chain_dir / s / "measure" / benchmark, s) for s in use]
+    return compare_stages(stages, out_dir, overwrite, notes=notes, benchmark=benchmark, **options)

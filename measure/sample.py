@@ -1,0 +1,342 @@
+"""Sampling: one greedy answer plus N sampled answers per question, with per-token statistics.
+
+Token statistics, for each generated step t, from the raw logits (`output_logits=True`) of the same
+`model.generate` call, never a second forward pass (`count_forward_calls` lets tests check that):
+  token_logprobs[t]  = log p(y_t | prompt, y_<t)  and  token_entropies[t] = -sum_v p(v) log p(v) (nats),
+with p = softmax(raw logits) over the FULL vocabulary: the model's own distribution at temperature 1
+without top-k/top-p truncation, whatever T/top_p the sample was drawn with (the lm-polygraph
+convention), so an answer gets the same statistics whether greedy or sampled.
+The arrays cover every generated step up to and including the one that emitted EOS (the stop
+decision is part of p(answer, stop); lm-polygraph keeps it too), never the padding after it. A stop
+string cuts the text before its first occurrence, and the arrays keep the tokens whose text starts
+before the cut (the delimiter is not part of the answer). Texts are whitespace-stripped, without
+special tokens.
+
+Sampling distribution: softmax(logits / T) with nucleus top_p; top_k, typical_p, min_p, repetition
+penalties are pinned off so a hub generation_config cannot change the protocol.
+
+Determinism: `generate` calls `transformers.set_seed(seed)` first: same prompts + settings -> identical
+output on the same CPU build. `sample_questions` seeds each call from (settings.seed, the question ids
+in it) and fixes batches from the full question list, so a run is identical for the same settings
+*including batch_size*, and a resumed run equals an uninterrupted one. Another batch_size gives other
+(equally valid) samples: a batch shares one random stream and left padding changes the arithmetic.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import torch
+
+from measure.config import MeasureSettings
+from measure.errors import UsageError, suggest
+from measure.io import read_json, to_jsonable, write_json
+from measure.records import Generation, Question, QuestionSamples, parse_samples_row, samples_row_to_json
+
+PROMPT_FORMATS = ("chat", "qa")
+# Neutral general-knowledge shots for base models (prompt_format=qa); replace via measure.fewshot.
+DEFAULT_FEWSHOT: tuple[tuple[str, str], ...] = (
+    ("What is the capital of France?", "Paris."),
+    ("How many legs does a spider have?", "Eight."),
+    ("Who wrote the play Romeo and Juliet?", "William Shakespeare."),
+)
+# A base model that keeps following the Q/A pattern starts the next block with this; always a stop in qa format.
+QA_STOP = "\nQ:"
+# Generation knobs pinned so the sampling distribution is exactly softmax(logits/T) + top_p.
+_NEUTRAL = {"top_k": 0, "typical_p": 1.0, "min_p": None, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+            "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0}
+
+
+# ---------------------------------------------------------------- prompts
+
+def format_prompt(tokenizer, question: str, prompt_format: str,
+                  fewshot: Sequence[tuple[str, str]] | None = None) -> str:
+    """The text the model continues: its chat template (`chat`) or few-shot `Q: ...\\nA:` blocks (`qa`)."""
+    if prompt_format == "chat":
+        if not getattr(tokenizer, "chat_template", None):
+            raise UsageError("prompt_format 'chat' needs a tokenizer with a chat template; use prompt_format=qa for base models")
+        return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                             add_generation_prompt=True)
+    if prompt_format == "qa":
+        shots = DEFAULT_FEWSHOT if fewshot is None else fewshot
+        return "".join(f"Q: {q}\nA: {a}\n\n" for q, a in shots) + f"Q: {question}\nA:"
+    raise UsageError(f"unknown prompt_format {prompt_format!r}{suggest(prompt_format, PROMPT_FORMATS)}")
+
+
+def stop_strings(stop: Sequence[str], prompt_format: str) -> tuple[str, ...]:
+    """The stop strings actually used: the configured ones, plus QA_STOP in `qa` format."""
+    out = tuple(stop)
+    return out + (QA_STOP,) if prompt_format == "qa" and QA_STOP not in out else out
+
+
+# ---------------------------------------------------------------- forward-pass counting
+
+@dataclass
+class ForwardCounter:
+    count: int = 0
+
+
+@contextlib.contextmanager
+def count_forward_calls(model: torch.nn.Module) -> Iterator[ForwardCounter]:
+    """Count calls of `model.forward` inside the block (one per generation step for a plain HF model)."""
+    counter = ForwardCounter()
+
+    def hook(module, args, output):
+        counter.count += 1
+
+    handle = model.register_forward_hook(hook)
+    try:
+        yield counter
+    finally:
+        handle.remove()
+
+
+# ---------------------------------------------------------------- generation
+
+def token_statistics(step_logits: Sequence[torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw logits per step ([rows, V] each) and chosen tokens [rows, steps] -> (logprobs, entropies) [rows, steps]."""
+    logprobs, entropies = [], []
+    for t, logits in enumerate(step_logits):
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        logprobs.append(logp.gather(-1, tokens[:, t:t + 1]).squeeze(-1))
+        # p*log p with p = 0 (logit -inf) is 0, not nan
+        entropies.append(-(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1))
+    if not logprobs:
+        empty = torch.zeros(tokens.shape[0], 0)
+        return empty, empty
+    return torch.stack(logprobs, 1), torch.stack(entropies, 1)
+
+
+def _eos_ids(model, tokenizer) -> list[int]:
+    ids = getattr(model.generation_config, "eos_token_id", None)
+    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise UsageError("the model and tokenizer define no EOS token; generation could not stop")
+    return ids
+
+
+def _encode_left_padded(tokenizer, prompts: Sequence[str], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    # A chat template already starts with BOS when the model wants one; adding another would double it.
+    bos = tokenizer.bos_token
+    encoded = [tokenizer(p, add_special_tokens=not (bos and p.startswith(bos)))["input_ids"] for p in prompts]
+    width = max(len(ids) for ids in encoded)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for i, ids in enumerate(encoded):
+        if ids:
+            input_ids[i, width - len(ids):] = torch.tensor(ids)
+            mask[i, width - len(ids):] = 1
+    return input_ids, mask
+
+
+class StopOnText:
+    """Stopping criterion: a row is done once a stop string appears in the text of its generated tokens.
+
+    Used instead of transformers' `stop_strings`, which also matches across the prompt boundary and
+    inside special tokens' names; this one sees exactly the text we return, and it records the step
+    at which each row stopped, so the tokens generated as padding afterwards can be dropped.
+    """
+
+    def __init__(self, tokenizer, stop: Sequence[str], prompt_len: int):
+        self.tokenizer, self.stop, self.prompt_len = tokenizer, tuple(stop), prompt_len
+        self.stopped_at: dict[int, int] = {}  # row -> number of generated tokens when its stop string appeared
+
+    def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
+        for row, tokens in enumerate(input_ids[:, self.prompt_len:].tolist()):
+            if row not in self.stopped_at:
+                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+                if any(s in text for s in self.stop):
+                    self.stopped_at[row] = len(tokens)
+        return torch.tensor([row in self.stopped_at for row in range(input_ids.shape[0])], device=input_ids.device)
+
+
+def _cut(tokenizer, tokens: list[int], logprobs: list[float], entropies: list[float],
+         eos_ids: Sequence[int], stop: Sequence[str]) -> Generation:
+    """One generated row -> Generation, cut at EOS (kept in the arrays) or before the first stop string."""
+    keep = len(tokens)
+    text_tokens = tokens
+    for i, tok in enumerate(tokens):
+        if tok in eos_ids:
+            keep, text_tokens = i + 1, tokens[:i]
+            break
+    text = tokenizer.decode(text_tokens, skip_special_tokens=True)
+    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
+    if hits:
+        cut = min(hits)
+        text = text[:cut]
+        # keep the tokens whose text starts before the cut (a token straddling it is part answer text)
+        keep = 0
+        while keep < len(text_tokens) and len(tokenizer.decode(text_tokens[:keep], skip_special_tokens=True)) < cut:
+            keep += 1
+    return Generation(text.strip(), tuple(logprobs[:keep]), tuple(entropies[:keep]))
+
+
+@torch.inference_mode()
+def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float, top_p: float,
+             max_new_tokens: int, stop: Sequence[str], seed: int, do_sample: bool) -> list[list[Generation]]:
+    """Generate `n` continuations per prompt in one batched call; returns them per prompt, in order."""
+    import transformers
+
+    if not do_sample and n != 1:
+        raise ValueError("greedy decoding (do_sample=False) gives one answer per prompt; use n=1")
+    if not prompts:
+        return []
+    eos_ids = _eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    input_ids, mask = _encode_left_padded(tokenizer, prompts, pad_id)
+    kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=n,
+                  return_dict_in_generate=True, output_logits=True, output_scores=False,
+                  eos_token_id=eos_ids, pad_token_id=pad_id, num_beams=1, **_NEUTRAL)
+    if do_sample:
+        kwargs.update(temperature=temperature, top_p=top_p)
+    else:  # unset so a hub generation_config's sampling values do not trigger "unused flag" warnings
+        kwargs.update(temperature=None, top_p=None, top_k=None)
+    stopper = StopOnText(tokenizer, stop, input_ids.shape[1])
+    if stop:
+        kwargs["stopping_criteria"] = transformers.StoppingCriteriaList([stopper])
+    transformers.set_seed(seed)
+    out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), **kwargs)
+
+    generated = out.sequences[:, input_ids.shape[1]:]
+    logprobs, entropies = (x.cpu() for x in token_statistics(out.logits, generated))  # on the model's device
+    generated = generated.cpu()
+    rows = []
+    for r in range(generated.shape[0]):
+        end = stopper.stopped_at.get(r, generated.shape[1])  # later tokens of a stopped row are padding
+        rows.append(_cut(tokenizer, generated[r, :end].tolist(), logprobs[r, :end].tolist(),
+                         entropies[r, :end].tolist(), eos_ids, stop))
+    return [rows[i * n:(i + 1) * n] for i in range(len(prompts))]  # generate orders rows prompt-major
+
+
+# ---------------------------------------------------------------- questions, batches, cache
+
+def derive_seed(seed: int, tag: str, ids: Sequence[str]) -> int:
+    """A per-call seed from the run seed and the questions in the call (stable across processes)."""
+    digest = hashlib.sha256(json.dumps([seed, tag, list(ids)]).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _cache_settings(settings: MeasureSettings, prompt_format: str, stop: Sequence[str]) -> dict:
+    """What a cached row depends on (batch_size is absent: any batching gives valid samples)."""
+    return to_jsonable({"prompt_format": prompt_format, "n_samples": settings.n_samples,
+                        "temperature": settings.temperature, "top_p": settings.top_p,
+                        "max_new_tokens": settings.max_new_tokens, "stop": list(stop),
+                        "fewshot": settings.fewshot, "seed": settings.seed})
+
+
+def _read_cache(path: Path) -> dict[str, QuestionSamples]:
+    """Rows of a sampling cache by id. A truncated last line (an interrupted write) is dropped from the file."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    rows: dict[str, QuestionSamples] = {}
+    good_end, pos = 0, 0
+    lines = data.split(b"\n")
+    for lineno, raw in enumerate(lines, 1):
+        complete = lineno < len(lines)  # the piece after the last "\n" was never terminated
+        if raw.strip():
+            try:
+                obj = json.loads(raw.decode("utf-8")) if complete else None
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                raise UsageError(f"{path}:{lineno}: corrupt line in the sampling cache; delete the file to re-sample") from None
+            if obj is None:
+                break
+            if not isinstance(obj, dict):
+                raise UsageError(f"{path}:{lineno}: expected a JSON object in the sampling cache")
+            row = parse_samples_row(obj, f"{path}:{lineno}")
+            rows[row.question.id] = row
+        pos += len(raw) + 1
+        good_end = min(pos, len(data))
+    if good_end < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good_end)
+    return rows
+
+
+def _append_cache(path: Path, rows: Sequence[QuestionSamples]) -> None:
+    with open(path, "a", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(to_jsonable(samples_row_to_json(row)), allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _open_cache(path: Path, meta: dict, questions: Sequence[Question], n: int) -> dict[str, QuestionSamples]:
+    meta_path = path.with_name(path.name + ".settings.json")
+    if meta_path.exists() and path.exists() and path.stat().st_size:
+        old = read_json(meta_path)
+        if old != meta:
+            diff = ", ".join(f"{k}: {old.get(k)!r} -> {meta.get(k)!r}" for k in sorted(set(old) | set(meta))
+                             if old.get(k) != meta.get(k))
+            raise UsageError(f"{path}: the sampling cache was made with other settings ({diff}); "
+                             "delete it or re-run with the same settings")
+    else:
+        write_json(meta_path, meta)
+    cached = _read_cache(path)
+    by_id = {q.id: q for q in questions}
+    for qid, row in cached.items():
+        if qid in by_id and (row.question.text != by_id[qid].text or len(row.samples) != n):
+            raise UsageError(f"{path}: cached question {qid!r} does not match this run (other question text "
+                             "or sample count); delete the cache to re-sample")
+    return {qid: row for qid, row in cached.items() if qid in by_id}
+
+
+def _sample_batch(model, tokenizer, batch: Sequence[Question], prompts: dict[str, str],
+                  settings: MeasureSettings, stop: Sequence[str]) -> list[QuestionSamples]:
+    common = dict(temperature=settings.temperature, top_p=settings.top_p,
+                  max_new_tokens=settings.max_new_tokens, stop=stop)
+    ids = [q.id for q in batch]
+    greedy = generate(model, tokenizer, [prompts[i] for i in ids], n=1, do_sample=False,
+                      seed=derive_seed(settings.seed, "greedy", ids), **common)
+    # at most max(batch_size, n) sequences per sampling call keeps memory bounded
+    per_call = max(1, settings.batch_size // settings.n_samples)
+    samples: list[list[Generation]] = []
+    for start in range(0, len(ids), per_call):
+        chunk = ids[start:start + per_call]
+        samples += generate(model, tokenizer, [prompts[i] for i in chunk], n=settings.n_samples, do_sample=True,
+                            seed=derive_seed(settings.seed, "sample", chunk), **common)
+    return [QuestionSamples(q, g[0], tuple(s)) for q, g, s in zip(batch, greedy, samples)]
+
+
+def sample_questions(model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str,
+                     cache_path: Path | None = None) -> list[QuestionSamples]:
+    """Greedy + settings.n_samples answers per question, in input order; resumes from `cache_path`.
+
+    Questions go in batches of settings.batch_size prompts (one greedy call each; the sampling is
+    split so that a call decodes at most max(batch_size, n_samples) sequences). After each batch its
+    rows are appended to `cache_path` (JSONL in the samples.jsonl format, flushed and fsynced); a
+    re-run skips the questions found there.
+    """
+    from tqdm.auto import tqdm
+
+    stop = stop_strings(settings.stop, prompt_format)
+    ids = [q.id for q in questions]
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise UsageError(f"duplicate question ids: {', '.join(dupes[:5])}")
+    prompts = {q.id: format_prompt(tokenizer, q.text, prompt_format, settings.fewshot) for q in questions}
+    done: dict[str, QuestionSamples] = {}
+    if cache_path is not None:
+        cache_path = Path(cache_path)
+        cache_path.parent.mkdir(parents=True, exist_ok=True)
+        done = _open_cache(cache_path, _cache_settings(settings, prompt_format, stop), questions, settings.n_samples)
+    model.eval()
+    size = settings.batch_size
+    with tqdm(total=len(questions), initial=len(done), desc="sampling", unit="question") as bar:
+        for start in range(0, len(questions), size):  # batches fixed by the full list, so resuming is exact
+            todo = [q for q in questions[start:start + size] if q.id not in done]
+            if not todo:
+                continue
+            rows = _sample_batch(model, tokenizer, todo, prompts, settings, stop)
+            if cache_path is not None:
+                _append_cache(cache_path, rows)
+            done.update((r.question.id, r) for r in rows)
+            bar.update(len(todo))
+    return [QuestionSamples(q, done[q.id].greedy, done[q.id].samples) for q in questions]

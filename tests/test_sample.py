@@ -1,0 +1,202 @@
+"""measure/sample.py on the session's tiny model: token statistics, stops, seeding, forward passes, resume."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+import measure.sample as sample
+from measure.config import MeasureSettings
+from measure.errors import UsageError
+from measure.records import Question
+from measure.sample import (count_forward_calls, format_prompt, generate, sample_questions, stop_strings,
+                            token_statistics)
+
+GEN = dict(temperature=1.0, top_p=1.0, max_new_tokens=8, stop=(), seed=0)
+
+
+def _prompts(tok):
+    return [format_prompt(tok, "What is 2 plus 5?", "chat"), format_prompt(tok, "What colour is grass?", "qa")]
+
+
+# ---------------------------------------------------------------- prompts
+
+def test_format_prompt(tiny_model):
+    _, tok = tiny_model
+    assert format_prompt(tok, "Why?", "chat") == "<|bos|><|user|>\nWhy?<|end|>\n<|assistant|>\n"
+    assert format_prompt(tok, "Why?", "qa", fewshot=[("A?", "b."), ("C?", "d.")]) == "Q: A?\nA: b.\n\nQ: C?\nA: d.\n\nQ: Why?\nA:"
+    assert format_prompt(tok, "Why?", "qa", fewshot=[]) == "Q: Why?\nA:"
+    default = format_prompt(tok, "Why?", "qa")
+    assert default.count("Q: ") == 4 and default.startswith("Q: What is the capital of France?\nA: Paris.\n\n")
+    with pytest.raises(UsageError, match=r"unknown prompt_format 'cht'.*valid choices: chat, qa"):
+        format_prompt(tok, "Why?", "cht")
+    assert stop_strings(["###"], "qa") == ("###", "\nQ:") and stop_strings(["###"], "chat") == ("###",)
+
+
+# ---------------------------------------------------------------- token statistics
+
+def test_token_statistics_hand_computed():
+    # step 0: logits (0, ln 3) -> p = (1/4, 3/4); step 1: one -inf logit -> p = (1, 0), entropy exactly 0
+    logits = [torch.tensor([[0.0, math.log(3.0)]]), torch.tensor([[0.0, float("-inf")]])]
+    logprobs, entropies = token_statistics(logits, torch.tensor([[0, 0]]))
+    assert logprobs[0].tolist() == pytest.approx([math.log(0.25), 0.0])
+    assert entropies[0].tolist() == pytest.approx([-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), 0.0])
+
+
+def test_statistics_match_a_separate_forward_pass(tiny_model, monkeypatch):
+    model, tok = tiny_model
+    captured = {}
+    real_generate = model.generate
+
+    def spy(*args, **kwargs):  # test only: keep the token ids to recompute the statistics by hand
+        captured["out"], captured["prompt"] = real_generate(*args, **kwargs), kwargs["input_ids"]
+        return captured["out"]
+
+    monkeypatch.setattr(model, "generate", spy)
+    # drawn at T=0.7, top_p=0.9, yet the statistics are those of the model's own T=1, untruncated distribution
+    rows = generate(model, tok, _prompts(tok)[:1], n=3, do_sample=True, **{**GEN, "temperature": 0.7, "top_p": 0.9})[0]
+    prompt_len = captured["prompt"].shape[1]
+    vocab = model.config.vocab_size
+    for r, g in enumerate(rows):
+        steps = len(g.token_logprobs)
+        assert steps == len(g.token_entropies) and 1 <= steps <= GEN["max_new_tokens"]
+        seq = captured["out"].sequences[r, :prompt_len + steps]
+        with torch.no_grad():
+            logits = model(seq[None, :-1]).logits[0, prompt_len - 1:].float()  # one prompt: no padding
+        logp = torch.log_softmax(logits, -1)
+        chosen = logp.gather(-1, seq[prompt_len:, None]).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        assert list(g.token_logprobs) == pytest.approx(chosen.tolist(), abs=1e-4)
+        assert list(g.token_entropies) == pytest.approx(entropy.tolist(), abs=1e-4)
+        assert all(lp <= 0 for lp in g.token_logprobs)
+        assert all(0 <= h <= math.log(vocab) + 1e-6 for h in g.token_entropies)
+
+
+def test_forward_calls_equal_generation_steps(tiny_model):
+    model, tok = tiny_model
+    with count_forward_calls(model) as counter:
+        rows = generate(model, tok, _prompts(tok), n=2, do_sample=True, **GEN)
+    # all rows advance together until the last one stops, each step is one forward pass, and no extra pass
+    assert counter.count == max(len(g.token_logprobs) for row in rows for g in row)
+    with count_forward_calls(model) as counter:
+        greedy = generate(model, tok, _prompts(tok), n=1, do_sample=False, **GEN)
+    assert counter.count == max(len(row[0].token_logprobs) for row in greedy)
+    model(torch.tensor([[1, 2]]))
+    assert counter.count == max(len(row[0].token_logprobs) for row in greedy)  # the hook is gone
+
+
+def test_seeded_determinism(tiny_model):
+    model, tok = tiny_model
+    a = generate(model, tok, _prompts(tok), n=3, do_sample=True, **GEN)
+    b = generate(model, tok, _prompts(tok), n=3, do_sample=True, **GEN)
+    c = generate(model, tok, _prompts(tok), n=3, do_sample=True, **{**GEN, "seed": 1})
+    assert a == b
+    assert [g.text for row in a for g in row] != [g.text for row in c for g in row]
+    assert len(a) == 2 and all(len(row) == 3 for row in a)
+    greedy = generate(model, tok, _prompts(tok), n=1, do_sample=False, **GEN)
+    assert greedy == generate(model, tok, _prompts(tok), n=1, do_sample=False, **{**GEN, "seed": 5})
+    with pytest.raises(ValueError, match="n=1"):
+        generate(model, tok, _prompts(tok), n=2, do_sample=False, **GEN)
+
+
+def test_stop_string_cuts_text_and_tokens(tiny_model):
+    model, tok = tiny_model
+    prompt = _prompts(tok)[:1]
+    full = generate(model, tok, prompt, n=1, do_sample=True, **GEN)[0][0]
+    assert len(full.text) >= 4, full.text
+    stop = full.text[2:4]  # same seed: the stopped run is the same run up to the stop string
+    cut = generate(model, tok, prompt, n=1, do_sample=True, **{**GEN, "stop": (stop,)})[0][0]
+    assert cut.text == full.text[:full.text.find(stop)].strip()
+    k = len(cut.token_logprobs)
+    assert 1 <= k < len(full.token_logprobs) and len(cut.token_entropies) == k
+    assert cut.token_logprobs == full.token_logprobs[:k] and cut.token_entropies == full.token_entropies[:k]
+
+
+def test_cut_hand_built_rows(tiny_model):
+    _, tok = tiny_model
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    answer = tok("ab c")["input_ids"]
+    tail = tok("\nQ: next")["input_ids"]
+    assert tok(("ab c\nQ: next"))["input_ids"] == answer + tail  # the byte-level pre-tokenizer splits at "\n"
+    tokens = answer + tail
+    values = [float(-i) for i in range(len(tokens))]
+    g = sample._cut(tok, tokens, values, values, [eos], ["\nQ:"])
+    assert g.text == "ab c" and g.token_logprobs == tuple(values[:len(answer)])
+    # EOS: its step is kept, the padding after it is not, and it is not in the text
+    tokens = answer + [eos, pad, pad]
+    values = [float(-i) for i in range(len(tokens))]
+    g = sample._cut(tok, tokens, values, values, [eos], [])
+    assert g.text == "ab c" and g.token_entropies == tuple(values[:len(answer) + 1])
+
+
+# ---------------------------------------------------------------- sample_questions + cache
+
+QUESTIONS = [Question(f"q{i}", text) for i, text in enumerate(
+    ["What is 1 plus 3?", "Who wrote Hamlet?", "What colour is the sky?", "What do bees make?"])]
+SETTINGS = MeasureSettings(n_samples=3, max_new_tokens=6, batch_size=2, seed=7)
+
+
+def _spy_generate(monkeypatch):
+    calls = []
+    real = sample.generate
+
+    def spy(model, tokenizer, prompts, **kwargs):
+        calls.append((list(prompts), kwargs["do_sample"]))
+        return real(model, tokenizer, prompts, **kwargs)
+
+    monkeypatch.setattr(sample, "generate", spy)
+    return calls
+
+
+def test_sample_questions_resumes_from_cache(tiny_model, tmp_path, monkeypatch):
+    model, tok = tiny_model
+    cache = tmp_path / "cache.jsonl"
+    first = sample_questions(model, tok, QUESTIONS, SETTINGS, "qa", cache_path=cache)
+    assert [r.question for r in first] == QUESTIONS
+    assert all(r.greedy is not None and len(r.samples) == 3 for r in first)
+    lines = cache.read_text().splitlines()
+    assert [json.loads(line)["id"] for line in lines] == ["q0", "q1", "q2", "q3"]
+
+    # interrupted while writing the third row: two complete rows and a torn line
+    cache.write_text(lines[0] + "\n" + lines[1] + "\n" + lines[2][: len(lines[2]) // 2])
+    calls = _spy_generate(monkeypatch)
+    resumed = sample_questions(model, tok, QUESTIONS, SETTINGS, "qa", cache_path=cache)
+    prompted = {p for prompts, _ in calls for p in prompts}
+    expected = {format_prompt(tok, q.text, "qa") for q in QUESTIONS[2:]}
+    assert prompted == expected  # q0, q1 came from the cache, not from the model
+    assert sum(len(p) for p, do_sample in calls if not do_sample) == 2
+    assert resumed == first  # fixed batches and per-batch seeds: identical to the uninterrupted run
+    assert [json.loads(line)["id"] for line in cache.read_text().splitlines()] == ["q0", "q1", "q2", "q3"]
+
+    calls.clear()  # everything cached now: no generation at all, same rows in the caller's order
+    again = sample_questions(model, tok, QUESTIONS[::-1], SETTINGS, "qa", cache_path=cache)
+    assert calls == [] and again == first[::-1]
+
+
+def test_sample_questions_batching_and_no_cache(tiny_model, monkeypatch):
+    model, tok = tiny_model
+    calls = _spy_generate(monkeypatch)
+    settings = MeasureSettings(n_samples=2, max_new_tokens=4, batch_size=4, seed=0)
+    rows = sample_questions(model, tok, QUESTIONS[:3], settings, "chat")
+    assert [r.question.id for r in rows] == ["q0", "q1", "q2"] and all(len(r.samples) == 2 for r in rows)
+    # one greedy call with the 3 prompts; sampling split into calls of 4 // 2 = 2 prompts (<= 4 sequences)
+    assert [(len(p), s) for p, s in calls] == [(3, False), (2, True), (1, True)]
+    with pytest.raises(UsageError, match="duplicate question ids: q0"):
+        sample_questions(model, tok, [QUESTIONS[0], QUESTIONS[0]], settings, "chat")
+
+
+def test_stale_or_corrupt_cache_is_an_error(tiny_model, tmp_path):
+    model, tok = tiny_model
+    cache = tmp_path / "cache.jsonl"
+    sample_questions(model, tok, QUESTIONS[:2], SETTINGS, "qa", cache_path=cache)
+    other = MeasureSettings(n_samples=3, max_new_tokens=6, batch_size=2, seed=7, temperature=0.5)
+    with pytest.raises(UsageError, match=r"other settings \(temperature: 1.0 -> 0.5\)"):
+        sample_questions(model, tok, QUESTIONS[:2], other, "qa", cache_path=cache)
+    with pytest.raises(UsageError, match="does not match this run"):
+        sample_questions(model, tok, [Question("q0", "A different question?")], SETTINGS, "qa", cache_path=cache)
+    lines = cache.read_text().splitlines()
+    cache.write_text("{not json\n" + lines[1] + "\n")
+    with pytest.raises(UsageError, match=r"cache.jsonl:1: corrupt line"):
+        sample_questions(model, tok, QUESTIONS[:2], SETTINGS, "qa", cache_path=cache)
