@@ -241,15 +241,20 @@ def resolve_costs(names: list[str], costs: Sequence[float] | None, report: dict)
             raise UsageError(f"costs: give {len(names)} non-negative numbers (not all 0), one per signal in "
                              f"this order: {', '.join(names)}; got {list(costs)}")
         return [float(c) for c in costs], "given", []
-    timing = ((report.get("timing") or {}).get("seconds_per_question") or {})
+    block = report.get("timing") or {}
+    timing = block.get("seconds_per_question") or {}
     found = {}
     for s in names:
         keys = [s, s.split("@", 1)[-1], s.split("@", 1)[0]] + (["greedy"] if s.startswith("greedy_") or s == "response_length" else [])
-        found[s] = next((float(timing[k]) for k in keys if _finite(timing.get(k)) and timing[k] >= 0), None)
-    if timing and all(v is not None for v in found.values()) and sum(found.values()) > 0:
+        # 0 s is not a cost but a missing measurement (e.g. the greedy pass of a scored samples file)
+        found[s] = next((float(timing[k]) for k in keys if _finite(timing.get(k)) and timing[k] > 0), None)
+    if block.get("measured_generation") is False:
+        why = "report.json timing has no measured generation (scored from a samples file)"
+    elif timing and all(v is not None for v in found.values()):
         return [found[s] for s in names], "measured seconds per question (report.json timing)", []
-    missing = [s for s, v in found.items() if v is None]
-    why = "report.json has no timing" if not timing else f"no timing for {', '.join(missing)}"
+    else:
+        missing = [s for s, v in found.items() if v is None]
+        why = "report.json has no timing" if not timing else f"no timing for {', '.join(missing)}"
     return [unit_cost(s) for s in names], "unit costs", [f"{why}: using the documented unit costs ({UNIT_COSTS})"]
 
 
@@ -299,7 +304,7 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
         "cascade": methods.pop("cascade"), "baselines": methods, "notes": [*notes, *cost_notes], "provenance": provenance(seed)}
     result["notes"] += baseline_notes({"cascade": result["cascade"], **methods})
     _write(result, out_dir)
-    return result
+    return {**result, "out_dir": str(out_dir)}
 
 
 def _write(result: dict, out_dir: Path) -> None:

@@ -279,7 +279,7 @@ def stage_agreement(stage: Stage, clusterers: list[str]) -> list[dict]:
 def scr_by_n(assignments: Sequence[Sequence[int]]) -> list[dict]:
     """SCR using only the first k samples of each question, k = 2..min N (count distinct first-k ids)."""
     n = min(len(a) for a in assignments)
-    return [{"k": k, "scr": float(np.mean([len(set(a[-k:])) == 1 for a in assignments]))} for k in range(2, n + 1)]
+    return [{"k": k, "scr": float(np.mean([len(set(a[:k])) == 1 for a in assignments]))} for k in range(2, n + 1)]
 
 
 def scr_by_threshold(items: list[tuple[str, list[str]]], name: str, thresholds: Sequence[float],
@@ -377,7 +377,7 @@ def compare_stages(stages: list[Stage], out_dir: Path, overwrite: bool, *, alpha
         "sensitivity": sens, "notes": [*notes, *cl_notes, *_setting_notes(stages), *s_notes],
         "settings": {"alpha": alpha, "n_boot": n_boot, "seed": seed}, "provenance": provenance(seed)}
     render(result, stages, out_dir)
-    return result
+    return {**result, "out_dir": str(out_dir)}
 
 
 # ---------------------------------------------------------------- rendering: one block list -> md and html
@@ -591,8 +591,12 @@ def _measure_dir(path: Path) -> Path:
     raise UsageError(f"{path}: no questions.jsonl (run `python -m measure run` or `measure score` first)")
 
 
-def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool, **options: Any) -> dict:
-    """Compare any measured runs in the given order; labels default to the stage/dir names."""
+def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool = False, *,
+                 alpha: float = ALPHA, n_boot: int = 1000, seed: int = 0,
+                 sensitivity_clusterers: Sequence[str] | None = None) -> dict:
+    """Compare any measured runs in the given order; labels default to the stage/dir names
+    (<stage>/measure/<benchmark> -> <stage>). sensitivity_clusterers: threshold grids to re-cluster
+    (None -> jaccard, plus embedding when used in every stage; [] -> none)."""
     if not runs or len(runs) < 2:
         raise UsageError("runs: give at least two measured dirs, e.g. runs=[checkpoints/x/base/measure/gsm8k,...]")
     if out_dir is None:
@@ -606,7 +610,8 @@ def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, over
     elif len(set(map(str, labels))) != len(labels):
         raise UsageError(f"labels must be unique, got {labels}")
     _check_outputs(Path(out_dir), overwrite)
-    return compare_stages([load_stage(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite, **options)
+    return compare_stages([load_stage(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
+                          alpha=alpha, n_boot=n_boot, seed=seed, sensitivity_clusterers=sensitivity_clusterers)
 
 
 def chain_order(chain_dir: Path) -> list[str]:
@@ -631,7 +636,9 @@ def chain_order(chain_dir: Path) -> list[str]:
     return sorted(found, key=lambda k: (found[k], k))
 
 
-def compare_chain(chain_dir: Path, benchmark: str | None, out_dir: Path | None, overwrite: bool, **options: Any) -> dict:
+def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path | None = None, overwrite: bool = False, *,
+                  alpha: float = ALPHA, n_boot: int = 1000, seed: int = 0,
+                  sensitivity_clusterers: Sequence[str] | None = None) -> dict:
     """Every measured stage of checkpoints/<name>/ for one benchmark, in chain order -> <chain>/compare/."""
     chain_dir = Path(chain_dir)
     order = chain_order(chain_dir)
@@ -651,4 +658,5 @@ def compare_chain(chain_dir: Path, benchmark: str | None, out_dir: Path | None, 
     out_dir = Path(out_dir) if out_dir is not None else chain_dir / "compare"
     _check_outputs(out_dir, overwrite)
     stages = [load_stage(chain_dir / s / "measure" / benchmark, s) for s in use]
-    return compare_stages(stages, out_dir, overwrite, notes=notes, benchmark=benchmark, **options)
+    return compare_stages(stages, out_dir, overwrite, notes=notes, benchmark=benchmark, alpha=alpha, n_boot=n_boot,
+                          seed=seed, sensitivity_clusterers=sensitivity_clusterers)

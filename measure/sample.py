@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -289,12 +290,15 @@ def _open_cache(path: Path, meta: dict, questions: Sequence[Question], n: int) -
 
 
 def _sample_batch(model, tokenizer, batch: Sequence[Question], prompts: dict[str, str],
-                  settings: MeasureSettings, stop: Sequence[str]) -> list[QuestionSamples]:
+                  settings: MeasureSettings, stop: Sequence[str], timing: dict[str, float]) -> list[QuestionSamples]:
     common = dict(temperature=settings.temperature, top_p=settings.top_p,
                   max_new_tokens=settings.max_new_tokens, stop=stop)
     ids = [q.id for q in batch]
+    started = time.perf_counter()
     greedy = generate(model, tokenizer, [prompts[i] for i in ids], n=1, do_sample=False,
                       seed=derive_seed(settings.seed, "greedy", ids), **common)
+    timing["greedy_s"] = timing.get("greedy_s", 0.0) + time.perf_counter() - started
+    started = time.perf_counter()
     # at most max(batch_size, n) sequences per sampling call keeps memory bounded
     per_call = max(1, settings.batch_size // settings.n_samples)
     samples: list[list[Generation]] = []
@@ -302,17 +306,19 @@ def _sample_batch(model, tokenizer, batch: Sequence[Question], prompts: dict[str
         chunk = ids[start:start + per_call]
         samples += generate(model, tokenizer, [prompts[i] for i in chunk], n=settings.n_samples, do_sample=True,
                             seed=derive_seed(settings.seed, "sample", chunk), **common)
+    timing["sampling_s"] = timing.get("sampling_s", 0.0) + time.perf_counter() - started
     return [QuestionSamples(q, g[0], tuple(s)) for q, g, s in zip(batch, greedy, samples)]
 
 
 def sample_questions(model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str,
-                     cache_path: Path | None = None) -> list[QuestionSamples]:
+                     cache_path: Path | None = None, timing: dict[str, float] | None = None) -> list[QuestionSamples]:
     """Greedy + settings.n_samples answers per question, in input order; resumes from `cache_path`.
 
     Questions go in batches of settings.batch_size prompts (one greedy call each; the sampling is
     split so that a call decodes at most max(batch_size, n_samples) sequences). After each batch its
     rows are appended to `cache_path` (JSONL in the samples.jsonl format, flushed and fsynced); a
-    re-run skips the questions found there.
+    re-run skips the questions found there. `timing`, if given, accumulates the wall seconds spent in
+    greedy and in sampled generation ("greedy_s", "sampling_s") for the questions generated now.
     """
     from tqdm.auto import tqdm
 
@@ -334,7 +340,7 @@ def sample_questions(model, tokenizer, questions: list[Question], settings: Meas
             todo = [q for q in questions[start:start + size] if q.id not in done]
             if not todo:
                 continue
-            rows = _sample_batch(model, tokenizer, todo, prompts, settings, stop)
+            rows = _sample_batch(model, tokenizer, todo, prompts, settings, stop, timing if timing is not None else {})
             if cache_path is not None:
                 _append_cache(cache_path, rows)
             done.update((r.question.id, r) for r in rows)

@@ -154,6 +154,7 @@ def test_run_cascade_end_to_end_with_unit_costs(tmp_path):
     d = write_measure(tmp_path / "m")
     res = run_cascade(d, None, None, None, seed=3)
     out = d / "cascade"
+    assert res["out_dir"] == str(out)
     for name in ("cascade.json", "cascade.md", "risk_coverage.png"):
         assert (out / name).exists()
     assert (out / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
@@ -210,6 +211,10 @@ def test_costs_from_timing_given_costs_and_cv(tmp_path):
         run_cascade(d, ["greedy_entropy_mean", "response_length"], [1.0], tmp_path / "c", seed=0)
     with pytest.raises(UsageError, match="valid choices: .*greedy_entropy_mean"):
         run_cascade(d, ["semantic_entropy@nli"], None, tmp_path / "c", seed=0)
+    scored = write_measure(tmp_path / "s", timing={"seconds_per_question": {**timing["seconds_per_question"], "greedy": 0.0},
+                                                   "measured_generation": False})
+    res = run_cascade(scored, None, None, None, seed=0)
+    assert res["cost_source"] == "unit costs" and any("no measured generation" in n for n in res["notes"])
     partial = write_measure(tmp_path / "p", timing={"seconds_per_question": {"greedy": 0.5}})
     res = run_cascade(partial, None, None, None, seed=0)
     assert res["cost_source"] == "unit costs"

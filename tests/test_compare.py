@@ -138,9 +138,9 @@ def test_kappa_undefined_when_both_constant_and_zero_when_one_is():
 # ---------------------------------------------------------------- sensitivity
 
 def test_scr_by_n_hand_values_and_non_increasing():
-    got = scr_by_n([[0, 0, 0, 1], [0, 1, 1, 1], [0, 0, 0, 0]])
+    got = scr_by_n([[0, 0, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0]])   # the LAST two ids would give SCR 1 at k=2
     assert [p["k"] for p in got] == [2, 3, 4]
-    assert [p["scr"] for p in got] == pytest.approx([2 / 3, 2 / 3, 1 / 3])
+    assert [p["scr"] for p in got] == pytest.approx([2 / 3, 1 / 3, 1 / 3])
     import random
     rng = random.Random(0)
     assignments = []

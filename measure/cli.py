@@ -1,0 +1,146 @@
+"""`python -m measure <command> key=value ...` -- the measurement CLI. Subcommands and nothing else.
+
+    python -m measure run recipe=recipes/toy.yaml stage=dpo [overwrite=true] [measure.n_samples=5]
+    python -m measure run model=<dir | adapter dir | hub id> benchmark=gsm8k [benchmark_path=...] [limit=50] out=<dir>
+    python -m measure score samples=<samples.jsonl> out=<dir> [clusterers=[exact,jaccard]] [judge=short_qa]
+    python -m measure compare checkpoints/<name> [benchmark=...] [out=...]
+    python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir>
+    python -m measure cascade <measure dir> [signals=[...]] [costs=[...]] [cv_folds=5]
+
+Measurement settings (n_samples, temperature, top_p, max_new_tokens, batch_size, stop, clusterers,
+signals, embedding_model, nli_model, judge_margin, ambiguous, bootstrap, seed, ...) are plain keys
+for `run model=...` and `score`, and `measure.<key>` overrides for `run recipe=...`.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from measure.errors import UsageError, exit_on_usage_error, suggest
+from measure.overrides import parse_overrides, pop_known
+
+
+def _settings(raw: dict[str, Any], where: str):
+    from measure.config import parse_measure_settings
+    return parse_measure_settings(raw, where)
+
+
+def _print_summary(report: dict, out: Path) -> None:
+    s = report["settings"]
+    print(f"wrote {out}/report.json  ({report['n_questions']} questions, N={s['N']}, T={s['T']}, "
+          f"max_new_tokens={s.get('max_new_tokens')})")
+    for label, value in report["scr"].items():
+        lo, hi = report["scr_ci"].get(label) or (None, None)
+        ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+        print(f"  SCR[{label}] = {value:.3f}{ci}   mean clusters {report['mean_clusters'][label]:.2f}")
+    acc = report.get("accuracy")
+    print(f"  accuracy {acc:.3f} over {report['n_labelled']} labelled ({report['n_ambiguous']} ambiguous)"
+          if acc is not None else f"  no labelled questions ({report['n_ambiguous']} ambiguous)")
+
+
+def cmd_run(args: dict[str, Any]) -> None:
+    from measure import pipeline
+    from measure.io import provenance
+    if "recipe" in args:
+        from train import checkpoint as ckpt
+        from train.recipe import load_recipe, stage_names
+        opts = pop_known(args, {"recipe": None, "stage": None, "overwrite": False})
+        recipe = load_recipe(opts["recipe"], args)
+        if not (recipe.get("measure") or {}).get("benchmarks"):
+            raise UsageError(f"{opts['recipe']}: the recipe's measure section lists no benchmarks "
+                             "(add measure.benchmarks or pass measure.benchmarks=[gsm8k])")
+        stage = opts["stage"]
+        if stage not in stage_names(recipe):
+            raise UsageError(f"stage={stage!r}: not a stage of {recipe['name']}{suggest(str(stage), stage_names(recipe))}")
+        if not ckpt.is_finished(recipe, stage):
+            raise UsageError(f"stage {stage!r} has no finished checkpoint at {ckpt.stage_dir(recipe, stage)}; train it first")
+        for name, report in pipeline.measure_stage(recipe, stage, overwrite=bool(opts["overwrite"])).items():
+            _print_summary(report, pipeline.measure_dir(recipe, stage, name))
+        return
+    from measure.config import BenchmarkSpec
+    opts = pop_known(args, {"model": None, "benchmark": None, "benchmark_path": None, "limit": None, "split": None,
+                            "out": None, "prompt_format": "chat", "overwrite": False})
+    for key in ("model", "benchmark", "out"):
+        if not opts[key]:
+            raise UsageError(f"missing {key}=...; `measure run` takes recipe=... stage=..., or model=... benchmark=... out=...")
+    if opts["prompt_format"] not in ("chat", "qa"):
+        raise UsageError(f"prompt_format: unknown {opts['prompt_format']!r}; valid choices: chat, qa")
+    settings = _settings({**args, "benchmarks": [{"name": opts["benchmark"], "path": opts["benchmark_path"],
+                                                  "limit": opts["limit"], "split": opts["split"]}]}, "run")
+    out = Path(opts["out"])
+    report = pipeline.measure_model(str(opts["model"]), settings.benchmarks[0], settings, out,
+                                    prompt_format=opts["prompt_format"], overwrite=bool(opts["overwrite"]),
+                                    provenance=provenance(seed=settings.seed))
+    _print_summary(report, out)
+
+
+def cmd_score(args: dict[str, Any]) -> None:
+    from measure import pipeline
+    from measure.correctness import JUDGES
+    opts = pop_known(args, {"samples": None, "out": None, "judge": None, "overwrite": False})
+    if not opts["samples"] or not opts["out"]:
+        raise UsageError("`measure score` needs samples=<samples.jsonl> and out=<dir>")
+    if opts["judge"] is not None and opts["judge"] not in JUDGES:
+        raise UsageError(f"judge: unknown {opts['judge']!r}{suggest(str(opts['judge']), JUDGES)}")
+    settings = _settings(args, "score")
+    report = pipeline.score_file(Path(opts["samples"]), Path(opts["out"]), settings, judge=opts["judge"],
+                                 overwrite=bool(opts["overwrite"]))
+    _print_summary(report, Path(opts["out"]))
+
+
+def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:
+    from measure.compare import compare_chain, compare_runs
+    opts = pop_known(args, {"runs": None, "labels": None, "out": None, "benchmark": None, "overwrite": False})
+    if args:
+        raise UsageError(f"compare: unknown option(s) {', '.join(args)}; valid: runs, labels, out, benchmark, overwrite")
+    if positional and opts["runs"]:
+        raise UsageError("compare: give a chain dir or runs=[...], not both")
+    if positional:
+        result = compare_chain(Path(positional[0]), opts["benchmark"], Path(opts["out"]) if opts["out"] else None,
+                               bool(opts["overwrite"]))
+    elif opts["runs"]:
+        runs = opts["runs"] if isinstance(opts["runs"], list) else [opts["runs"]]
+        result = compare_runs([Path(r) for r in runs], opts["labels"], Path(opts["out"]) if opts["out"] else None,
+                              bool(opts["overwrite"]))
+    else:
+        raise UsageError("compare: give a chain dir (python -m measure compare checkpoints/<name>) or runs=[dirA,dirB]")
+    print(result.get("verdict", {}).get("text", "comparison written"))
+
+
+def cmd_cascade(args: dict[str, Any], positional: list[str]) -> None:
+    from measure.cascade import run_cascade
+    opts = pop_known(args, {"signals": None, "costs": None, "out": None, "seed": 0, "calib_fraction": 0.5,
+                            "cv_folds": None, "overwrite": False})
+    if args:
+        raise UsageError(f"cascade: unknown option(s) {', '.join(args)}; valid: signals, costs, out, seed, "
+                         "calib_fraction, cv_folds, overwrite")
+    if len(positional) != 1:
+        raise UsageError("cascade: give one measure dir (or samples.jsonl beside questions.jsonl)")
+    result = run_cascade(Path(positional[0]), opts["signals"], opts["costs"], Path(opts["out"]) if opts["out"] else None,
+                         seed=int(opts["seed"]), calib_fraction=float(opts["calib_fraction"]),
+                         cv_folds=opts["cv_folds"], overwrite=bool(opts["overwrite"]))
+    for note in result.get("notes", []):
+        print(f"note: {note}")
+    print(f"wrote {result.get('out_dir', 'cascade outputs')}")
+
+
+COMMANDS: dict[str, Callable] = {"run": cmd_run, "score": cmd_score, "compare": cmd_compare, "cascade": cmd_cascade}
+TAKES_POSITIONAL = ("compare", "cascade")
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(__doc__)
+        return
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        raise UsageError(f"unknown command {command!r}{suggest(command, COMMANDS)}")
+    positional = [a for a in rest if "=" not in a] if command in TAKES_POSITIONAL else []
+    args = parse_overrides([a for a in rest if a not in positional])
+    if command in TAKES_POSITIONAL:
+        COMMANDS[command](args, positional)
+    else:
+        COMMANDS[command](args)

@@ -1,0 +1,217 @@
+"""Measurement pipeline: model -> samples.jsonl -> questions.jsonl + report, and the chain hooks.
+
+    measure_model(...)   sample a checkpoint on a benchmark, then score   (python -m measure run)
+    score(...)           everything after sampling, on any samples file   (python -m measure score)
+    measure_stage(...)   the recipe's `measure` section for one stage     (called by the stage scripts)
+
+Layout of one measurement dir: samples.jsonl (written once sampling is complete; while sampling,
+samples.partial.jsonl is the resume cache), questions.jsonl, report.json, report.md, *.png.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+from measure.cluster import make_clusterer
+from measure.config import BenchmarkSpec, MeasureSettings
+from measure.correctness import make_judge, resolve_labels, summarize_judgements
+from measure.errors import UsageError
+from measure.io import provenance as make_provenance
+from measure.records import QuestionRecord, QuestionSamples, read_samples, write_samples
+from measure.report import write_report
+from measure.signals import compute_signals
+
+CACHE = "samples.partial.jsonl"
+
+
+def auto_judge(rows: list[QuestionSamples]) -> str:
+    """Judge for a samples file of unknown origin: reference judge when wrong answers are listed,
+    short-answer match when gold answers exist, else none (external `label`s still apply)."""
+    if any(r.question.incorrect_answers for r in rows):
+        return "truthfulqa"
+    return "short_qa" if any(r.question.answers for r in rows) else "none"
+
+
+def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: str) -> tuple[list[QuestionRecord], dict, dict, dict]:
+    """Cluster every question's samples with every clusterer, compute signals, judge the greedy answer.
+    Returns (records, skipped-signal reasons, clusterer settings by label, seconds per stage of work)."""
+    clusterers = [make_clusterer(spec, embedding_model=settings.embedding_model, nli_model=settings.nli_model,
+                                 nli_batch_size=settings.nli_batch_size) for spec in settings.clusterers]
+    labels = [c.label for c in clusterers]
+    if len(set(labels)) != len(labels):
+        raise UsageError(f"clusterers: two entries have the same label ({', '.join(labels)}); give distinct settings")
+    items = [(r.question.text, [s.text for s in r.samples]) for r in rows]
+    assignments: dict[str, list[list[int]]] = {}
+    seconds: dict[str, float] = {}
+    for clusterer in clusterers:
+        started = time.perf_counter()
+        assignments[clusterer.label] = clusterer.cluster_many(items)
+        seconds[clusterer.label] = time.perf_counter() - started
+    skipped: dict[str, str] = {}
+    values_per_question = []
+    for i, row in enumerate(rows):
+        values, reasons = compute_signals(row, {label: assignments[label][i] for label in labels}, settings.signals)
+        values_per_question.append(values)
+        for key, why in reasons.items():
+            skipped.setdefault(key, why)
+    started = time.perf_counter()
+    judge_obj = make_judge(judge, embedding_model=settings.embedding_model, margin=settings.judge_margin)
+    answers = [r.greedy.text if r.greedy else None for r in rows]
+    judgements = judge_obj.judge_many([r.question for r in rows], answers)
+    seconds["judge"] = time.perf_counter() - started
+    labels_bool = resolve_labels([r.question for r in rows], judgements, settings.ambiguous)
+    records = [QuestionRecord(id=r.question.id, n_clusters={lb: len(set(assignments[lb][i])) for lb in labels},
+                              clusters={lb: assignments[lb][i] for lb in labels}, signals=values_per_question[i],
+                              label=labels_bool[i], judgement=judgements[i])
+               for i, r in enumerate(rows)]
+    # a key is "skipped" only if no question has it
+    skipped = {k: why for k, why in skipped.items() if all(v.get(k) is None for v in values_per_question)}
+    return records, skipped, {c.label: c.settings() for c in clusterers}, {"judge": judge_obj.settings(), **seconds}
+
+
+def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, extra: dict | None = None) -> dict:
+    block = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("benchmarks", "clusterers")}
+    block.update(N=settings.n_samples, T=settings.temperature, clusterers=clusterers, judge=judge, **(extra or {}))
+    return block
+
+
+def timing_block(n_questions: int, gen: dict[str, float], seconds: dict[str, Any], labels: list[str],
+                 signal_keys: list[str]) -> dict:
+    """Seconds per question of each piece of work, and of each signal given the greedy answer:
+    greedy-only signals cost the greedy pass; a clusterer's signals cost sampling + that clusterer."""
+    per_q = lambda s: s / max(n_questions, 1)  # noqa: E731
+    parts = {"greedy": per_q(gen.get("greedy_s", 0.0)), "sampling": per_q(gen.get("sampling_s", 0.0)),
+             **{lb: per_q(seconds[lb]) for lb in labels}}
+    per_signal = {}
+    for key in signal_keys:
+        _, _, label = key.partition("@")
+        per_signal[key] = parts["sampling"] + parts[label] if label in parts else parts["greedy"] or None
+    return {"seconds_per_question": {**parts, **{k: v for k, v in per_signal.items() if v is not None}},
+            "measured_generation": bool(gen)}
+
+
+def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path, *, judge: str,
+          provenance: dict, extra_settings: dict | None = None, generation_timing: dict | None = None) -> dict:
+    records, skipped, clusterers, seconds = score_rows(rows, settings, judge)
+    labels = list(clusterers)
+    signal_keys = sorted({k for r in records for k in r.signals})
+    extra = {"timing": timing_block(len(rows), generation_timing or {}, seconds, labels, signal_keys),
+             "judgements": summarize_judgements([r.judgement for r in records])}
+    return write_report(out_dir, records, settings_block(settings, clusterers, seconds["judge"], extra_settings),
+                        provenance, labels, skipped, n_boot=settings.bootstrap, seed=settings.seed, extra=extra)
+
+
+def guard_report(out_dir: Path, overwrite: bool) -> None:
+    if (out_dir / "report.json").exists() and not overwrite:
+        raise UsageError(f"{out_dir / 'report.json'} exists; pass overwrite=true to measure again")
+
+
+def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSettings, out_dir: Path, *,
+                  prompt_format: str, provenance: dict, overwrite: bool = False, model_info: dict | None = None) -> dict:
+    """Sample `model_source` (a merged dir, a PEFT adapter dir, or a hub id) on one benchmark and score it."""
+    from measure.benchmarks import BENCHMARKS, load_benchmark
+    from measure.sample import sample_questions
+    out_dir = Path(out_dir)
+    guard_report(out_dir, overwrite)
+    questions = load_benchmark(spec, seed=settings.seed)
+    if overwrite and (out_dir / "report.json").exists():
+        for name in ("samples.jsonl", CACHE, CACHE + ".settings.json"):
+            (out_dir / name).unlink(missing_ok=True)
+    model, tokenizer = load_for_generation(model_source)
+    gen_timing: dict[str, float] = {}
+    rows = sample_questions(model, tokenizer, questions, settings, prompt_format, cache_path=out_dir / CACHE,
+                            timing=gen_timing)
+    write_samples(out_dir / "samples.jsonl", rows)
+    for name in (CACHE, CACHE + ".settings.json"):
+        (out_dir / name).unlink(missing_ok=True)
+    del model
+    extra = {"benchmark": dataclasses.asdict(spec), "model": model_source, "prompt_format": prompt_format,
+             "max_new_tokens": settings.max_new_tokens, **(model_info or {})}
+    return score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge, provenance=provenance,
+                 extra_settings=extra, generation_timing=gen_timing)
+
+
+def load_for_generation(source: str):
+    """A merged model dir / hub id via AutoModelForCausalLM, or a PEFT adapter dir (merged on load)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    path = Path(source)
+    if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        from peft import AutoPeftModelForCausalLM
+        model = AutoPeftModelForCausalLM.from_pretrained(source).merge_and_unload()
+    else:
+        try:
+            model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+        except OSError as e:
+            raise UsageError(f"model={source!r}: cannot load a causal LM from it ({e})") from None
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return model.to(device), tokenizer
+
+
+def measure_dir(recipe: dict, stage: str, benchmark: str) -> Path:
+    from train import checkpoint as ckpt
+    return ckpt.stage_dir(recipe, stage) / "measure" / benchmark
+
+
+def resolve_benchmark_path(spec: BenchmarkSpec, recipe: dict) -> BenchmarkSpec:
+    """Benchmark paths may name the chain's generated world or output dir: "{world}/eval.jsonl"."""
+    from train import checkpoint as ckpt
+    from train.recipe import resolve_path
+    if spec.path is None:
+        return spec
+    path = spec.path.format(world=ckpt.world_dir(recipe), output_dir=ckpt.chain_dir(recipe))
+    return dataclasses.replace(spec, path=str(resolve_path(path, Path(recipe["_recipe_path"]).parent)))
+
+
+def measure_stage(recipe: dict, stage: str, *, overwrite: bool = False) -> dict[str, dict]:
+    """Measure one stage on each benchmark of the recipe's `measure` section; finished reports are reused."""
+    from measure.config import parse_measure_settings
+    from measure.report import load_report
+    from train import checkpoint as ckpt
+    settings = parse_measure_settings(recipe.get("measure"), "measure")
+    reports = {}
+    for spec in settings.benchmarks:
+        out = measure_dir(recipe, stage, spec.name)
+        if (out / "report.json").exists() and not overwrite:
+            print(f"[measure] {stage}/{spec.name}: report exists, reusing {out}")
+            reports[spec.name] = load_report(out)
+            continue
+        print(f"[measure] {stage}/{spec.name}: measuring")
+        manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, stage))
+        reports[spec.name] = measure_model(
+            ckpt.model_source(recipe, stage), resolve_benchmark_path(spec, recipe), settings, out,
+            prompt_format=recipe["prompt_format"], overwrite=overwrite,
+            provenance=make_provenance(seed=settings.seed, recipe=ckpt.public_recipe(recipe)),
+            model_info={"stage": stage, "chain": recipe["name"], "stage_hash": ckpt.sha256_json(manifest)})
+    return reports
+
+
+def compare_and_cascade(recipe: dict, *, overwrite: bool = True) -> None:
+    """After a chain: the cross-stage comparison per benchmark, and the cascade on the last stage."""
+    from measure.cascade import run_cascade
+    from measure.compare import compare_chain
+    from measure.config import parse_measure_settings
+    from train import checkpoint as ckpt
+    from train.recipe import stage_names
+    settings = parse_measure_settings(recipe.get("measure"), "measure")
+    last = stage_names(recipe)[-1]
+    for spec in settings.benchmarks:
+        out = ckpt.chain_dir(recipe) / "compare" / (spec.name if len(settings.benchmarks) > 1 else "")
+        compare_chain(ckpt.chain_dir(recipe), spec.name, out, overwrite)
+        run_cascade(measure_dir(recipe, last, spec.name), out_dir=measure_dir(recipe, last, spec.name) / "cascade",
+                    seed=settings.seed, overwrite=overwrite)
+
+
+def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, judge: str | None,
+               overwrite: bool) -> dict:
+    out_dir = Path(out_dir)
+    guard_report(out_dir, overwrite)
+    rows = read_samples(samples_path)
+    judge = judge or auto_judge(rows)
+    return score(rows, settings, out_dir, judge=judge, provenance=make_provenance(seed=settings.seed),
+                 extra_settings={"samples": str(samples_path), "max_new_tokens": None})
