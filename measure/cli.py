@@ -2,6 +2,8 @@
 
     python -m measure run recipe=recipes/toy.yaml stage=dpo [overwrite=true] [measure.n_samples=5]
     python -m measure run model=<dir | adapter dir | hub id> benchmark=gsm8k [benchmark_path=...] [limit=50] out=<dir>
+                          [backend=hf|vllm] [vllm_logprobs=20]
+    accelerate launch --num_processes 8 -m measure run ...      (questions sharded across processes)
     python -m measure score samples=<samples.jsonl> out=<dir> [clusterers=[exact,jaccard]] [judge=short_qa]
     python -m measure compare checkpoints/<name> [benchmark=...] [out=...]
     python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir>
@@ -27,6 +29,9 @@ def _settings(raw: dict[str, Any], where: str):
 
 
 def _print_summary(report: dict, out: Path) -> None:
+    from accelerate import PartialState
+    if not PartialState().is_main_process:  # sharded runs: every rank has the report, one prints it
+        return
     s = report["settings"]
     print(f"wrote {out}/report.json  ({report['n_questions']} questions, N={s['N']}, T={s['T']}, "
           f"max_new_tokens={s.get('max_new_tokens')})")
@@ -60,7 +65,8 @@ def cmd_run(args: dict[str, Any]) -> None:
         return
     from measure.config import BenchmarkSpec
     opts = pop_known(args, {"model": None, "benchmark": None, "benchmark_path": None, "limit": None, "split": None,
-                            "out": None, "prompt_format": "chat", "overwrite": False})
+                            "out": None, "prompt_format": "chat", "overwrite": False,
+                            "backend": None, "vllm_logprobs": None})  # backends: see measure/backends.py
     for key in ("model", "benchmark", "out"):
         if not opts[key]:
             raise UsageError(f"missing {key}=...; `measure run` takes recipe=... stage=..., or model=... benchmark=... out=...")
@@ -71,7 +77,8 @@ def cmd_run(args: dict[str, Any]) -> None:
     out = Path(opts["out"])
     report = pipeline.measure_model(str(opts["model"]), settings.benchmarks[0], settings, out,
                                     prompt_format=opts["prompt_format"], overwrite=bool(opts["overwrite"]),
-                                    provenance=provenance(seed=settings.seed))
+                                    provenance=provenance(seed=settings.seed), backend=opts["backend"],
+                                    vllm_logprobs=opts["vllm_logprobs"])
     _print_summary(report, out)
 
 

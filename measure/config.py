@@ -11,6 +11,7 @@ from typing import Any
 from measure.errors import UsageError, suggest
 
 AMBIGUOUS_POLICIES = ("exclude", "incorrect", "correct")
+BACKENDS = ("hf", "vllm")
 DEFAULT_CLUSTERERS = ("exact", "jaccard", "embedding")
 
 
@@ -41,6 +42,8 @@ class MeasureSettings:
     ambiguous: str = "exclude"    # how ambiguous judgements enter AUROC etc.
     bootstrap: int = 1000
     seed: int = 0
+    backend: str = "hf"           # hf: exact full-vocabulary token entropy | vllm: top-k truncated (measure/backends.py)
+    vllm_logprobs: int = 20       # backend=vllm: top-k log-probabilities per step
 
 
 def _check_type(key: str, value: Any, kinds: tuple[type, ...], where: str) -> None:
@@ -84,12 +87,15 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
     out: dict[str, Any] = {}
     types = {"n_samples": (int,), "temperature": (int, float), "top_p": (int, float), "max_new_tokens": (int,),
              "batch_size": (int,), "nli_batch_size": (int,), "judge_margin": (int, float), "bootstrap": (int,),
-             "seed": (int,), "ambiguous": (str,), "embedding_model": (str,), "nli_model": (str,)}
+             "seed": (int,), "ambiguous": (str,), "embedding_model": (str,), "nli_model": (str,),
+             "backend": (str,), "vllm_logprobs": (int,)}
     for key, kinds in types.items():
         if raw.get(key) is not None:
             _check_type(key, raw[key], kinds, f"{where}.")
             out[key] = raw[key]
-    for key in ("n_samples", "max_new_tokens", "batch_size", "nli_batch_size"):
+    if out.get("backend", "hf") not in BACKENDS:
+        raise UsageError(f"{where}.backend: unknown {out['backend']!r}{suggest(out['backend'], BACKENDS)}")
+    for key in ("n_samples", "max_new_tokens", "batch_size", "nli_batch_size", "vllm_logprobs"):
         if key in out and out[key] < 1:
             raise UsageError(f"{where}.{key}: must be >= 1, got {out[key]}")
     if "temperature" in out and out["temperature"] <= 0:

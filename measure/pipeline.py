@@ -5,10 +5,17 @@
     measure_stage(...)   the recipe's `measure` section for one stage     (called by the stage scripts)
 
 Layout of one measurement dir: samples.jsonl (written once sampling is complete; while sampling,
-samples.partial.jsonl is the resume cache), questions.jsonl, report.json, report.md, *.png.
+samples.partial.jsonl is the resume cache -- samples.partial.rank<r>-of-<w>.jsonl per rank when
+sharded), questions.jsonl, report.json, report.md, *.png.
+
+Sharded measurement (same report as one process; timing and provenance aside):
+    accelerate launch --num_processes 8 -m measure run model=<dir | hub id> benchmark=gsm8k out=<dir>
+    accelerate launch --multi_gpu --num_processes 2 -m measure run ...   (CPU-only machine: 2 gloo ranks)
+    torchrun --nproc_per_node 2 -m measure run ...                       (the same without accelerate's launcher)
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from pathlib import Path
@@ -60,7 +67,7 @@ def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: st
     judge_obj = make_judge(judge, embedding_model=settings.embedding_model, margin=settings.judge_margin)
     answers = [r.greedy.text if r.greedy else None for r in rows]
     judgements = judge_obj.judge_many([r.question for r in rows], answers)
-    seconds["judge"] = time.perf_counter() - started
+    judge_s = time.perf_counter() - started
     labels_bool = resolve_labels([r.question for r in rows], judgements, settings.ambiguous)
     records = [QuestionRecord(id=r.question.id, n_clusters={lb: len(set(assignments[lb][i])) for lb in labels},
                               clusters={lb: assignments[lb][i] for lb in labels}, signals=values_per_question[i],
@@ -68,7 +75,7 @@ def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: st
                for i, r in enumerate(rows)]
     # a key is "skipped" only if no question has it
     skipped = {k: why for k, why in skipped.items() if all(v.get(k) is None for v in values_per_question)}
-    return records, skipped, {c.label: c.settings() for c in clusterers}, {"judge": judge_obj.settings(), **seconds}
+    return records, skipped, {c.label: c.settings() for c in clusterers}, {**seconds, "judge_s": judge_s, "judge": judge_obj.settings()}
 
 
 def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, extra: dict | None = None) -> dict:
@@ -83,7 +90,7 @@ def timing_block(n_questions: int, gen: dict[str, float], seconds: dict[str, Any
     greedy-only signals cost the greedy pass; a clusterer's signals cost sampling + that clusterer."""
     per_q = lambda s: s / max(n_questions, 1)  # noqa: E731
     parts = {"greedy": per_q(gen.get("greedy_s", 0.0)), "sampling": per_q(gen.get("sampling_s", 0.0)),
-             **{lb: per_q(seconds[lb]) for lb in labels}}
+             **{lb: per_q(seconds[lb]) for lb in labels}, "judge": per_q(seconds.get("judge_s", 0.0))}
     per_signal = {}
     for key in signal_keys:
         _, _, label = key.partition("@")
@@ -108,49 +115,118 @@ def guard_report(out_dir: Path, overwrite: bool) -> None:
         raise UsageError(f"{out_dir / 'report.json'} exists; pass overwrite=true to measure again")
 
 
-def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSettings, out_dir: Path, *,
-                  prompt_format: str, provenance: dict, overwrite: bool = False, model_info: dict | None = None) -> dict:
-    """Sample `model_source` (a merged dir, a PEFT adapter dir, or a hub id) on one benchmark and score it."""
-    from measure.benchmarks import BENCHMARKS, load_benchmark
-    from measure.sample import sample_questions
-    out_dir = Path(out_dir)
-    guard_report(out_dir, overwrite)
-    questions = load_benchmark(spec, seed=settings.seed)
-    if overwrite and (out_dir / "report.json").exists():
-        for name in ("samples.jsonl", CACHE, CACHE + ".settings.json"):
-            (out_dir / name).unlink(missing_ok=True)
-    model, tokenizer = load_for_generation(model_source)
-    gen_timing: dict[str, float] = {}
-    rows = sample_questions(model, tokenizer, questions, settings, prompt_format, cache_path=out_dir / CACHE,
-                            timing=gen_timing)
-    write_samples(out_dir / "samples.jsonl", rows)
-    for name in (CACHE, CACHE + ".settings.json"):
-        (out_dir / name).unlink(missing_ok=True)
-    del model
-    extra = {"benchmark": dataclasses.asdict(spec), "model": model_source, "prompt_format": prompt_format,
-             "max_new_tokens": settings.max_new_tokens, **(model_info or {})}
-    return score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge, provenance=provenance,
-                 extra_settings=extra, generation_timing=gen_timing)
+@dataclasses.dataclass(frozen=True)
+class Ranks:
+    """This process's place in a sharded measurement: every process of an `accelerate launch` runs
+    measure_model; rank r samples the batches b with b % world == r (measure.sample.batch_plan)."""
+    rank: int = 0
+    world: int = 1
+    state: Any = None   # accelerate.PartialState when sharded
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            self.state.wait_for_everyone()
+
+    def main_first(self):
+        """Rank 0 first (hub downloads land in the cache once), then the others."""
+        return self.state.main_process_first() if self.world > 1 else contextlib.nullcontext()
+
+    def cache_name(self) -> str:
+        """Each rank resumes from its own cache; a single process keeps the plain name."""
+        return CACHE if self.world == 1 else f"samples.partial.rank{self.rank}-of-{self.world}.jsonl"
+
+    def gather(self, rows: list[QuestionSamples], timing: dict[str, float],
+               questions: list) -> tuple[list[QuestionSamples], dict[str, float]]:
+        """All ranks' rows in the benchmark's question order, and generation seconds summed over ranks
+        (GPU-seconds, so seconds per question stay comparable with a single process)."""
+        if self.world == 1:
+            return rows, timing
+        from accelerate.utils import gather_object
+        by_id = {r.question.id: r for r in gather_object(rows)}
+        total: dict[str, float] = {}
+        for part in gather_object([timing]):
+            for key, value in part.items():
+                total[key] = total.get(key, 0.0) + value
+        return [by_id[q.id] for q in questions], total
+
+    def broadcast(self, obj: Any) -> Any:
+        if self.world == 1:
+            return obj
+        from accelerate.utils import broadcast_object_list
+        return broadcast_object_list([obj], from_process=0)[0]
 
 
-def load_for_generation(source: str):
-    """A merged model dir / hub id via AutoModelForCausalLM, or a PEFT adapter dir (merged on load)."""
+def ranks(shard: bool) -> Ranks:
+    """shard=True: every process calls measure_model (one process: rank 0 of 1, nothing changes).
+
+    On a machine without CUDA the processes join as CPU ranks over gloo: accelerate's PartialState
+    only forms a CPU group when asked for `cpu` (its launcher's --cpu flag starts a single process
+    unless an MPI hostfile is given, so CPU ranks come from `--multi_gpu` or torchrun)."""
+    if not shard:
+        return Ranks()
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    path = Path(source)
-    if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
-        from peft import AutoPeftModelForCausalLM
-        model = AutoPeftModelForCausalLM.from_pretrained(source).merge_and_unload()
-    else:
-        try:
-            model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
-        except OSError as e:
-            raise UsageError(f"model={source!r}: cannot load a causal LM from it ({e})") from None
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    return model.to(device), tokenizer
+    from accelerate import PartialState
+    from accelerate.utils import parse_flag_from_env
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU") or not torch.cuda.is_available())
+    return Ranks(state.process_index, state.num_processes, state)
+
+
+def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSettings, out_dir: Path, *,
+                  prompt_format: str, provenance: dict, overwrite: bool = False, model_info: dict | None = None,
+                  shard: bool = True, backend: str | None = None, vllm_logprobs: int | None = None) -> dict:
+    """Sample `model_source` (a merged dir, a PEFT adapter dir, or a hub id) on one benchmark and score it.
+
+    Sharded (`accelerate launch -m measure run ...`): each rank loads the model on its device and samples
+    its batches into its own resume cache; rank 0 gathers the rows in question order, writes
+    samples.jsonl and scores; every rank returns the report. shard=False: a process measuring alone
+    while other processes of its launch do something else (the training scripts' main process)."""
+    from measure.backends import make_backend
+    from measure.benchmarks import BENCHMARKS, load_benchmark
+    out_dir = Path(out_dir)
+    where = ranks(shard)
+    engine = make_backend(backend or getattr(settings, "backend", "hf"),
+                          vllm_logprobs=vllm_logprobs or getattr(settings, "vllm_logprobs", 20))
+    engine.check((where.rank, where.world))
+    guard_report(out_dir, overwrite)
+    with where.main_first():
+        questions = load_benchmark(spec, seed=settings.seed)
+    cache = out_dir / where.cache_name()
+    if overwrite and (out_dir / "report.json").exists():
+        for path in ((out_dir / "samples.jsonl") if where.main else None, cache, cache.with_name(cache.name + ".settings.json")):
+            if path is not None:
+                path.unlink(missing_ok=True)
+    where.barrier()
+    with where.main_first():
+        model, tokenizer = engine.load(model_source, str(where.state.device) if where.world > 1 else None)
+    gen_timing: dict[str, float] = {}
+    rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, timing=gen_timing,
+                         shard=(where.rank, where.world))
+    del model
+    rows, gen_timing = where.gather(rows, gen_timing, questions)
+    if where.main:
+        write_samples(out_dir / "samples.jsonl", rows)
+    where.barrier()  # samples.jsonl is safe on disk before any rank drops its cache
+    for path in (cache, cache.with_name(cache.name + ".settings.json"),
+                 *(out_dir.glob("samples.partial*") if where.main else ())):  # incl. other world sizes' caches
+        path.unlink(missing_ok=True)
+    report = None
+    if where.main:
+        extra = {"benchmark": dataclasses.asdict(spec), "model": model_source, "prompt_format": prompt_format,
+                 "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(model_info or {})}
+        report = score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
+                       provenance={**provenance, "processes": where.world}, extra_settings=extra,
+                       generation_timing=gen_timing)
+    return where.broadcast(report)
+
+
+def load_for_generation(source: str, device: str | None = None):
+    """A merged model dir / hub id, or a PEFT adapter dir (merged on load), for the HF backend."""
+    from measure.backends import HFBackend
+    return HFBackend().load(source, device)
 
 
 def measure_dir(recipe: dict, stage: str, benchmark: str) -> Path:
@@ -168,24 +244,29 @@ def resolve_benchmark_path(spec: BenchmarkSpec, recipe: dict) -> BenchmarkSpec:
     return dataclasses.replace(spec, path=str(resolve_path(path, Path(recipe["_recipe_path"]).parent)))
 
 
-def measure_stage(recipe: dict, stage: str, *, overwrite: bool = False) -> dict[str, dict]:
-    """Measure one stage on each benchmark of the recipe's `measure` section; finished reports are reused."""
+def measure_stage(recipe: dict, stage: str, *, overwrite: bool = False, shard: bool = True) -> dict[str, dict]:
+    """Measure one stage on each benchmark of the recipe's `measure` section; finished reports are reused.
+
+    The stage is prompted in its own format (train.recipe.stage_prompt_format: a stage's
+    `prompt_format`, else the recipe's). shard: see measure_model (True = every process calls this)."""
     from measure.config import parse_measure_settings
     from measure.report import load_report
     from train import checkpoint as ckpt
+    from train.recipe import stage_prompt_format
     settings = parse_measure_settings(recipe.get("measure"), "measure")
+    say = print if ranks(shard).main else (lambda *a, **k: None)
     reports = {}
     for spec in settings.benchmarks:
         out = measure_dir(recipe, stage, spec.name)
         if (out / "report.json").exists() and not overwrite:
-            print(f"[measure] {stage}/{spec.name}: report exists, reusing {out}")
+            say(f"[measure] {stage}/{spec.name}: report exists, reusing {out}")
             reports[spec.name] = load_report(out)
             continue
-        print(f"[measure] {stage}/{spec.name}: measuring")
+        say(f"[measure] {stage}/{spec.name}: measuring")
         manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, stage))
         reports[spec.name] = measure_model(
             ckpt.model_source(recipe, stage), resolve_benchmark_path(spec, recipe), settings, out,
-            prompt_format=recipe["prompt_format"], overwrite=overwrite,
+            prompt_format=stage_prompt_format(recipe, stage), overwrite=overwrite, shard=shard,
             provenance=make_provenance(seed=settings.seed, recipe=ckpt.public_recipe(recipe)),
             model_info={"stage": stage, "chain": recipe["name"], "stage_hash": ckpt.sha256_json(manifest)})
     return reports
@@ -214,4 +295,5 @@ def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, 
     rows = read_samples(samples_path)
     judge = judge or auto_judge(rows)
     return score(rows, settings, out_dir, judge=judge, provenance=make_provenance(seed=settings.seed),
-                 extra_settings={"samples": str(samples_path), "max_new_tokens": None})
+                 extra_settings={"samples": str(samples_path), "max_new_tokens": None,
+                                 "entropy": "as recorded in the samples file"})

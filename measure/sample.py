@@ -18,7 +18,8 @@ penalties are pinned off so a hub generation_config cannot change the protocol.
 Determinism: `generate` calls `transformers.set_seed(seed)` first: same prompts + settings -> identical
 output on the same CPU build. `sample_questions` seeds each call from (settings.seed, the question ids
 in it) and fixes batches from the full question list, so a run is identical for the same settings
-*including batch_size*, and a resumed run equals an uninterrupted one. Another batch_size gives other
+*including batch_size*, a resumed run equals an uninterrupted one, and a run sharded across
+processes (`batch_plan`: whole batches dealt to ranks) equals a single-process one. Another batch_size gives other
 (equally valid) samples: a batch shares one random stream and left padding changes the arithmetic.
 """
 from __future__ import annotations
@@ -30,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 
@@ -123,10 +124,15 @@ def _eos_ids(model, tokenizer) -> list[int]:
     return ids
 
 
-def _encode_left_padded(tokenizer, prompts: Sequence[str], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    # A chat template already starts with BOS when the model wants one; adding another would double it.
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Prompt token ids. A chat template already starts with BOS when the model wants one; adding
+    another would double it, so special tokens are added only to prompts that lack it."""
     bos = tokenizer.bos_token
-    encoded = [tokenizer(p, add_special_tokens=not (bos and p.startswith(bos)))["input_ids"] for p in prompts]
+    return tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
+
+
+def _encode_left_padded(tokenizer, prompts: Sequence[str], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    encoded = [encode_prompt(tokenizer, p) for p in prompts]
     width = max(len(ids) for ids in encoded)
     input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(encoded), width), dtype=torch.long)
@@ -310,15 +316,37 @@ def _sample_batch(model, tokenizer, batch: Sequence[Question], prompts: dict[str
     return [QuestionSamples(q, g[0], tuple(s)) for q, g, s in zip(batch, greedy, samples)]
 
 
+def batch_plan(n_questions: int, batch_size: int, rank: int = 0, world: int = 1) -> list[range]:
+    """The batches (index ranges into the full question list) that process `rank` of `world` samples.
+
+    Batches are cut from the full list first and batch b goes to rank b % world: a batch's content,
+    hence its seeds and its left padding, never depends on the number of processes, so the union of
+    the ranks' rows equals a single process's output."""
+    if not 0 <= rank < world:
+        raise ValueError(f"rank {rank} outside world size {world}")
+    starts = range(0, n_questions, batch_size)
+    return [range(start, min(start + batch_size, n_questions)) for b, start in enumerate(starts) if b % world == rank]
+
+
 def sample_questions(model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str,
-                     cache_path: Path | None = None, timing: dict[str, float] | None = None) -> list[QuestionSamples]:
+                     cache_path: Path | None = None, timing: dict[str, float] | None = None, *,
+                     shard: tuple[int, int] = (0, 1), batch_size: int | None = None,
+                     sampler: Callable[..., list[QuestionSamples]] | None = None,
+                     cache_tag: dict | None = None) -> list[QuestionSamples]:
     """Greedy + settings.n_samples answers per question, in input order; resumes from `cache_path`.
 
     Questions go in batches of settings.batch_size prompts (one greedy call each; the sampling is
     split so that a call decodes at most max(batch_size, n_samples) sequences). After each batch its
     rows are appended to `cache_path` (JSONL in the samples.jsonl format, flushed and fsynced); a
-    re-run skips the questions found there. `timing`, if given, accumulates the wall seconds spent in
-    greedy and in sampled generation ("greedy_s", "sampling_s") for the questions generated now.
+    re-run skips the batches found there complete (a batch cut short by a kill is sampled again whole,
+    so its seeds and padding stay those of the uninterrupted run). `timing`, if given, accumulates the
+    wall seconds spent in greedy and in sampled generation ("greedy_s", "sampling_s").
+
+    shard=(rank, world): sample only this process's batches (`batch_plan`) and return only its rows,
+    in input order. `batch_size` overrides settings.batch_size for the plan (a backend with its own
+    batching); `sampler(model, tokenizer, batch, prompts, settings, stop, timing)` replaces the HF
+    batch sampler (measure/backends.py), and `cache_tag` (e.g. {"backend": "vllm"}) joins the settings
+    a cache must match, so one backend never resumes from another's rows.
     """
     from tqdm.auto import tqdm
 
@@ -332,17 +360,22 @@ def sample_questions(model, tokenizer, questions: list[Question], settings: Meas
     if cache_path is not None:
         cache_path = Path(cache_path)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        done = _open_cache(cache_path, _cache_settings(settings, prompt_format, stop), questions, settings.n_samples)
-    model.eval()
-    size = settings.batch_size
-    with tqdm(total=len(questions), initial=len(done), desc="sampling", unit="question") as bar:
-        for start in range(0, len(questions), size):  # batches fixed by the full list, so resuming is exact
-            todo = [q for q in questions[start:start + size] if q.id not in done]
-            if not todo:
+        meta = {**_cache_settings(settings, prompt_format, stop), **to_jsonable(cache_tag or {})}
+        done = _open_cache(cache_path, meta, questions, settings.n_samples)
+    if hasattr(model, "eval"):
+        model.eval()
+    plan = batch_plan(len(questions), batch_size or settings.batch_size, *shard)
+    mine = [questions[i] for batch in plan for i in batch]
+    sampler = sampler or _sample_batch
+    initial = sum(all(questions[i].id in done for i in batch) * len(batch) for batch in plan)
+    with tqdm(total=len(mine), initial=initial, desc="sampling", unit="question", disable=shard[0] != 0) as bar:
+        for batch_range in plan:  # batches fixed by the full list, so resuming and sharding are exact
+            batch = [questions[i] for i in batch_range]
+            if all(q.id in done for q in batch):
                 continue
-            rows = _sample_batch(model, tokenizer, todo, prompts, settings, stop, timing if timing is not None else {})
+            rows = sampler(model, tokenizer, batch, prompts, settings, stop, timing if timing is not None else {})
             if cache_path is not None:
                 _append_cache(cache_path, rows)
             done.update((r.question.id, r) for r in rows)
-            bar.update(len(todo))
-    return [QuestionSamples(q, done[q.id].greedy, done[q.id].samples) for q in questions]
+            bar.update(len(batch))
+    return [QuestionSamples(q, done[q.id].greedy, done[q.id].samples) for q in mine]

@@ -136,11 +136,13 @@ def test_interrupted_sampling_resumes(tiny_model_dir, tmp_path, monkeypatch):
     """A run killed after its first batch keeps that batch; the re-run samples only the rest."""
     from measure import pipeline, sample
     calls: list[int] = []
+    killed: list[bool] = []
     real = sample._sample_batch
 
     def flaky(model, tokenizer, batch, *args, **kwargs):
         calls.append(len(batch))
-        if len(calls) == 2:
+        if len(calls) == 2 and not killed:
+            killed.append(True)
             raise KeyboardInterrupt("simulated kill")
         return real(model, tokenizer, batch, *args, **kwargs)
 

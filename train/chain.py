@@ -25,6 +25,7 @@ def preflight(recipe: dict) -> None:
     (Generated toy-world splits are checked when they are generated.)"""
     from pathlib import Path
     from train.data import load_training_data
+    from train.recipe import stage_prompt_format
     jobs = [(f"stages.{s}.dataset", spec["dataset"], spec["trainer"]) for s, spec in recipe["stages"].items()
             if spec["trainer"] != "measure"]
     if "pretrain" in recipe["model"]:
@@ -33,7 +34,8 @@ def preflight(recipe: dict) -> None:
         specs = spec if isinstance(spec, list) else [spec]
         if any(isinstance(one, dict) and "world" in one for one in specs):
             continue
-        load_training_data(spec, trainer=trainer, prompt_format=recipe["prompt_format"],
+        stage = where.split(".")[1] if where.startswith("stages.") else "base"
+        load_training_data(spec, trainer=trainer, prompt_format=stage_prompt_format(recipe, stage),
                            base_dir=Path(recipe["_recipe_path"]).parent, where=where)
 
 
@@ -49,7 +51,7 @@ def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, co
         if ckpt.is_finished(recipe, stage) and not overwrite:
             print(f"[chain] {stage}: finished, reusing {ckpt.stage_dir(recipe, stage)}")
             if measure:
-                measure_after(recipe, stage)  # resumes or reuses an existing measurement
+                measure_after(recipe, stage, shard=True)  # every process is here: resume or reuse, sharded
         else:
             print(f"[chain] {stage}: running")
             if stage == "base":

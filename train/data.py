@@ -9,6 +9,9 @@ Formats (detected per dataset from its columns, or forced with `format:`):
                             (Anthropic HH): the shared prefix up to the last "\n\nAssistant:" is the prompt
   unpaired_preference       {"prompt", "completion", "label"}      KTO
 
+A `kto` stage also takes paired data (preference, hh): each pair becomes two unpaired rows, chosen ->
+label true, rejected -> label false (`unpair_rows`), so one preference file serves DPO and KTO alike.
+
 String prompt/completion data is rendered in the recipe's `prompt_format`, the same one measurement
 uses: `chat` turns it into conversational messages (TRL applies the tokenizer's chat template), `qa`
 into the plain "Q: ...\nA:" text a base model is prompted with.
@@ -123,6 +126,22 @@ def normalize_row(row: dict, fmt: str, prompt_format: str, where: str) -> dict:
     return out
 
 
+def unpair_rows(rows: list[dict]) -> list[dict]:
+    """Paired rows {prompt, chosen, rejected} -> unpaired {prompt, completion, label}, two per pair.
+
+    Order matters because KTOTrainer samples sequentially and estimates its KL term from each prompt
+    followed by its batch neighbour's completion, which must answer a *different* prompt. Pairs go out as
+    c1 r2 c3 r4 ... then r1 c2 r3 c4 ...: labels alternate within a batch, every prompt appears once per
+    half, and a row's two halves are never neighbours (TRL's own unpairing puts all chosen rows first,
+    giving one-label batches).
+    """
+    halves: list[list[dict]] = [[], []]
+    for i, row in enumerate(rows):
+        for half, (key, label) in enumerate((("chosen", True), ("rejected", False))):
+            halves[(half + i) % 2].append({"prompt": row["prompt"], "completion": row[key], "label": label})
+    return halves[0] + halves[1]
+
+
 def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
     """(location, row) pairs from a local file; locations name file:line or file row N."""
     name = path.name.removesuffix(".gz")
@@ -191,6 +210,9 @@ def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: 
             source = source[: one["limit"]]
         normalized = [normalize_row(row, fmt, prompt_format, loc) for loc, row in source]
         fp.update(format=fmt, rows=len(normalized))
+        if trainer == "kto" and fmt in ("preference", "hh"):
+            normalized = unpair_rows(normalized)
+            fp.update(unpaired_rows=len(normalized))
         fingerprints.append(fp)
         rows.extend(normalized)
     kinds = {tuple(sorted(r)) for r in rows}

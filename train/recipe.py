@@ -6,10 +6,16 @@ Validation is total: unknown keys anywhere (including inside a stage's `args`, c
 installed TRL config class), wrong types, missing local files and a `from:` that names no earlier
 stage all raise UsageError (exit 2) naming the key path and the valid choices -- before any file is
 written. The result is a plain resolved dict (what every manifest records) plus typed accessors.
+
+Optional keys beyond the basics: a stage's `prompt_format` (overrides the recipe's for that stage: see
+`stage_prompt_format`), `trainer: measure` stages (an existing checkpoint by hub id / path, measured
+only), and `model.quantization: {load_in_4bit: true, bnb_4bit_quant_type: nf4, bnb_4bit_compute_dtype:
+bfloat16}` (QLoRA; needs bitsandbytes and a CUDA GPU, checked here).
 """
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -31,7 +37,12 @@ TOP_KEYS = {"name": ((str,), True), "seed": ((int,), False), "output_dir": ((str
             "stages": ((dict,), False), "measure": ((dict, type(None)), False), "world": ((dict, type(None)), False),
             "sweep": ((dict, type(None)), False)}
 MODEL_KEYS = {"path": ((str,), False), "build": ((dict,), False), "pretrain": ((dict,), False),
-              "dtype": ((str,), False)}
+              "dtype": ((str,), False), "quantization": ((dict, type(None)), False)}
+# QLoRA: the parent of every LoRA stage is loaded in 4 bit (bitsandbytes); see train/stages.py
+QUANT_KEYS = {"load_in_4bit": ((bool,), True), "bnb_4bit_quant_type": ((str,), False),
+              "bnb_4bit_compute_dtype": ((str,), False), "bnb_4bit_use_double_quant": ((bool,), False)}
+QUANT_TYPES = ("nf4", "fp4")
+COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
 BUILD_KEYS = {"architecture": ((str,), False), "hidden_size": ((int,), False), "num_layers": ((int,), False),
               "num_heads": ((int,), False), "intermediate_size": ((int,), False), "vocab_size": ((int,), False),
               "max_position_embeddings": ((int,), False), "corpus": ((str, dict, list), False)}
@@ -40,7 +51,7 @@ LORA_KEYS = {"r": ((int,), False), "alpha": ((int, float), False), "dropout": ((
              "target_modules": ((list, str), False)}
 STAGE_KEYS = {"trainer": ((str,), True), "from": ((str,), False), "dataset": ((str, dict, list), False),
               "mode": ((str,), False), "args": ((dict,), False), "lora": ((bool, dict), False),
-              "model": ((str,), False)}
+              "model": ((str,), False), "prompt_format": ((str,), False)}
 DATASET_KEYS = {"path": ((str,), False), "world": ((str,), False), "name": ((str,), False),
                 "split": ((str,), False), "format": ((str,), False), "limit": ((int,), False),
                 "columns": ((dict,), False)}
@@ -95,6 +106,17 @@ def config_class(trainer: str):
     return TRAINER_SPECS[trainer].config_class()
 
 
+def field_choices(field: dataclasses.Field) -> tuple[str, ...] | None:
+    """The values a TRL config field allows: its `choices` metadata, or -- for DPOConfig.loss_type, a list
+    field TRL leaves unchecked until the first training step -- the values its help lists."""
+    if field.metadata.get("choices"):
+        return tuple(str(c) for c in field.metadata["choices"])
+    text = field.metadata.get("help", "")
+    if field.name == "loss_type" and "Possible values are:" in text:
+        return tuple(re.findall(r"`'(\w+)'`", text.split("Possible values are:", 1)[1].split(". ", 1)[0])) or None
+    return None
+
+
 def validate_trainer_args(trainer: str, args: dict, where: str) -> None:
     cls = config_class(trainer)
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -110,6 +132,11 @@ def validate_trainer_args(trainer: str, args: dict, where: str) -> None:
         if kinds and value is not None and not (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
             names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
             raise UsageError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+        choices = field_choices(fields[key])
+        for item in (value if isinstance(value, list) else [value]) if choices and value is not None else []:
+            if str(item) not in choices:
+                raise UsageError(f"{where}.{key}: {item!r} is not a {cls.__name__} {key} (TRL "
+                                 f"{__import__('trl').__version__}){suggest(str(item), choices)}")
 
 
 def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> None:
@@ -148,6 +175,30 @@ def resolve_path(path: str, base_dir: Path) -> Path:
         if (root / p).exists():
             return root / p
     return p
+
+
+def validate_quantization(quant: dict, where: str, has_lora: bool) -> None:
+    """model.quantization: keys and values, then what QLoRA needs here (a LoRA recipe, bitsandbytes, CUDA)."""
+    import importlib.util
+    _check_keys(quant, QUANT_KEYS, where)
+    if quant["load_in_4bit"] is not True:
+        raise UsageError(f"{where}.load_in_4bit: only 4-bit QLoRA is supported; set it to true or drop model.quantization")
+    if quant.get("bnb_4bit_quant_type", "nf4") not in QUANT_TYPES:
+        raise UsageError(f"{where}.bnb_4bit_quant_type: unknown {quant['bnb_4bit_quant_type']!r}"
+                         f"{suggest(quant['bnb_4bit_quant_type'], QUANT_TYPES)}")
+    if quant.get("bnb_4bit_compute_dtype", "bfloat16") not in COMPUTE_DTYPES:
+        raise UsageError(f"{where}.bnb_4bit_compute_dtype: unknown {quant['bnb_4bit_compute_dtype']!r}"
+                         f"{suggest(quant['bnb_4bit_compute_dtype'], COMPUTE_DTYPES)}")
+    if not has_lora:
+        raise UsageError(f"{where}: QLoRA trains LoRA adapters on a 4-bit parent; the recipe has no LoRA stage "
+                         "(set a top-level 'lora' section or a stage 'lora'), or drop model.quantization")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise UsageError(f"{where}: 4-bit loading needs the bitsandbytes package, which is not installed "
+                         "(pip install bitsandbytes, on a machine with a CUDA GPU), or drop model.quantization")
+    import torch
+    if not torch.cuda.is_available():
+        raise UsageError(f"{where}: 4-bit loading (bitsandbytes) needs a CUDA GPU and none is visible here; "
+                         "drop model.quantization to train in full precision")
 
 
 def validate(raw: dict, where: str, base_dir: Path) -> None:
@@ -202,7 +253,12 @@ def validate(raw: dict, where: str, base_dir: Path) -> None:
                              f"parent {parent!r} must be LoRA stages (recipe 'lora' set, stage 'lora' not false)")
         if isinstance(spec.get("lora"), dict):
             _check_keys(spec["lora"], LORA_KEYS, f"{w}.lora")
+        if spec.get("prompt_format", "chat") not in PROMPT_FORMATS:
+            raise UsageError(f"{w}.prompt_format: unknown {spec['prompt_format']!r}{suggest(spec['prompt_format'], PROMPT_FORMATS)}")
         earlier.append(stage)
+    if model.get("quantization") is not None:
+        validate_quantization(model["quantization"], f"{where}.model.quantization",
+                              any(uses_lora(raw, s) for s in raw.get("stages") or {}))
     if raw.get("measure") is not None:
         from measure.config import parse_measure_settings
         parse_measure_settings(raw["measure"], f"{where}.measure")
@@ -255,6 +311,17 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> di
         spec.setdefault("args", {})
     raw["_recipe_path"] = str(path)
     return raw
+
+
+def stage_prompt_format(recipe: dict, stage: str) -> str:
+    """The prompt format a stage is trained and measured with: its own `prompt_format`, else the recipe's.
+
+    Why per stage: a public chain mixes a base model (no chat template, or one it was never trained
+    on: prompted with few-shot `qa`) and instruct checkpoints (prompted with their chat template, as
+    deployed). The recipe's top-level format is the default, so the base stage uses it."""
+    if stage == "base":
+        return recipe["prompt_format"]
+    return recipe["stages"][stage].get("prompt_format", recipe["prompt_format"])
 
 
 def stage_names(recipe: dict) -> list[str]:

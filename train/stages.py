@@ -4,6 +4,12 @@ It does what every stage script would otherwise repeat: guard the output, load t
 (merged, or its LoRA adapter for `mode: continue`), load the data in TRL's format, build the TRL
 config from the recipe's `args` (names exactly TRL's), hand everything to the TRL trainer, save
 adapter + merged model + tokenizer, and write stage.json last. The science lives in TRL.
+
+Scale-out: the same scripts run under the shipped accelerate configs,
+    accelerate launch --config_file recipes/accelerate/{ddp,fsdp,zero3}.yaml train/sft.py recipe=...
+(FSDP / ZeRO-3 weights are gathered through Trainer.save_model before the merge, see `finish`), and
+with `model.quantization` (QLoRA) the parent of every LoRA stage is loaded in 4 bit (bitsandbytes);
+the adapter is then merged into the unquantized parent, so checkpoints stay plain full-precision.
 """
 from __future__ import annotations
 
@@ -72,6 +78,30 @@ def lora_config(settings: dict):
                       target_modules=settings["target_modules"], task_type="CAUSAL_LM")
 
 
+def quantization_config(recipe: dict):
+    """QLoRA: `model.quantization` -> transformers.BitsAndBytesConfig (None when the recipe has none)."""
+    quant = recipe["model"].get("quantization")
+    if not quant:
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant.get("bnb_4bit_quant_type", "nf4"),
+                              bnb_4bit_compute_dtype=getattr(torch, quant.get("bnb_4bit_compute_dtype", "bfloat16")),
+                              bnb_4bit_use_double_quant=quant.get("bnb_4bit_use_double_quant", False))
+
+
+def load_parent(recipe: dict, source: str, *, quantized: bool):
+    """The parent model: as stored, or (QLoRA) in 4 bit on this process's GPU -- bitsandbytes weights
+    cannot be moved after loading, so each DDP rank loads its own copy onto its own device."""
+    if not quantized:
+        return ckpt.load_model(source, recipe["model"].get("dtype"))
+    from accelerate import PartialState
+    from transformers import AutoModelForCausalLM
+    config = quantization_config(recipe)
+    return AutoModelForCausalLM.from_pretrained(source, quantization_config=config, dtype=config.bnb_4bit_compute_dtype,
+                                                device_map={"": PartialState().local_process_index})
+
+
 def prepare_model(recipe: dict, stage: str):
     """(model, tokenizer, peft_config, adapter_base, mode) for a training stage."""
     from peft import PeftModel
@@ -81,15 +111,16 @@ def prepare_model(recipe: dict, stage: str):
     parent_source = ckpt.model_source(recipe, parent)
     tokenizer = ckpt.load_tokenizer(parent_source)
     lora = lora_settings(recipe, stage)
+    quantized = lora is not None and quantization_config(recipe) is not None  # QLoRA: only LoRA stages go 4-bit
     if spec["mode"] == "continue":
         parent_manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, parent))
         if not parent_manifest.get("adapter"):
             raise UsageError(f"stage {stage!r}: mode 'continue' needs a LoRA adapter in the parent {parent!r}")
-        base = ckpt.load_model(parent_manifest["adapter_base"], recipe["model"].get("dtype"))
+        base = load_parent(recipe, parent_manifest["adapter_base"], quantized=quantized)
         model = PeftModel.from_pretrained(base, parent_manifest["adapter"], is_trainable=True)
         # TRL adds a frozen 'ref' copy of this adapter as the reference model
         return model, tokenizer, None, parent_manifest["adapter_base"], "continue"
-    model = ckpt.load_model(parent_source, recipe["model"].get("dtype"))
+    model = load_parent(recipe, parent_source, quantized=quantized)
     # merge: the parent is already merged into `model`; a fresh adapter trains on top, and with the
     # adapter disabled the model *is* the parent, which TRL uses as the reference (no second copy)
     return model, tokenizer, (lora_config(lora) if lora else None), parent_source, "merge"
@@ -119,11 +150,40 @@ def train_with_trl(trainer_name: str, *, model, tokenizer, dataset, args: dict, 
     return trainer, metrics
 
 
-def finish(trainer, tokenizer, out: Path, *, is_peft: bool) -> dict:
-    """Main process: save model artifacts; every process waits so none reads a half-written dir."""
+def needs_gather(trainer) -> bool:
+    """FSDP and DeepSpeed (ZeRO-3) shard the weights across processes: only Trainer.save_model, called on
+    every process, can assemble them (FULL_STATE_DICT / zero3_save_16bit_model in recipes/accelerate)."""
+    return bool(getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
+
+
+def finish(trainer, tokenizer, out: Path, *, is_peft: bool, merge_base: str | None = None,
+           dtype: str | None = None) -> dict:
+    """Save adapter (if PEFT) + merged model + tokenizer; every process returns once the dir is complete.
+
+    Plain runs (one process, DDP): the main process saves `trainer.model` directly. Sharded runs
+    (FSDP, ZeRO-3) and QLoRA (`merge_base` given) go through `Trainer.save_model` on every process
+    into out/gathered/ (full weights, or the adapter alone for PEFT); the main process then reloads
+    that on CPU -- a PEFT adapter on top of the *unquantized* parent from `merge_base` -- merges, and
+    saves, so the stage's merged model is always a plain full-precision transformers checkpoint."""
     paths: dict[str, Any] = {}
-    if trainer.accelerator.is_main_process:
+    main = trainer.accelerator.is_main_process
+    if needs_gather(trainer) or merge_base is not None:
+        gathered = out / "gathered"
+        trainer.save_model(str(gathered))  # a collective under FSDP/ZeRO-3: every process must call it
+        trainer.accelerator.wait_for_everyone()
+        if main:
+            if is_peft:
+                from peft import PeftModel
+                if merge_base is None:
+                    raise ValueError("finish: a sharded PEFT stage needs merge_base (the adapter's base model)")
+                model = PeftModel.from_pretrained(ckpt.load_model(merge_base, dtype), gathered)
+            else:
+                model = ckpt.load_model(str(gathered), dtype)
+            paths = ckpt.save_stage_model(model, tokenizer, out, is_peft=is_peft)
+            shutil.rmtree(gathered, ignore_errors=True)
+    elif main:
         paths = ckpt.save_stage_model(trainer.model, tokenizer, out, is_peft=is_peft)
+    if main:
         shutil.rmtree(out / "trainer", ignore_errors=True)  # resume state is no longer needed
     trainer.accelerator.wait_for_everyone()
     return paths
@@ -133,6 +193,7 @@ def run_stage(recipe: dict, stage: str, *, overwrite: bool = False, measure: boo
     """Train one stage of the recipe (which must be a training stage) and write its checkpoint."""
     from accelerate import PartialState
     from train.data import load_training_data
+    from train.recipe import stage_prompt_format
     spec = recipe["stages"].get(stage)
     if spec is None:
         raise UsageError(f"unknown stage {stage!r}; the recipe's stages are: {', '.join(recipe['stages']) or '(none)'}")
@@ -145,14 +206,17 @@ def run_stage(recipe: dict, stage: str, *, overwrite: bool = False, measure: boo
     started = time.time()
     out = ckpt.stage_dir(recipe, stage)
     dataset, fingerprints = load_training_data(
-        spec["dataset"], trainer=spec["trainer"], prompt_format=recipe["prompt_format"],
+        spec["dataset"], trainer=spec["trainer"], prompt_format=stage_prompt_format(recipe, stage),
         base_dir=Path(recipe["_recipe_path"]).parent, world_dir=ckpt.world_dir(recipe),
         where=f"stages.{stage}.dataset", seed=recipe["seed"])
     model, tokenizer, peft_config, adapter_base, mode = prepare_model(recipe, stage)
     trainer, metrics = train_with_trl(spec["trainer"], model=model, tokenizer=tokenizer, dataset=dataset,
                                       args=spec["args"], out=out, seed=recipe["seed"], peft_config=peft_config)
     is_peft = peft_config is not None or mode == "continue"
-    paths = finish(trainer, tokenizer, out, is_peft=is_peft)
+    quantized = is_peft and quantization_config(recipe) is not None
+    gather = quantized or (is_peft and needs_gather(trainer))  # the merge needs the adapter's unsharded base
+    paths = finish(trainer, tokenizer, out, is_peft=is_peft, merge_base=adapter_base if gather else None,
+                   dtype=recipe["model"].get("dtype"))
     manifest = None
     if state.is_main_process:
         from train.recipe import lora_settings
@@ -165,20 +229,30 @@ def run_stage(recipe: dict, stage: str, *, overwrite: bool = False, measure: boo
     return manifest
 
 
-def register_external(recipe: dict, stage: str, *, measure: bool) -> dict:
-    """A measure-only stage (a public checkpoint by hub id or path): record it, then measure it."""
-    source = ckpt.model_source(recipe, stage)
-    manifest = ckpt.write_manifest(recipe, stage, mode="measure-only", merged_model=source, external=True)
+def register_external(recipe: dict, stage: str, *, measure: bool) -> dict | None:
+    """A measure-only stage (a public checkpoint by hub id or path): record it, then measure it.
+    Every process calls this, so the measurement is sharded across them (one process: unchanged)."""
+    from accelerate import PartialState
+    ckpt.require_finished_parent(recipe, stage)  # stage.json records the parent's hash
+    state = PartialState()
+    manifest = None
+    if state.is_main_process:
+        manifest = ckpt.write_manifest(recipe, stage, mode="measure-only", merged_model=ckpt.model_source(recipe, stage),
+                                       external=True)
+    state.wait_for_everyone()
     if measure:
-        measure_after(recipe, stage)
+        measure_after(recipe, stage, shard=True)
     return manifest
 
 
-def measure_after(recipe: dict, stage: str) -> None:
-    """Measure a finished stage when the recipe has benchmarks in its `measure` section."""
+def measure_after(recipe: dict, stage: str, *, shard: bool = False) -> None:
+    """Measure a finished stage when the recipe has benchmarks in its `measure` section.
+
+    shard=True only where every process of the launch calls this (it splits the questions across
+    them and synchronizes); the training stages call it from the main process alone (shard=False)."""
     if (recipe.get("measure") or {}).get("benchmarks"):
         from measure.pipeline import measure_stage
-        measure_stage(recipe, stage)
+        measure_stage(recipe, stage, shard=shard)
 
 
 def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None = None) -> None:

@@ -1,0 +1,110 @@
+"""`python -m benchmarks.run` with tiny settings: the JSON it writes and the outcomes it measures
+(forward passes, NLI pair counts, the demo table), plus its pure helpers on hand-computed inputs.
+Timings are only checked to be positive, never against targets: they depend on the machine."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from benchmarks.clustering import pair_bounds
+from benchmarks.memory import sft_rows_from_pairs
+from benchmarks.run import main, parse_options
+from benchmarks.throughput import answer_lengths
+from measure.errors import UsageError
+
+pytestmark = pytest.mark.xdist_group("benchmarks_smoke")   # one worker builds the module fixture once
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tiny_model_dir, tmp_path_factory):
+    root = tmp_path_factory.mktemp("bench")
+    demo = root / "demo"
+    demo.mkdir()
+    (demo / "chain_timings.json").write_text(json.dumps({"base": 1.5, "sft": 2.0, "dpo": 0.5}))
+    out = root / "bench.json"
+    main([f"model={tiny_model_dir}", "questions=tests/data/eval.jsonl", "only=[forward_passes,clustering,demo]",
+          "limit=3", "n_samples=2", "max_new_tokens=4", f"out={out}", f"demo={demo}"])
+    return json.loads(out.read_text())
+
+
+def test_report_keys_and_provenance(smoke_report):
+    assert {"provenance", "run", "options", "forward_passes", "clustering", "demo", "targets"} <= set(smoke_report)
+    assert "throughput" not in smoke_report and "memory" not in smoke_report   # only= is honoured
+    assert smoke_report["provenance"]["versions"]["torch"] and "git_commit" in smoke_report["provenance"]
+    run = smoke_report["run"]
+    assert run["n_questions"] == 3 and run["settings"]["n_samples"] == 2 and run["settings"]["max_new_tokens"] == 4
+
+
+def test_no_extra_forward_passes(smoke_report):
+    fp = smoke_report["forward_passes"]
+    # 3 questions fit one batch: one greedy call and one sampling call (batch_size 16 // N=2 = 8 questions per call)
+    assert fp["generate_calls"] == 2
+    # a random tiny model rarely emits EOS in 4 tokens: each call runs 1..4 steps; the count is what it is,
+    # but every step must be exactly one forward pass, and the bare replay must do the same number
+    assert 2 <= fp["decode_steps"] <= 8
+    assert fp["extra_forward_calls"] == 0
+    assert fp["forward_calls"] == fp["decode_steps"] == fp["floor_forward_calls"]
+    assert fp["targets"]["extra_forward_calls"]["met"] is True
+    assert {"part": "forward_passes", "measure": "extra_forward_calls", "value": 0, "target": "== 0",
+            "met": "yes"} in smoke_report["targets"]
+
+
+def test_clustering_part(smoke_report):
+    cl = smoke_report["clustering"]
+    assert set(cl["clusterers"]) == {"exact", "numeric", "jaccard", "embedding", "nli"}
+    assert cl["questions"] == 3 and cl["n_samples"] == 2
+    for entry in cl["clusterers"].values():
+        assert entry["seconds"] > 0 and entry["seconds_per_question"] == pytest.approx(entry["seconds"] / 3)
+        assert 1 <= entry["mean_clusters"] <= 2
+    nli = cl["clusterers"]["nli"]
+    assert nli["naive_pairs_per_question"] == 4 and nli["naive_pairs_without_self"] == 2
+    # N=2: a question with two distinct texts costs exactly 2 directed pairs whatever the verdict, one with
+    # identical texts costs none; so all three counts equal 2 x (share of questions with distinct samples)
+    distinct = cl["mean_distinct_texts"] - 1          # share of questions whose 2 samples differ
+    for key in ("pairs_per_question", "pairs_per_question_all_equivalent", "pairs_per_question_none_equivalent"):
+        assert nli[key] == pytest.approx(2 * distinct)
+    assert "STAND-IN" in nli["model"]
+
+
+def test_demo_part(smoke_report, tmp_path):
+    demo = smoke_report["demo"]
+    assert demo["found"] and demo["stages"] == {"base": 1.5, "sft": 2.0, "dpo": 0.5}
+    assert demo["total_seconds"] == 4.0 and demo["targets"]["demo_total_seconds"]["met"] is True
+    out = tmp_path / "b.json"
+    report = main(["only=[demo]", f"demo={tmp_path / 'nowhere'}", f"out={out}"])
+    assert report["demo"]["found"] is False and "make demo" in report["demo"]["message"]
+    assert json.loads(out.read_text())["demo"]["found"] is False
+
+
+def test_bad_options_are_usage_errors(capsys):
+    with pytest.raises(UsageError, match="did you mean 'n_samples'"):
+        parse_options(["n_sample=3"])
+    with pytest.raises(UsageError, match="unknown part 'speed'"):
+        parse_options(["only=[speed]"])
+    with pytest.raises(UsageError, match="limit: expected an integer >= 1"):
+        parse_options(["limit=0"])
+    with pytest.raises(SystemExit) as exc:
+        main(["repeats=two"])
+    assert exc.value.code == 2 and "repeats" in capsys.readouterr().err
+
+
+def test_answer_lengths_hand_computed():
+    eos = [2]
+    generated = torch.tensor([[5, 6, 2, 0], [5, 6, 7, 8], [5, 2, 9, 9], [5, 6, 7, 8]])
+    # row 0: EOS at index 2 -> 3 tokens; row 1: runs to the end -> 4; row 2: EOS at 1 -> 2;
+    # row 3: its stop string appeared after 2 tokens -> 2
+    assert answer_lengths(generated, eos, {3: 2}) == [3, 4, 2, 2]
+
+
+def test_pair_bounds_hand_computed():
+    # U=3 distinct texts ("a", "b", "c"): all equivalent 2(U-1) = 4 pairs, none equivalent U(U-1) = 6;
+    # a question whose samples are identical needs none
+    assert pair_bounds([("q", ["a", "b", "a", "c"]), ("r", ["x", "x"])]) == {"all_equivalent": 4, "none_equivalent": 6}
+
+
+def test_sft_rows_from_pairs():
+    rows = [{"prompt": "p1", "chosen": "c1", "rejected": "r1"}, {"prompt": "p2", "chosen": "c2", "rejected": "r2"}]
+    assert sft_rows_from_pairs(rows) == [{"prompt": "p1", "completion": "c1"}, {"prompt": "p1", "completion": "r1"},
+                                         {"prompt": "p2", "completion": "c2"}, {"prompt": "p2", "completion": "r2"}]

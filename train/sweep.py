@@ -1,0 +1,394 @@
+"""Mitigation grids: every combination of a grid is a child run of one stage, trained, measured and
+placed on an SCR-vs-accuracy frontier against the parent stage.
+
+    python -m train.sweep recipe=recipes/toy.yaml stage=dpo grid.stages.dpo.args.beta=[0.01,0.1,0.5] \\
+        grid.stages.dpo.args.loss_type=[[sigmoid],[ipo]] [signal=greedy_entropy_mean] [overwrite=true] \\
+        [measure=false] [dotted recipe overrides, applied to the parents and every variant]
+
+or a `sweep:` section in the recipe (CLI `grid.<key>=` axes are added to it, replacing an axis of the
+same key; CLI `stage=` / `signal=` replace its values):
+
+    sweep:
+      stage: dpo
+      grid: {stages.dpo.args.beta: [0.05, 0.5], stages.dpo.args.loss_type: [[sigmoid], [ipo]]}
+      signal: greedy_entropy_mean   # optional: the signal whose AUROC is the second frontier axis
+
+Only keys under `stages.<stage>.` may vary: the variants share every parent stage. The main chain's
+ancestors of <stage> are trained first when missing (reused when finished) and the parent is measured
+as the reference point. Each variant is checkpoints/<name>/sweeps/<stage>/<variant>/, a chain dir of
+its own whose ancestor stages are relative symlinks to the main chain's; its <stage>/ is trained and
+measured there by the same code as the stage scripts. A finished variant is reused; a failed one is
+reported (status + error) and the others go on. Every combination's recipe is validated before
+anything runs (a bad key or value type -> exit 2 naming it); values TRL itself rejects fail only their
+variant. Outputs, in sweeps/<stage>/: sweep.json (grid, parent references, one row per variant: values,
+status trained|reused|failed, error, per-benchmark SCR/accuracy/AUROC with CIs, frontier membership),
+sweep.md (the table) and frontier.png. Exit 0, or 1 when a variant failed (the report is still written).
+"""
+from __future__ import annotations
+
+import gc
+import itertools
+import json
+import os
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from measure.errors import UsageError, exit_on_usage_error, suggest
+from measure.io import atomic_path, provenance, to_jsonable, write_json, write_text
+from measure.overrides import parse_overrides, pop_known
+from train import checkpoint as ckpt
+from train.recipe import load_recipe, stage_names
+
+SWEEP_KEYS = {"stage": str, "grid": dict, "signal": str}
+DEFAULT_SIGNAL = "greedy_entropy_mean"   # token-entropy AUROC: the signal homogenization is said to blind
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    values: dict[str, Any]   # grid key -> value of this combination
+    recipe: dict             # the resolved child recipe (output_dir = the variant dir)
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """{'stages': {'dpo.args.beta': [..]}} -> {'stages.dpo.args.beta': [..]}: YAML may nest or dot keys."""
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def sweep_spec(section: dict | None, cli: dict[str, Any]) -> tuple[str, dict[str, list], str]:
+    """(stage, grid axes, signal) from the recipe's `sweep:` section and the CLI, checked."""
+    section = dict(section or {})
+    for key, value in section.items():
+        if key not in SWEEP_KEYS:
+            raise UsageError(f"sweep.{key}: unknown key{suggest(key, SWEEP_KEYS)}")
+        if not isinstance(value, SWEEP_KEYS[key]):
+            raise UsageError(f"sweep.{key}: expected {SWEEP_KEYS[key].__name__}, got {type(value).__name__} {value!r}")
+    grid = {**flatten(section.get("grid") or {}), **cli["grid"]}
+    stage, signal = cli["stage"] or section.get("stage"), cli["signal"] or section.get("signal", DEFAULT_SIGNAL)
+    if not stage:
+        raise UsageError("no stage to sweep: pass stage=<name> or set sweep.stage in the recipe")
+    if not grid:
+        raise UsageError("no grid: pass grid.<dotted key>=[v1,v2] (e.g. grid.stages.dpo.args.beta=[0.05,0.5]) "
+                         "or set sweep.grid in the recipe")
+    for key, values in grid.items():
+        if not key.startswith(f"stages.{stage}."):
+            raise UsageError(f"grid.{key}: only keys under stages.{stage}. may vary (the variants share every "
+                             f"other setting and the parent stages)")
+        if not isinstance(values, list) or not values:
+            raise UsageError(f"grid.{key}: expected a non-empty list of values, got {values!r}")
+        seen = [json.dumps(v, sort_keys=True) for v in values]
+        if len(set(seen)) != len(seen):
+            raise UsageError(f"grid.{key}: a value is listed twice ({values!r})")
+    from measure.signals import SIGNALS
+    if signal.partition("@")[0] not in SIGNALS:
+        raise UsageError(f"signal: unknown {signal!r}{suggest(signal, SIGNALS)}")
+    return stage, grid, signal
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, list):
+        return "+".join(_fmt(v) for v in value)
+    if isinstance(value, dict):
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return json.dumps(value) if isinstance(value, (bool, type(None))) else str(value)
+
+
+def variant_name(values: dict[str, Any]) -> str:
+    """'beta=0.01,loss_type=ipo': the last key part per axis (more parts if two axes share it), values
+    with lists joined by '+', anything outside [A-Za-z0-9._+=,-] replaced so the name is a safe dir name."""
+    keys = list(values)
+    depth = {k: 1 for k in keys}
+    while True:  # lengthen clashing labels until every axis has its own
+        labels = {k: ".".join(k.split(".")[-depth[k]:]) for k in keys}
+        clash = [k for k in keys if list(labels.values()).count(labels[k]) > 1 and depth[k] < len(k.split("."))]
+        if not clash:
+            break
+        for k in clash:
+            depth[k] += 1
+    name = ",".join(f"{labels[k]}={_fmt(values[k])}" for k in keys)
+    name = re.sub(r"[^A-Za-z0-9._+=,-]", "-", name)
+    if len(name) > 120:  # keep paths short; the hash keeps truncated names distinct
+        from measure.io import sha256_json
+        name = name[:110] + "-" + sha256_json(values)[:8]
+    return name
+
+
+def plan(recipe_path: str, overrides: dict, stage: str, grid: dict[str, list], *,
+         measure: bool = True) -> tuple[dict, list[Variant]]:
+    """The main recipe and every variant's recipe, all validated before anything is written."""
+    main = load_recipe(recipe_path, overrides)
+    training = [s for s, spec in main["stages"].items() if spec["trainer"] != "measure"]
+    if stage not in training:
+        raise UsageError(f"stage={stage!r}: not a training stage of {recipe_path}{suggest(stage, training)}")
+    both = sorted(set(grid) & set(overrides))
+    if both:
+        raise UsageError(f"{', '.join(both)}: given both as a grid axis and as an override; give it once")
+    if measure and not (main.get("measure") or {}).get("benchmarks"):
+        raise UsageError(f"{recipe_path}: a sweep measures every variant, but measure.benchmarks is empty "
+                         "(pass measure=false to train only)")
+    root = ckpt.chain_dir(main) / "sweeps" / stage
+    variants = []
+    for combo in itertools.product(*grid.values()):
+        values = dict(zip(grid, combo))
+        name = variant_name(values)
+        try:
+            child = load_recipe(recipe_path, {**overrides, **values, "output_dir": str(root / name)})
+        except UsageError as e:
+            raise UsageError(f"grid variant {name}: {e}") from None
+        variants.append(Variant(name, values, child))
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise UsageError(f"two grid combinations get the same variant name ({names}); make the values distinct")
+    return main, variants
+
+
+def ancestors(recipe: dict, stage: str) -> list[str]:
+    """The stages `stage` is trained on top of, in chain order (base first)."""
+    chain, parent = [], recipe["stages"][stage]["from"]
+    while parent != "base":
+        chain.append(parent)
+        parent = recipe["stages"][parent]["from"]
+    return ["base", *reversed(chain)]
+
+
+def ensure_parents(main: dict, needed: set[str]) -> None:
+    """Train the main chain's missing ancestor stages with the runners python -m train.chain uses.
+    Only the direct parents get measured (by run_sweep: they are the reference points)."""
+    from train.pretrain import run_base
+    from train.stages import run_stage
+    for stage in stage_names(main):
+        if stage in needed and not ckpt.is_finished(main, stage):
+            print(f"[sweep] parent {stage}: running")
+            run_base(main, measure=False) if stage == "base" else run_stage(main, stage, measure=False)
+            gc.collect()
+
+
+def link_parents(main: dict, variant: Variant, stages: list[str]) -> None:
+    """Relative symlinks child/<ancestor> -> main chain's dir (they survive moving checkpoints/ as a whole)."""
+    root = ckpt.chain_dir(variant.recipe)
+    root.mkdir(parents=True, exist_ok=True)
+    shared = [*stages, "world"] if ckpt.world_dir(main) and ckpt.world_dir(main).exists() else stages
+    for stage in shared:
+        link, target = root / stage, ckpt.chain_dir(main) / stage
+        if not link.is_symlink():
+            link.symlink_to(os.path.relpath(target.resolve(), root.resolve()), target_is_directory=True)
+
+
+def run_variant(main: dict, variant: Variant, stage: str, *, overwrite: bool, measure: bool) -> dict:
+    """Train + measure one variant (or reuse it); never raises for a failure of the variant itself."""
+    from measure.pipeline import measure_stage
+    from train.stages import run_stage
+    child, started = variant.recipe, time.time()
+    row: dict[str, Any] = {"name": variant.name, "values": variant.values, "dir": str(ckpt.stage_dir(child, stage))}
+    try:
+        link_parents(main, variant, ancestors(child, stage))
+        write_json(ckpt.chain_dir(child) / "variant.json", {"name": variant.name, "values": variant.values})
+        if ckpt.is_finished(child, stage) and not overwrite:
+            done = ckpt.read_manifest(ckpt.stage_dir(child, stage))["recipe"]["stages"][stage]
+            if done != to_jsonable(child["stages"][stage]):  # the recipe changed since it was trained
+                raise UsageError(f"finished with other settings ({done}); pass overwrite=true to retrain")
+            row["status"] = "reused"
+        else:
+            run_stage(child, stage, overwrite=overwrite, measure=False)
+            row["status"] = "trained"
+        row["reports"] = {b: point(r) for b, r in measure_stage(child, stage).items()} if measure else {}
+        row["error"] = None
+    except Exception as e:  # noqa: BLE001 - one variant's failure is reported, the sweep goes on
+        row.update(status="failed", error=f"{type(e).__name__}: {e}", reports={})
+        print(f"[sweep] {variant.name}: FAILED: {row['error']}", file=sys.stderr)
+    row["wall_time_s"] = round(time.time() - started, 2)
+    gc.collect()
+    return row
+
+
+def point(report: dict) -> dict:
+    """The frontier coordinates of one report.json: SCR per clusterer, accuracy, every signal's AUROC, with CIs."""
+    keys = ("scr", "scr_ci", "accuracy", "accuracy_ci", "auroc", "auroc_ci", "n_questions", "n_labelled")
+    return {k: report.get(k) for k in keys}
+
+
+def pareto(points: list[tuple[str, float, float]]) -> set[str]:
+    """Names not dominated in (higher accuracy, lower SCR): no other point is at least as good on both
+    and better on one. Points are (name, accuracy, scr)."""
+    return {n for n, a, s in points
+            if not any(a2 >= a and s2 <= s and (a2 > a or s2 < s) for _, a2, s2 in points)}
+
+
+def mark_frontier(summary: dict) -> None:
+    """rows[i]['frontier'][benchmark] = clusterer labels on whose SCR-vs-accuracy frontier the variant lies."""
+    rows = [*summary["references"], *summary["variants"]]
+    benches = {b for r in rows for b in r["reports"]}
+    for r in rows:
+        r["frontier"] = {}
+    for bench in sorted(benches):
+        labels = {lb for r in rows for lb in (r["reports"].get(bench, {}).get("scr") or {})}
+        for label in sorted(labels):
+            pts = [(i, r["reports"][bench]["accuracy"], r["reports"][bench]["scr"][label]) for i, r in enumerate(rows)
+                   if bench in r["reports"] and r["reports"][bench]["accuracy"] is not None
+                   and (r["reports"][bench]["scr"] or {}).get(label) is not None]
+            for i in pareto(pts):
+                rows[i]["frontier"].setdefault(bench, []).append(label)
+
+
+def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, list], signal: str,
+              overwrite: bool = False, measure: bool = True) -> dict:
+    """Plan (validating every variant), train the missing parents, run every variant, write the report."""
+    from measure.pipeline import measure_stage
+    main, variants = plan(recipe_path, overrides, stage, grid, measure=measure)
+    parents = sorted({v.recipe["stages"][stage]["from"] for v in variants}, key=stage_names(main).index)
+    needed = {s for v in variants for s in ancestors(v.recipe, stage)}
+    ensure_parents(main, needed)
+    references = [{"name": f"parent: {p}", "stage": p, "status": "reference", "dir": str(ckpt.stage_dir(main, p)),
+                   "reports": {b: point(r) for b, r in measure_stage(main, p).items()} if measure else {}}
+                  for p in parents]
+    rows = []
+    for i, variant in enumerate(variants):
+        print(f"[sweep] variant {i + 1}/{len(variants)}: {variant.name}")
+        rows.append(run_variant(main, variant, stage, overwrite=overwrite, measure=measure))
+    summary = {"recipe": main["name"], "stage": stage, "grid": grid, "signal": signal,
+               "out_dir": str(ckpt.chain_dir(main) / "sweeps" / stage), "references": references, "variants": rows,
+               "counts": {s: sum(r["status"] == s for r in rows) for s in ("trained", "reused", "failed")},
+               "provenance": provenance(seed=main["seed"], recipe=ckpt.public_recipe(main))}
+    mark_frontier(summary)
+    write_outputs(Path(summary["out_dir"]), summary)
+    return summary
+
+
+# ----------------------------------------------------------------------------- outputs
+
+def _num(v: Any, nd: int = 3) -> str:
+    return "-" if v is None else f"{v:.{nd}f}"
+
+
+def _with_ci(v: Any, ci: Any) -> str:
+    return _num(v) + (f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else "")
+
+
+def render_markdown(summary: dict) -> str:
+    """sweep.md: one table per benchmark, parent first; # is the label used in frontier.png."""
+    sig, rows = summary["signal"], [*summary["references"], *summary["variants"]]
+    lines = [f"# Sweep of `{summary['stage']}` in `{summary['recipe']}`", "",
+             "Grid: " + "; ".join(f"`{k}` in {json.dumps(v)}" for k, v in summary["grid"].items()),
+             f"Variants: {len(summary['variants'])} ({', '.join(f'{n} {s}' for s, n in summary['counts'].items())}). "
+             "SCR = share of questions whose samples form one cluster (lower = less homogenized); "
+             "frontier = not dominated in (higher accuracy, lower SCR). CIs are bootstrap 95%.", ""]
+    benches = sorted({b for r in rows for b in r["reports"]})
+    for bench in benches:
+        labels = sorted({lb for r in rows for lb in (r["reports"].get(bench, {}).get("scr") or {})})
+        lines += [f"## {bench}", "", "| # | variant | status | accuracy | AUROC " + sig + " | "
+                  + " | ".join(f"SCR {lb}" for lb in labels) + " | frontier |",
+                  "|---" * (6 + len(labels)) + "|"]
+        for i, r in enumerate(rows):
+            m = r["reports"].get(bench)
+            cells = ([_with_ci(m["accuracy"], m["accuracy_ci"]),
+                      _with_ci((m["auroc"] or {}).get(sig), (m["auroc_ci"] or {}).get(sig))]
+                     + [_with_ci(m["scr"].get(lb), (m["scr_ci"] or {}).get(lb)) for lb in labels]) if m else \
+                ["-"] * (2 + len(labels))
+            lines.append(f"| {_index(summary, i)} | {r['name']} | {r['status']} | " + " | ".join(cells)
+                         + f" | {', '.join(r.get('frontier', {}).get(bench, [])) or '-'} |")
+        lines.append("")
+    failed = [r for r in summary["variants"] if r["status"] == "failed"]
+    if failed:
+        lines += ["## Failed variants", ""] + [f"- `{r['name']}`: {r['error']}" for r in failed] + [""]
+    return "\n".join(lines)
+
+
+def _index(summary: dict, i: int) -> str:
+    """'P' for the parent reference(s), then 1..n for the variants."""
+    n_ref = len(summary["references"])
+    return "P" if i < n_ref and n_ref == 1 else f"P{i + 1}" if i < n_ref else str(i - n_ref + 1)
+
+
+def plot_frontier(path: Path, summary: dict) -> bool:
+    """frontier.png: per benchmark, SCR (y, per clusterer, CI bars) against accuracy and against the
+    signal's AUROC (x, CI bars); the parent is a star. Returns False when nothing was measured."""
+    from matplotlib.figure import Figure  # object API: no pyplot global state
+    rows = [*summary["references"], *summary["variants"]]
+    benches = sorted({b for r in rows for b in r["reports"]})
+    if not benches:
+        return False
+    sig = summary["signal"]
+    height = 4.2 * len(benches) + 0.6  # + a strip for the key of the point labels
+    fig = Figure(figsize=(11, height))
+    axes = fig.subplots(len(benches), 2, squeeze=False)
+    for (ax_acc, ax_auc), bench in zip(axes, benches):
+        labels = sorted({lb for r in rows for lb in (r["reports"].get(bench, {}).get("scr") or {})})
+        for c, label in enumerate(labels):
+            color = f"C{c}"
+            for ax, (x_of, xci_of) in ((ax_acc, (lambda m: m["accuracy"], lambda m: m["accuracy_ci"])),
+                                       (ax_auc, (lambda m: (m["auroc"] or {}).get(sig),
+                                                 lambda m: (m["auroc_ci"] or {}).get(sig)))):
+                for i, r in enumerate(rows):
+                    m = r["reports"].get(bench)
+                    if not m or x_of(m) is None or (m["scr"] or {}).get(label) is None:
+                        continue
+                    x, y = x_of(m), m["scr"][label]
+                    xerr, yerr = _err(x, xci_of(m)), _err(y, (m["scr_ci"] or {}).get(label))
+                    is_ref = r["status"] == "reference"
+                    first = not any(h.get_label() == label for h in ax.containers)
+                    ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="*" if is_ref else "o", color=color,
+                                markersize=13 if is_ref else 6, capsize=2, alpha=0.85, label=label if first else None)
+                    ax.annotate(_index(summary, i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            front = sorted((r["reports"][bench]["accuracy"], r["reports"][bench]["scr"][label]) for r in rows
+                           if label in r.get("frontier", {}).get(bench, []))
+            if len(front) > 1:
+                ax_acc.plot(*zip(*front), "--", color=color, linewidth=0.8)
+        for ax, xlabel in ((ax_acc, "accuracy"), (ax_auc, f"AUROC of {sig} (incorrect = positive)")):
+            ax.set(xlabel=xlabel, ylabel="SCR (share single-cluster)", title=f"{bench}: SCR vs {xlabel.split(' (')[0]}")
+            ax.grid(alpha=0.3)
+            if ax.has_data():
+                ax.legend(fontsize=7, title="clusterer (star = parent)", title_fontsize=7)
+            else:
+                ax.text(0.5, 0.5, "no measured points (metric undefined,\ne.g. no incorrect or no correct answers)",
+                        ha="center", va="center", transform=ax.transAxes, fontsize=8)
+    key = "   ".join(f"{_index(summary, i)}: {r['name']}" + (" (failed)" if r["status"] == "failed" else "")
+                     for i, r in enumerate(rows))
+    fig.text(0.01, 0.005, key, fontsize=7, wrap=True)
+    fig.tight_layout(rect=(0, 0.6 / height, 1, 1))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    return True
+
+
+def _err(v: float, ci: Any) -> list[list[float]] | None:
+    """Asymmetric error bar from a [lo, hi] CI (None: no bar)."""
+    return [[max(v - ci[0], 0.0)], [max(ci[1] - v, 0.0)]] if ci else None
+
+
+def write_outputs(out_dir: Path, summary: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawn = plot_frontier(out_dir / "frontier.png", summary)
+    if not drawn:
+        (out_dir / "frontier.png").unlink(missing_ok=True)  # a stale plot would contradict sweep.json
+    summary["plots"] = {"frontier.png": None if drawn else "nothing measured"}
+    write_text(out_dir / "sweep.md", render_markdown(summary))
+    write_json(out_dir / "sweep.json", summary)
+    print(f"[sweep] {out_dir / 'sweep.json'}: {summary['counts']}")
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> None:
+    overrides = parse_overrides(sys.argv[1:] if argv is None else argv)
+    opts = pop_known(overrides, {"recipe": None, "stage": None, "signal": None, "overwrite": False, "measure": True})
+    if not opts["recipe"]:
+        raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
+    cli_grid = {k.removeprefix("grid."): overrides.pop(k) for k in list(overrides) if k.startswith("grid.")}
+    section = load_recipe(opts["recipe"], overrides).get("sweep")
+    stage, grid, signal = sweep_spec(section, {"grid": cli_grid, "stage": opts["stage"], "signal": opts["signal"]})
+    summary = run_sweep(opts["recipe"], overrides, stage=stage, grid=grid, signal=signal,
+                        overwrite=bool(opts["overwrite"]), measure=bool(opts["measure"]))
+    if summary["counts"]["failed"]:
+        raise SystemExit(1)  # the report is written; a non-zero exit tells scripts that a variant failed
+
+
+if __name__ == "__main__":
+    main()
