@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from measure.compare import fmt, png_bytes, to_markdown, write_images
+from measure.compare_render import fmt, png_bytes, to_markdown, write_images
 from measure.errors import UsageError
 from measure.io import provenance, read_json, write_json, write_text
 from measure.metrics import auroc, aurc, prr

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from measure import cluster as C
-from measure.cluster import (CLUSTERERS, clusterer_label, cluster_by_entailment, entailment_equivalent, final_number,
-                             greedy_cluster, jaccard_similarity, leader_cluster, make_clusterer, normalize_text,
-                             validate_clusterer_spec, word_bigrams)
+from measure.cluster import (CLUSTERERS, clusterer_label, final_number, greedy_cluster, jaccard_similarity,
+                             leader_cluster, make_clusterer, normalize_text, validate_clusterer_spec, word_bigrams)
 from measure.errors import UsageError
+from measure.nli import cluster_by_entailment, entailment_equivalent, load_nli
 
 Q = "What is the capital of France?"
 
@@ -278,7 +278,7 @@ def nli_models(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def fresh_nli_cache():
-    C.load_nli.cache_clear()   # the label cache lives on the loaded model: counts start at zero per test
+    load_nli.cache_clear()   # the label cache lives on the loaded model: counts start at zero per test
     yield
 
 
@@ -313,7 +313,7 @@ def test_nli_real_code_path_runs(nli_models, which, mode):
     for row in ids:
         assert row[0] == 0 and all(b <= max(row[:k], default=-1) + 1 for k, b in enumerate(row))
     assert 0 < nli.pairs_evaluated <= sum(len(t) ** 2 for _, t in ITEMS)
-    C.load_nli.cache_clear()
+    load_nli.cache_clear()
     again = make_clusterer({"name": "nli", "model": nli_models[which], "mode": mode, "batch_size": 16})
     assert again.cluster_many(ITEMS) == ids   # batch size does not change the verdicts
 

@@ -13,7 +13,8 @@ from safetensors.torch import load_file
 
 from measure.errors import UsageError
 from train import checkpoint as ckpt
-from train.sweep import flatten, main, pareto, sweep_spec, variant_name
+from train.sweep import flatten, main, sweep_spec, variant_name
+from train.sweep_report import pareto
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["stage=dpo", "grid.stages.dpo.args.beta=[0.1,0.5]", "grid.stages.dpo.args.loss_type=[[sigmoid],[ipo]]"]

@@ -20,9 +20,10 @@ its own whose ancestor stages are relative symlinks to the main chain's; its <st
 measured there by the same code as the stage scripts. A finished variant is reused; a failed one is
 reported (status + error) and the others go on. Every combination's recipe is validated before
 anything runs (a bad key or value type -> exit 2 naming it); values TRL itself rejects fail only their
-variant. Outputs, in sweeps/<stage>/: sweep.json (grid, parent references, one row per variant: values,
-status trained|reused|failed, error, per-benchmark SCR/accuracy/AUROC with CIs, frontier membership),
-sweep.md (the table) and frontier.png. Exit 0, or 1 when a variant failed (the report is still written).
+variant. Outputs (written by train/sweep_report.py), in sweeps/<stage>/: sweep.json (grid, parent
+references, one row per variant: values, status trained|reused|failed, error, per-benchmark
+SCR/accuracy/AUROC with CIs, frontier membership), sweep.md (the table) and frontier.png. Exit 0, or 1
+when a variant failed (the report is still written).
 """
 from __future__ import annotations
 
@@ -38,10 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from measure.errors import UsageError, exit_on_usage_error, suggest
-from measure.io import atomic_path, provenance, to_jsonable, write_json, write_text
+from measure.io import provenance, to_jsonable, write_json
 from measure.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.recipe import load_recipe, stage_names
+from train.sweep_report import mark_frontier, write_outputs
 
 SWEEP_KEYS = {"stage": str, "grid": dict, "signal": str}
 DEFAULT_SIGNAL = "greedy_entropy_mean"   # token-entropy AUROC: the signal homogenization is said to blind
@@ -216,29 +218,6 @@ def point(report: dict) -> dict:
     return {k: report.get(k) for k in keys}
 
 
-def pareto(points: list[tuple[str, float, float]]) -> set[str]:
-    """Names not dominated in (higher accuracy, lower SCR): no other point is at least as good on both
-    and better on one. Points are (name, accuracy, scr)."""
-    return {n for n, a, s in points
-            if not any(a2 >= a and s2 <= s and (a2 > a or s2 < s) for _, a2, s2 in points)}
-
-
-def mark_frontier(summary: dict) -> None:
-    """rows[i]['frontier'][benchmark] = clusterer labels on whose SCR-vs-accuracy frontier the variant lies."""
-    rows = [*summary["references"], *summary["variants"]]
-    benches = {b for r in rows for b in r["reports"]}
-    for r in rows:
-        r["frontier"] = {}
-    for bench in sorted(benches):
-        labels = {lb for r in rows for lb in (r["reports"].get(bench, {}).get("scr") or {})}
-        for label in sorted(labels):
-            pts = [(i, r["reports"][bench]["accuracy"], r["reports"][bench]["scr"][label]) for i, r in enumerate(rows)
-                   if bench in r["reports"] and r["reports"][bench]["accuracy"] is not None
-                   and (r["reports"][bench]["scr"] or {}).get(label) is not None]
-            for i in pareto(pts):
-                rows[i]["frontier"].setdefault(bench, []).append(label)
-
-
 def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, list], signal: str,
               overwrite: bool = False, measure: bool = True) -> dict:
     """Plan (validating every variant), train the missing parents, run every variant, write the report."""
@@ -261,118 +240,6 @@ def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, 
     mark_frontier(summary)
     write_outputs(Path(summary["out_dir"]), summary)
     return summary
-
-
-# ----------------------------------------------------------------------------- outputs
-
-def _num(v: Any, nd: int = 3) -> str:
-    return "-" if v is None else f"{v:.{nd}f}"
-
-
-def _with_ci(v: Any, ci: Any) -> str:
-    return _num(v) + (f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else "")
-
-
-def render_markdown(summary: dict) -> str:
-    """sweep.md: one table per benchmark, parent first; # is the label used in frontier.png."""
-    sig, rows = summary["signal"], [*summary["references"], *summary["variants"]]
-    lines = [f"# Sweep of `{summary['stage']}` in `{summary['recipe']}`", "",
-             "Grid: " + "; ".join(f"`{k}` in {json.dumps(v)}" for k, v in summary["grid"].items()),
-             f"Variants: {len(summary['variants'])} ({', '.join(f'{n} {s}' for s, n in summary['counts'].items())}). "
-             "SCR = share of questions whose samples form one cluster (lower = less homogenized); "
-             "frontier = not dominated in (higher accuracy, lower SCR). CIs are bootstrap 95%.", ""]
-    benches = sorted({b for r in rows for b in r["reports"]})
-    for bench in benches:
-        labels = sorted({lb for r in rows for lb in (r["reports"].get(bench, {}).get("scr") or {})})
-        lines += [f"## {bench}", "", "| # | variant | status | accuracy | AUROC " + sig + " | "
-                  + " | ".join(f"SCR {lb}" for lb in labels) + " | frontier |",
-                  "|---" * (6 + len(labels)) + "|"]
-        for i, r in enumerate(rows):
-            m = r["reports"].get(bench)
-            cells = ([_with_ci(m["accuracy"], m["accuracy_ci"]),
-                      _with_ci((m["auroc"] or {}).get(sig), (m["auroc_ci"] or {}).get(sig))]
-                     + [_with_ci(m["scr"].get(lb), (m["scr_ci"] or {}).get(lb)) for lb in labels]) if m else \
-                ["-"] * (2 + len(labels))
-            lines.append(f"| {_index(summary, i)} | {r['name']} | {r['status']} | " + " | ".join(cells)
-                         + f" | {', '.join(r.get('frontier', {}).get(bench, [])) or '-'} |")
-        lines.append("")
-    failed = [r for r in summary["variants"] if r["status"] == "failed"]
-    if failed:
-        lines += ["## Failed variants", ""] + [f"- `{r['name']}`: {r['error']}" for r in failed] + [""]
-    return "\n".join(lines)
-
-
-def _index(summary: dict, i: int) -> str:
-    """'P' for the parent reference(s), then 1..n for the variants."""
-    n_ref = len(summary["references"])
-    return "P" if i < n_ref and n_ref == 1 else f"P{i + 1}" if i < n_ref else str(i - n_ref + 1)
-
-
-def plot_frontier(path: Path, summary: dict) -> bool:
-    """frontier.png: per benchmark, SCR (y, per clusterer, CI bars) against accuracy and against the
-    signal's AUROC (x, CI bars); the parent is a star. Returns False when nothing was measured."""
-    from matplotlib.figure import Figure  # object API: no pyplot global state
-    rows = [*summary["references"], *summary["variants"]]
-    benches = sorted({b for r in rows for b in r["reports"]})
-    if not benches:
-        return False
-    sig = summary["signal"]
-    height = 4.2 * len(benches) + 0.6  # + a strip for the key of the point labels
-    fig = Figure(figsize=(11, height))
-    axes = fig.subplots(len(benches), 2, squeeze=False)
-    for (ax_acc, ax_auc), bench in zip(axes, benches):
-        labels = sorted({lb for r in rows for lb in (r["reports"].get(bench, {}).get("scr") or {})})
-        for c, label in enumerate(labels):
-            color = f"C{c}"
-            for ax, (x_of, xci_of) in ((ax_acc, (lambda m: m["accuracy"], lambda m: m["accuracy_ci"])),
-                                       (ax_auc, (lambda m: (m["auroc"] or {}).get(sig),
-                                                 lambda m: (m["auroc_ci"] or {}).get(sig)))):
-                for i, r in enumerate(rows):
-                    m = r["reports"].get(bench)
-                    if not m or x_of(m) is None or (m["scr"] or {}).get(label) is None:
-                        continue
-                    x, y = x_of(m), m["scr"][label]
-                    xerr, yerr = _err(x, xci_of(m)), _err(y, (m["scr_ci"] or {}).get(label))
-                    is_ref = r["status"] == "reference"
-                    first = not any(h.get_label() == label for h in ax.containers)
-                    ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt="*" if is_ref else "o", color=color,
-                                markersize=13 if is_ref else 6, capsize=2, alpha=0.85, label=label if first else None)
-                    ax.annotate(_index(summary, i), (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
-            front = sorted((r["reports"][bench]["accuracy"], r["reports"][bench]["scr"][label]) for r in rows
-                           if label in r.get("frontier", {}).get(bench, []))
-            if len(front) > 1:
-                ax_acc.plot(*zip(*front), "--", color=color, linewidth=0.8)
-        for ax, xlabel in ((ax_acc, "accuracy"), (ax_auc, f"AUROC of {sig} (incorrect = positive)")):
-            ax.set(xlabel=xlabel, ylabel="SCR (share single-cluster)", title=f"{bench}: SCR vs {xlabel.split(' (')[0]}")
-            ax.grid(alpha=0.3)
-            if ax.has_data():
-                ax.legend(fontsize=7, title="clusterer (star = parent)", title_fontsize=7)
-            else:
-                ax.text(0.5, 0.5, "no measured points (metric undefined,\ne.g. no incorrect or no correct answers)",
-                        ha="center", va="center", transform=ax.transAxes, fontsize=8)
-    key = "   ".join(f"{_index(summary, i)}: {r['name']}" + (" (failed)" if r["status"] == "failed" else "")
-                     for i, r in enumerate(rows))
-    fig.text(0.01, 0.005, key, fontsize=7, wrap=True)
-    fig.tight_layout(rect=(0, 0.6 / height, 1, 1))
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    return True
-
-
-def _err(v: float, ci: Any) -> list[list[float]] | None:
-    """Asymmetric error bar from a [lo, hi] CI (None: no bar)."""
-    return [[max(v - ci[0], 0.0)], [max(ci[1] - v, 0.0)]] if ci else None
-
-
-def write_outputs(out_dir: Path, summary: dict) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    drawn = plot_frontier(out_dir / "frontier.png", summary)
-    if not drawn:
-        (out_dir / "frontier.png").unlink(missing_ok=True)  # a stale plot would contradict sweep.json
-    summary["plots"] = {"frontier.png": None if drawn else "nothing measured"}
-    write_text(out_dir / "sweep.md", render_markdown(summary))
-    write_json(out_dir / "sweep.json", summary)
-    print(f"[sweep] {out_dir / 'sweep.json'}: {summary['counts']}")
 
 
 @exit_on_usage_error
