@@ -4,12 +4,16 @@
                              [only=[throughput,forward_passes,memory,clustering,demo]]
                              [n_samples=10] [max_new_tokens=24] [limit=40] [repeats=3] [loop_repeats=2]
                              [threads=1] [batch_size=<int>] [prompt_format=chat|qa] [seed=0]
-                             [memory_model=<dir>] [memory_steps=4] [memory_pair_batch=4] [demo=checkpoints/toy]
+                             [memory_model=wide|subject|<dir>] [memory_steps=4] [memory_pair_batch=4] [memory_control=true]
+                             [demo=checkpoints/toy]
 
 Parts (see each module's docstring for exactly what is matched):
   throughput      toolkit sampling pass vs per-sample reference loop (a) vs raw batched generate (b)
   forward_passes  forward calls per decode step in the toolkit's sampling pass (target: 0 extra)
-  memory          peak RSS of DPO+LoRA vs SFT+LoRA in fresh subprocesses (target <= 1.2x, no ref copy)
+  memory          peak RSS of DPO+LoRA vs SFT+LoRA in fresh subprocesses (target <= 1.2x, no ref copy), on
+                  memory_model: `wide` (default; a random 27.5M-parameter llama, so that a second copy of
+                  the weights would be visible -- the toy model's 4 MiB are lost in the trainer's
+                  overhead), `subject` (the benchmarked model) or a model directory
   clustering      seconds per question per clusterer; NLI pair evaluations per question vs N^2
   demo            `make demo`'s wall time per stage, from <demo>/chain_timings.json (never runs the demo)
 
@@ -35,7 +39,8 @@ DEFAULT_OUT = REPO / "benchmarks" / "results" / "bench.json"
 OPTIONS: dict[str, Any] = {
     "model": None, "questions": None, "out": str(DEFAULT_OUT), "only": list(PARTS), "n_samples": 10,
     "max_new_tokens": 24, "limit": 40, "repeats": 3, "loop_repeats": 2, "threads": 1, "batch_size": None,
-    "prompt_format": None, "seed": 0, "memory_model": None, "memory_steps": 4, "memory_pair_batch": 4,
+    "prompt_format": None, "seed": 0, "memory_model": "wide", "memory_steps": 4, "memory_pair_batch": 4,
+    "memory_control": True,
     "demo": str(TOY_CHAIN),
 }
 POSITIVE = ("n_samples", "max_new_tokens", "limit", "repeats", "loop_repeats", "memory_steps", "memory_pair_batch")
@@ -69,23 +74,30 @@ def parse_options(argv: list[str]) -> dict[str, Any]:
     for key in ("model", "questions", "out", "memory_model", "demo"):
         if opts[key] is not None and not isinstance(opts[key], str):
             opts[key] = str(opts[key])
+    memory_model = opts["memory_model"]
+    if memory_model not in ("wide", "subject") and not (Path(memory_model) / "config.json").exists():
+        raise UsageError(f"memory_model={memory_model!r}: expected wide, subject or a model directory with a config.json")
+    if not isinstance(opts["memory_control"], bool):
+        raise UsageError(f"memory_control: expected true or false, got {opts['memory_control']!r}")
     return opts
 
 
 # ---------------------------------------------------------------- printing
 
 def print_throughput(r: dict) -> str:
-    rows = [[name, r[key]["seconds"], r[key]["answer_tokens"], r[key]["tokens_per_s"], r[key]["generate_calls"]]
+    rows = [[name, r[key]["seconds"], r[key]["cpu_seconds"], r[key]["answer_tokens"], r[key]["tokens_per_s"],
+             r[key]["generate_calls"]]
             for name, key in (("toolkit (measure.sample)", "toolkit"), ("(a) per-sample loop + 2nd pass", "loop"),
                               ("(b) raw batched generate", "floor"))]
     out = table(f"1. Throughput: {r['questions']} questions x (greedy + N={r['n_samples']}), "
                 f"max_new_tokens={r['max_new_tokens']}, median of {r['repeats']} (loop: {r['loop_repeats']})",
-                ["method", "seconds", "answer tokens", "tokens/s", "generate calls"], rows)
-    inside = r["toolkit"]["inside_generate_seconds"]
-    return out + (f"\n   toolkit time inside model.generate: {inside:.3g}s; outside (prompts, token statistics, "
+                ["method", "wall s", "CPU s", "answer tokens", "tokens/s (wall)", "generate calls"], rows)
+    inside, cpu = r["toolkit"]["inside_generate_seconds"], r["cpu_time_ratios"]
+    return out + (f"\n   toolkit wall time inside model.generate: {inside:.3g}s; outside (prompts, token statistics, "
                   f"cutting): {r['toolkit']['seconds'] - inside:.3g}s\n   (b) matched: {r['floor']['matched']}\n"
-                  f"   (a)/toolkit per answer token = {r['loop_over_toolkit']:.3g}x (target >= 10); "
-                  f"toolkit/(b) = {r['toolkit_over_floor']:.3g}x (target <= 1.25)")
+                  f"   (a)/toolkit per answer token = {r['loop_over_toolkit']:.3g}x wall, {cpu['loop_over_toolkit']:.3g}x CPU "
+                  f"(target >= 10); toolkit/(b) = {r['toolkit_over_floor']:.3g}x wall, {cpu['toolkit_over_floor']:.3g}x "
+                  "CPU (target <= 1.25)")
 
 
 def print_forward(r: dict) -> str:
@@ -96,15 +108,19 @@ def print_forward(r: dict) -> str:
 
 
 def print_memory(r: dict) -> str:
-    rows = [[t.upper(), r[t]["sequences_per_step"], r[t]["baseline_rss_mib"], r[t]["peak_rss_mib"],
-             r[t]["delta_rss_mib"], r[t]["cuda_delta_mib"], r[t]["seconds"]] for t in ("sft", "dpo")]
-    out = table(f"3. Peak memory with LoRA ({r['steps']} steps, fresh subprocess each)",
-                ["trainer", "seqs/step", "baseline RSS MiB", "peak RSS MiB", "delta MiB", "CUDA delta MiB", "seconds"], rows)
-    ratio = r["dpo_over_sft_cuda"] if r["dpo_over_sft_cuda"] is not None else r["dpo_over_sft_rss"]
-    return out + (f"\n   DPO/SFT delta = {ratio:.3g}x (target <= 1.2); DPO trainer holds a separate ref model: "
-                  f"{'YES' if r['dpo_holds_separate_ref_model'] else 'no (trainer.ref_model is None: adapter disabled)'}"
-                  f"\n   model weights {r['dpo']['weights_mib']:.3g} MiB (what a second copy would add); "
-                  f"matched: {r['matched']}")
+    names = {"sft": "SFT", "dpo": "DPO (ref = adapter disabled)", "dpo_ref_copy": "control: DPO + ref copy"}
+    rows = [[names[t], r[t]["sequences_per_step"], r[t]["baseline_rss_mib"], r[t]["peak_rss_mib"], r[t]["delta_rss_mib"],
+             r[t]["cuda_delta_mib"], "yes" if t == "dpo_ref_copy" else "no" if t == "dpo" else "-", r[t]["seconds"]]
+            for t in names if t in r]
+    out = table(f"3. Peak memory with LoRA ({r['steps']} steps, a fresh subprocess each; {r['measure']})",
+                ["run", "seqs/step", "baseline RSS MiB", "peak RSS MiB", "delta MiB", "CUDA delta MiB", "ref copy",
+                 "seconds"], rows)
+    control = (f"; control with a frozen copy as ref_model: {r['dpo_ref_copy_over_sft']:.3g}x"
+               if r.get("dpo_ref_copy_over_sft") is not None else "")
+    ratio = "-" if r["dpo_over_sft"] is None else f"{r['dpo_over_sft']:.3g}x"
+    return out + (f"\n   DPO/SFT delta = {ratio} (target <= 1.2){control}\n   DPO trainer holds a separate ref model: "
+                  f"{'YES' if r['dpo_holds_separate_ref_model'] else 'no (trainer.ref_model is None: adapter disabled)'}; "
+                  f"model weights {r['dpo']['weights_mib']:.3g} MiB\n   matched: {r['matched']}")
 
 
 def print_clustering(r: dict) -> str:
@@ -148,85 +164,102 @@ def print_demo(r: dict) -> str:
     return table(f"5. Demo wall time by stage ({r['path']})", ["stage", "seconds", "share"], rows) + f"\n   {r['note']}"
 
 
-def target_rows(results: dict) -> list[list[Any]]:
-    return [[part, name, t["value"], t["target"], "yes" if t["met"] else "NO"]
-            for part, r in results.items() for name, t in (r.get("targets") or {}).items()]
+def targets(results: dict) -> list[dict[str, Any]]:
+    """Every part's targets as one list: part, measure, value, target, met (bool)."""
+    return [{"part": part, "measure": name, **t} for part, r in results.items() for name, t in (r.get("targets") or {}).items()]
+
+
+def print_targets(rows: list[dict[str, Any]]) -> str:
+    return table("Targets", ["part", "measure", "value", "target", "met"],
+                 [[t["part"], t["measure"], t["value"], t["target"], "yes" if t["met"] else "NO"] for t in rows])
 
 
 # ---------------------------------------------------------------- main
 
+PRINTERS = {"throughput": print_throughput, "forward_passes": print_forward, "memory": print_memory,
+            "clustering": print_clustering, "demo": print_demo}
+
+
+def memory_model_for(opts: dict, subject, workdir: Path, info: dict) -> Path:
+    from benchmarks import subject as S
+    if opts["memory_model"] == "wide":
+        info["memory_model_note"] = (f"a random-weight {S.WIDE_SHAPE['num_layers']}-layer, hidden {S.WIDE_SHAPE['hidden_size']} "
+                                     "llama built for this benchmark, big enough for a second copy of it to show "
+                                     "(memory_model=subject uses the benchmarked model)")
+        return S.build_wide_model(workdir / "wide-model")
+    path = subject.model_dir if opts["memory_model"] == "subject" else Path(opts["memory_model"])
+    info["memory_model_note"] = str(path)
+    return path
+
+
+def model_parts(opts: dict, workdir: Path, info: dict) -> dict[str, Any]:
+    """Every part that needs the model: throughput / forward passes / clustering on its samples / memory."""
+    from benchmarks import subject as S
+    from measure.pipeline import load_for_generation
+    only, results = opts["only"], {}
+    subject = S.choose_subject(opts["model"], opts["questions"], workdir)
+    print(f"[bench] model: {subject.note}\n[bench] questions: {subject.questions_path}", flush=True)
+    model, tokenizer = load_for_generation(str(subject.model_dir))
+    settings, prompt_format = S.measure_settings(subject, tokenizer, n_samples=opts["n_samples"],
+                                                 max_new_tokens=opts["max_new_tokens"], batch_size=opts["batch_size"],
+                                                 prompt_format=opts["prompt_format"])
+    questions = S.load_questions(subject, opts["limit"], opts["seed"])
+    info.update(model=str(subject.model_dir), model_note=subject.note, questions=str(subject.questions_path),
+                n_questions=len(questions), parameters=sum(p.numel() for p in model.parameters()),
+                settings=settings_record(settings, prompt_format))
+    rows = forward = None
+    if "throughput" in only:
+        from benchmarks.throughput import benchmark_throughput
+        print("[bench] 1. throughput (toolkit / per-sample loop / raw generate) ...", flush=True)
+        results["throughput"], rows, forward = benchmark_throughput(
+            model, tokenizer, questions, settings, prompt_format, repeats=opts["repeats"], loop_repeats=opts["loop_repeats"])
+    elif "forward_passes" in only or "clustering" in only:
+        from benchmarks.throughput import benchmark_forward_passes
+        forward, rows = benchmark_forward_passes(model, tokenizer, questions, settings, prompt_format)
+    if "forward_passes" in only:
+        results["forward_passes"] = forward
+    del model
+    if "clustering" in only:
+        from benchmarks.clustering import benchmark_clustering
+        print("[bench] 4. clustering ...", flush=True)
+        results["clustering"] = benchmark_clustering(rows, workdir, repeats=min(opts["repeats"], 3),
+                                                     embedding_model=settings.embedding_model)
+    if "memory" in only:
+        from benchmarks.memory import benchmark_memory
+        from train.recipe import LORA_DEFAULTS
+        recipe_lora = (subject.recipe or {}).get("lora")
+        lora = {**LORA_DEFAULTS, **(recipe_lora if isinstance(recipe_lora, dict) else {})}
+        memory_model = memory_model_for(opts, subject, workdir, info)
+        print(f"[bench] 3. memory (SFT / DPO with LoRA, a subprocess each) on {info['memory_model_note']} ...", flush=True)
+        results["memory"] = benchmark_memory(memory_model, subject.preference_path, prompt_format, lora=lora,
+                                             steps=opts["memory_steps"], pair_batch=opts["memory_pair_batch"],
+                                             threads=opts["threads"], control=bool(opts["memory_control"]))
+    return results
+
+
 def run(opts: dict[str, Any]) -> dict:
     import torch
-    from benchmarks import subject as S
-    only = opts["only"]
+    threads_before = torch.get_num_threads()
     if opts["threads"]:
         torch.set_num_threads(opts["threads"])
-    results: dict[str, Any] = {}
-    blocks: list[str] = []
-    info: dict[str, Any] = {"only": only, "threads": torch.get_num_threads(),
-                            "device": "cuda" if torch.cuda.is_available() else "cpu"}
-    needs_model = any(p in only for p in ("throughput", "forward_passes", "memory", "clustering"))
-    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        workdir = Path(tmp)
-        if needs_model:
-            from measure.pipeline import load_for_generation
-            subject = S.choose_subject(opts["model"], opts["questions"], workdir)
-            print(f"[bench] model: {subject.note}\n[bench] questions: {subject.questions_path}", flush=True)
-            model, tokenizer = load_for_generation(str(subject.model_dir))
-            settings, prompt_format = S.measure_settings(
-                subject, tokenizer, n_samples=opts["n_samples"], max_new_tokens=opts["max_new_tokens"],
-                batch_size=opts["batch_size"], prompt_format=opts["prompt_format"])
-            questions = S.load_questions(subject, opts["limit"], opts["seed"])
-            info.update(model=str(subject.model_dir), model_note=subject.note, questions=str(subject.questions_path),
-                        n_questions=len(questions), parameters=sum(p.numel() for p in model.parameters()),
-                        settings=settings_record(settings, prompt_format))
-            rows = None
-            if "throughput" in only:
-                from benchmarks.throughput import benchmark_throughput
-                print("[bench] 1. throughput (toolkit / per-sample loop / raw generate) ...", flush=True)
-                results["throughput"], rows, forward = benchmark_throughput(
-                    model, tokenizer, questions, settings, prompt_format, repeats=opts["repeats"],
-                    loop_repeats=opts["loop_repeats"])
-                blocks.append(print_throughput(results["throughput"]))
-            elif "forward_passes" in only or "clustering" in only:
-                from benchmarks.throughput import benchmark_forward_passes
-                forward, rows = benchmark_forward_passes(model, tokenizer, questions, settings, prompt_format)
-            if "forward_passes" in only:
-                results["forward_passes"] = forward
-                blocks.append(print_forward(forward))
-            del model
-            if "clustering" in only:
-                from benchmarks.clustering import benchmark_clustering
-                print("[bench] 4. clustering ...", flush=True)
-                results["clustering"] = benchmark_clustering(rows, workdir, repeats=min(opts["repeats"], 3),
-                                                             embedding_model=settings.embedding_model)
-                blocks.append(print_clustering(results["clustering"]))
-            if "memory" in only:
-                from benchmarks.memory import benchmark_memory
-                from train.recipe import LORA_DEFAULTS
-                print("[bench] 3. memory (SFT and DPO with LoRA, one subprocess each) ...", flush=True)
-                recipe_lora = (subject.recipe or {}).get("lora")
-                lora = {**LORA_DEFAULTS, **(recipe_lora if isinstance(recipe_lora, dict) else {})}
-                memory_model = Path(opts["memory_model"]) if opts["memory_model"] else subject.model_dir
-                if not (memory_model / "config.json").exists():
-                    raise UsageError(f"memory_model={memory_model}: no config.json there")
-                results["memory"] = benchmark_memory(memory_model, subject.preference_path, prompt_format, lora=lora,
-                                                     steps=opts["memory_steps"], pair_batch=opts["memory_pair_batch"],
-                                                     threads=opts["threads"])
-                blocks.append(print_memory(results["memory"]))
-    if "demo" in only:
-        results["demo"] = demo_timings(Path(opts["demo"]))
-        blocks.append(print_demo(results["demo"]))
-    order = {p: i for i, p in enumerate(PARTS)}
-    results = dict(sorted(results.items(), key=lambda kv: order[kv[0]]))
-    summary = target_rows(results)
-    print("\n\n".join([*sorted(blocks, key=lambda b: b[:2]), table("Targets", ["part", "measure", "value", "target", "met"], summary)]))
-    report = {"provenance": provenance(seed=opts["seed"]), "run": info,
-              "options": {k: v for k, v in opts.items()}, **results,
-              "targets": [dict(zip(("part", "measure", "value", "target", "met"), row)) for row in summary]}
-    out = Path(opts["out"])
-    write_json(out, report)
-    print(f"\n[bench] wrote {out}")
+    try:
+        info: dict[str, Any] = {"only": opts["only"], "threads": torch.get_num_threads(),
+                                "device": "cuda" if torch.cuda.is_available() else "cpu"}
+        results: dict[str, Any] = {}
+        if any(p in opts["only"] for p in ("throughput", "forward_passes", "memory", "clustering")):
+            with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+                results.update(model_parts(opts, Path(tmp), info))
+        if "demo" in opts["only"]:
+            results["demo"] = demo_timings(Path(opts["demo"]))
+    finally:
+        torch.set_num_threads(threads_before)   # a caller in the same process keeps its own setting
+    results = {part: results[part] for part in PARTS if part in results}
+    summary = targets(results)
+    print("\n\n".join([*(PRINTERS[part](r) for part, r in results.items()), print_targets(summary)]))
+    report = {"provenance": provenance(seed=opts["seed"]), "run": info, "options": dict(opts), **results,
+              "targets": summary}
+    write_json(opts["out"], report)
+    print(f"\n[bench] wrote {opts['out']}")
     return report
 
 

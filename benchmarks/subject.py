@@ -1,7 +1,7 @@
 """What the benchmarks run on (model, questions, measure settings) and the small helpers they share.
 
 Default subject: the toy world demo's DPO checkpoint (checkpoints/toy/dpo, written by `make demo`) on
-the world's held-out questions, sampled with the toy recipe's measure settings (prompt format, stop
+the world's held-out questions (for any chain stage given as model=: <chain>/world/eval.jsonl if present), sampled with the toy recipe's measure settings (prompt format, stop
 strings, few-shot, temperature, batch size) as recorded in the checkpoint's stage.json. Without it,
 a random-weight model of recipes/toy.yaml's `model.build` shape (so its per-token cost is the demo
 model's) is built in a temporary directory with train.tiny.build_tiny_model and sampled on
@@ -25,12 +25,15 @@ from measure.errors import UsageError
 REPO = Path(__file__).resolve().parents[1]
 TOY_CHAIN = REPO / "checkpoints" / "toy"
 TOY_MODEL = TOY_CHAIN / "dpo"
-TOY_QUESTIONS = TOY_CHAIN / "world" / "eval.jsonl"
 TEST_DATA = REPO / "tests" / "data"
 TOY_RECIPE = REPO / "recipes" / "toy.yaml"
 # used when recipes/toy.yaml is absent or has no model.build: its shape when this was written
 FALLBACK_SHAPE = dict(architecture="llama", hidden_size=128, num_layers=4, num_heads=4, intermediate_size=384,
                       vocab_size=512, max_position_embeddings=64)
+# the memory benchmark's default model: big enough (27.5M parameters, 105 MiB) that a second frozen copy
+# stands out of the trainer's own overhead, small enough for a few CPU steps in seconds
+WIDE_SHAPE = dict(architecture="llama", hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1536,
+                  vocab_size=512, max_position_embeddings=128)
 BUILD_KEYS = ("architecture", "hidden_size", "num_layers", "num_heads", "intermediate_size", "vocab_size",
               "max_position_embeddings")
 
@@ -77,6 +80,12 @@ def build_fallback_model(out_dir: Path, recipe: dict) -> Path:
     return build_tiny_model(out_dir, corpus, seed=0, **shape)
 
 
+def build_wide_model(out_dir: Path) -> Path:
+    from train.tiny import build_tiny_model
+    corpus = (TEST_DATA / "corpus.txt").read_text(encoding="utf-8").splitlines()
+    return build_tiny_model(out_dir, corpus, seed=0, **WIDE_SHAPE)
+
+
 def choose_subject(model: str | None, questions: str | None, workdir: Path) -> Subject:
     """model/questions from the command line, else the toy DPO checkpoint, else a freshly built model."""
     fallback: dict | None = None
@@ -94,10 +103,11 @@ def choose_subject(model: str | None, questions: str | None, workdir: Path) -> S
         note = (f"{TOY_MODEL.relative_to(REPO)} not found (run `make demo` to benchmark the demo model): "
                 "a random-weight model of recipes/toy.yaml's shape, built with train.tiny.build_tiny_model, "
                 "sampled with recipes/toy.yaml's measure settings")
+    chain_eval = model_dir.parent / "world" / "eval.jsonl"   # a chain stage's generated world, if it has one
     if questions is not None:
         questions_path = Path(questions)
-    elif model_dir == TOY_MODEL and TOY_QUESTIONS.exists():
-        questions_path = TOY_QUESTIONS
+    elif (model_dir / "stage.json").exists() and chain_eval.exists():
+        questions_path = chain_eval
     else:
         questions_path = TEST_DATA / "eval.jsonl"
     if not questions_path.exists():
@@ -112,14 +122,16 @@ def choose_subject(model: str | None, questions: str | None, workdir: Path) -> S
 
 def measure_settings(subject: Subject, tokenizer, *, n_samples: int, max_new_tokens: int,
                      batch_size: int | None, prompt_format: str | None) -> tuple[MeasureSettings, str]:
-    """The settings the subject is measured with in its chain (stage.json), with N and max_new_tokens
-    from the command line; the prompt format is the stage's, else chat when the tokenizer has a template."""
+    """The sampling settings of the subject's recipe (its stage.json, or recipes/toy.yaml for the fallback
+    model), with N, max_new_tokens and (if given) batch_size from the command line. The prompt format:
+    the command line's, else the stage's, else the recipe's, else chat when the tokenizer has a template."""
     raw: dict[str, Any] = {}
     fmt = prompt_format
     if subject.recipe is not None:
         from train.recipe import stage_prompt_format
         measure = subject.recipe.get("measure") or {}
-        raw = {k: measure[k] for k in ("temperature", "top_p", "batch_size", "stop", "fewshot", "seed") if k in measure}
+        raw = {k: measure[k] for k in ("temperature", "top_p", "batch_size", "stop", "fewshot", "seed",
+                                                       "embedding_model") if k in measure}
         if fmt is None:
             try:
                 fmt = stage_prompt_format(subject.recipe, subject.stage) if subject.stage else None
@@ -141,10 +153,12 @@ def load_questions(subject: Subject, limit: int | None, seed: int):
 
 # ---------------------------------------------------------------- timing, memory, tables
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    started = time.perf_counter()
+def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    """(wall seconds, this process's CPU seconds, result). With one torch thread the CPU seconds are the
+    work done, whatever else the machine runs; wall seconds include waiting for a shared core."""
+    wall, cpu = time.perf_counter(), time.process_time()
     out = fn()
-    return time.perf_counter() - started, out
+    return time.perf_counter() - wall, time.process_time() - cpu, out
 
 
 def median(values: Sequence[float]) -> float:

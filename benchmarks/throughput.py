@@ -27,6 +27,7 @@ samples, so its token count differs a little).
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
@@ -34,6 +35,7 @@ import torch
 
 from measure.config import MeasureSettings
 from measure.records import Question, QuestionSamples
+from measure import sample as toolkit_sample
 from measure.sample import (StopOnText, count_forward_calls, encode_prompt, format_prompt, sample_questions,
                             stop_strings)
 
@@ -42,8 +44,11 @@ from benchmarks.subject import median, timed
 # generate() kwargs that only shape the output the toolkit reads (or stop early); the floor drops them
 OUTPUT_ONLY = ("return_dict_in_generate", "output_logits", "output_scores", "stopping_criteria", "max_new_tokens",
                "min_new_tokens")
-NEUTRAL = {"top_k": 0, "typical_p": 1.0, "min_p": None, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-           "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}
+# the loop pins the same sampling knobs as the toolkit (its own table when it has one), so both draw
+# from softmax(logits / T) with top_p and nothing else
+NEUTRAL = {k: v for k, v in getattr(toolkit_sample, "_NEUTRAL", {
+    "top_k": 0, "typical_p": 1.0, "min_p": None, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
+    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}).items() if k != "min_new_tokens"}
 
 
 @dataclass
@@ -90,7 +95,6 @@ def answer_lengths(generated: torch.Tensor, eos: Sequence[int], stopped_at: dict
 @contextlib.contextmanager
 def recording(model, tokenizer) -> Iterator[Recorder]:
     """Wrap this model object's `generate` to record every call (kwargs, RNG state, steps, answer tokens)."""
-    import time
     recorder = Recorder()
     original = model.generate
     eos = eos_ids(model, tokenizer)
@@ -120,12 +124,14 @@ def recording(model, tokenizer) -> Iterator[Recorder]:
 
 # ---------------------------------------------------------------- the three methods
 
-def run_toolkit(model, tokenizer, questions: list[Question], settings: MeasureSettings,
-                prompt_format: str) -> tuple[list[QuestionSamples], Recorder, int]:
-    """The toolkit's sampling pass, recorded; returns (rows, recorder, forward calls counted)."""
-    with recording(model, tokenizer) as recorder, count_forward_calls(model) as counter:
+def run_toolkit(model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str,
+                count: bool = True) -> tuple[list[QuestionSamples], Recorder, int | None]:
+    """The toolkit's sampling pass, recorded; returns (rows, recorder, forward calls counted or None).
+    Timed runs pass count=False: the forward hook is not part of the toolkit."""
+    with recording(model, tokenizer) as recorder, \
+            (count_forward_calls(model) if count else contextlib.nullcontext()) as counter:
         rows = sample_questions(model, tokenizer, questions, settings, prompt_format)
-    return rows, recorder, counter.count
+    return rows, recorder, counter.count if count else None
 
 
 @torch.inference_mode()
@@ -182,57 +188,65 @@ def run_loop(model, tokenizer, questions: list[Question], settings: MeasureSetti
 
 # ---------------------------------------------------------------- the benchmarks
 
+def _method(wall: list[float], cpu: list[float], tokens: int, **extra: Any) -> dict:
+    return {"seconds": median(wall), "cpu_seconds": median(cpu), "seconds_all": wall, "cpu_seconds_all": cpu,
+            "answer_tokens": tokens, "tokens_per_s": tokens / median(wall), **extra}
+
+
+def _ratios(toolkit: dict, loop: dict, floor: dict, key: str) -> dict[str, float]:
+    """(a)/toolkit per answer token (the loop draws its own samples) and toolkit/(b) (same calls, same tokens)."""
+    return {"loop_over_toolkit": (loop[key] / max(loop["answer_tokens"], 1)) / (toolkit[key] / max(toolkit["answer_tokens"], 1)),
+            "toolkit_over_floor": toolkit[key] / floor[key]}
+
+
 def benchmark_throughput(model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str,
                          *, repeats: int, loop_repeats: int) -> tuple[dict, list[QuestionSamples], dict]:
-    """Warm up, then time toolkit / floor / loop `repeats` times each (interleaved; the loop, the slow one,
-    `loop_repeats` times) and take medians. Returns (throughput result, the toolkit's samples, forward-pass result)."""
+    """Warm up, then time toolkit / floor / loop `repeats` times each (interleaved, so a burst of other load
+    hits all three; the loop, the slow one, `loop_repeats` times) and take medians.
+    Returns (throughput result, the toolkit's samples, forward-pass result)."""
     # warm-up: one toolkit pass (recorded: its calls define the floor), one floor replay, a short loop
     rows, recorder, forward_calls = run_toolkit(model, tokenizer, questions, settings, prompt_format)
     calls = recorder.calls
+    tokens = sum(c.answer_tokens for c in calls)
     with count_forward_calls(model) as floor_counter:
         run_floor(model, calls)
+    if floor_counter.count != sum(c.steps for c in calls):
+        raise RuntimeError(f"the floor replay ran {floor_counter.count} forward passes, the toolkit's calls "
+                           f"{sum(c.steps for c in calls)} decode steps: the two would not be matched")
     run_loop(model, tokenizer, questions[:2], settings, prompt_format)
     forward = forward_passes_result(calls, forward_calls, floor_counter.count)
 
-    toolkit_s, floor_s, loop_s, inside_s, toolkit_tokens = [], [], [], [], []
+    times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in ("toolkit", "floor", "loop")}
+    inside: list[float] = []
     loop_counts: dict[str, int] = {}
     for i in range(max(repeats, loop_repeats)):
         if i < repeats:
-            seconds, (_, rec, _) = timed(lambda: run_toolkit(model, tokenizer, questions, settings, prompt_format))
-            toolkit_s.append(seconds)
-            inside_s.append(rec.generate_s)
-            toolkit_tokens.append(sum(c.answer_tokens for c in rec.calls))
-            floor_s.append(timed(lambda: run_floor(model, calls))[0])
+            wall, cpu, (_, rec, _) = timed(lambda: run_toolkit(model, tokenizer, questions, settings, prompt_format,
+                                                               count=False))
+            if sum(c.answer_tokens for c in rec.calls) != tokens:
+                raise RuntimeError("the toolkit's sampling pass gave other answers on a repeat: it is not deterministic")
+            times["toolkit"][0].append(wall), times["toolkit"][1].append(cpu), inside.append(rec.generate_s)
+            wall, cpu, _ = timed(lambda: run_floor(model, calls))
+            times["floor"][0].append(wall), times["floor"][1].append(cpu)
         if i < loop_repeats:
-            seconds, loop_counts = timed(lambda: run_loop(model, tokenizer, questions, settings, prompt_format))
-            loop_s.append(seconds)
-    tokens = toolkit_tokens[0]
-    if any(t != tokens for t in toolkit_tokens) or tokens != sum(c.answer_tokens for c in calls):
-        raise RuntimeError(f"the toolkit's sampling pass is not deterministic across repeats: answer tokens {toolkit_tokens}")
-    t_toolkit, t_floor, t_loop = median(toolkit_s), median(floor_s), median(loop_s)
-    per_tok = lambda s, n: s / max(n, 1)  # noqa: E731
-    result = {
-        "questions": len(questions), "n_samples": settings.n_samples, "max_new_tokens": settings.max_new_tokens,
-        "repeats": repeats, "loop_repeats": loop_repeats,
-        "toolkit": {"seconds": t_toolkit, "seconds_all": toolkit_s, "answer_tokens": tokens,
-                    "tokens_per_s": tokens / t_toolkit, "generate_calls": len(calls),
-                    "inside_generate_seconds": median(inside_s)},
-        "floor": {"seconds": t_floor, "seconds_all": floor_s, "answer_tokens": tokens, "tokens_per_s": tokens / t_floor,
-                  "generate_calls": len(calls), "decode_steps": sum(c.steps for c in calls),
-                  "row_steps": sum(c.rows * c.steps for c in calls),
-                  "matched": "same generate calls as the toolkit (prompts, padding, rows, sampling kwargs, RNG "
-                             "state, decode steps via min_new_tokens=max_new_tokens=steps); no logits output, "
-                             "stop-string check, token statistics or decoding"},
-        "loop": {"seconds": t_loop, "seconds_all": loop_s, "answer_tokens": loop_counts["answer_tokens"],
-                 "tokens_per_s": loop_counts["answer_tokens"] / t_loop, "generate_calls": loop_counts["generate_calls"],
-                 "entropy_forward_passes": loop_counts["entropy_passes"]},
-    }
-    result["loop_over_toolkit"] = per_tok(t_loop, loop_counts["answer_tokens"]) / per_tok(t_toolkit, tokens)
-    result["toolkit_over_floor"] = t_toolkit / t_floor
-    result["targets"] = {
-        "loop_over_toolkit": {"value": result["loop_over_toolkit"], "target": ">= 10", "met": result["loop_over_toolkit"] >= 10},
-        "toolkit_over_floor": {"value": result["toolkit_over_floor"], "target": "<= 1.25",
-                               "met": result["toolkit_over_floor"] <= 1.25}}
+            wall, cpu, loop_counts = timed(lambda: run_loop(model, tokenizer, questions, settings, prompt_format))
+            times["loop"][0].append(wall), times["loop"][1].append(cpu)
+    toolkit = _method(*times["toolkit"], tokens, generate_calls=len(calls), inside_generate_seconds=median(inside))
+    floor = _method(*times["floor"], tokens, generate_calls=len(calls), decode_steps=sum(c.steps for c in calls),
+                    row_steps=sum(c.rows * c.steps for c in calls),
+                    matched="same generate calls as the toolkit (prompts, padding, rows, sampling kwargs, RNG state, "
+                            "decode steps via min_new_tokens=max_new_tokens=steps); no logits output, stop-string "
+                            "check, token statistics or decoding")
+    loop = _method(*times["loop"], loop_counts["answer_tokens"], generate_calls=loop_counts["generate_calls"],
+                   entropy_forward_passes=loop_counts["entropy_passes"])
+    wall_ratios, cpu_ratios = _ratios(toolkit, loop, floor, "seconds"), _ratios(toolkit, loop, floor, "cpu_seconds")
+    result = {"questions": len(questions), "n_samples": settings.n_samples, "max_new_tokens": settings.max_new_tokens,
+              "repeats": repeats, "loop_repeats": loop_repeats, "toolkit": toolkit, "loop": loop, "floor": floor,
+              **wall_ratios, "cpu_time_ratios": cpu_ratios,
+              "targets": {"loop_over_toolkit": {"value": wall_ratios["loop_over_toolkit"], "target": ">= 10",
+                                                "met": wall_ratios["loop_over_toolkit"] >= 10},
+                          "toolkit_over_floor": {"value": wall_ratios["toolkit_over_floor"], "target": "<= 1.25",
+                                                 "met": wall_ratios["toolkit_over_floor"] <= 1.25}}}
     return result, rows, forward
 
 

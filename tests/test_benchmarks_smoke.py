@@ -48,7 +48,7 @@ def test_no_extra_forward_passes(smoke_report):
     assert fp["forward_calls"] == fp["decode_steps"] == fp["floor_forward_calls"]
     assert fp["targets"]["extra_forward_calls"]["met"] is True
     assert {"part": "forward_passes", "measure": "extra_forward_calls", "value": 0, "target": "== 0",
-            "met": "yes"} in smoke_report["targets"]
+            "met": True} in smoke_report["targets"]
 
 
 def test_clustering_part(smoke_report):
@@ -108,3 +108,28 @@ def test_sft_rows_from_pairs():
     rows = [{"prompt": "p1", "chosen": "c1", "rejected": "r1"}, {"prompt": "p2", "chosen": "c2", "rejected": "r2"}]
     assert sft_rows_from_pairs(rows) == [{"prompt": "p1", "completion": "c1"}, {"prompt": "p1", "completion": "r1"},
                                          {"prompt": "p2", "completion": "c2"}, {"prompt": "p2", "completion": "r2"}]
+
+
+def test_chain_stage_uses_its_recipe_settings_and_world(tiny_model_dir, tmp_path):
+    """A model dir with a stage.json is sampled the way its chain measures it, on the chain's world questions."""
+    import shutil
+    stage = tmp_path / "chain" / "dpo"
+    shutil.copytree(tiny_model_dir, stage)
+    recipe = {"name": "t", "prompt_format": "chat", "stages": {"dpo": {"trainer": "dpo", "prompt_format": "qa"}},
+              "measure": {"batch_size": 4, "stop": ["\n"], "fewshot": [], "temperature": 0.7}}
+    (stage / "stage.json").write_text(json.dumps({"stage": "dpo", "recipe": recipe}))
+    world = tmp_path / "chain" / "world"
+    world.mkdir()
+    (world / "eval.jsonl").write_text("".join(json.dumps({"id": f"w{i}", "question": f"Who is person {i}?"}) + "\n"
+                                              for i in range(5)))
+    main([f"model={stage}", "only=[forward_passes]", "limit=3", "n_samples=2", "max_new_tokens=3",
+          f"out={tmp_path / 'b.json'}"])
+    report = json.loads((tmp_path / "b.json").read_text())
+    run = report["run"]
+    assert run["questions"] == str(world / "eval.jsonl") and run["n_questions"] == 3
+    assert run["settings"]["prompt_format"] == "qa"            # the stage's own format wins over the recipe's
+    assert run["settings"]["stop"] == ["\n"] and run["settings"]["temperature"] == 0.7
+    assert run["settings"]["batch_size"] == 4 and run["settings"]["fewshot"] == []
+    fp = report["forward_passes"]
+    # 3 questions in one batch of 4: one greedy call, then sampling calls of 4 // N=2 = 2 questions: 2 calls
+    assert fp["generate_calls"] == 3 and fp["extra_forward_calls"] == 0
