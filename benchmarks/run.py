@@ -147,11 +147,13 @@ def demo_timings(demo_dir: Path) -> dict:
         return {"found": False, "path": str(path),
                 "message": f"{path} not found: run `make demo` first (the benchmark never runs the demo itself)"}
     timings = read_json(path)
+    reused = timings.pop("reused", []) if isinstance(timings, dict) else []
     if not isinstance(timings, dict) or not all(isinstance(v, (int, float)) for v in timings.values()):
         raise UsageError(f"{path}: expected a JSON object of stage -> seconds")
     total = float(sum(timings.values()))
-    return {"found": True, "path": str(path), "stages": timings, "total_seconds": total,
-            "note": "as written by the last `python -m train.chain` run; stages it reused count only their reuse",
+    return {"found": True, "path": str(path), "stages": timings, "total_seconds": total, "reused": reused,
+            "note": "as written by `python -m train.chain`; a stage reused by a later run keeps the seconds of "
+                    "the run that trained it",
             "targets": {"demo_total_seconds": {"value": total, "target": "<= 300 (hard ceiling 600)", "met": total <= 300}}}
 
 

@@ -283,9 +283,30 @@ def compare_and_cascade(recipe: dict, *, overwrite: bool = True) -> None:
     last = stage_names(recipe)[-1]
     for spec in settings.benchmarks:
         out = ckpt.chain_dir(recipe) / "compare" / (spec.name if len(settings.benchmarks) > 1 else "")
-        compare_chain(ckpt.chain_dir(recipe), spec.name, out, overwrite)
+        result = compare_chain(ckpt.chain_dir(recipe), spec.name, out, overwrite)
+        print(stage_table(result, spec.name))
         run_cascade(measure_dir(recipe, last, spec.name), out_dir=measure_dir(recipe, last, spec.name) / "cascade",
                     seed=settings.seed, overwrite=overwrite)
+
+
+def stage_table(compare: dict, benchmark: str) -> str:
+    """The end-of-chain summary: SCR per stage and clusterer (95% CI), accuracy, and the verdict."""
+    from measure.report import load_report
+    labels = compare["clusterers"]
+    s = load_report(compare["per_stage"][compare["stages"][0]]["path"])["settings"]
+    thresholds = ", ".join(f"{c} {s['clusterers'][c]['threshold']}" for c in labels
+                           if isinstance(s["clusterers"].get(c), dict) and "threshold" in s["clusterers"][c])
+    lines = [f"\n{benchmark}: SCR by stage (95% CI), N={s['N']}, T={s['T']}, max_new_tokens={s['max_new_tokens']}"
+             + (f", thresholds: {thresholds}" if thresholds else ""),
+             f"{'stage':<8} {'accuracy':>8}  " + "  ".join(f"{c:>22}" for c in labels)]
+    for name in compare["stages"]:
+        st = compare["per_stage"][name]
+        cells = [f"{st['clusterers'][c]['scr']:.3f} [{st['clusterers'][c]['scr_ci'][0]:.3f}, "
+                 f"{st['clusterers'][c]['scr_ci'][1]:.3f}]" for c in labels]
+        acc = "-" if st.get("accuracy") is None else f"{st['accuracy']:.3f}"
+        lines.append(f"{name:<8} {acc:>8}  " + "  ".join(f"{x:>22}" for x in cells))
+    lines += [compare["verdict"]["text"], f"full comparison: {compare.get('out_dir')}/compare.html"]
+    return "\n".join(lines)
 
 
 def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, judge: str | None,

@@ -8,33 +8,42 @@ writes corpus.jsonl ({"text"}: pretraining + tokenizer), sft.jsonl (prompt/compl
 question, answers = every accepted surface form of the gold, incorrect_answers, plus meta keys) and
 world.json (config, seed, counts, the fact table with each fact's corpus frequency), world.json last.
 
-The world. People (invented names) each have a city, a job and a pet; every city lies in one
-country. A *fact* is (person, attribute, value). Each fact gets a frequency bucket (`frequencies`:
-bucket -> number of corpus occurrences, e.g. many=8, few=3, once=1, never=0); an occurrence is a
-plain statement ("Kado lives in Rashford.") or a Q/A block ("Q: Where does Kado live?\\nA: ...").
-City -> country facts are frequent; "Which country does <person> live in?" for held-out people is
-never stated anywhere and needs one reasoning step (person -> city -> country).
+The world. People (short invented names) each have a city, a job and a pet; every city lies in
+one country. A *fact* is (person, attribute, value). Each fact gets a frequency bucket
+(`frequencies`: bucket -> number of corpus occurrences, e.g. many=8, few=3, once=1, never=0); an
+occurrence is a statement naming the person ("Kado lives in Rashford.") or a Q/A block
+("Q: Where does Kado live?\nA: They live in Rashford."). City -> country facts are frequent;
+"Which country does <person> live in?" for held-out people is never stated anywhere and needs one
+reasoning step (person -> city -> country); SFT teaches that question on the training people.
 
 Design choices (the issue's planning prototype showed that a naive world does not work: SFT on the
 other facts in one house style drove held-out accuracy from 30% to 7% and SCR stayed at 0):
-- Several surface forms per answer (`styles`: sentence, alt sentence, bare value, hedged sentence,
-  hedged bare value), mixed in the corpus by weight, so the base model answers in varied phrasings:
-  the exact and jaccard clusterers split them, the embedding clusterer may not. eval `answers`
-  lists all of them (the short_qa judge also accepts any answer containing the value).
+- Several surface forms per answer (`styles`: sentence "They live in X.", alt "Their home is X.",
+  bare "X.", hedged "I think they live in X.", hedged_bare "Probably X."), mixed in the corpus's
+  Q/A blocks by weight, so the base model answers the same fact in varied phrasings: exact splits
+  them, jaccard (bigram overlap) merges templated sentences even across *different* values, the
+  embedding clusterer sits in between. eval `answers` lists all five forms (short_qa also accepts
+  any answer containing the value as whole words).
+- Answers say "they"/"it" instead of repeating the person's name. With names in the answer, the
+  tiny model copied the name from the question with only ~0.9 probability per sample, so at T=1
+  most questions got a misspelled-name sample and exact SCR was capped by copy noise, not meaning.
 - Held-out (eval) facts are spread evenly over the buckets, at most one per person, and appear in
-  no SFT or DPO row. SFT teaches the house answer format (`house_style`) on every *other* fact of
-  every person -- so each eval person's name is seen in the SFT format -- without teaching eval
-  facts. Training facts come only from `train_buckets` (by default not `never`): SFT on facts the
-  base never saw teaches hallucination rather than format.
+  no SFT or DPO row; a held-out city's person has no country stated anywhere (it would narrow the
+  city down). SFT teaches the house answer format (`house_style`) on every *other* fact of every
+  person -- so each held-out person is seen in the SFT format -- without teaching held-out facts.
+  Training facts come only from `train_buckets` (by default not `never`): SFT on facts the base
+  never saw teaches hallucination rather than format.
 - The eval questions use exactly the corpus's question templates, so "rare fact" means rare, not
   "asked in an unseen way".
-- DPO pairs (on training facts only) carry the typicality bias named in the literature: chosen is
-  always the correct value in the most common phrasing (the house style); rejected is either a wrong
-  value in that phrasing or -- with probability `dpo_typicality_share` -- the *correct* value in an
-  atypical phrasing (bare, hedged). So DPO rewards typical phrasing, not only correctness.
+- DPO pairs (training facts only) carry the typicality bias named in the literature: chosen is
+  always the correct value in the house phrasing; rejected is a wrong value in that phrasing or --
+  with probability `dpo_typicality_share` -- the *correct* value in an atypical phrasing (bare,
+  hedged). So DPO rewards typical phrasing, not only correctness. (recipes/toy.yaml adds TRL's `sft`
+  loss to DPO's sigmoid loss: pure DPO at a learning rate strong enough to act drove the tiny
+  model's chosen log-probabilities down and its answers into loops.)
 Determinism: one random.Random(seed) drives everything in a fixed order; same config + seed -> the
-same bytes. Idempotence: world.json records config + seed; a directory that already holds them is
-left alone.
+same bytes. Idempotence: world.json (written last) records version + config + seed; a directory that
+already holds them is left alone.
 """
 from __future__ import annotations
 
@@ -50,12 +59,12 @@ VERSION = 2  # bump when the generator's output changes for the same config + se
 STYLES = ("sentence", "alt", "bare", "hedged", "hedged_bare")
 # key -> (default, allowed types). Nested mappings are checked separately below.
 DEFAULTS: dict[str, tuple[Any, tuple[type, ...]]] = {
-    "people": (80, (int,)),                 # number of people (each has city, job, pet)
+    "people": (100, (int,)),                # number of people (each has city, job, pet)
     "cities": (8, (int,)),                  # distinct city values
     "countries": (4, (int,)),               # cities are spread over this many countries
     "frequencies": ({"many": 8, "few": 3, "once": 1, "never": 0}, (dict,)),  # bucket -> corpus occurrences
-    "eval_per_bucket": (16, (int,)),        # held-out recall questions per bucket
-    "reasoning_questions": (12, (int,)),    # held-out person -> country questions (one reasoning step)
+    "eval_per_bucket": (20, (int,)),        # held-out recall questions per bucket
+    "reasoning_questions": (16, (int,)),    # held-out person -> country questions (one reasoning step)
     "train_buckets": (["many", "few", "once"], (list,)),  # buckets the SFT/DPO facts are drawn from
     "qa_share": (0.5, (int, float)),        # share of a fact's corpus occurrences written as Q/A (rest: statements)
     "styles": ({"sentence": 0.4, "alt": 0.15, "bare": 0.15, "hedged": 0.15, "hedged_bare": 0.15}, (dict,)),
@@ -123,8 +132,9 @@ def validate_world(raw: Any, where: str = "world") -> None:
             raise UsageError(f"{where}.{key}: must be between 0 and 1, got {cfg[key]}")
     if cfg["countries"] > cfg["cities"]:
         raise UsageError(f"{where}.countries: must be <= cities ({cfg['cities']}), got {cfg['countries']}")
-    if cfg["cities"] > len(_CITY_ENDS) * 40:
-        raise UsageError(f"{where}.cities: at most {len(_CITY_ENDS) * 40}, got {cfg['cities']}")
+    for key, most in (("cities", 320), ("people", 5000)):  # well inside the name pools (_names)
+        if cfg[key] > most:
+            raise UsageError(f"{where}.{key}: at most {most}, got {cfg[key]}")
     freq = cfg["frequencies"]
     if not freq:
         raise UsageError(f"{where}.frequencies: give at least one bucket, e.g. {{many: 8, once: 1, never: 0}}")
@@ -196,11 +206,11 @@ def generate_world(raw: dict | None, seed: int) -> dict[str, Any]:
     values = {"city": cities, "job": list(JOBS), "pet": list(PETS), "country": countries}
     facts: list[dict] = []
     for p in people:
-        for attr in ATTRIBUTES:
-            facts.append({"person": p, "attribute": attr, "value": rng.choice(values[attr])})
-        facts.append({"person": p, "attribute": "country", "value": city_country[facts[-3]["value"]]})
+        drawn = {attr: rng.choice(values[attr]) for attr in ATTRIBUTES}
+        drawn["country"] = city_country[drawn["city"]]
+        facts += [{"person": p, "attribute": attr, "value": v} for attr, v in drawn.items()]
 
-    # held-out facts: eval_per_bucket per bucket, attributes in turn, at most one per person
+    # held-out facts: eval_per_bucket per bucket, attributes rotating, at most one per person
     buckets = list(cfg["frequencies"])
     order = list(range(len(people)))
     rng.shuffle(order)
@@ -213,10 +223,8 @@ def generate_world(raw: dict | None, seed: int) -> dict[str, Any]:
             if f["attribute"] == "city":  # the person's country would narrow the held-out city down
                 by_key[(f["person"], "country")].update(split="withheld", bucket="never")
             slot += 1
-    reasoning_people = set()
     for _ in range(cfg["reasoning_questions"]):  # the person's city stays a training fact, frequent
         p = people[order[slot]]
-        reasoning_people.add(p)
         by_key[(p, "country")].update(split="reasoning", bucket="never")
         by_key[(p, "city")].update(split="train", bucket=cfg["train_buckets"][0])
         slot += 1
