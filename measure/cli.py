@@ -33,8 +33,9 @@ def _print_summary(report: dict, out: Path) -> None:
     if not PartialState().is_main_process:  # sharded runs: every rank has the report, one prints it
         return
     s = report["settings"]
-    print(f"wrote {out}/report.json  ({report['n_questions']} questions, N={s['N']}, T={s['T']}, "
-          f"max_new_tokens={s.get('max_new_tokens')})")
+    judge = s.get("judge", {}).get("name") if isinstance(s.get("judge"), dict) else s.get("judge")
+    print(f"{out}/report.json: {report['n_questions']} questions, N={s['N']}, T={s['T']}, "
+          f"max_new_tokens={s.get('max_new_tokens')}, judge {judge}")
     for label, value in report["scr"].items():
         lo, hi = report["scr_ci"].get(label) or (None, None)
         ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""

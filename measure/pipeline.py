@@ -41,6 +41,13 @@ def auto_judge(rows: list[QuestionSamples]) -> str:
     return "short_qa" if any(r.question.answers for r in rows) else "none"
 
 
+def recorded_settings(samples_path: Path) -> dict:
+    """The settings of the `measure run` that made these samples (its report.json beside samples.jsonl)."""
+    from measure.io import read_json
+    report = samples_path.parent / "report.json"
+    return (read_json(report).get("settings") or {}) if report.exists() else {}
+
+
 def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: str) -> tuple[list[QuestionRecord], dict, dict, dict]:
     """Cluster every question's samples with every clusterer, compute signals, judge the greedy answer.
     Returns (records, skipped-signal reasons, clusterer settings by label, seconds per stage of work)."""
@@ -80,7 +87,8 @@ def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: st
 
 def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, extra: dict | None = None) -> dict:
     block = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("benchmarks", "clusterers")}
-    block.update(N=settings.n_samples, T=settings.temperature, clusterers=clusterers, judge=judge, **(extra or {}))
+    block.update({"N": settings.n_samples, "T": settings.temperature, "clusterers": clusterers, "judge": judge,
+                  **(extra or {})})
     return block
 
 
@@ -311,10 +319,20 @@ def stage_table(compare: dict, benchmark: str) -> str:
 
 def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, judge: str | None,
                overwrite: bool) -> dict:
+    """Score a samples file. N is what the file holds; T, top_p and max_new_tokens come from the
+    report of the run that sampled it when one sits beside it, else they are recorded as unknown."""
     out_dir = Path(out_dir)
     guard_report(out_dir, overwrite)
+    samples_path = Path(samples_path)
     rows = read_samples(samples_path)
-    judge = judge or auto_judge(rows)
+    recorded = recorded_settings(samples_path)
+    recorded_judge = recorded.get("judge", {}).get("name") if isinstance(recorded.get("judge"), dict) else None
+    judge = judge or recorded_judge or auto_judge(rows)
+    counts = sorted({len(r.samples) for r in rows})
+    n = counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    extra = {"samples": str(samples_path), "N": n, "n_samples": n,
+             **{k: recorded.get(k) for k in ("T", "temperature", "top_p", "max_new_tokens", "model", "benchmark",
+                                              "prompt_format", "backend")},
+             "entropy": recorded.get("entropy", "as recorded in the samples file")}
     return score(rows, settings, out_dir, judge=judge, provenance=make_provenance(seed=settings.seed),
-                 extra_settings={"samples": str(samples_path), "max_new_tokens": None,
-                                 "entropy": "as recorded in the samples file"})
+                 extra_settings=extra)

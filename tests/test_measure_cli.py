@@ -49,6 +49,12 @@ def test_measure_run_on_a_tiny_local_model(tiny_model_dir, tmp_path):
     assert report["provenance"]["versions"]["torch"] and "git_commit" in report["provenance"]
     timing = report["timing"]["seconds_per_question"]
     assert timing["greedy"] > 0 and timing["sampling"] > 0
+    # re-scoring the run's samples with other clusterers keeps its sampling settings and judge
+    rescored = run_cli("score", f"samples={out / 'samples.jsonl'}", f"out={tmp_path / 'rescored'}",
+                       "clusterers=[jaccard@0.3]", "bootstrap=20")
+    assert rescored.returncode == 0, rescored.stderr[-2000:]
+    r2 = json.loads((tmp_path / "rescored" / "report.json").read_text())["settings"]
+    assert (r2["N"], r2["T"], r2["max_new_tokens"], r2["judge"]["name"]) == (3, 1.0, 6, "short_qa")
     # finished reports are never overwritten without overwrite=true
     again = run_cli("run", f"model={tiny_model_dir}", "benchmark=jsonl", f"benchmark_path={EVAL}", f"out={out}", *FAST)
     assert again.returncode == 2 and "overwrite=true" in again.stderr
@@ -89,6 +95,8 @@ def test_measure_score_on_a_handmade_samples_file(tmp_path, capsys):
     assert report["auroc"]["greedy_entropy_mean"] == pytest.approx(0.75)
     assert "semantic_entropy_lw@exact" in report["skipped_signals"] or questions["q3"]["signals"]["semantic_entropy_lw@exact"] is not None
     assert "SCR[exact] = 0.333" in capsys.readouterr().out
+    s = report["settings"]  # N is what the file holds; how it was sampled is unknown here, and says so
+    assert (s["N"], s["T"], s["max_new_tokens"], s["judge"]["name"]) == (4, None, None, "short_qa")
 
 
 BAD_SCORE_INPUTS = {
