@@ -180,3 +180,18 @@ def test_interrupted_stage_resumes_from_last_checkpoint(chain_dir, tmp_path, mon
     assert manifest["train_metrics"]["resumed_from"].endswith("checkpoint-2")
     assert CountSteps.ran == [3, 4]  # only the remaining steps ran
     assert [e["step"] for e in manifest["train_metrics"]["log_history"] if "loss" in e] == [1, 2, 3, 4]
+
+
+def test_measure_run_accepts_an_adapter_dir(chain_dir, tmp_path):
+    """`measure run model=<stage>/adapter` merges the adapter onto its recorded base: same answers as the merged dir."""
+    common = ["benchmark=jsonl", f"benchmark_path={REPO / 'tests/data/eval.jsonl'}", "n_samples=2", "max_new_tokens=5",
+              "bootstrap=10", "clusterers=[exact]"]
+    outs = {}
+    for name, model in (("adapter", chain_dir / "dpo" / "adapter"), ("merged", chain_dir / "dpo")):
+        proc = subprocess.run([sys.executable, "-m", "measure", "run", f"model={model}", f"out={tmp_path / name}", *common],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outs[name] = [json.loads(line) for line in (tmp_path / name / "samples.jsonl").read_text().splitlines()]
+    for a, m in zip(outs["adapter"], outs["merged"]):
+        assert a["greedy"]["text"] == m["greedy"]["text"]
+        assert a["greedy"]["token_entropies"] == pytest.approx(m["greedy"]["token_entropies"], abs=1e-4)

@@ -121,7 +121,9 @@ def normalize_row(row: dict, fmt: str, prompt_format: str, where: str) -> dict:
                 out[k] = " " + out[k].strip() + "\n"
     elif not isinstance(out["prompt"], list):
         raise UsageError(f"{where}: 'prompt' must be a string or a list of messages")
-    if fmt == "unpaired_preference" and not isinstance(row["label"], bool):
+    if fmt == "unpaired_preference" and isinstance(row["label"], str) and row["label"].lower() in ("true", "false"):
+        out["label"] = row["label"].lower() == "true"  # CSV cells are strings
+    elif fmt == "unpaired_preference" and not isinstance(row["label"], bool):
         raise UsageError(f"{where}: 'label' must be true or false")
     return out
 
@@ -157,7 +159,16 @@ def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
             raise UsageError(f"{path}: expected a JSON list of rows (or JSON lines)")
         return [(f"{path} row {i + 1}", r) for i, r in enumerate(data)]
     if name.endswith((".csv", ".parquet")):
-        ds = datasets.load_dataset("csv" if name.endswith(".csv") else "parquet", data_files=str(path), split="train")
+        # CSV cells are text: read them as strings so an answer "4" is not turned into the integer 4
+        kwargs = {}
+        if name.endswith(".csv"):
+            import csv
+            import gzip
+            with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8-sig", newline="") as f:
+                header = next(csv.reader(f), [])
+            kwargs["features"] = datasets.Features({c: datasets.Value("string") for c in header})
+        ds = datasets.load_dataset("csv" if name.endswith(".csv") else "parquet", data_files=str(path), split="train",
+                                   **kwargs)
         # CSV row N is line N + 1 of the file (the header is line 1)
         return [(f"{path}:{i + 2}" if name.endswith(".csv") else f"{path} row {i + 1}", r) for i, r in enumerate(ds)]
     if name.endswith(".txt"):

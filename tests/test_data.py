@@ -1,0 +1,77 @@
+"""Training-data loading: TRL formats, the Anthropic HH implicit prompt on the real file, rendering in the
+recipe's prompt_format, and malformed rows named by file and line."""
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from measure.errors import UsageError
+from train.data import detect_format, hh_to_messages, load_training_data, split_hh
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def load(spec, trainer, prompt_format="chat"):
+    return load_training_data(spec, trainer=trainer, prompt_format=prompt_format, base_dir=REPO)
+
+
+def test_hh_implicit_prompt_on_the_real_file(shared_data):
+    path = shared_data / "hh-rlhf" / "harmless-base_test.jsonl.gz"
+    raw = [json.loads(line) for line in gzip.open(path, "rt", encoding="utf-8")]
+    ds, fingerprints = load(str(path), "dpo", "qa")
+    assert len(ds) == len(raw) == 2312 and fingerprints[0]["format"] == "hh"
+    for row, original in zip(ds, raw):
+        # the prompt ends at an Assistant turn, and prompt + answer gives back each original dialogue
+        assert row["prompt"].endswith("\n\nAssistant:")
+        assert original["chosen"].startswith(row["prompt"]) and original["rejected"].startswith(row["prompt"])
+        assert original["chosen"][len(row["prompt"]):].strip() == row["chosen"].strip()
+        assert original["rejected"][len(row["prompt"]):].strip() == row["rejected"].strip()
+    # row 1255 of the file has a later "Assistant:" inside the chosen answer only: the prompt is the
+    # shared prefix, not the chosen dialogue's last Assistant turn
+    r = raw[1254]
+    prompt, chosen, rejected = split_hh(r["chosen"], r["rejected"], "row 1255")
+    assert r["rejected"].startswith(prompt) and "drag kings?" in prompt[-40:]
+
+
+def test_hh_in_chat_format_becomes_messages(shared_data):
+    ds, _ = load({"path": str(shared_data / "hh-rlhf" / "harmless-base_test.jsonl.gz"), "limit": 20}, "dpo", "chat")
+    row = ds[0]
+    assert [m["role"] for m in row["prompt"]][0] == "user" and row["prompt"][-1]["role"] == "user"
+    assert row["chosen"][0]["role"] == "assistant" and row["chosen"][0]["content"]
+    assert hh_to_messages("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:") == [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}]
+
+
+def test_formats_detected_and_rendered(tmp_path):
+    assert detect_format(["prompt", "chosen", "rejected"]) == "preference"
+    assert detect_format(["chosen", "rejected"]) == "hh"
+    assert detect_format(["messages"]) == "messages"
+    assert detect_format(["prompt", "completion"]) == "prompt_completion"
+    assert detect_format(["text"]) == "text"
+    assert detect_format(["question"]) is None
+    qa, _ = load(str(REPO / "tests/data/sft.jsonl"), "sft", "qa")
+    assert qa[0]["prompt"] == "Q: What is the capital of Avalor?\nA:" and qa[0]["completion"] == " The capital of Avalor is Tamsin.\n"
+    chat, _ = load(str(REPO / "tests/data/sft.jsonl"), "sft", "chat")
+    assert chat[0]["prompt"] == [{"role": "user", "content": "What is the capital of Avalor?"}]
+    csv = tmp_path / "pairs.csv"
+    csv.write_text("question,answer\nWhat is 2+2?,4\n")
+    renamed, fp = load({"path": str(csv), "columns": {"question": "prompt", "answer": "completion"}}, "sft", "qa")
+    assert renamed[0]["completion"] == " 4\n" and fp[0]["rows"] == 1
+
+
+def test_malformed_rows_name_file_and_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "chosen": "b", "rejected": "c"}\n{"prompt": "a", "chosen": 3, "rejected": "c"}\n')
+    with pytest.raises(UsageError, match=r"bad.jsonl:2: 'chosen' must be a string"):
+        load(str(bad), "dpo")
+    csv = tmp_path / "bad.csv"
+    csv.write_text("prompt,completion\nq1,a1\nq2,\n")
+    with pytest.raises(UsageError, match=r"bad.csv:3: missing field 'completion'"):
+        load(str(csv), "sft")
+    with pytest.raises(UsageError, match=r"cannot tell the dataset format"):
+        load(str(REPO / "tests/data/eval.jsonl"), "sft")
+    with pytest.raises(UsageError, match=r"a 'sft' stage needs a dataset in format"):
+        load(str(REPO / "tests/data/dpo.jsonl"), "sft")
