@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from measure import compare
-from measure.compare import (apply_holm, compare_chain, compare_runs, pair_agreement, paired_tests, rank_biserial,
-                             scr_by_n, scr_by_threshold, verdict)
+from measure.compare import compare_chain, compare_runs, scr_by_n, scr_by_threshold
 from measure.errors import UsageError
+from measure.paired_stats import VERDICT_RULE, apply_holm, pair_agreement, paired_tests, rank_biserial, verdict
 
 CLS = ["exact", "jaccard", "embedding"]
 
@@ -81,7 +80,7 @@ def test_verdict_rise_at_sft():
     assert v["transition"] == "base -> sft"
     assert v["agree"] == ["exact", "jaccard"] and v["disagree"] == ["embedding"]
     assert "base -> sft" in v["text"] and "2 of 3" in v["text"]
-    assert v["rule"] == compare.VERDICT_RULE and "strict majority" in v["rule"]
+    assert v["rule"] == VERDICT_RULE and "strict majority" in v["rule"]
 
 
 def test_verdict_rise_at_dpo():
@@ -226,7 +225,7 @@ def test_compare_runs_end_to_end(tmp_path):
     saved = json.loads((out / "compare.json").read_text())
     assert saved["verdict"]["transition"] == "base -> sft"
     md = (out / "compare.md").read_text()
-    assert compare.VERDICT_RULE in md and "Homogenization first appears at base -> sft" in md
+    assert VERDICT_RULE in md and "Homogenization first appears at base -> sft" in md
     page = (out / "compare.html").read_text()
     uris = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(uris) == 4 and all(base64.b64decode(u)[:8] == b"\x89PNG\r\n\x1a\n" for u in uris)

@@ -1,0 +1,143 @@
+"""Paired statistics of a stage comparison: pure functions on per-question arrays and result rows (no I/O).
+
+Between an earlier stage a and a later stage b, per clusterer, on the same questions (paired_tests):
+- exact McNemar test (statsmodels, exact=True) on the single-cluster indicator; b = single -> multi,
+  c = multi -> single discordant pairs; b = c = 0 gives p = 1.0;
+- Wilcoxon signed-rank (scipy) on the cluster counts (later - earlier) with zero_method="wilcox": zero
+  differences carry no direction and are dropped (the classic test); all differences zero -> p = 1.0.
+  Effect size: matched-pairs rank-biserial r = (R+ - R-)/(R+ + R-) over the non-zero differences
+  (positive = more clusters at the later stage, i.e. LESS homogeneous);
+- paired bootstrap CI of the SCR difference (resampling questions, seeded).
+apply_holm: Holm correction (statsmodels multipletests) over ALL tests of the comparison: every McNemar
+and every Wilcoxon p-value, every transition and clusterer, one family.
+verdict: applies VERDICT_RULE (also written into compare.md/html) to the Holm-adjusted rows.
+pair_agreement: how two clusterers agree on one stage (Cohen's kappa of the single-cluster indicator,
+mean per-question adjusted Rand index).
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Sequence
+
+import numpy as np
+
+from measure.metrics import bootstrap_ci
+
+ALPHA = 0.05
+VERDICT_RULE = (
+    "Verdict rule: a stage transition shows homogenization under a clusterer when the exact McNemar test on "
+    "the single-cluster indicator has a Holm-adjusted p < alpha (Holm over every McNemar and Wilcoxon test "
+    "of this comparison) AND the SCR difference (later - earlier) is > 0. The verdict is the FIRST "
+    "transition in chain order where this holds for a strict majority (more than half) of the clusterers; "
+    "if no transition has such a majority the verdict is 'no significant homogenization'.")
+
+
+def ci_or_none(values, statistic, n_boot: int, seed: int) -> list[float] | None:
+    """Percentile bootstrap CI [lo, hi] of `statistic` (measure.metrics.bootstrap_ci); None when n_boot < 1
+    or no resample gives a valid value."""
+    if n_boot < 1:
+        return None
+    lo, hi = bootstrap_ci(values, statistic, n_boot=n_boot, seed=seed)
+    return None if math.isnan(lo) else [lo, hi]
+
+
+# ---------------------------------------------------------------- paired tests, Holm, verdict
+
+def rank_biserial(diffs: Sequence[float]) -> float:
+    """Matched-pairs rank-biserial correlation over non-zero differences (0.0 when all are zero)."""
+    from scipy.stats import rankdata
+    d = np.asarray(diffs, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return 0.0
+    r = rankdata(np.abs(d))
+    return float((r[d > 0].sum() - r[d < 0].sum()) / r.sum())
+
+
+def paired_tests(counts_a: Sequence[int], counts_b: Sequence[int], *, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Earlier stage a vs later stage b on the same questions (see the module docstring)."""
+    from scipy.stats import wilcoxon
+    from statsmodels.stats.contingency_tables import mcnemar
+    a, b = np.asarray(counts_a, dtype=int), np.asarray(counts_b, dtype=int)
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError("paired tests need two non-empty count arrays of equal length")
+    sa, sb = a == 1, b == 1
+    n_b, n_c = int((sa & ~sb).sum()), int((~sa & sb).sum())
+    table = [[int((sa & sb).sum()), n_b], [n_c, int((~sa & ~sb).sum())]]
+    p_mc = 1.0 if n_b + n_c == 0 else float(mcnemar(table, exact=True).pvalue)
+    d = b - a
+    if np.any(d != 0):
+        res = wilcoxon(d, zero_method="wilcox")
+        w_stat, p_w = float(res.statistic), float(res.pvalue)
+    else:
+        w_stat, p_w = None, 1.0   # identical counts: no evidence of a shift (scipy would warn and divide by 0)
+    diff = sb.astype(float) - sa.astype(float)   # mean(diff) = SCR(b) - SCR(a): the paired bootstrap
+    return {"n": int(a.size), "scr_from": float(sa.mean()), "scr_to": float(sb.mean()),
+            "scr_diff": float(diff.mean()), "scr_diff_ci": ci_or_none(diff, np.mean, n_boot, seed),
+            "b_single_to_multi": n_b, "c_multi_to_single": n_c, "mcnemar_table": table, "mcnemar_p": p_mc,
+            "mean_clusters_diff": float(d.mean()), "wilcoxon_stat": w_stat, "wilcoxon_p": p_w,
+            "wilcoxon_n_nonzero": int((d != 0).sum()), "rank_biserial": rank_biserial(d)}
+
+
+def apply_holm(transitions: list[dict], alpha: float = ALPHA) -> int:
+    """Add mcnemar_p_holm / wilcoxon_p_holm to every row (one Holm family of all tests); returns its size."""
+    from statsmodels.stats.multitest import multipletests
+    keys = [(i, k) for i in range(len(transitions)) for k in ("mcnemar_p", "wilcoxon_p")]
+    if not keys:
+        return 0
+    _, adjusted, _, _ = multipletests([transitions[i][k] for i, k in keys], alpha=alpha, method="holm")
+    for (i, k), p in zip(keys, adjusted):
+        transitions[i][k + "_holm"] = float(p)
+    return len(keys)
+
+
+def verdict(transitions: list[dict], clusterers: list[str], alpha: float = ALPHA) -> dict:
+    """Apply VERDICT_RULE. Rows need from, to, clusterer, mcnemar_p_holm, scr_diff; a clusterer with no
+    row for a transition counts as not significant there."""
+    pairs = list(dict.fromkeys((t["from"], t["to"]) for t in transitions))
+    per = []
+    for f, t in pairs:
+        rows = {r["clusterer"]: r for r in transitions if (r["from"], r["to"]) == (f, t)}
+        agree = [c for c in clusterers if c in rows and rows[c]["mcnemar_p_holm"] < alpha and rows[c]["scr_diff"] > 0]
+        per.append({"from": f, "to": t, "agree": agree, "disagree": [c for c in clusterers if c not in agree],
+                    "majority": len(agree) > len(clusterers) / 2})
+    first = next((p for p in per if p["majority"]), None)
+    k = len(clusterers)
+    if first:
+        text = (f"Homogenization first appears at {first['from']} -> {first['to']}: SCR rises significantly under "
+                f"{len(first['agree'])} of {k} clusterers ({', '.join(first['agree'])}); "
+                f"not under: {', '.join(first['disagree']) or 'none'}.")
+    else:
+        minority = [p for p in per if p["agree"]]
+        text = "No significant homogenization: no transition has a significant SCR rise under a majority of clusterers."
+        if minority:
+            text += " Significant rises under a minority only: " + "; ".join(
+                f"{p['from']} -> {p['to']} ({', '.join(p['agree'])}; {len(p['agree'])} of {k})" for p in minority) + "."
+    return {"transition": f"{first['from']} -> {first['to']}" if first else None,
+            "from": first["from"] if first else None, "to": first["to"] if first else None,
+            "agree": first["agree"] if first else [], "disagree": first["disagree"] if first else list(clusterers),
+            "alpha": alpha, "text": text, "rule": VERDICT_RULE, "per_transition": per}
+
+
+# ---------------------------------------------------------------- clusterer agreement
+
+def pair_agreement(single_a: Sequence[bool], single_b: Sequence[bool],
+                   clusters_a: Sequence[Sequence[int]], clusters_b: Sequence[Sequence[int]]) -> dict:
+    """Cohen's kappa of the single-cluster indicator and mean per-question adjusted Rand index."""
+    from sklearn.metrics import adjusted_rand_score, cohen_kappa_score
+    sa, sb = np.asarray(single_a, dtype=bool), np.asarray(single_b, dtype=bool)
+    kappa, note = None, None
+    if len(set(sa.tolist())) == 1 and len(set(sb.tolist())) == 1 and sa[0] == sb[0]:
+        note = ("undefined: both clusterers give the same constant single-cluster indicator "
+                f"(every question {'single' if sa[0] else 'multi'}-cluster; chance agreement is 1)")
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kappa = float(cohen_kappa_score(sa, sb, labels=[False, True]))
+    aris = [adjusted_rand_score(x, y) for x, y in zip(clusters_a, clusters_b) if len(x) == len(y) and len(x) > 0]
+    both, either = int((sa & sb).sum()), int((sa | sb).sum())
+    return {"kappa": kappa, "kappa_note": note, "percent_agreement": float((sa == sb).mean()),
+            "n_single_a": int(sa.sum()), "n_single_b": int(sb.sum()), "n_single_both": both,
+            "single_overlap": both / either if either else None,
+            "ari_mean": float(np.mean(aris)) if aris else None, "n_ari": len(aris)}
