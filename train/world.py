@@ -304,5 +304,7 @@ def write_world(raw: dict | None, *, seed: int, out_dir: str | Path) -> Path:
     data = generate_world(raw, seed)
     for split in SPLITS:
         write_jsonl(out / f"{split}.jsonl", data[split])
-    write_json(marker, data["world"])  # last: its presence means the splits are complete
+    from measure.io import provenance
+    # last: its presence means the splits are complete; provenance says which code generated them
+    write_json(marker, {**data["world"], "provenance": provenance(seed=seed)})
     return out
