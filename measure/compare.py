@@ -34,8 +34,8 @@ import numpy as np
 from measure.compare_render import render
 from measure.errors import UsageError
 from measure.io import provenance, read_json
-from measure.metrics import scr
-from measure.paired_stats import ALPHA, apply_holm, ci_or_none, pair_agreement, paired_tests, verdict
+from measure.metrics import ci_or_none, scr
+from measure.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.records import QuestionRecord, read_question_records
 
 OUTPUTS = ("compare.json", "compare.md", "compare.html")

@@ -169,7 +169,9 @@ def signal_data(records: list[QuestionRecord], name: str) -> tuple[np.ndarray, n
     return np.array([a for a, _ in rows], dtype=float), np.array([b for _, b in rows], dtype=bool)
 
 
-def _ci(values, statistic, n_boot: int, seed: int) -> list[float] | None:
+def ci_or_none(values, statistic, n_boot: int, seed: int) -> list[float] | None:
+    """Percentile bootstrap CI [lo, hi] of `statistic`; None when n_boot < 1, there are no values, or no
+    resample gives a valid value."""
     if n_boot < 1 or len(values) == 0:
         return None
     lo, hi = bootstrap_ci(values, statistic, n_boot=n_boot, seed=seed)
@@ -203,7 +205,7 @@ def summarize(records: list[QuestionRecord], clusterer_labels: list[str], *, n_b
     for label in clusterer_labels:
         d, n = _cluster_counts(records, label)
         out["scr"][label] = scr(d)
-        out["scr_ci"][label] = _ci((d == 1).astype(float), np.mean, n_boot, seed)
+        out["scr_ci"][label] = ci_or_none((d == 1).astype(float), np.mean, n_boot, seed)
         out["mean_clusters"][label] = float(d.mean())
         out["alignment_tax_index"][label] = float(np.mean(1.0 - d / n))
         out["n_single_cluster"][label] = int((d == 1).sum())
@@ -212,7 +214,7 @@ def summarize(records: list[QuestionRecord], clusterer_labels: list[str], *, n_b
     labels = np.array([r.label for r in records if r.label is not None], dtype=float)
     out.update(
         accuracy=float(labels.mean()) if labels.size else None,
-        accuracy_ci=_ci(labels, np.mean, n_boot, seed),
+        accuracy_ci=ci_or_none(labels, np.mean, n_boot, seed),
         n_labelled=int(labels.size), n_correct=int(labels.sum()), n_incorrect=int(labels.size - labels.sum()),
         n_ambiguous=sum(r.judgement == "ambiguous" for r in records),
         n_unlabelled=sum(r.label is None for r in records),
@@ -226,7 +228,7 @@ def summarize(records: list[QuestionRecord], clusterer_labels: list[str], *, n_b
         out["auroc_n"][name] = int(s.size)
         out["auroc"][name] = auroc(s, y)
         out["auroc_ci"][name] = (None if out["auroc"][name] is None else
-                                 _ci(np.column_stack([s, y]), _auroc_rows, n_boot, seed))
+                                 ci_or_none(np.column_stack([s, y]), _auroc_rows, n_boot, seed))
         out["cohens_d"][name] = cohens_d(s, y)
         out["prr"][name] = prr(s, y)
         out["aurc"][name] = aurc(s, y)

@@ -16,13 +16,12 @@ mean per-question adjusted Rand index).
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Sequence
 
 import numpy as np
 
-from measure.metrics import bootstrap_ci
+from measure.metrics import ci_or_none
 
 ALPHA = 0.05
 VERDICT_RULE = (
@@ -31,15 +30,6 @@ VERDICT_RULE = (
     "of this comparison) AND the SCR difference (later - earlier) is > 0. The verdict is the FIRST "
     "transition in chain order where this holds for a strict majority (more than half) of the clusterers; "
     "if no transition has such a majority the verdict is 'no significant homogenization'.")
-
-
-def ci_or_none(values, statistic, n_boot: int, seed: int) -> list[float] | None:
-    """Percentile bootstrap CI [lo, hi] of `statistic` (measure.metrics.bootstrap_ci); None when n_boot < 1
-    or no resample gives a valid value."""
-    if n_boot < 1:
-        return None
-    lo, hi = bootstrap_ci(values, statistic, n_boot=n_boot, seed=seed)
-    return None if math.isnan(lo) else [lo, hi]
 
 
 # ---------------------------------------------------------------- paired tests, Holm, verdict
