@@ -37,6 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from measure.backends import load_tokenizer
 from measure.errors import UsageError, exit_on_usage_error
 from measure.io import write_json
 from measure.overrides import parse_overrides, pop_known
@@ -80,7 +81,7 @@ def child(run: str, model_dir: str, pairs: str, prompt_format: str, *, steps: in
     trainer_name = "sft" if run == "sft" else "dpo"
     TRAINER_SPECS[trainer_name].trainer_class()   # import TRL's trainer module now, not inside the measured window
     model = ckpt.load_model(model_dir)
-    tokenizer = ckpt.load_tokenizer(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     pair_ds, _ = load_training_data(pairs, trainer="dpo", prompt_format=prompt_format, base_dir=REPO, where="pairs")
     if run == "sft":
         dataset, batch = datasets.Dataset.from_list(sft_rows_from_pairs(list(pair_ds))), 2 * pair_batch

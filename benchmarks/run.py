@@ -197,11 +197,11 @@ def memory_model_for(opts: dict, subject, workdir: Path, info: dict) -> Path:
 def model_parts(opts: dict, workdir: Path, info: dict) -> dict[str, Any]:
     """Every part that needs the model: throughput / forward passes / clustering on its samples / memory."""
     from benchmarks import subject as S
-    from measure.pipeline import load_for_generation
+    from measure.backends import HFBackend
     only, results = opts["only"], {}
     subject = S.choose_subject(opts["model"], opts["questions"], workdir)
     print(f"[bench] model: {subject.note}\n[bench] questions: {subject.questions_path}", flush=True)
-    model, tokenizer = load_for_generation(str(subject.model_dir))
+    model, tokenizer = HFBackend().load(str(subject.model_dir))
     settings, prompt_format = S.measure_settings(subject, tokenizer, n_samples=opts["n_samples"],
                                                  max_new_tokens=opts["max_new_tokens"], batch_size=opts["batch_size"],
                                                  prompt_format=opts["prompt_format"])

@@ -45,6 +45,16 @@ def topk_entropy(logprobs: Sequence[float]) -> float:
     return -sum(w / total * math.log(w / total) for w in weights if w > 0)
 
 
+def load_tokenizer(source: str):
+    """The checkpoint's tokenizer, padding with EOS when it has no pad token (many base models ship
+    without one); training and both sampling backends load tokenizers through here."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(source)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def eos_token_ids(source: str | None, tokenizer) -> list[int]:
     """The ids that end an answer: the generation config's (often several for instruct models) + the tokenizer's."""
     ids: list[int] = []
@@ -73,7 +83,7 @@ class HFBackend:
     def load(self, source: str, device: str | None = None):
         """A merged model dir / hub id via AutoModelForCausalLM, or a PEFT adapter dir (merged on load)."""
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
         path = Path(source)
         if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
             from peft import AutoPeftModelForCausalLM
@@ -83,9 +93,7 @@ class HFBackend:
                 model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
             except OSError as e:
                 raise UsageError(f"model={source!r}: cannot load a causal LM from it ({e})") from None
-        tokenizer = AutoTokenizer.from_pretrained(source)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_tokenizer(source)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return model.to(device), tokenizer
 
@@ -126,15 +134,12 @@ class VLLMBackend:
 
     def load(self, source: str, device: str | None = None):
         import vllm
-        from transformers import AutoTokenizer
         kwargs = dict(model=source, dtype="auto", max_logprobs=self.k, seed=0)
         try:
             llm = vllm.LLM(**kwargs, logprobs_mode=self.logprobs_mode)
         except TypeError:  # a vLLM without logprobs_mode (pre 0.10): its default, recorded in the report
             llm, self.logprobs_mode = vllm.LLM(**kwargs), "engine default"
-        tokenizer = AutoTokenizer.from_pretrained(source)  # the same tokenizer/chat template as the HF backend
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_tokenizer(source)  # the same tokenizer/chat template as the HF backend
         self.eos_ids = eos_token_ids(source, tokenizer)
         return llm, tokenizer
 

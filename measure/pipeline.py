@@ -231,12 +231,6 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     return where.broadcast(report)
 
 
-def load_for_generation(source: str, device: str | None = None):
-    """A merged model dir / hub id, or a PEFT adapter dir (merged on load), for the HF backend."""
-    from measure.backends import HFBackend
-    return HFBackend().load(source, device)
-
-
 def measure_dir(recipe: dict, stage: str, benchmark: str) -> Path:
     from train import checkpoint as ckpt
     return ckpt.stage_dir(recipe, stage) / "measure" / benchmark

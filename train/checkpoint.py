@@ -96,14 +96,6 @@ def require_finished_parent(recipe: dict, stage: str) -> str:
     return parent
 
 
-def load_tokenizer(source: str):
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(source)
-    if tok.pad_token is None:  # many base models ship without one; padding with EOS is the usual choice
-        tok.pad_token = tok.eos_token
-    return tok
-
-
 def load_model(source: str, dtype: str | None = None):
     import torch
     from transformers import AutoModelForCausalLM

@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from measure.backends import load_tokenizer
 from measure.errors import exit_on_usage_error
 from train import checkpoint as ckpt
 from train.stages import finish, measure_after, stage_main, train_with_trl
@@ -62,7 +63,7 @@ def run_base(recipe: dict, *, overwrite: bool = False, measure: bool = True) -> 
         source = ckpt.model_source({**recipe, "model": {"path": model_cfg["path"]}}, "base")
     fields: dict = {"initial_model": source if "build" not in model_cfg else "built locally (train/tiny.py)",
                     "build": model_cfg.get("build")}
-    tokenizer = ckpt.load_tokenizer(source)
+    tokenizer = load_tokenizer(source)
     if "pretrain" in model_cfg:
         dataset, fingerprints = load_training_data(
             model_cfg["pretrain"]["dataset"], trainer="pretrain", prompt_format=recipe["prompt_format"],

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from measure.backends import load_tokenizer
 from measure.errors import UsageError
 from train import checkpoint as ckpt
 
@@ -109,7 +110,7 @@ def prepare_model(recipe: dict, stage: str):
     spec = recipe["stages"][stage]
     parent = ckpt.require_finished_parent(recipe, stage)
     parent_source = ckpt.model_source(recipe, parent)
-    tokenizer = ckpt.load_tokenizer(parent_source)
+    tokenizer = load_tokenizer(parent_source)
     lora = lora_settings(recipe, stage)
     quantized = lora is not None and quantization_config(recipe) is not None  # QLoRA: only LoRA stages go 4-bit
     if spec["mode"] == "continue":
