@@ -85,6 +85,8 @@ class HFBackend:
         import torch
         from transformers import AutoModelForCausalLM
         path = Path(source)
+        if not path.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
+            raise UsageError(f"model={source!r}: no such directory (a hub id has the form org/name)")
         if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
             from peft import AutoPeftModelForCausalLM
             model = AutoPeftModelForCausalLM.from_pretrained(source).merge_and_unload()
