@@ -168,6 +168,16 @@ class Ranks:
         return broadcast_object_list([obj], from_process=0)[0]
 
 
+def leave_process_group() -> None:
+    """The ranks of a launch meet once more, then close their process group before the interpreter exits:
+    a gloo group still alive at exit can abort a rank (std::terminate) whose peer is mid-send, which
+    turns a finished sharded run into a failed launch."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
 def ranks(shard: bool) -> Ranks:
     """shard=True: every process calls measure_model (one process: rank 0 of 1, nothing changes).
 

@@ -259,6 +259,7 @@ def measure_after(recipe: dict, stage: str, *, shard: bool = False) -> None:
 def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None = None) -> None:
     """Shared CLI of the stage scripts: recipe=... [stage=...] [overwrite=true] [measure=false] [dotted overrides]."""
     from measure.overrides import parse_overrides, pop_known
+    from measure.pipeline import leave_process_group
     from train.recipe import load_recipe
     overrides = parse_overrides(argv)
     opts = pop_known(overrides, {"recipe": None, "stage": None, "overwrite": False, "measure": True})
@@ -267,6 +268,7 @@ def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None 
     recipe = load_recipe(opts["recipe"], overrides)
     if runner is not None:  # pretrain: the base stage has its own runner
         runner(recipe, overwrite=bool(opts["overwrite"]), measure=bool(opts["measure"]))
+        leave_process_group()
         return
     stages = [s for s, spec in recipe["stages"].items() if spec["trainer"] == trainer]
     stage = opts["stage"] or (stages[0] if len(stages) == 1 else None)
@@ -277,3 +279,4 @@ def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None 
         raise UsageError(f"stage={stage!r} is not a {trainer!r} stage of this recipe; its {trainer!r} stages: "
                          f"{', '.join(stages) or 'none'}")
     run_stage(recipe, stage, overwrite=bool(opts["overwrite"]), measure=bool(opts["measure"]))
+    leave_process_group()
