@@ -88,13 +88,16 @@ def print_throughput(r: dict) -> str:
     rows = [[name, r[key]["seconds"], r[key]["cpu_seconds"], r[key]["answer_tokens"], r[key]["tokens_per_s"],
              r[key]["generate_calls"]]
             for name, key in (("toolkit (measure.sample)", "toolkit"), ("(a) per-sample loop + 2nd pass", "loop"),
-                              ("(b) raw batched generate", "floor"))]
+                              ("(b) raw batched generate", "floor"),
+                              ("toolkit, decoder=generate", "toolkit_decoder_generate"))]
     out = table(f"1. Throughput: {r['questions']} questions x (greedy + N={r['n_samples']}), "
                 f"max_new_tokens={r['max_new_tokens']}, median of {r['repeats']} (loop: {r['loop_repeats']})",
                 ["method", "wall s", "CPU s", "answer tokens", "tokens/s (wall)", "generate calls"], rows)
     inside, cpu = r["toolkit"]["inside_generate_seconds"], r["cpu_time_ratios"]
-    return out + (f"\n   toolkit wall time inside model.generate: {inside:.3g}s; outside (prompts, token statistics, "
-                  f"cutting): {r['toolkit']['seconds'] - inside:.3g}s\n   (b) matched: {r['floor']['matched']}\n"
+    return out + (f"\n   toolkit (decoder={r['decoder']}) wall time inside its decode calls: {inside:.3g}s; outside "
+                  f"(prompts, cutting): {r['toolkit']['seconds'] - inside:.3g}s\n   (b) matched: {r['floor']['matched']}\n"
+                  f"   decoder=generate / decoder={r['decoder']} per answer token = "
+                  f"{r['decoder_generate_over_toolkit']:.3g}x wall\n"
                   f"   (a)/toolkit per answer token = {r['loop_over_toolkit']:.3g}x wall, {cpu['loop_over_toolkit']:.3g}x CPU "
                   f"(target >= 10); toolkit/(b) = {r['toolkit_over_floor']:.3g}x wall, {cpu['toolkit_over_floor']:.3g}x "
                   "CPU (target <= 1.25)")

@@ -1,22 +1,24 @@
 """Benchmarks 1 and 2: the toolkit's sampling pass against a per-sample reference loop and the raw
 batched-generate floor, and forward passes per decode step.
 
-Three ways to get greedy + N sampled answers with full-vocabulary token entropies for the same questions:
+Ways to get greedy + N sampled answers with full-vocabulary token entropies for the same questions:
 
-  toolkit  measure.sample.sample_questions: one batched greedy `generate` per batch of questions and
-           batched sampling calls (num_return_sequences=N); the token statistics come from the raw
-           logits of those same calls (output_logits=True).
+  toolkit  measure.sample.sample_questions with its default decoder (measure/decode.py): per batch of
+           questions one greedy decode and batched sampling decodes (each prompt prefilled once, its cache
+           repeated N times; finished rows leave the batch); token statistics from the logits of those
+           same forward passes.
   loop     what reference semantic-entropy code does: for every question, N+1 `generate` calls with
            num_return_sequences=1 (the greedy answer, then one call per sample), each followed by a
            second forward pass over prompt+answer whose logits give the token entropies. Same prompts,
            temperature/top_p, neutral knobs, EOS ids, stop strings and max_new_tokens as the toolkit.
-  floor    the toolkit's own `model.generate` calls replayed with nothing else: recorded from a toolkit
-           pass, each call is re-issued with the SAME input_ids, attention mask and left padding, the
-           same num_return_sequences/do_sample/temperature/top_p/EOS/pad kwargs and the same RNG state,
-           and with max_new_tokens = min_new_tokens = the number of decode steps that call took; but
-           without output_logits, return_dict_in_generate, the stop-string criterion, token statistics,
-           decoding or text cutting. So it runs exactly the same number of batched forward passes over
-           the same batch shapes (checked: its forward-call count must equal the toolkit's).
+  floor    the raw batched `model.generate` of the same tokens: every decode the toolkit ran is re-issued
+           as one `generate` call with the SAME input_ids, attention mask and left padding, the same rows
+           (num_return_sequences=N), do_sample/temperature/top_p/EOS/pad kwargs and the same RNG state,
+           and with max_new_tokens = min_new_tokens = the number of decode steps that decode took; but
+           without output_logits, stop strings, token statistics, decoding or text cutting. It runs the
+           same number of forward passes (checked), over all rows at every step and with N prefill copies.
+  toolkit, decoder=generate   the toolkit's pass with measure.decoder=generate (`model.generate` with
+           output_logits=True), for models whose cache cannot drop rows; shown for comparison.
 
 Throughput counts *answer tokens*: per generated row, the tokens up to and including EOS, or up to the
 step at which its stop string appeared, or max_new_tokens -- never the padding a finished row gets
@@ -27,6 +29,7 @@ samples, so its token count differs a little).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
@@ -92,20 +95,33 @@ def answer_lengths(generated: torch.Tensor, eos: Sequence[int], stopped_at: dict
     return out
 
 
+def _generate_kwargs_of_compact(input_ids, attention_mask, *, n, do_sample, temperature, top_p, eos_ids, pad_id,
+                                **_) -> dict[str, Any]:
+    """The `model.generate` kwargs that decode what a decode_compact call decoded (same prompts, rows, rule)."""
+    sampling = dict(temperature=temperature, top_p=top_p) if do_sample else dict(temperature=None, top_p=None, top_k=None)
+    return dict(input_ids=input_ids, attention_mask=attention_mask, do_sample=do_sample, num_return_sequences=n,
+                eos_token_id=list(eos_ids), pad_token_id=pad_id, num_beams=1, **{**NEUTRAL, **sampling})
+
+
 @contextlib.contextmanager
 def recording(model, tokenizer) -> Iterator[Recorder]:
-    """Wrap this model object's `generate` to record every call (kwargs, RNG state, steps, answer tokens)."""
+    """Record every decode of the toolkit's sampling pass (kwargs for a `model.generate` replay, RNG state,
+    steps, answer tokens), whichever decoder runs: measure.decode.decode_compact (the default) is
+    wrapped at module level, `model.generate` (decoder=generate) on this model object only."""
+    from measure import decode as decoding
     recorder = Recorder()
-    original = model.generate
+    original_generate, original_compact = model.generate, decoding.decode_compact
     eos = eos_ids(model, tokenizer)
 
-    def wrapped(*args, **kwargs):
+    def snapshot():
+        return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+
+    def wrapped_generate(*args, **kwargs):
         if args:
             raise TypeError("the benchmark recorder expects keyword arguments only (as measure.sample passes them)")
-        rng = torch.get_rng_state()
-        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+        rng, cuda_rng = snapshot()
         started = time.perf_counter()
-        out = original(**kwargs)
+        out = original_generate(**kwargs)
         recorder.generate_s += time.perf_counter() - started
         seqs = out.sequences if hasattr(out, "sequences") else out
         prompt_len = kwargs["input_ids"].shape[1]
@@ -115,11 +131,23 @@ def recording(model, tokenizer) -> Iterator[Recorder]:
                                            seqs.shape[1] - prompt_len, sum(lengths)))
         return out
 
-    model.generate = wrapped   # an instance attribute shadows the class method for this object only
+    def wrapped_compact(model_, input_ids, attention_mask, **kwargs):
+        rng, cuda_rng = snapshot()
+        started = time.perf_counter()
+        decoded = original_compact(model_, input_ids, attention_mask, **kwargs)
+        recorder.generate_s += time.perf_counter() - started
+        recorder.calls.append(GenerateCall(_generate_kwargs_of_compact(input_ids, attention_mask, **kwargs), rng, cuda_rng,
+                                           len(decoded.lengths), input_ids.shape[1], decoded.tokens.shape[1],
+                                           sum(decoded.lengths)))
+        return decoded
+
+    model.generate = wrapped_generate   # an instance attribute shadows the class method for this object only
+    decoding.decode_compact = wrapped_compact
     try:
         yield recorder
     finally:
         del model.generate
+        decoding.decode_compact = original_compact
 
 
 # ---------------------------------------------------------------- the three methods
@@ -216,8 +244,11 @@ def benchmark_throughput(model, tokenizer, questions: list[Question], settings: 
     run_loop(model, tokenizer, questions[:2], settings, prompt_format)
     forward = forward_passes_result(calls, forward_calls, floor_counter.count)
 
-    times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in ("toolkit", "floor", "loop")}
+    generate_settings = dataclasses.replace(settings, decoder="generate")
+    run_toolkit(model, tokenizer, questions[:2], generate_settings, prompt_format, count=False)   # its warm-up
+    times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in ("toolkit", "generate", "floor", "loop")}
     inside: list[float] = []
+    generate_tokens = 0
     loop_counts: dict[str, int] = {}
     for i in range(max(repeats, loop_repeats)):
         if i < repeats:
@@ -228,20 +259,31 @@ def benchmark_throughput(model, tokenizer, questions: list[Question], settings: 
             times["toolkit"][0].append(wall), times["toolkit"][1].append(cpu), inside.append(rec.generate_s)
             wall, cpu, _ = timed(lambda: run_floor(model, calls))
             times["floor"][0].append(wall), times["floor"][1].append(cpu)
+            wall, cpu, (_, rec, _) = timed(lambda: run_toolkit(model, tokenizer, questions, generate_settings,
+                                                               prompt_format, count=False))
+            times["generate"][0].append(wall), times["generate"][1].append(cpu)
+            generate_tokens = sum(c.answer_tokens for c in rec.calls)
         if i < loop_repeats:
             wall, cpu, loop_counts = timed(lambda: run_loop(model, tokenizer, questions, settings, prompt_format))
             times["loop"][0].append(wall), times["loop"][1].append(cpu)
     toolkit = _method(*times["toolkit"], tokens, generate_calls=len(calls), inside_generate_seconds=median(inside))
     floor = _method(*times["floor"], tokens, generate_calls=len(calls), decode_steps=sum(c.steps for c in calls),
                     row_steps=sum(c.rows * c.steps for c in calls),
-                    matched="same generate calls as the toolkit (prompts, padding, rows, sampling kwargs, RNG state, "
-                            "decode steps via min_new_tokens=max_new_tokens=steps); no logits output, stop-string "
-                            "check, token statistics or decoding")
+                    matched="the toolkit's decodes issued as bare model.generate calls (same prompts, padding, rows = "
+                            "prompts x N, sampling rule, RNG state, decode steps via min_new_tokens=max_new_tokens="
+                            "steps); every row runs every step, no logits output, stop-string check, token "
+                            "statistics or text decoding")
     loop = _method(*times["loop"], loop_counts["answer_tokens"], generate_calls=loop_counts["generate_calls"],
                    entropy_forward_passes=loop_counts["entropy_passes"])
+    with_generate = _method(*times["generate"], generate_tokens,
+                            generate_calls=len(calls), note="the toolkit's own pass with measure.decoder=generate")
     wall_ratios, cpu_ratios = _ratios(toolkit, loop, floor, "seconds"), _ratios(toolkit, loop, floor, "cpu_seconds")
+    for ratios, key in ((wall_ratios, "seconds"), (cpu_ratios, "cpu_seconds")):   # per answer token, own samples
+        ratios["decoder_generate_over_toolkit"] = ((with_generate[key] / max(generate_tokens, 1))
+                                                   / (toolkit[key] / max(toolkit["answer_tokens"], 1)))
     result = {"questions": len(questions), "n_samples": settings.n_samples, "max_new_tokens": settings.max_new_tokens,
               "repeats": repeats, "loop_repeats": loop_repeats, "toolkit": toolkit, "loop": loop, "floor": floor,
+              "toolkit_decoder_generate": with_generate, "decoder": settings.decoder,
               **wall_ratios, "cpu_time_ratios": cpu_ratios,
               "targets": {"loop_over_toolkit": {"value": wall_ratios["loop_over_toolkit"], "target": ">= 10",
                                                 "met": wall_ratios["loop_over_toolkit"] >= 10},

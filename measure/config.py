@@ -12,6 +12,7 @@ from measure.errors import UsageError, suggest
 
 AMBIGUOUS_POLICIES = ("exclude", "incorrect", "correct")
 BACKENDS = ("hf", "vllm")
+DECODERS = ("compact", "generate")   # backend=hf decode loops (measure/decode.py, model.generate)
 DEFAULT_CLUSTERERS = ("exact", "jaccard", "embedding")
 
 
@@ -44,6 +45,7 @@ class MeasureSettings:
     seed: int = 0
     backend: str = "hf"           # hf: exact full-vocabulary token entropy | vllm: top-k truncated (measure/backends.py)
     vllm_logprobs: int = 20       # backend=vllm: top-k log-probabilities per step
+    decoder: str = "compact"      # backend=hf: compact (finished rows leave the batch) | generate (model.generate)
 
 
 def _check_type(key: str, value: Any, kinds: tuple[type, ...], where: str) -> None:
@@ -88,13 +90,15 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
     types = {"n_samples": (int,), "temperature": (int, float), "top_p": (int, float), "max_new_tokens": (int,),
              "batch_size": (int,), "nli_batch_size": (int,), "judge_margin": (int, float), "bootstrap": (int,),
              "seed": (int,), "ambiguous": (str,), "embedding_model": (str,), "nli_model": (str,),
-             "backend": (str,), "vllm_logprobs": (int,)}
+             "backend": (str,), "vllm_logprobs": (int,), "decoder": (str,)}
     for key, kinds in types.items():
         if raw.get(key) is not None:
             _check_type(key, raw[key], kinds, f"{where}.")
             out[key] = raw[key]
     if out.get("backend", "hf") not in BACKENDS:
         raise UsageError(f"{where}.backend: unknown {out['backend']!r}{suggest(out['backend'], BACKENDS)}")
+    if out.get("decoder", "compact") not in DECODERS:
+        raise UsageError(f"{where}.decoder: unknown {out['decoder']!r}{suggest(out['decoder'], DECODERS)}")
     for key in ("n_samples", "max_new_tokens", "batch_size", "nli_batch_size", "vllm_logprobs"):
         if key in out and out[key] < 1:
             raise UsageError(f"{where}.{key}: must be >= 1, got {out[key]}")

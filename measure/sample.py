@@ -1,7 +1,9 @@
 """Sampling: one greedy answer plus N sampled answers per question, with per-token statistics.
 
-Token statistics, for each generated step t, from the raw logits (`output_logits=True`) of the same
-`model.generate` call, never a second forward pass (`count_forward_calls` lets tests check that):
+Token statistics, for each generated step t, from the raw logits of the forward pass that generated the
+token (the default decoder, measure/decode.py, takes them step by step; decoder=generate reads
+`output_logits=True` of the same `model.generate` call), never a second forward pass
+(`count_forward_calls` lets tests check that):
   token_logprobs[t]  = log p(y_t | prompt, y_<t)  and  token_entropies[t] = -sum_v p(v) log p(v) (nats),
 with p = softmax(raw logits) over the FULL vocabulary: the model's own distribution at temperature 1
 without top-k/top-p truncation, whatever T/top_p the sample was drawn with (the lm-polygraph
@@ -15,7 +17,7 @@ special tokens.
 Sampling distribution: softmax(logits / T) with nucleus top_p; top_k, typical_p, min_p, repetition
 penalties are pinned off so a hub generation_config cannot change the protocol.
 
-Determinism: `generate` calls `transformers.set_seed(seed)` first: same prompts + settings -> identical
+Determinism: `generate` calls `transformers.set_seed(seed)` before decoding: same prompts + settings -> identical
 output on the same CPU build. `sample_questions` seeds each call from (settings.seed, the question ids
 in it) and fixes batches from the full question list, so a run is identical for the same settings
 *including batch_size*, a resumed run equals an uninterrupted one, and a run sharded across
@@ -35,7 +37,8 @@ from typing import Callable, Iterator, Sequence
 
 import torch
 
-from measure.config import MeasureSettings
+from measure import decode as decoding
+from measure.config import DECODERS, MeasureSettings
 from measure.errors import UsageError, suggest
 from measure.io import read_json, to_jsonable, write_json
 from measure.records import Generation, Question, QuestionSamples, parse_samples_row, samples_row_to_json
@@ -155,12 +158,13 @@ class StopOnText:
         self.tokenizer, self.stop, self.prompt_len = tokenizer, tuple(stop), prompt_len
         self.stopped_at: dict[int, int] = {}  # row -> number of generated tokens when its stop string appeared
 
+    def text_has_stop(self, tokens: list[int]) -> bool:
+        return any(s in self.tokenizer.decode(tokens, skip_special_tokens=True) for s in self.stop)
+
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
         for row, tokens in enumerate(input_ids[:, self.prompt_len:].tolist()):
-            if row not in self.stopped_at:
-                text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-                if any(s in text for s in self.stop):
-                    self.stopped_at[row] = len(tokens)
+            if row not in self.stopped_at and self.text_has_stop(tokens):
+                self.stopped_at[row] = len(tokens)
         return torch.tensor([row in self.stopped_at for row in range(input_ids.shape[0])], device=input_ids.device)
 
 
@@ -187,17 +191,45 @@ def _cut(tokenizer, tokens: list[int], logprobs: list[float], entropies: list[fl
 
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float, top_p: float,
-             max_new_tokens: int, stop: Sequence[str], seed: int, do_sample: bool) -> list[list[Generation]]:
-    """Generate `n` continuations per prompt in one batched call; returns them per prompt, in order."""
+             max_new_tokens: int, stop: Sequence[str], seed: int, do_sample: bool,
+             decoder: str = "compact") -> list[list[Generation]]:
+    """Generate `n` continuations per prompt in one batched decode; returns them per prompt, in order.
+
+    decoder: `compact` (measure/decode.py: finished rows leave the batch, each prompt is prefilled once,
+    token statistics are taken step by step) or `generate` (transformers' `model.generate` with
+    output_logits=True; for models whose cache cannot drop rows)."""
     import transformers
 
     if not do_sample and n != 1:
         raise ValueError("greedy decoding (do_sample=False) gives one answer per prompt; use n=1")
+    if decoder not in DECODERS:
+        raise UsageError(f"unknown decoder {decoder!r}{suggest(decoder, DECODERS)}")
     if not prompts:
         return []
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
     input_ids, mask = _encode_left_padded(tokenizer, prompts, pad_id)
+    stopper = StopOnText(tokenizer, stop, input_ids.shape[1])
+    transformers.set_seed(seed)
+    if decoder == "compact":
+        decoded = decoding.decode_compact(
+            model, input_ids.to(model.device), mask.to(model.device), n=n, do_sample=do_sample,
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
+            is_stopped=stopper.text_has_stop if stop else None)
+        generated, logprobs, entropies, ends = decoded.tokens, decoded.logprobs, decoded.entropies, decoded.lengths
+    else:
+        generated, logprobs, entropies, ends = _hf_generate(model, input_ids, mask, stopper, n=n, do_sample=do_sample,
+                                                            temperature=temperature, top_p=top_p, eos_ids=eos_ids,
+                                                            pad_id=pad_id, max_new_tokens=max_new_tokens)
+    rows = [_cut(tokenizer, generated[r, :end].tolist(), logprobs[r, :end].tolist(), entropies[r, :end].tolist(),
+                 eos_ids, stop) for r, end in enumerate(ends)]
+    return [rows[i * n:(i + 1) * n] for i in range(len(prompts))]  # rows are prompt-major
+
+
+def _hf_generate(model, input_ids, mask, stopper: "StopOnText", *, n: int, do_sample: bool, temperature: float,
+                 top_p: float, eos_ids: list[int], pad_id: int, max_new_tokens: int):
+    """decoder=generate: one `model.generate` call; token statistics from its raw logits (output_logits)."""
+    import transformers
     kwargs = dict(max_new_tokens=max_new_tokens, do_sample=do_sample, num_return_sequences=n,
                   return_dict_in_generate=True, output_logits=True, output_scores=False,
                   eos_token_id=eos_ids, pad_token_id=pad_id, num_beams=1, **_NEUTRAL)
@@ -205,21 +237,15 @@ def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float
         kwargs.update(temperature=temperature, top_p=top_p)
     else:  # unset so a hub generation_config's sampling values do not trigger "unused flag" warnings
         kwargs.update(temperature=None, top_p=None, top_k=None)
-    stopper = StopOnText(tokenizer, stop, input_ids.shape[1])
-    if stop:
+    if stopper.stop:
         kwargs["stopping_criteria"] = transformers.StoppingCriteriaList([stopper])
-    transformers.set_seed(seed)
     out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), **kwargs)
-
     generated = out.sequences[:, input_ids.shape[1]:]
     logprobs, entropies = (x.cpu() for x in token_statistics(out.logits, generated))  # on the model's device
     generated = generated.cpu()
-    rows = []
-    for r in range(generated.shape[0]):
-        end = stopper.stopped_at.get(r, generated.shape[1])  # later tokens of a stopped row are padding
-        rows.append(_cut(tokenizer, generated[r, :end].tolist(), logprobs[r, :end].tolist(),
-                         entropies[r, :end].tolist(), eos_ids, stop))
-    return [rows[i * n:(i + 1) * n] for i in range(len(prompts))]  # generate orders rows prompt-major
+    # later tokens of a stopped row are padding; _cut ends a row at its EOS
+    ends = [stopper.stopped_at.get(r, generated.shape[1]) for r in range(generated.shape[0])]
+    return generated, logprobs, entropies, ends
 
 
 # ---------------------------------------------------------------- questions, batches, cache
@@ -235,7 +261,7 @@ def _cache_settings(settings: MeasureSettings, prompt_format: str, stop: Sequenc
     return to_jsonable({"prompt_format": prompt_format, "n_samples": settings.n_samples,
                         "temperature": settings.temperature, "top_p": settings.top_p,
                         "max_new_tokens": settings.max_new_tokens, "stop": list(stop),
-                        "fewshot": settings.fewshot, "seed": settings.seed})
+                        "fewshot": settings.fewshot, "seed": settings.seed, "decoder": settings.decoder})
 
 
 def _read_cache(path: Path) -> dict[str, QuestionSamples]:
@@ -298,7 +324,7 @@ def _open_cache(path: Path, meta: dict, questions: Sequence[Question], n: int) -
 def _sample_batch(model, tokenizer, batch: Sequence[Question], prompts: dict[str, str],
                   settings: MeasureSettings, stop: Sequence[str], timing: dict[str, float]) -> list[QuestionSamples]:
     common = dict(temperature=settings.temperature, top_p=settings.top_p,
-                  max_new_tokens=settings.max_new_tokens, stop=stop)
+                  max_new_tokens=settings.max_new_tokens, stop=stop, decoder=settings.decoder)
     ids = [q.id for q in batch]
     started = time.perf_counter()
     greedy = generate(model, tokenizer, [prompts[i] for i in ids], n=1, do_sample=False,

@@ -133,3 +133,18 @@ def test_chain_stage_uses_its_recipe_settings_and_world(tiny_model_dir, tmp_path
     fp = report["forward_passes"]
     # 3 questions in one batch of 4: one greedy call, then sampling calls of 4 // N=2 = 2 questions: 2 calls
     assert fp["generate_calls"] == 3 and fp["extra_forward_calls"] == 0
+
+
+def test_throughput_part_counts(tiny_model_dir, tmp_path):
+    """The throughput part end to end with tiny settings: what it counts, not how fast it is."""
+    report = main([f"model={tiny_model_dir}", "questions=tests/data/eval.jsonl", "only=[throughput]", "limit=2",
+                   "n_samples=2", "max_new_tokens=3", "repeats=1", "loop_repeats=1", f"out={tmp_path / 'b.json'}"])
+    t = report["throughput"]
+    assert t["decoder"] == "compact" and t["questions"] == 2
+    assert t["toolkit"]["generate_calls"] == t["floor"]["generate_calls"] == 2   # one greedy + one sampling decode
+    assert t["floor"]["answer_tokens"] == t["toolkit"]["answer_tokens"] > 0     # the floor is credited the same tokens
+    assert t["loop"]["generate_calls"] == 2 * (1 + 2)                           # (greedy + N) calls per question
+    assert 0 < t["loop"]["entropy_forward_passes"] <= 6
+    for key in ("loop_over_toolkit", "toolkit_over_floor", "decoder_generate_over_toolkit"):
+        assert t[key] > 0
+    assert {m["measure"] for m in report["targets"]} >= {"loop_over_toolkit", "toolkit_over_floor"}

@@ -45,28 +45,37 @@ def test_token_statistics_hand_computed():
     assert entropies[0].tolist() == pytest.approx([-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), 0.0])
 
 
-def test_statistics_match_a_separate_forward_pass(tiny_model, monkeypatch):
+def _spy_rows(monkeypatch) -> list[list[int]]:
+    """Record the generated token ids of every row (as handed to _cut), whichever decoder made them."""
+    seen: list[list[int]] = []
+    real_cut = sample._cut
+
+    def spy(tokenizer, tokens, *args):
+        seen.append(list(tokens))
+        return real_cut(tokenizer, tokens, *args)
+
+    monkeypatch.setattr(sample, "_cut", spy)
+    return seen
+
+
+@pytest.mark.parametrize("decoder", ["compact", "generate"])
+def test_statistics_match_a_separate_forward_pass(tiny_model, monkeypatch, decoder):
     model, tok = tiny_model
-    captured = {}
-    real_generate = model.generate
-
-    def spy(*args, **kwargs):  # test only: keep the token ids to recompute the statistics by hand
-        captured["out"], captured["prompt"] = real_generate(*args, **kwargs), kwargs["input_ids"]
-        return captured["out"]
-
-    monkeypatch.setattr(model, "generate", spy)
+    seen = _spy_rows(monkeypatch)
+    prompt = _prompts(tok)[0]
     # drawn at T=0.7, top_p=0.9, yet the statistics are those of the model's own T=1, untruncated distribution
-    rows = generate(model, tok, _prompts(tok)[:1], n=3, do_sample=True, **{**GEN, "temperature": 0.7, "top_p": 0.9})[0]
-    prompt_len = captured["prompt"].shape[1]
+    rows = generate(model, tok, [prompt], n=3, do_sample=True, decoder=decoder,
+                    **{**GEN, "temperature": 0.7, "top_p": 0.9})[0]
+    prompt_ids = sample.encode_prompt(tok, prompt)
     vocab = model.config.vocab_size
-    for r, g in enumerate(rows):
+    for g, tokens in zip(rows, seen):
         steps = len(g.token_logprobs)
         assert steps == len(g.token_entropies) and 1 <= steps <= GEN["max_new_tokens"]
-        seq = captured["out"].sequences[r, :prompt_len + steps]
+        seq = torch.tensor(prompt_ids + tokens[:steps])
         with torch.no_grad():
-            logits = model(seq[None, :-1]).logits[0, prompt_len - 1:].float()  # one prompt: no padding
+            logits = model(seq[None, :-1]).logits[0, len(prompt_ids) - 1:].float()  # one prompt: no padding
         logp = torch.log_softmax(logits, -1)
-        chosen = logp.gather(-1, seq[prompt_len:, None]).squeeze(-1)
+        chosen = logp.gather(-1, seq[len(prompt_ids):, None]).squeeze(-1)
         entropy = -(logp.exp() * logp).sum(-1)
         assert list(g.token_logprobs) == pytest.approx(chosen.tolist(), abs=1e-4)
         assert list(g.token_entropies) == pytest.approx(entropy.tolist(), abs=1e-4)
@@ -74,17 +83,79 @@ def test_statistics_match_a_separate_forward_pass(tiny_model, monkeypatch):
         assert all(0 <= h <= math.log(vocab) + 1e-6 for h in g.token_entropies)
 
 
-def test_forward_calls_equal_generation_steps(tiny_model):
+@pytest.mark.parametrize("decoder", ["compact", "generate"])
+def test_forward_calls_equal_generation_steps(tiny_model, decoder):
     model, tok = tiny_model
     with count_forward_calls(model) as counter:
-        rows = generate(model, tok, _prompts(tok), n=2, do_sample=True, **GEN)
-    # all rows advance together until the last one stops, each step is one forward pass, and no extra pass
+        rows = generate(model, tok, _prompts(tok), n=2, do_sample=True, decoder=decoder, **GEN)
+    # one forward pass per decode step until the last row stops (the prefill gives step 1), no extra pass
     assert counter.count == max(len(g.token_logprobs) for row in rows for g in row)
     with count_forward_calls(model) as counter:
-        greedy = generate(model, tok, _prompts(tok), n=1, do_sample=False, **GEN)
+        greedy = generate(model, tok, _prompts(tok), n=1, do_sample=False, decoder=decoder, **GEN)
     assert counter.count == max(len(row[0].token_logprobs) for row in greedy)
     model(torch.tensor([[1, 2]]))
     assert counter.count == max(len(row[0].token_logprobs) for row in greedy)  # the hook is gone
+
+
+QUESTIONS_4 = ["What is 2 plus 5?", "Who wrote Hamlet?", "Name a colour of the sky, please.", "Why?"]
+
+
+def test_compact_greedy_equals_model_generate(tiny_model):
+    """The compact decoder's greedy answers and statistics are model.generate's, prompts of unequal length
+    (left padding) included, however the rows leave the batch."""
+    model, tok = tiny_model
+    prompts = [format_prompt(tok, q, fmt) for q in QUESTIONS_4 for fmt in ("chat", "qa")]
+    for stop in ((), ("e",)):
+        kwargs = {**GEN, "max_new_tokens": 12, "stop": stop}
+        compact = generate(model, tok, prompts, n=1, do_sample=False, decoder="compact", **kwargs)
+        reference = generate(model, tok, prompts, n=1, do_sample=False, decoder="generate", **kwargs)
+        for (a,), (b,) in zip(compact, reference):
+            assert a.text == b.text
+            assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
+            assert a.token_entropies == pytest.approx(b.token_entropies, abs=1e-4)
+
+
+def test_compact_sampling_follows_generates_rule(tiny_model):
+    """While no row has ended, both decoders draw the same tokens from the same random stream: the same
+    temperature/top-p warping, softmax and torch.multinomial (after that the live rows differ)."""
+    model, tok = tiny_model
+    prompts = [format_prompt(tok, q, "chat") for q in QUESTIONS_4]
+    kwargs = {**GEN, "max_new_tokens": 3, "temperature": 0.7, "top_p": 0.9, "seed": 3}
+    compact = generate(model, tok, prompts, n=1, do_sample=True, decoder="compact", **kwargs)
+    reference = generate(model, tok, prompts, n=1, do_sample=True, decoder="generate", **kwargs)
+    assert all(len(row[0].token_logprobs) == 3 for row in reference)  # nobody stopped early in this setting
+    assert [row[0].text for row in compact] == [row[0].text for row in reference]
+
+
+def test_compact_prefills_once_and_drops_finished_rows(tiny_model, monkeypatch):
+    model, tok = tiny_model
+    seen = _spy_rows(monkeypatch)  # each row's tokens up to its end (EOS or the step its stop string appeared)
+    batch_rows: list[int] = []
+    handle = model.register_forward_hook(lambda module, args, kwargs, out: batch_rows.append(kwargs["input_ids"].shape[0]),
+                                         with_kwargs=True)
+    try:
+        generate(model, tok, _prompts(tok), n=4, do_sample=True, decoder="compact",
+                 **{**GEN, "max_new_tokens": 16, "stop": ("e",)})
+    finally:
+        handle.remove()
+    lengths = sorted(len(tokens) for tokens in seen)
+    assert batch_rows[0] == 2  # the 2 prompts are prefilled once each, not 4 times
+    # before step t+1 the batch holds exactly the rows still generating (8 rows of 2 x 4 samples)
+    assert batch_rows[1:] == [sum(n > t for n in lengths) for t in range(1, lengths[-1])]
+    assert lengths[0] < lengths[-1], "rows should end at different steps here"
+
+
+def test_cache_without_row_selection_asks_for_the_generate_decoder(tiny_model):
+    from transformers.cache_utils import DynamicCache, LinearAttentionLayer
+    from measure.decode import _check_cache
+    model, _ = tiny_model
+    cache = DynamicCache()
+    _check_cache(cache, model)  # full-attention layers can drop rows
+    cache.layers = [LinearAttentionLayer()]
+    with pytest.raises(UsageError, match=r"LinearAttentionLayer.*decoder=generate.*valid choices: compact, generate"):
+        _check_cache(cache, model)
+    with pytest.raises(UsageError, match="unknown decoder 'compct'"):
+        generate(model, _, ["x"], n=1, do_sample=False, decoder="compct", **GEN)
 
 
 def test_seeded_determinism(tiny_model):

@@ -1,0 +1,111 @@
+"""The default decoder of the HF backend: batched sampling that drops finished rows and prefills each prompt once.
+
+`model.generate` keeps every row of a batch in the forward pass until the longest row ends, prefills a
+prompt once per requested sequence (num_return_sequences copies), and with output_logits=True holds
+rows x steps x vocabulary logits until it returns. For uncertainty sampling (N short answers per
+prompt) all three are waste. This loop, over the same model forward with its own KV cache:
+  - prefills the k distinct prompts once and repeats their cache N times (Cache.batch_repeat_interleave);
+  - drops a row from the batch and the cache as soon as it ends (EOS, a stop string, or max_new_tokens;
+    Cache.batch_select_indices), so every forward pass computes only live rows;
+  - turns each step's raw logits into the token statistics at once ([live rows] numbers, not logits).
+The sampling rule is generate's: tokens ~ softmax(warped logits) via torch.multinomial, with
+transformers' TemperatureLogitsWarper and TopPLogitsWarper; greedy = argmax of the raw logits. One forward
+pass per decode step (the prefill yields step 1's logits), none extra. Seeded runs are deterministic, but
+the random stream is consumed per live row, so samples differ from generate's (equally valid) ones.
+
+Models whose cache cannot drop rows (linear-attention / recurrent layers) need decoder=generate.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+
+from measure.errors import UsageError
+
+
+@dataclass
+class Decoded:
+    """Per generated row (prompt-major, n rows per prompt): tokens [rows, steps] (pad after a row's end),
+    lengths (tokens generated, EOS included), logprobs/entropies [rows, steps] of the raw distribution."""
+    tokens: torch.Tensor
+    lengths: list[int]
+    logprobs: torch.Tensor
+    entropies: torch.Tensor
+
+
+def _check_cache(cache, model) -> None:
+    from transformers.cache_utils import DummyLayer, DynamicCache, DynamicLayer, LinearAttentionCacheLayerMixin
+    layers = getattr(cache, "layers", None)
+    if not isinstance(cache, DynamicCache) or layers is None or any(
+            isinstance(layer, LinearAttentionCacheLayerMixin) or not isinstance(layer, (DynamicLayer, DummyLayer))
+            for layer in layers):
+        kinds = sorted({type(layer).__name__ for layer in layers or []}) or [type(cache).__name__]
+        raise UsageError(f"{type(model).__name__}: its cache ({', '.join(kinds)}) cannot drop finished rows; "
+                         "measure it with decoder=generate (valid choices: compact, generate)")
+
+
+def _step_statistics(logits: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Raw logits [rows, V] and chosen tokens [rows] -> (log p(chosen), full-vocabulary entropy), in nats."""
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    entropy = -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)  # p log p = 0 where p = 0
+    return logp.gather(-1, chosen[:, None]).squeeze(-1), entropy
+
+
+@torch.inference_mode()
+def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, n: int, do_sample: bool,
+                   temperature: float, top_p: float, max_new_tokens: int, eos_ids: Sequence[int], pad_id: int,
+                   is_stopped: Callable[[list[int]], bool] | None = None) -> Decoded:
+    """Decode n continuations of each left-padded prompt. `is_stopped(tokens)` says whether a row's
+    generated tokens so far contain a stop string (the row ends at that step, its last token kept)."""
+    from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    device = input_ids.device
+    rows = input_ids.shape[0] * n
+    tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long)
+    logprobs, entropies = torch.zeros(rows, max_new_tokens), torch.zeros(rows, max_new_tokens)
+    lengths = [0] * rows
+    if max_new_tokens <= 0 or rows == 0:
+        return Decoded(tokens[:, :0], lengths, logprobs[:, :0], entropies[:, :0])
+    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
+    eos = torch.tensor(list(eos_ids), device=device)
+
+    # generate's positions under left padding: count real tokens; pads get a harmless 1
+    mask = attention_mask.to(device)
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    cache = out.past_key_values
+    _check_cache(cache, model)
+    logits = out.logits[:, -1].float().repeat_interleave(n, 0)
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+    mask, next_position = mask.repeat_interleave(n, 0), positions[:, -1].repeat_interleave(n, 0) + 1
+    live = torch.arange(rows, device=device)            # generated row of each batch row
+    del out
+
+    for step in range(max_new_tokens):
+        if do_sample:
+            chosen = torch.multinomial(torch.softmax(warpers(None, logits), dim=-1), num_samples=1).squeeze(1)
+        else:
+            chosen = logits.argmax(-1)
+        step_logprob, step_entropy = _step_statistics(logits, chosen)
+        where = live.cpu()
+        tokens[where, step], logprobs[where, step], entropies[where, step] = chosen.cpu(), step_logprob.cpu(), step_entropy.cpu()
+        ended = torch.isin(chosen, eos).cpu()
+        for i, row in enumerate(where.tolist()):
+            lengths[row] = step + 1
+            if not ended[i] and is_stopped is not None and is_stopped(tokens[row, :step + 1].tolist()):
+                ended[i] = True
+        if step == max_new_tokens - 1 or bool(ended.all()):
+            break
+        if bool(ended.any()):   # drop the finished rows from the batch and the cache
+            keep = (~ended).nonzero().squeeze(1).to(device)
+            live, chosen, mask, next_position = live[keep], chosen[keep], mask[keep], next_position[keep]
+            cache.batch_select_indices(keep)
+        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_position[:, None],
+                    past_key_values=cache, use_cache=True)
+        logits, next_position = out.logits[:, -1].float(), next_position + 1
+    steps = max(lengths)
+    return Decoded(tokens[:, :steps], lengths, logprobs[:, :steps], entropies[:, :steps])
