@@ -39,8 +39,8 @@ import torch
 from measure.config import MeasureSettings
 from measure.records import Question, QuestionSamples
 from measure import sample as toolkit_sample
-from measure.sample import (StopOnText, count_forward_calls, encode_prompt, format_prompt, sample_questions,
-                            stop_strings)
+from measure.prompts import encode_prompt, format_prompt, stop_strings
+from measure.sample import StopOnText, count_forward_calls, sample_questions
 
 from benchmarks.subject import median, timed
 

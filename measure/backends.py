@@ -164,7 +164,8 @@ class VLLMBackend:
     def _batch(self, llm, tokenizer, batch: Sequence[Question], prompts: dict[str, str], settings: MeasureSettings,
                stop: Sequence[str], timing: dict[str, float]) -> list[QuestionSamples]:
         from vllm import SamplingParams
-        from measure.sample import derive_seed, encode_prompt
+        from measure.prompts import encode_prompt
+        from measure.sample import derive_seed
         eos_ids = getattr(self, "eos_ids", None) or eos_token_ids(None, tokenizer)
         inputs = [{"prompt_token_ids": encode_prompt(tokenizer, prompts[q.id])} for q in batch]
         # stop strings end a request early; the text is cut by _cut exactly as in the HF backend

@@ -64,7 +64,6 @@ def cmd_run(args: dict[str, Any]) -> None:
         for name, report in pipeline.measure_stage(recipe, stage, overwrite=bool(opts["overwrite"])).items():
             _print_summary(report, pipeline.measure_dir(recipe, stage, name))
         return
-    from measure.config import BenchmarkSpec
     opts = pop_known(args, {"model": None, "benchmark": None, "benchmark_path": None, "limit": None, "split": None,
                             "out": None, "prompt_format": "chat", "overwrite": False,
                             "backend": None, "vllm_logprobs": None})  # backends: see measure/backends.py

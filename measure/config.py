@@ -5,7 +5,7 @@ Every key is named in errors with its valid choices; unknown keys are errors (cl
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from measure.errors import UsageError, suggest

@@ -29,7 +29,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,43 +39,14 @@ import torch
 from measure import decode as decoding
 from measure.config import DECODERS, MeasureSettings
 from measure.errors import UsageError, suggest
-from measure.io import read_json, to_jsonable, write_json
-from measure.records import Generation, Question, QuestionSamples, parse_samples_row, samples_row_to_json
+from measure.io import to_jsonable
+from measure.prompts import encode_left_padded, format_prompt, stop_strings
+from measure.records import Generation, Question, QuestionSamples
+from measure.sample_cache import append_cache, cache_settings, open_cache
 
-PROMPT_FORMATS = ("chat", "qa")
-# Neutral general-knowledge shots for base models (prompt_format=qa); replace via measure.fewshot.
-DEFAULT_FEWSHOT: tuple[tuple[str, str], ...] = (
-    ("What is the capital of France?", "Paris."),
-    ("How many legs does a spider have?", "Eight."),
-    ("Who wrote the play Romeo and Juliet?", "William Shakespeare."),
-)
-# A base model that keeps following the Q/A pattern starts the next block with this; always a stop in qa format.
-QA_STOP = "\nQ:"
 # Generation knobs pinned so the sampling distribution is exactly softmax(logits/T) + top_p.
 _NEUTRAL = {"top_k": 0, "typical_p": 1.0, "min_p": None, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
             "repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "min_new_tokens": 0}
-
-
-# ---------------------------------------------------------------- prompts
-
-def format_prompt(tokenizer, question: str, prompt_format: str,
-                  fewshot: Sequence[tuple[str, str]] | None = None) -> str:
-    """The text the model continues: its chat template (`chat`) or few-shot `Q: ...\\nA:` blocks (`qa`)."""
-    if prompt_format == "chat":
-        if not getattr(tokenizer, "chat_template", None):
-            raise UsageError("prompt_format 'chat' needs a tokenizer with a chat template; use prompt_format=qa for base models")
-        return tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
-                                             add_generation_prompt=True)
-    if prompt_format == "qa":
-        shots = DEFAULT_FEWSHOT if fewshot is None else fewshot
-        return "".join(f"Q: {q}\nA: {a}\n\n" for q, a in shots) + f"Q: {question}\nA:"
-    raise UsageError(f"unknown prompt_format {prompt_format!r}{suggest(prompt_format, PROMPT_FORMATS)}")
-
-
-def stop_strings(stop: Sequence[str], prompt_format: str) -> tuple[str, ...]:
-    """The stop strings actually used: the configured ones, plus QA_STOP in `qa` format."""
-    out = tuple(stop)
-    return out + (QA_STOP,) if prompt_format == "qa" and QA_STOP not in out else out
 
 
 # ---------------------------------------------------------------- forward-pass counting
@@ -125,25 +95,6 @@ def _eos_ids(model, tokenizer) -> list[int]:
     if not ids:
         raise UsageError("the model and tokenizer define no EOS token; generation could not stop")
     return ids
-
-
-def encode_prompt(tokenizer, prompt: str) -> list[int]:
-    """Prompt token ids. A chat template already starts with BOS when the model wants one; adding
-    another would double it, so special tokens are added only to prompts that lack it."""
-    bos = tokenizer.bos_token
-    return tokenizer(prompt, add_special_tokens=not (bos and prompt.startswith(bos)))["input_ids"]
-
-
-def _encode_left_padded(tokenizer, prompts: Sequence[str], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    encoded = [encode_prompt(tokenizer, p) for p in prompts]
-    width = max(len(ids) for ids in encoded)
-    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(encoded), width), dtype=torch.long)
-    for i, ids in enumerate(encoded):
-        if ids:
-            input_ids[i, width - len(ids):] = torch.tensor(ids)
-            mask[i, width - len(ids):] = 1
-    return input_ids, mask
 
 
 class StopOnText:
@@ -208,7 +159,7 @@ def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float
         return []
     eos_ids = _eos_ids(model, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
-    input_ids, mask = _encode_left_padded(tokenizer, prompts, pad_id)
+    input_ids, mask = encode_left_padded(tokenizer, prompts, pad_id)
     stopper = StopOnText(tokenizer, stop, input_ids.shape[1])
     transformers.set_seed(seed)
     if decoder == "compact":
@@ -254,71 +205,6 @@ def derive_seed(seed: int, tag: str, ids: Sequence[str]) -> int:
     """A per-call seed from the run seed and the questions in the call (stable across processes)."""
     digest = hashlib.sha256(json.dumps([seed, tag, list(ids)]).encode()).digest()
     return int.from_bytes(digest[:4], "little")
-
-
-def _cache_settings(settings: MeasureSettings, prompt_format: str, stop: Sequence[str]) -> dict:
-    """What a cached row depends on (batch_size is absent: any batching gives valid samples)."""
-    return to_jsonable({"prompt_format": prompt_format, "n_samples": settings.n_samples,
-                        "temperature": settings.temperature, "top_p": settings.top_p,
-                        "max_new_tokens": settings.max_new_tokens, "stop": list(stop),
-                        "fewshot": settings.fewshot, "seed": settings.seed, "decoder": settings.decoder})
-
-
-def _read_cache(path: Path) -> dict[str, QuestionSamples]:
-    """Rows of a sampling cache by id. A truncated last line (an interrupted write) is dropped from the file."""
-    if not path.exists():
-        return {}
-    data = path.read_bytes()
-    rows: dict[str, QuestionSamples] = {}
-    good_end, pos = 0, 0
-    lines = data.split(b"\n")
-    for lineno, raw in enumerate(lines, 1):
-        complete = lineno < len(lines)  # the piece after the last "\n" was never terminated
-        if raw.strip():
-            try:
-                obj = json.loads(raw.decode("utf-8")) if complete else None
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                raise UsageError(f"{path}:{lineno}: corrupt line in the sampling cache; delete the file to re-sample") from None
-            if obj is None:
-                break
-            if not isinstance(obj, dict):
-                raise UsageError(f"{path}:{lineno}: expected a JSON object in the sampling cache")
-            row = parse_samples_row(obj, f"{path}:{lineno}")
-            rows[row.question.id] = row
-        pos += len(raw) + 1
-        good_end = min(pos, len(data))
-    if good_end < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good_end)
-    return rows
-
-
-def _append_cache(path: Path, rows: Sequence[QuestionSamples]) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(to_jsonable(samples_row_to_json(row)), allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def _open_cache(path: Path, meta: dict, questions: Sequence[Question], n: int) -> dict[str, QuestionSamples]:
-    meta_path = path.with_name(path.name + ".settings.json")
-    if meta_path.exists() and path.exists() and path.stat().st_size:
-        old = read_json(meta_path)
-        if old != meta:
-            diff = ", ".join(f"{k}: {old.get(k)!r} -> {meta.get(k)!r}" for k in sorted(set(old) | set(meta))
-                             if old.get(k) != meta.get(k))
-            raise UsageError(f"{path}: the sampling cache was made with other settings ({diff}); "
-                             "delete it or re-run with the same settings")
-    else:
-        write_json(meta_path, meta)
-    cached = _read_cache(path)
-    by_id = {q.id: q for q in questions}
-    for qid, row in cached.items():
-        if qid in by_id and (row.question.text != by_id[qid].text or len(row.samples) != n):
-            raise UsageError(f"{path}: cached question {qid!r} does not match this run (other question text "
-                             "or sample count); delete the cache to re-sample")
-    return {qid: row for qid, row in cached.items() if qid in by_id}
 
 
 def _sample_batch(model, tokenizer, batch: Sequence[Question], prompts: dict[str, str],
@@ -386,8 +272,8 @@ def sample_questions(model, tokenizer, questions: list[Question], settings: Meas
     if cache_path is not None:
         cache_path = Path(cache_path)
         cache_path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {**_cache_settings(settings, prompt_format, stop), **to_jsonable(cache_tag or {})}
-        done = _open_cache(cache_path, meta, questions, settings.n_samples)
+        meta = {**cache_settings(settings, prompt_format, stop), **to_jsonable(cache_tag or {})}
+        done = open_cache(cache_path, meta, questions, settings.n_samples)
     if hasattr(model, "eval"):
         model.eval()
     plan = batch_plan(len(questions), batch_size or settings.batch_size, *shard)
@@ -401,7 +287,7 @@ def sample_questions(model, tokenizer, questions: list[Question], settings: Meas
                 continue
             rows = sampler(model, tokenizer, batch, prompts, settings, stop, timing if timing is not None else {})
             if cache_path is not None:
-                _append_cache(cache_path, rows)
+                append_cache(cache_path, rows)
             done.update((r.question.id, r) for r in rows)
             bar.update(len(batch))
     return [QuestionSamples(q, done[q.id].greedy, done[q.id].samples) for q in mine]

@@ -11,8 +11,8 @@ import measure.sample as sample
 from measure.config import MeasureSettings
 from measure.errors import UsageError
 from measure.records import Question
-from measure.sample import (count_forward_calls, format_prompt, generate, sample_questions, stop_strings,
-                            token_statistics)
+from measure.prompts import encode_prompt, format_prompt, stop_strings
+from measure.sample import count_forward_calls, generate, sample_questions, token_statistics
 
 GEN = dict(temperature=1.0, top_p=1.0, max_new_tokens=8, stop=(), seed=0)
 
@@ -66,7 +66,7 @@ def test_statistics_match_a_separate_forward_pass(tiny_model, monkeypatch, decod
     # drawn at T=0.7, top_p=0.9, yet the statistics are those of the model's own T=1, untruncated distribution
     rows = generate(model, tok, [prompt], n=3, do_sample=True, decoder=decoder,
                     **{**GEN, "temperature": 0.7, "top_p": 0.9})[0]
-    prompt_ids = sample.encode_prompt(tok, prompt)
+    prompt_ids = encode_prompt(tok, prompt)
     vocab = model.config.vocab_size
     for g, tokens in zip(rows, seen):
         steps = len(g.token_logprobs)

@@ -2,7 +2,6 @@
 and the gathered save path that FSDP / ZeRO-3 / QLoRA stages use."""
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
@@ -17,7 +16,6 @@ import yaml
 
 from measure.config import BenchmarkSpec, parse_measure_settings
 from measure.errors import UsageError
-from measure.records import Question
 
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO / "tests/data/eval.jsonl"

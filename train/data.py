@@ -28,9 +28,9 @@ import datasets
 
 from measure.errors import UsageError
 from measure.io import read_jsonl, sha256_file
+from measure.prompts import format_prompt
 from train.recipe import looks_local, resolve_path
 
-QA_PROMPT = "Q: {question}\nA:"
 REQUIRED = {"text": ("text",), "prompt_completion": ("prompt", "completion"), "messages": ("messages",),
             "preference": ("prompt", "chosen", "rejected"), "hh": ("chosen", "rejected"),
             "unpaired_preference": ("prompt", "completion", "label")}
@@ -116,7 +116,7 @@ def normalize_row(row: dict, fmt: str, prompt_format: str, where: str) -> dict:
             for k in answer_keys:
                 out[k] = _assistant(out[k])
         else:
-            out["prompt"] = QA_PROMPT.format(question=out["prompt"])
+            out["prompt"] = format_prompt(None, out["prompt"], "qa", fewshot=[])  # measurement's qa prompt, no shots
             for k in answer_keys:
                 out[k] = " " + out[k].strip() + "\n"
     elif not isinstance(out["prompt"], list):

@@ -25,9 +25,9 @@ import yaml
 
 from measure.errors import UsageError, suggest
 from measure.overrides import apply_overrides
+from measure.prompts import PROMPT_FORMATS
 
 TRAINERS = ("sft", "dpo", "kto", "orpo", "cpo")  # stage trainer names; see train/stages.py for the mapping
-PROMPT_FORMATS = ("chat", "qa")
 CHAIN_MODES = ("merge", "continue")
 DATASET_FORMATS = ("auto", "text", "prompt_completion", "messages", "preference", "hh", "unpaired_preference")
 
