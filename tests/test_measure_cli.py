@@ -36,6 +36,7 @@ def test_measure_run_on_a_tiny_local_model(tiny_model_dir, tmp_path):
     assert report["n_questions"] == 12 and report["n_samples"] == 36
     s = report["settings"]
     assert (s["N"], s["T"], s["max_new_tokens"]) == (3, 1.0, 6) and set(s["clusterers"]) == {"exact", "numeric", "jaccard"}
+    assert s["decoder"] == "compact"
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     greedy = rows[0]["greedy"]
     assert len(greedy["token_entropies"]) == len(greedy["token_logprobs"]) > 0
@@ -58,6 +59,15 @@ def test_measure_run_on_a_tiny_local_model(tiny_model_dir, tmp_path):
     # finished reports are never overwritten without overwrite=true
     again = run_cli("run", f"model={tiny_model_dir}", "benchmark=jsonl", f"benchmark_path={EVAL}", f"out={out}", *FAST)
     assert again.returncode == 2 and "overwrite=true" in again.stderr
+    # decoder=generate (model.generate): the same greedy answers and token statistics, and the report says so
+    other = tmp_path / "with_generate"
+    proc = run_cli("run", f"model={tiny_model_dir}", "benchmark=jsonl", f"benchmark_path={EVAL}", f"out={other}", *FAST,
+                   "decoder=generate")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((other / "report.json").read_text())["settings"]["decoder"] == "generate"
+    for a, b in zip(rows, (json.loads(line) for line in (other / "samples.jsonl").read_text().splitlines())):
+        assert a["greedy"]["text"] == b["greedy"]["text"]
+        assert a["greedy"]["token_entropies"] == pytest.approx(b["greedy"]["token_entropies"], abs=1e-4)
 
 
 def _handmade_samples(path: Path) -> None:
@@ -128,6 +138,7 @@ def test_score_bad_samples_file(case, tmp_path, capsys):
     (["rn", "model=x"], r"unknown command 'rn'.*run"),
     (["run", "model={o}/no/such/model", "benchmark=jsonl", "benchmark_path={s}", "out={o}"], r"no/such/model': no such directory"),
     (["score", "samples={s}", "out={o}", "n_samples=many"], r"n_samples: expected int"),
+    (["run", "model=x", "benchmark=gsm8k", "out={o}", "decoder=beam"], r"decoder: unknown 'beam'.*compact, generate"),
 ])
 def test_cli_bad_arguments(args, pattern, tmp_path, capsys):
     samples = tmp_path / "samples.jsonl"
