@@ -46,6 +46,14 @@ def _check_cache(cache, model) -> None:
                          "measure it with decoder=generate (valid choices: compact, generate)")
 
 
+def _last_logits_only(model) -> dict:
+    """`logits_to_keep=1` where the forward takes it (as generate does): the prefill then computes the
+    vocabulary projection for the last prompt position only, not for every prompt token."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model   # a PEFT wrapper forwards kwargs
+    supports = getattr(base, "_supports_logits_to_keep", None)
+    return {"logits_to_keep": 1} if callable(supports) and supports() else {}
+
+
 def _step_statistics(logits: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw logits [rows, V] and chosen tokens [rows] -> (log p(chosen), full-vocabulary entropy), in nats."""
     logp = torch.log_softmax(logits.float(), dim=-1)
@@ -74,7 +82,8 @@ def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     # generate's positions under left padding: count real tokens; pads get a harmless 1
     mask = attention_mask.to(device)
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                **_last_logits_only(model))
     cache = out.past_key_values
     _check_cache(cache, model)
     logits = out.logits[:, -1].float().repeat_interleave(n, 0)

@@ -50,3 +50,23 @@ def test_compact_greedy_equals_generate_across_architectures(tiny_model, arch):
         assert a.text == b.text
         assert a.token_logprobs == pytest.approx(b.token_logprobs, abs=1e-4)
         assert a.token_entropies == pytest.approx(b.token_entropies, abs=1e-4)
+
+
+def test_prefill_projects_only_the_last_position(tiny_model):
+    """The prefill asks for the last position's logits only (a long prompt never materializes
+    prompt_len x vocabulary logits), through a PEFT wrapper too."""
+    from peft import LoraConfig, get_peft_model
+    from measure.decode import _last_logits_only
+    model, tok = tiny_model
+    assert _last_logits_only(model) == {"logits_to_keep": 1}
+    shapes: list[tuple[int, ...]] = []
+    handle = model.register_forward_hook(lambda module, args, out: shapes.append(tuple(out.logits.shape)))
+    try:
+        generate(model, tok, [format_prompt(tok, q, "chat") for q in QUESTIONS], n=2, do_sample=True,
+                 temperature=1.0, top_p=1.0, max_new_tokens=3, stop=(), seed=0)
+    finally:
+        handle.remove()
+    assert shapes[0] == (4, 1, model.config.vocab_size)   # 4 prompts, one position each
+    import copy
+    peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj"]))
+    assert _last_logits_only(peft_model) == {"logits_to_keep": 1}
