@@ -70,6 +70,19 @@ def eos_token_ids(source: str | None, tokenizer) -> list[int]:
     return ids
 
 
+def aligned_weights(model, alignment: int = 64):
+    """Copy any weight that does not start on a 64-byte boundary into fresh (aligned) memory.
+
+    Weights memory-mapped from a safetensors file can start at any 8-byte offset, and a CPU matrix-vector
+    product (a 1-row batch; the compact decoder's prefill logits) takes another SIMD path on misaligned
+    data, changing the last float bit. Aligned weights make the arithmetic the same however the model
+    was loaded, so a sharded run reproduces a single process bit for bit."""
+    for param in model.parameters():
+        if param.device.type == "cpu" and param.data_ptr() % alignment:
+            param.data = param.data.clone()
+    return model
+
+
 class HFBackend:
     """transformers.generate with exact full-vocabulary token statistics (measure/sample.py)."""
     name = "hf"
@@ -97,7 +110,7 @@ class HFBackend:
                 raise UsageError(f"model={source!r}: cannot load a causal LM from it ({e})") from None
         tokenizer = load_tokenizer(source)
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return model.to(device), tokenizer
+        return aligned_weights(model.to(device)), tokenizer
 
     def sample(self, model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str, *,
                cache_path: Path | None, timing: dict[str, float], shard: tuple[int, int]) -> list[QuestionSamples]:

@@ -21,9 +21,9 @@ Determinism: `generate` calls `transformers.set_seed(seed)` before decoding: sam
 output on the same CPU build. `sample_questions` seeds each call from (settings.seed, the question ids
 in it) and fixes batches from the full question list, so a run is identical for the same settings
 *including batch_size*, a resumed run equals an uninterrupted one, and a run sharded across
-processes (`batch_plan`: whole batches dealt to ranks) equals a single-process one (the same texts; the
-token statistics up to the last float bit, which for 1-row products can depend on memory alignment).
-Another batch_size gives other
+processes (`batch_plan`: whole batches dealt to ranks) equals a single-process one (with the same threads
+per process; measure.backends.aligned_weights makes the arithmetic independent of how weights were
+loaded). Another batch_size gives other
 (equally valid) samples: a batch shares one random stream and left padding changes the arithmetic.
 """
 from __future__ import annotations
