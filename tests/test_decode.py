@@ -1,6 +1,6 @@
 """measure/decode.py across architectures: the compact decoder's greedy answers and token statistics equal
 `model.generate`'s (left padding, rows leaving the batch at different steps), whatever the position
-scheme (rotary, learned absolute) and cache layout (full, sliding-window, mixed layers)."""
+scheme (rotary, learned absolute, ALiBi) and cache layout (full, sliding-window, mixed layers)."""
 from __future__ import annotations
 
 import pytest
@@ -18,6 +18,8 @@ def _config(name: str, tok):
                pad_token_id=tok.pad_token_id)
     if name == "gpt2":   # learned absolute positions: left padding must shift them exactly as generate does
         return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, **ids)
+    if name == "bloom":  # ALiBi: no position ids at all, positions come from the attention mask
+        return transformers.BloomConfig(hidden_size=32, n_layer=2, n_head=2, **ids)
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, max_position_embeddings=128, **ids)
     if name == "qwen2":
@@ -29,7 +31,7 @@ def _config(name: str, tok):
     raise ValueError(name)
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "mistral", "gemma2", "gpt2"])
+@pytest.mark.parametrize("arch", ["qwen2", "mistral", "gemma2", "gpt2", "bloom"])
 def test_compact_greedy_equals_generate_across_architectures(tiny_model, arch):
     import transformers
     _, tok = tiny_model
