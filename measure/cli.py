@@ -151,5 +151,5 @@ def main(argv: list[str] | None = None) -> None:
         COMMANDS[command](args, positional)
     else:
         COMMANDS[command](args)
-    from measure.pipeline import leave_process_group
+    from measure.ranks import leave_process_group
     leave_process_group()

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from measure.compare import compare_chain, compare_runs, scr_by_n, scr_by_threshold
+from measure.compare import compare_chain, compare_runs
+from measure.sensitivity import scr_by_n, scr_by_threshold
 from measure.errors import UsageError
 from measure.paired_stats import VERDICT_RULE, apply_holm, pair_agreement, paired_tests, rank_biserial, verdict
 

@@ -154,7 +154,7 @@ def test_cli_bad_arguments(args, pattern, tmp_path, capsys):
 
 def test_interrupted_sampling_resumes(tiny_model_dir, tmp_path, monkeypatch):
     """A run killed after its first batch keeps that batch; the re-run samples only the rest."""
-    from measure import pipeline, sample
+    from measure import ranks, sample
     calls: list[int] = []
     killed: list[bool] = []
     real = sample._sample_batch
@@ -171,7 +171,7 @@ def test_interrupted_sampling_resumes(tiny_model_dir, tmp_path, monkeypatch):
             "batch_size=4", *FAST]
     with pytest.raises(KeyboardInterrupt):
         main(args)
-    assert (tmp_path / pipeline.CACHE).exists() and not (tmp_path / "report.json").exists()
+    assert (tmp_path / ranks.CACHE).exists() and not (tmp_path / "report.json").exists()
     calls.clear()
     main(args)
     assert calls == [4, 4]  # 12 questions in batches of 4: the first batch came from the cache

@@ -55,7 +55,7 @@ def test_shards_together_equal_one_process(tiny_model, tmp_path):
 def test_leave_process_group_closes_the_group(tmp_path):
     """Commands end by closing the launch's process group (a live gloo group at exit can abort a rank)."""
     import torch.distributed as dist
-    from measure.pipeline import leave_process_group
+    from measure.ranks import leave_process_group
     leave_process_group()  # no group: nothing to do
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     assert dist.is_initialized()

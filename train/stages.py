@@ -259,7 +259,7 @@ def measure_after(recipe: dict, stage: str, *, shard: bool = False) -> None:
 def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None = None) -> None:
     """Shared CLI of the stage scripts: recipe=... [stage=...] [overwrite=true] [measure=false] [dotted overrides]."""
     from measure.overrides import parse_overrides, pop_known
-    from measure.pipeline import leave_process_group
+    from measure.ranks import leave_process_group
     from train.recipe import load_recipe
     overrides = parse_overrides(argv)
     opts = pop_known(overrides, {"recipe": None, "stage": None, "overwrite": False, "measure": True})
