@@ -1,11 +1,13 @@
-"""File edges: atomic writes, JSON/JSONL, and the provenance block every output records."""
+"""File edges: atomic writes, JSON/JSONL/CSV rows with their file:line, and the provenance block every output records."""
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from importlib import metadata
@@ -96,6 +98,60 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
             if not isinstance(obj, dict):
                 raise UsageError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj
+
+
+_WS = re.compile(r"\s*")
+
+
+def _json_array_rows(path: Path, text: str) -> Iterator[tuple[str, Any]]:
+    """Items of a top-level JSON array, each with the file:line where it starts (for error messages)."""
+    decoder, line = json.JSONDecoder(), 1
+    pos = _WS.match(text).end() + 1  # past "["
+    last = 0
+    while True:
+        pos = _WS.match(text, pos).end()
+        if text.startswith("]", pos):
+            return
+        line += text.count("\n", last, pos)
+        last = pos
+        try:
+            obj, pos = decoder.raw_decode(text, pos)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        yield f"{path}:{line}", obj
+        pos = _WS.match(text, pos).end()
+        if text.startswith(",", pos):
+            pos += 1
+        elif not text.startswith("]", pos):
+            line += text.count("\n", last, pos)
+            raise UsageError(f"{path}:{line}: invalid JSON (expected ',' or ']' after an array item)")
+
+
+def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        try:
+            for number, row in enumerate(reader, 1):
+                yield f"{path}: row {number} (line {reader.line_num})", row
+        except csv.Error as e:
+            raise UsageError(f"{path}:{reader.line_num}: malformed CSV ({e})") from None
+
+
+def iter_rows(path: Path) -> Iterator[tuple[str, Any]]:
+    """(where, raw row) for every data row of a CSV, JSON-array or JSONL file."""
+    try:
+        if path.suffix.lower() == ".csv":
+            yield from _csv_rows(path)
+            return
+        if path.suffix.lower() != ".gz":
+            text = path.read_text(encoding="utf-8-sig")
+            if text.lstrip().startswith("["):
+                yield from _json_array_rows(path, text)
+                return
+        for lineno, obj in read_jsonl(path):
+            yield f"{path}:{lineno}", obj
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
 
 
 def git_commit(cwd: str | os.PathLike | None = None) -> str | None:
