@@ -75,3 +75,23 @@ def test_malformed_rows_name_file_and_line(tmp_path):
         load(str(REPO / "tests/data/eval.jsonl"), "sft")
     with pytest.raises(UsageError, match=r"a 'sft' stage needs a dataset in format"):
         load(str(REPO / "tests/data/dpo.jsonl"), "sft")
+
+
+def test_json_files_name_the_line_of_a_bad_row(tmp_path):
+    """A pretty-printed JSON array and JSON lines both point at file:line; {"data": [...]} is read too."""
+    import json as _json
+    rows = [{"prompt": "Q1?", "completion": "A1."}, {"prompt": "Q2?", "completion": "A2."}, {"prompt": "Q3?"}]
+    array = tmp_path / "sft.json"
+    array.write_text(_json.dumps(rows, indent=2))
+    bad_line = 10   # "[" on line 1, then 4 lines per object: the third starts on line 10
+    assert array.read_text().splitlines()[bad_line - 1] == "  {"
+    with pytest.raises(UsageError, match=rf"sft.json:{bad_line}: .*completion"):
+        load_training_data(str(array), trainer="sft", prompt_format="qa", base_dir=tmp_path)
+    lines = tmp_path / "sft_lines.json"   # JSON lines under a .json name
+    lines.write_text("\n".join(_json.dumps(r) for r in rows) + "\n")
+    with pytest.raises(UsageError, match=r"sft_lines.json:3: .*completion"):
+        load_training_data(str(lines), trainer="sft", prompt_format="qa", base_dir=tmp_path)
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_text(_json.dumps({"data": rows[:2]}))
+    ds, _ = load_training_data(str(wrapped), trainer="sft", prompt_format="qa", base_dir=tmp_path)
+    assert ds["prompt"] == ["Q: Q1?\nA:", "Q: Q2?\nA:"] and ds["completion"] == [" A1.\n", " A2.\n"]

@@ -27,7 +27,7 @@ from typing import Any
 import datasets
 
 from measure.errors import UsageError
-from measure.io import read_jsonl, sha256_file
+from measure.io import iter_rows, sha256_file
 from measure.prompts import format_prompt
 from train.recipe import looks_local, resolve_path
 
@@ -147,17 +147,15 @@ def unpair_rows(rows: list[dict]) -> list[dict]:
 def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
     """(location, row) pairs from a local file; locations name file:line or file row N."""
     name = path.name.removesuffix(".gz")
-    if name.endswith(".jsonl"):
-        return [(f"{path}:{ln}", obj) for ln, obj in read_jsonl(path)]
-    if name.endswith(".json"):
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:  # maybe JSON lines with a .json name
-            return [(f"{path}:{ln}", obj) for ln, obj in read_jsonl(path)]
-        data = data.get("data", data) if isinstance(data, dict) else data
-        if not isinstance(data, list):
-            raise UsageError(f"{path}: expected a JSON list of rows (or JSON lines)")
-        return [(f"{path} row {i + 1}", r) for i, r in enumerate(data)]
+    if name.endswith(".json") and path.suffix != ".gz" and path.read_text(encoding="utf-8-sig").lstrip().startswith("{"):
+        try:  # {"data": [rows]}; anything else starting with "{" is JSON lines
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except json.JSONDecodeError:
+            data = None
+        if isinstance(data, dict) and isinstance(data.get("data"), list):
+            return [(f"{path} row {i + 1}", r) for i, r in enumerate(data["data"])]
+    if name.endswith((".json", ".jsonl")):  # a JSON array or JSON lines, each row with its file:line
+        return list(iter_rows(path))
     if name.endswith((".csv", ".parquet")):
         # CSV cells are text: read them as strings so an answer "4" is not turned into the integer 4
         kwargs = {}
