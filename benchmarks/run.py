@@ -89,7 +89,8 @@ def print_throughput(r: dict) -> str:
              r[key]["generate_calls"]]
             for name, key in (("toolkit (measure.sample)", "toolkit"), ("(a) per-sample loop + 2nd pass", "loop"),
                               ("(b) raw batched generate", "floor"),
-                              ("toolkit, decoder=generate", "toolkit_decoder_generate"))]
+                              ("toolkit, decoder=generate", "toolkit_decoder_generate"),
+                              ("toolkit's forward passes alone", "own_forwards")) if r.get(key)]
     out = table(f"1. Throughput: {r['questions']} questions x (greedy + N={r['n_samples']}), "
                 f"max_new_tokens={r['max_new_tokens']}, median of {r['repeats']} (loop: {r['loop_repeats']})",
                 ["method", "wall s", "CPU s", "answer tokens", "tokens/s (wall)", "generate calls"], rows)
@@ -97,7 +98,9 @@ def print_throughput(r: dict) -> str:
     return out + (f"\n   toolkit (decoder={r['decoder']}) wall time inside its decode calls: {inside:.3g}s; outside "
                   f"(prompts, cutting): {r['toolkit']['seconds'] - inside:.3g}s\n   (b) matched: {r['floor']['matched']}\n"
                   f"   decoder=generate / decoder={r['decoder']} per answer token = "
-                  f"{r['decoder_generate_over_toolkit']:.3g}x wall\n"
+                  f"{r['decoder_generate_over_toolkit']:.3g}x wall"
+                  + (f"; toolkit / its forward passes alone = {r['toolkit_over_own_forwards']:.3g}x wall (sampling, "
+                     "token statistics, stop checks, text)" if r.get("toolkit_over_own_forwards") else "") + "\n"
                   f"   (a)/toolkit per answer token = {r['loop_over_toolkit']:.3g}x wall, {cpu['loop_over_toolkit']:.3g}x CPU "
                   f"(target >= 10); toolkit/(b) = {r['toolkit_over_floor']:.3g}x wall, {cpu['toolkit_over_floor']:.3g}x "
                   "CPU (target <= 1.25)")

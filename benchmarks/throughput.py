@@ -19,6 +19,9 @@ Ways to get greedy + N sampled answers with full-vocabulary token entropies for 
            same number of forward passes (checked), over all rows at every step and with N prefill copies.
   toolkit, decoder=generate   the toolkit's pass with measure.decoder=generate (`model.generate` with
            output_logits=True), for models whose cache cannot drop rows; shown for comparison.
+  forward passes alone   the compact decodes' own model work replayed without anything else (prefill of
+           the distinct prompts, live rows per step, same tokens; benchmarks/schedule.py): the matched
+           floor, since (b) does more model work than the compact decoder.
 
 Throughput counts *answer tokens*: per generated row, the tokens up to and including EOS, or up to the
 step at which its stop string appeared, or max_new_tokens -- never the padding a finished row gets
@@ -64,6 +67,7 @@ class GenerateCall:
     prompt_len: int
     steps: int                 # decode steps = generated columns (forward passes of this call)
     answer_tokens: int         # see the module docstring
+    compact: tuple | None = None   # compact decoder: (input_ids, attention_mask, n, tokens, lengths) for its replay
 
 
 @dataclass
@@ -138,7 +142,8 @@ def recording(model, tokenizer) -> Iterator[Recorder]:
         recorder.generate_s += time.perf_counter() - started
         recorder.calls.append(GenerateCall(_generate_kwargs_of_compact(input_ids, attention_mask, **kwargs), rng, cuda_rng,
                                            len(decoded.lengths), input_ids.shape[1], decoded.tokens.shape[1],
-                                           sum(decoded.lengths)))
+                                           sum(decoded.lengths), (input_ids, attention_mask, kwargs["n"],
+                                                                  decoded.tokens, decoded.lengths)))
         return decoded
 
     model.generate = wrapped_generate   # an instance attribute shadows the class method for this object only
@@ -175,6 +180,12 @@ def run_floor(model, calls: Sequence[GenerateCall]) -> int:
         seqs = out.sequences if hasattr(out, "sequences") else out   # a generation_config may ask for a dict
         steps += seqs.shape[1] - call.prompt_len
     return steps
+
+
+def run_forwards(model, calls: Sequence[GenerateCall]) -> int:
+    """The compact decodes' forward passes alone (benchmarks/schedule.py); returns how many ran."""
+    from benchmarks.schedule import replay_forwards
+    return sum(replay_forwards(model, *call.compact) for call in calls)
 
 
 @torch.inference_mode()
@@ -243,10 +254,14 @@ def benchmark_throughput(model, tokenizer, questions: list[Question], settings: 
                            f"{sum(c.steps for c in calls)} decode steps: the two would not be matched")
     run_loop(model, tokenizer, questions[:2], settings, prompt_format)
     forward = forward_passes_result(calls, forward_calls, floor_counter.count)
+    matched = all(c.compact is not None for c in calls)   # the compact decoder ran: its forwards alone can be timed
+    if matched and run_forwards(model, calls) != sum(c.steps for c in calls):
+        raise RuntimeError("the forward-pass replay ran another number of passes than the toolkit's decodes")
 
     generate_settings = dataclasses.replace(settings, decoder="generate")
     run_toolkit(model, tokenizer, questions[:2], generate_settings, prompt_format, count=False)   # its warm-up
-    times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in ("toolkit", "generate", "floor", "loop")}
+    times: dict[str, tuple[list[float], list[float]]] = {m: ([], []) for m in ("toolkit", "generate", "floor", "loop",
+                                                                               "forwards")}
     inside: list[float] = []
     generate_tokens = 0
     loop_counts: dict[str, int] = {}
@@ -259,6 +274,9 @@ def benchmark_throughput(model, tokenizer, questions: list[Question], settings: 
             times["toolkit"][0].append(wall), times["toolkit"][1].append(cpu), inside.append(rec.generate_s)
             wall, cpu, _ = timed(lambda: run_floor(model, calls))
             times["floor"][0].append(wall), times["floor"][1].append(cpu)
+            if matched:
+                wall, cpu, _ = timed(lambda: run_forwards(model, calls))
+                times["forwards"][0].append(wall), times["forwards"][1].append(cpu)
             wall, cpu, (_, rec, _) = timed(lambda: run_toolkit(model, tokenizer, questions, generate_settings,
                                                                prompt_format, count=False))
             times["generate"][0].append(wall), times["generate"][1].append(cpu)
@@ -278,12 +296,15 @@ def benchmark_throughput(model, tokenizer, questions: list[Question], settings: 
     with_generate = _method(*times["generate"], generate_tokens,
                             generate_calls=len(calls), note="the toolkit's own pass with measure.decoder=generate")
     wall_ratios, cpu_ratios = _ratios(toolkit, loop, floor, "seconds"), _ratios(toolkit, loop, floor, "cpu_seconds")
+    forwards = _method(*times["forwards"], tokens, generate_calls=len(calls),
+                       note="the toolkit's own forward passes alone (benchmarks/schedule.py)") if matched else None
     for ratios, key in ((wall_ratios, "seconds"), (cpu_ratios, "cpu_seconds")):   # per answer token, own samples
         ratios["decoder_generate_over_toolkit"] = ((with_generate[key] / max(generate_tokens, 1))
                                                    / (toolkit[key] / max(toolkit["answer_tokens"], 1)))
+        ratios["toolkit_over_own_forwards"] = toolkit[key] / forwards[key] if forwards else None
     result = {"questions": len(questions), "n_samples": settings.n_samples, "max_new_tokens": settings.max_new_tokens,
               "repeats": repeats, "loop_repeats": loop_repeats, "toolkit": toolkit, "loop": loop, "floor": floor,
-              "toolkit_decoder_generate": with_generate, "decoder": settings.decoder,
+              "toolkit_decoder_generate": with_generate, "decoder": settings.decoder, "own_forwards": forwards,
               **wall_ratios, "cpu_time_ratios": cpu_ratios,
               "targets": {"loop_over_toolkit": {"value": wall_ratios["loop_over_toolkit"], "target": ">= 10",
                                                 "met": wall_ratios["loop_over_toolkit"] >= 10},

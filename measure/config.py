@@ -102,6 +102,9 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
     for key in ("n_samples", "max_new_tokens", "batch_size", "nli_batch_size", "vllm_logprobs"):
         if key in out and out[key] < 1:
             raise UsageError(f"{where}.{key}: must be >= 1, got {out[key]}")
+    for key in ("temperature", "top_p", "judge_margin"):   # YAML gives 1 for "1": these are floats
+        if key in out:
+            out[key] = float(out[key])
     if "temperature" in out and out["temperature"] <= 0:
         raise UsageError(f"{where}.temperature: must be > 0 (the greedy answer is always taken separately)")
     if "top_p" in out and not 0 < out["top_p"] <= 1:

@@ -36,13 +36,24 @@ class Decoded:
 
 
 def _check_cache(cache, model) -> None:
-    from transformers.cache_utils import DummyLayer, DynamicCache, DynamicLayer, LinearAttentionCacheLayerMixin
+    """Only cache layers whose batch rows can be repeated and selected exactly (keys/values and nothing
+    else per row); subclasses may keep more per-row state (compressed KV, recurrent states), so exact types."""
+    from transformers.cache_utils import (DummyLayer, DynamicCache, DynamicIndexedLayer, DynamicLayer,
+                                          DynamicSlidingWindowLayer)
+    exact = (DynamicLayer, DynamicSlidingWindowLayer, DynamicIndexedLayer, DummyLayer)
     layers = getattr(cache, "layers", None)
-    if not isinstance(cache, DynamicCache) or layers is None or any(
-            isinstance(layer, LinearAttentionCacheLayerMixin) or not isinstance(layer, (DynamicLayer, DummyLayer))
-            for layer in layers):
+    if not isinstance(cache, DynamicCache) or layers is None or any(type(layer) not in exact for layer in layers):
         kinds = sorted({type(layer).__name__ for layer in layers or []}) or [type(cache).__name__]
         raise UsageError(f"{type(model).__name__}: its cache ({', '.join(kinds)}) cannot drop finished rows; "
+                         "measure it with decoder=generate (valid choices: compact, generate)")
+
+
+def _check_model(model) -> None:
+    """PEFT prompt learning (prompt/prefix/p-tuning) adds its virtual tokens in generate's input preparation,
+    which this loop does not call."""
+    config = getattr(model, "active_peft_config", None)
+    if getattr(config, "is_prompt_learning", False):
+        raise UsageError(f"{type(model).__name__} uses PEFT prompt learning ({config.peft_type}); "
                          "measure it with decoder=generate (valid choices: compact, generate)")
 
 
@@ -69,6 +80,7 @@ def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     generated tokens so far contain a stop string (the row ends at that step, its last token kept)."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
+    _check_model(model)
     device = input_ids.device
     rows = input_ids.shape[0] * n
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long)
@@ -76,7 +88,9 @@ def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     lengths = [0] * rows
     if max_new_tokens <= 0 or rows == 0:
         return Decoded(tokens[:, :0], lengths, logprobs[:, :0], entropies[:, :0])
-    warpers = LogitsProcessorList([TemperatureLogitsWarper(temperature)] + ([TopPLogitsWarper(top_p)] if top_p < 1.0 else []))
+    # generate's sampling warpers, added under generate's conditions (none for greedy)
+    warpers = LogitsProcessorList(([TemperatureLogitsWarper(float(temperature))] if float(temperature) != 1.0 else [])
+                                  + ([TopPLogitsWarper(float(top_p))] if top_p < 1.0 else [])) if do_sample else None
     eos = torch.tensor(list(eos_ids), device=device)
 
     # generate's positions under left padding: count real tokens; pads get a harmless 1
@@ -84,7 +98,7 @@ def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
                 **_last_logits_only(model))
-    cache = out.past_key_values
+    cache = getattr(out, "past_key_values", None)   # recurrent models return cache_params instead
     _check_cache(cache, model)
     logits = out.logits[:, -1].float().repeat_interleave(n, 0)
     if n > 1:
@@ -109,8 +123,8 @@ def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         if step == max_new_tokens - 1 or bool(ended.all()):
             break
         if bool(ended.any()):   # drop the finished rows from the batch and the cache
-            keep = (~ended).nonzero().squeeze(1).to(device)
-            live, chosen, mask, next_position = live[keep], chosen[keep], mask[keep], next_position[keep]
+            keep = (~ended).nonzero().squeeze(1)    # on the CPU: valid for cache layers on any device
+            live, chosen, mask, next_position = (x[keep.to(device)] for x in (live, chosen, mask, next_position))
             cache.batch_select_indices(keep)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_position[:, None],

@@ -14,8 +14,9 @@ string cuts the text before its first occurrence, and the arrays keep the tokens
 before the cut (the delimiter is not part of the answer). Texts are whitespace-stripped, without
 special tokens.
 
-Sampling distribution: softmax(logits / T) with nucleus top_p; top_k, typical_p, min_p, repetition
-penalties are pinned off so a hub generation_config cannot change the protocol.
+Sampling distribution: softmax(logits / T) with nucleus top_p, nothing else: the compact decoder applies
+only those two warpers, and decoder=generate runs with the model's generation_config reduced to its
+special token ids (protocol_generation_config), so a hub generation_config cannot change the protocol.
 
 Determinism: `generate` calls `transformers.set_seed(seed)` before decoding: same prompts + settings -> identical
 output on the same CPU build. `sample_questions` seeds each call from (settings.seed, the question ids
@@ -179,6 +180,22 @@ def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float
     return [rows[i * n:(i + 1) * n] for i in range(len(prompts))]  # rows are prompt-major
 
 
+@contextlib.contextmanager
+def protocol_generation_config(model) -> Iterator[None]:
+    """generate() fills every knob the call leaves unset from model.generation_config (suppress_tokens,
+    bad_words_ids, forced/begin tokens, min_length, ...); for the call, the model's config keeps only its
+    special token ids, so both decoders follow exactly the protocol: softmax(logits / T) with top_p."""
+    from transformers import GenerationConfig
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    original = target.generation_config
+    target.generation_config = GenerationConfig(**{k: getattr(original, k, None) for k in
+                                                   ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")})
+    try:
+        yield
+    finally:
+        target.generation_config = original
+
+
 def _hf_generate(model, input_ids, mask, stopper: "StopOnText", *, n: int, do_sample: bool, temperature: float,
                  top_p: float, eos_ids: list[int], pad_id: int, max_new_tokens: int):
     """decoder=generate: one `model.generate` call; token statistics from its raw logits (output_logits)."""
@@ -192,7 +209,8 @@ def _hf_generate(model, input_ids, mask, stopper: "StopOnText", *, n: int, do_sa
         kwargs.update(temperature=None, top_p=None, top_k=None)
     if stopper.stop:
         kwargs["stopping_criteria"] = transformers.StoppingCriteriaList([stopper])
-    out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), **kwargs)
+    with protocol_generation_config(model):
+        out = model.generate(input_ids=input_ids.to(model.device), attention_mask=mask.to(model.device), **kwargs)
     generated = out.sequences[:, input_ids.shape[1]:]
     logprobs, entropies = (x.cpu() for x in token_statistics(out.logits, generated))  # on the model's device
     generated = generated.cpu()

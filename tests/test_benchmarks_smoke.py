@@ -148,3 +148,30 @@ def test_throughput_part_counts(tiny_model_dir, tmp_path):
     for key in ("loop_over_toolkit", "toolkit_over_floor", "decoder_generate_over_toolkit"):
         assert t[key] > 0
     assert {m["measure"] for m in report["targets"]} >= {"loop_over_toolkit", "toolkit_over_floor"}
+
+
+def test_forward_replay_runs_the_decoders_passes(tiny_model):
+    """benchmarks/schedule.py replays a compact decode with the same number of forward passes and the same
+    batch sizes per step (the matched floor of the throughput benchmark)."""
+    from benchmarks.schedule import replay_forwards
+    from measure import decode
+    from measure.prompts import encode_left_padded, format_prompt
+    from measure.sample import StopOnText
+    model, tok = tiny_model
+    ids, mask = encode_left_padded(tok, [format_prompt(tok, q, "chat") for q in ("Why?", "What is 2 plus 5?")],
+                                   tok.pad_token_id)
+    stop = StopOnText(tok, ("e",), ids.shape[1])
+    torch.manual_seed(0)
+    rows = {"decode": [], "replay": []}     # batch rows of every forward pass
+    phase = ["decode"]
+    hook = model.register_forward_hook(lambda m, a, kw, out: rows[phase[0]].append(kw["input_ids"].shape[0]),
+                                       with_kwargs=True)
+    try:
+        decoded = decode.decode_compact(model, ids, mask, n=3, do_sample=True, temperature=1.0, top_p=1.0,
+                                        max_new_tokens=12, eos_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
+                                        is_stopped=stop.text_has_stop)
+        phase[0] = "replay"
+        assert replay_forwards(model, ids, mask, 3, decoded.tokens, decoded.lengths) == decoded.tokens.shape[1]
+    finally:
+        hook.remove()
+    assert rows["decode"] == rows["replay"] and len(set(rows["decode"][1:])) > 1   # same rows per pass; rows left

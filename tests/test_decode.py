@@ -72,3 +72,49 @@ def test_prefill_projects_only_the_last_position(tiny_model):
     import copy
     peft_model = get_peft_model(copy.deepcopy(model), LoraConfig(r=2, target_modules=["q_proj"]))
     assert _last_logits_only(peft_model) == {"logits_to_keep": 1}
+
+
+def test_hub_generation_config_cannot_change_the_protocol(tiny_model):
+    """A generation_config that suppresses the greedy token changes neither decoder's answers, and the
+    model keeps its config after the call."""
+    import copy
+    model, tok = tiny_model
+    model = copy.deepcopy(model)
+    prompts = [format_prompt(tok, q, "chat") for q in QUESTIONS]
+    kwargs = dict(temperature=1.0, top_p=1.0, max_new_tokens=4, stop=(), seed=0)
+    plain = generate(model, tok, prompts, n=1, do_sample=False, decoder="generate", **kwargs)
+    first = model(**tok(prompts[0], return_tensors="pt", add_special_tokens=False)).logits[0, -1].argmax().item()
+    model.generation_config.suppress_tokens = [first]
+    model.generation_config.bad_words_ids = [[first]]
+    ids = tok(prompts[0], return_tensors="pt", add_special_tokens=False)
+    assert model.generate(**ids, max_new_tokens=1, do_sample=False)[0, -1].item() != first   # the config bites
+    for decoder in ("compact", "generate"):
+        again = generate(model, tok, prompts, n=1, do_sample=False, decoder=decoder, **kwargs)
+        assert [r[0].text for r in again] == [r[0].text for r in plain], decoder
+    assert model.generation_config.suppress_tokens == [first]
+
+
+def test_integer_temperature_and_unsupported_models(tiny_model):
+    """temperature=1 from YAML is a float to both decoders; models the loop cannot drive exactly are refused
+    with a pointer to decoder=generate (PEFT prompt learning; recurrent caches)."""
+    import copy
+    from peft import PromptTuningConfig, get_peft_model
+    from measure.config import parse_measure_settings
+    from measure.errors import UsageError
+    model, tok = tiny_model
+    settings = parse_measure_settings({"temperature": 1, "top_p": 1})
+    assert isinstance(settings.temperature, float) and isinstance(settings.top_p, float)
+    rows = generate(model, tok, [format_prompt(tok, "Why?", "chat")], n=2, do_sample=True, temperature=2, top_p=1,
+                    max_new_tokens=3, stop=(), seed=0)
+    assert len(rows[0]) == 2
+    prompted = get_peft_model(copy.deepcopy(model), PromptTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=2))
+    with pytest.raises(UsageError, match="prompt learning.*decoder=generate"):
+        generate(prompted, tok, ["Why?"], n=1, do_sample=False, temperature=1.0, top_p=1.0, max_new_tokens=2,
+                 stop=(), seed=0)
+    import transformers
+    mamba = transformers.MambaForCausalLM(transformers.MambaConfig(
+        vocab_size=len(tok), hidden_size=16, num_hidden_layers=1, state_size=4, pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)).eval()
+    with pytest.raises(UsageError, match=r"MambaForCausalLM: its cache .*decoder=generate"):
+        generate(mamba, tok, ["Why?"], n=1, do_sample=False, temperature=1.0, top_p=1.0, max_new_tokens=2,
+                 stop=(), seed=0)

@@ -146,7 +146,7 @@ def test_compact_prefills_once_and_drops_finished_rows(tiny_model, monkeypatch):
 
 
 def test_cache_without_row_selection_asks_for_the_generate_decoder(tiny_model):
-    from transformers.cache_utils import DynamicCache, LinearAttentionLayer
+    from transformers.cache_utils import DynamicCache, DynamicSlidingWindowLayer, LinearAttentionLayer
     from measure.decode import _check_cache
     model, _ = tiny_model
     cache = DynamicCache()
@@ -154,6 +154,15 @@ def test_cache_without_row_selection_asks_for_the_generate_decoder(tiny_model):
     cache.layers = [LinearAttentionLayer()]
     with pytest.raises(UsageError, match=r"LinearAttentionLayer.*decoder=generate.*valid choices: compact, generate"):
         _check_cache(cache, model)
+
+    class CompressedSlidingLayer(DynamicSlidingWindowLayer):   # may keep more per-row state than keys/values
+        pass
+
+    cache.layers = [DynamicSlidingWindowLayer(sliding_window=4), CompressedSlidingLayer(sliding_window=4)]
+    with pytest.raises(UsageError, match=r"CompressedSlidingLayer"):
+        _check_cache(cache, model)
+    cache.layers = [DynamicSlidingWindowLayer(sliding_window=4)]
+    _check_cache(cache, model)
     with pytest.raises(UsageError, match="unknown decoder 'compct'"):
         generate(model, _, ["x"], n=1, do_sample=False, decoder="compct", **GEN)
 
