@@ -2,14 +2,14 @@
 
     python -m measure run recipe=recipes/toy.yaml stage=dpo [overwrite=true] [measure.n_samples=5]
     python -m measure run model=<dir | adapter dir | hub id> benchmark=gsm8k [benchmark_path=...] [limit=50] out=<dir>
-                          [backend=hf|vllm] [vllm_logprobs=20]
+                          [backend=hf|vllm] [vllm_logprobs=20] [decoder=compact|generate]
     accelerate launch --num_processes 8 -m measure run ...      (questions sharded across processes)
     python -m measure score samples=<samples.jsonl> out=<dir> [clusterers=[exact,jaccard]] [judge=short_qa]
     python -m measure compare checkpoints/<name> [benchmark=...] [out=...]
     python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir>
     python -m measure cascade <measure dir> [signals=[...]] [costs=[...]] [cv_folds=5]
 
-Measurement settings (n_samples, temperature, top_p, max_new_tokens, batch_size, stop, clusterers,
+Measurement settings (n_samples, temperature, top_p, max_new_tokens, batch_size, stop, decoder, clusterers,
 signals, embedding_model, nli_model, judge_margin, ambiguous, bootstrap, seed, ...) are plain keys
 for `run model=...` and `score`, and `measure.<key>` overrides for `run recipe=...`.
 """
