@@ -75,9 +75,10 @@ def _step_statistics(logits: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.
 @torch.inference_mode()
 def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, *, n: int, do_sample: bool,
                    temperature: float, top_p: float, max_new_tokens: int, eos_ids: Sequence[int], pad_id: int,
-                   is_stopped: Callable[[list[int]], bool] | None = None) -> Decoded:
-    """Decode n continuations of each left-padded prompt. `is_stopped(tokens)` says whether a row's
-    generated tokens so far contain a stop string (the row ends at that step, its last token kept)."""
+                   have_stop: Callable[[list[list[int]]], list[bool]] | None = None) -> Decoded:
+    """Decode n continuations of each left-padded prompt. `have_stop(rows)` says, for the generated tokens
+    so far of each live row, whether they contain a stop string (the row ends at that step, its last token
+    kept)."""
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
     _check_model(model)
@@ -116,10 +117,12 @@ def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         where = live.cpu()
         tokens[where, step], logprobs[where, step], entropies[where, step] = chosen.cpu(), step_logprob.cpu(), step_entropy.cpu()
         ended = torch.isin(chosen, eos).cpu()
-        for i, row in enumerate(where.tolist()):
+        for row in where.tolist():
             lengths[row] = step + 1
-            if not ended[i] and is_stopped is not None and is_stopped(tokens[row, :step + 1].tolist()):
-                ended[i] = True
+        if have_stop is not None:
+            open_rows = (~ended).nonzero().squeeze(1).tolist()
+            for i, hit in zip(open_rows, have_stop(tokens[where[open_rows], :step + 1].tolist())):
+                ended[i] = ended[i] or hit
         if step == max_new_tokens - 1 or bool(ended.all()):
             break
         if bool(ended.any()):   # drop the finished rows from the batch and the cache

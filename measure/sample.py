@@ -112,13 +112,19 @@ class StopOnText:
         self.tokenizer, self.stop, self.prompt_len = tokenizer, tuple(stop), prompt_len
         self.stopped_at: dict[int, int] = {}  # row -> number of generated tokens when its stop string appeared
 
-    def text_has_stop(self, tokens: list[int]) -> bool:
-        return any(s in self.tokenizer.decode(tokens, skip_special_tokens=True) for s in self.stop)
+    def have_stop(self, rows: list[list[int]]) -> list[bool]:
+        """Whether each row's text contains a stop string (one batched decode call for all rows)."""
+        if not rows:
+            return []
+        texts = self.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        return [any(s in text for s in self.stop) for text in texts]
 
     def __call__(self, input_ids: torch.Tensor, scores=None, **kwargs) -> torch.Tensor:
-        for row, tokens in enumerate(input_ids[:, self.prompt_len:].tolist()):
-            if row not in self.stopped_at and self.text_has_stop(tokens):
-                self.stopped_at[row] = len(tokens)
+        generated = input_ids[:, self.prompt_len:].tolist()
+        open_rows = [row for row in range(len(generated)) if row not in self.stopped_at]
+        for row, hit in zip(open_rows, self.have_stop([generated[row] for row in open_rows])):
+            if hit:
+                self.stopped_at[row] = len(generated[row])
         return torch.tensor([row in self.stopped_at for row in range(input_ids.shape[0])], device=input_ids.device)
 
 
@@ -169,7 +175,7 @@ def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float
         decoded = decoding.decode_compact(
             model, input_ids.to(model.device), mask.to(model.device), n=n, do_sample=do_sample,
             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
-            is_stopped=stopper.text_has_stop if stop else None)
+            have_stop=stopper.have_stop if stop else None)
         generated, logprobs, entropies, ends = decoded.tokens, decoded.logprobs, decoded.entropies, decoded.lengths
     else:
         generated, logprobs, entropies, ends = _hf_generate(model, input_ids, mask, stopper, n=n, do_sample=do_sample,

@@ -169,7 +169,7 @@ def test_forward_replay_runs_the_decoders_passes(tiny_model):
     try:
         decoded = decode.decode_compact(model, ids, mask, n=3, do_sample=True, temperature=1.0, top_p=1.0,
                                         max_new_tokens=12, eos_ids=[tok.eos_token_id], pad_id=tok.pad_token_id,
-                                        is_stopped=stop.text_has_stop)
+                                        have_stop=stop.have_stop)
         phase[0] = "replay"
         assert replay_forwards(model, ids, mask, 3, decoded.tokens, decoded.lengths) == decoded.tokens.shape[1]
     finally:
