@@ -43,18 +43,17 @@ from measure.config import MeasureSettings
 from measure.records import Question, QuestionSamples
 from measure import sample as toolkit_sample
 from measure.prompts import encode_prompt, format_prompt, stop_strings
-from measure.sample import StopOnText, count_forward_calls, sample_questions
+from measure.decode import step_statistics
+from measure.sample import StopOnText, count_forward_calls, eos_ids, sample_questions
 
 from benchmarks.subject import median, timed
 
 # generate() kwargs that only shape the output the toolkit reads (or stop early); the floor drops them
 OUTPUT_ONLY = ("return_dict_in_generate", "output_logits", "output_scores", "stopping_criteria", "max_new_tokens",
                "min_new_tokens")
-# the loop pins the same sampling knobs as the toolkit (its own table when it has one), so both draw
+# the loop pins the same sampling knobs as the toolkit's generate path, so both draw
 # from softmax(logits / T) with top_p and nothing else
-NEUTRAL = {k: v for k, v in getattr(toolkit_sample, "_NEUTRAL", {
-    "top_k": 0, "typical_p": 1.0, "min_p": None, "epsilon_cutoff": 0.0, "eta_cutoff": 0.0,
-    "repetition_penalty": 1.0, "no_repeat_ngram_size": 0}).items() if k != "min_new_tokens"}
+NEUTRAL = {k: v for k, v in toolkit_sample._NEUTRAL.items() if k != "min_new_tokens"}
 
 
 @dataclass
@@ -74,14 +73,6 @@ class GenerateCall:
 class Recorder:
     calls: list[GenerateCall] = field(default_factory=list)
     generate_s: float = 0.0    # wall seconds spent inside model.generate
-
-
-def eos_ids(model, tokenizer) -> list[int]:
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
 
 
 def answer_lengths(generated: torch.Tensor, eos: Sequence[int], stopped_at: dict[int, int] | None) -> list[int]:
@@ -216,10 +207,8 @@ def run_loop(model, tokenizer, questions: list[Question], settings: MeasureSetti
             # the second pass: logits at positions prompt_len-1 .. prompt_len+n-2 predict the n answer tokens
             full = seq[:, :ids.shape[1] + n]
             logits = model(input_ids=full, attention_mask=torch.ones_like(full)).logits[0, ids.shape[1] - 1:-1]
-            logp = torch.log_softmax(logits.float(), dim=-1)
             # the per-token statistics the toolkit records (computed for their cost; not compared here)
-            _entropies = -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)
-            _logprobs = logp.gather(-1, full[0, ids.shape[1]:, None]).squeeze(-1)
+            step_statistics(logits, full[0, ids.shape[1]:])
             counts["entropy_passes"] += 1
             counts["answer_tokens"] += n
     return counts

@@ -18,7 +18,7 @@ Models whose cache cannot drop rows (linear-attention / recurrent layers) need d
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -65,11 +65,52 @@ def _last_logits_only(model) -> dict:
     return {"logits_to_keep": 1} if callable(supports) and supports() else {}
 
 
-def _step_statistics(logits: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def step_statistics(logits: torch.Tensor, chosen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw logits [rows, V] and chosen tokens [rows] -> (log p(chosen), full-vocabulary entropy), in nats."""
     logp = torch.log_softmax(logits.float(), dim=-1)
     entropy = -(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1)  # p log p = 0 where p = 0
     return logp.gather(-1, chosen[:, None]).squeeze(-1), entropy
+
+
+@dataclass
+class LiveBatch:
+    """The rows still decoding: their KV cache, attention mask, next position, and which generated row each
+    batch row is (`live`, on the CPU)."""
+    cache: Any
+    mask: torch.Tensor
+    next_position: torch.Tensor
+    live: torch.Tensor
+
+    def keep(self, keep: torch.Tensor) -> None:
+        """Keep only batch rows `keep` (CPU indices: valid for cache layers on any device)."""
+        on_device = keep.to(self.mask.device)
+        self.mask, self.next_position, self.live = self.mask[on_device], self.next_position[on_device], self.live[keep]
+        self.cache.batch_select_indices(keep)
+
+    def forward(self, model, tokens: torch.Tensor) -> torch.Tensor:
+        """One decode step: each live row is fed its token [rows]; returns the next logits [rows, V] (float32)."""
+        self.mask = torch.cat([self.mask, self.mask.new_ones(self.mask.shape[0], 1)], dim=1)
+        out = model(input_ids=tokens[:, None], attention_mask=self.mask, position_ids=self.next_position[:, None],
+                    past_key_values=self.cache, use_cache=True)
+        self.next_position = self.next_position + 1
+        return out.logits[:, -1].float()
+
+
+def prefill(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int) -> tuple[torch.Tensor, LiveBatch]:
+    """One forward over the k distinct left-padded prompts, its cache repeated n times (prompt-major rows);
+    returns the first step's logits [k * n, V] (float32) and the live batch."""
+    mask = attention_mask.to(input_ids.device)
+    # generate's positions under left padding: count real tokens; pads get a harmless 1
+    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
+                **_last_logits_only(model))
+    cache = getattr(out, "past_key_values", None)   # recurrent models return cache_params instead
+    _check_cache(cache, model)
+    logits = out.logits[:, -1].float().repeat_interleave(n, 0)
+    if n > 1:
+        cache.batch_repeat_interleave(n)
+    return logits, LiveBatch(cache, mask.repeat_interleave(n, 0), positions[:, -1].repeat_interleave(n, 0) + 1,
+                             torch.arange(logits.shape[0]))
 
 
 @torch.inference_mode()
@@ -82,7 +123,6 @@ def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
     _check_model(model)
-    device = input_ids.device
     rows = input_ids.shape[0] * n
     tokens = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long)
     logprobs, entropies = torch.zeros(rows, max_new_tokens), torch.zeros(rows, max_new_tokens)
@@ -92,29 +132,16 @@ def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
     # generate's sampling warpers, added under generate's conditions (none for greedy)
     warpers = LogitsProcessorList(([TemperatureLogitsWarper(float(temperature))] if float(temperature) != 1.0 else [])
                                   + ([TopPLogitsWarper(float(top_p))] if top_p < 1.0 else [])) if do_sample else None
-    eos = torch.tensor(list(eos_ids), device=device)
+    eos = torch.tensor(list(eos_ids), device=input_ids.device)
 
-    # generate's positions under left padding: count real tokens; pads get a harmless 1
-    mask = attention_mask.to(device)
-    positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 1)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                **_last_logits_only(model))
-    cache = getattr(out, "past_key_values", None)   # recurrent models return cache_params instead
-    _check_cache(cache, model)
-    logits = out.logits[:, -1].float().repeat_interleave(n, 0)
-    if n > 1:
-        cache.batch_repeat_interleave(n)
-    mask, next_position = mask.repeat_interleave(n, 0), positions[:, -1].repeat_interleave(n, 0) + 1
-    live = torch.arange(rows, device=device)            # generated row of each batch row
-    del out
-
+    logits, batch = prefill(model, input_ids, attention_mask, n)
     for step in range(max_new_tokens):
         if do_sample:
             chosen = torch.multinomial(torch.softmax(warpers(None, logits), dim=-1), num_samples=1).squeeze(1)
         else:
             chosen = logits.argmax(-1)
-        step_logprob, step_entropy = _step_statistics(logits, chosen)
-        where = live.cpu()
+        step_logprob, step_entropy = step_statistics(logits, chosen)
+        where = batch.live
         tokens[where, step], logprobs[where, step], entropies[where, step] = chosen.cpu(), step_logprob.cpu(), step_entropy.cpu()
         ended = torch.isin(chosen, eos).cpu()
         for row in where.tolist():
@@ -126,12 +153,9 @@ def decode_compact(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
         if step == max_new_tokens - 1 or bool(ended.all()):
             break
         if bool(ended.any()):   # drop the finished rows from the batch and the cache
-            keep = (~ended).nonzero().squeeze(1)    # on the CPU: valid for cache layers on any device
-            live, chosen, mask, next_position = (x[keep.to(device)] for x in (live, chosen, mask, next_position))
-            cache.batch_select_indices(keep)
-        mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        out = model(input_ids=chosen[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                    past_key_values=cache, use_cache=True)
-        logits, next_position = out.logits[:, -1].float(), next_position + 1
+            keep = (~ended).nonzero().squeeze(1)
+            batch.keep(keep)
+            chosen = chosen[keep.to(chosen.device)]
+        logits = batch.forward(model, chosen)
     steps = max(lengths)
     return Decoded(tokens[:, :steps], lengths, logprobs[:, :steps], entropies[:, :steps])

@@ -78,19 +78,14 @@ def count_forward_calls(model: torch.nn.Module) -> Iterator[ForwardCounter]:
 
 def token_statistics(step_logits: Sequence[torch.Tensor], tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Raw logits per step ([rows, V] each) and chosen tokens [rows, steps] -> (logprobs, entropies) [rows, steps]."""
-    logprobs, entropies = [], []
-    for t, logits in enumerate(step_logits):
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        logprobs.append(logp.gather(-1, tokens[:, t:t + 1]).squeeze(-1))
-        # p*log p with p = 0 (logit -inf) is 0, not nan
-        entropies.append(-(logp.exp() * logp.clamp(min=torch.finfo(logp.dtype).min)).sum(-1))
-    if not logprobs:
+    if not step_logits:
         empty = torch.zeros(tokens.shape[0], 0)
         return empty, empty
-    return torch.stack(logprobs, 1), torch.stack(entropies, 1)
+    per_step = [decoding.step_statistics(logits, tokens[:, t]) for t, logits in enumerate(step_logits)]
+    return torch.stack([lp for lp, _ in per_step], 1), torch.stack([h for _, h in per_step], 1)
 
 
-def _eos_ids(model, tokenizer) -> list[int]:
+def eos_ids(model, tokenizer) -> list[int]:
     ids = getattr(model.generation_config, "eos_token_id", None)
     ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
@@ -166,23 +161,23 @@ def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float
         raise UsageError(f"unknown decoder {decoder!r}{suggest(decoder, DECODERS)}")
     if not prompts:
         return []
-    eos_ids = _eos_ids(model, tokenizer)
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_ids[0]
+    eos = eos_ids(model, tokenizer)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     input_ids, mask = encode_left_padded(tokenizer, prompts, pad_id)
     stopper = StopOnText(tokenizer, stop, input_ids.shape[1])
     transformers.set_seed(seed)
     if decoder == "compact":
         decoded = decoding.decode_compact(
             model, input_ids.to(model.device), mask.to(model.device), n=n, do_sample=do_sample,
-            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, eos_ids=eos_ids, pad_id=pad_id,
+            temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, eos_ids=eos, pad_id=pad_id,
             have_stop=stopper.have_stop if stop else None)
         generated, logprobs, entropies, ends = decoded.tokens, decoded.logprobs, decoded.entropies, decoded.lengths
     else:
         generated, logprobs, entropies, ends = _hf_generate(model, input_ids, mask, stopper, n=n, do_sample=do_sample,
-                                                            temperature=temperature, top_p=top_p, eos_ids=eos_ids,
+                                                            temperature=temperature, top_p=top_p, eos_ids=eos,
                                                             pad_id=pad_id, max_new_tokens=max_new_tokens)
     rows = [_cut(tokenizer, generated[r, :end].tolist(), logprobs[r, :end].tolist(), entropies[r, :end].tolist(),
-                 eos_ids, stop) for r, end in enumerate(ends)]
+                 eos, stop) for r, end in enumerate(ends)]
     return [rows[i * n:(i + 1) * n] for i in range(len(prompts))]  # rows are prompt-major
 
 

@@ -147,9 +147,10 @@ def unpair_rows(rows: list[dict]) -> list[dict]:
 def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
     """(location, row) pairs from a local file; locations name file:line or file row N."""
     name = path.name.removesuffix(".gz")
-    if name.endswith(".json") and path.suffix != ".gz" and path.read_text(encoding="utf-8-sig").lstrip().startswith("{"):
+    text = path.read_text(encoding="utf-8-sig") if name.endswith(".json") and path.suffix != ".gz" else ""
+    if text.lstrip().startswith("{"):
         try:  # {"data": [rows]}; anything else starting with "{" is JSON lines
-            data = json.loads(path.read_text(encoding="utf-8-sig"))
+            data = json.loads(text)
         except json.JSONDecodeError:
             data = None
         if isinstance(data, dict) and isinstance(data.get("data"), list):
