@@ -1,6 +1,6 @@
 """Sampling backends: how a checkpoint is loaded and its greedy + N sampled answers are generated.
 
-    python -m measure run model=<dir | hub id> benchmark=gsm8k out=<dir>                   (backend=hf, default)
+    python -m measure run model=<dir | hub id | file.gguf | pkg:<package>> benchmark=gsm8k out=<dir>   (backend=hf)
     python -m measure run model=<hub id> benchmark=gsm8k out=<dir> backend=vllm [vllm_logprobs=20]
 
 `hf` (default): transformers `generate` (measure/sample.py). Token entropy is EXACT: the full-vocabulary
@@ -27,6 +27,7 @@ from typing import Any, Sequence
 
 from measure.config import MeasureSettings
 from measure.errors import UsageError, choose
+from measure.model_source import resolve_model
 from measure.records import Generation, Question, QuestionSamples
 
 EXACT_ENTROPY = "exact full-vocabulary"
@@ -94,13 +95,13 @@ class HFBackend:
         return {"backend": self.name, "entropy": EXACT_ENTROPY}
 
     def load(self, source: str, device: str | None = None):
-        """A merged model dir / hub id via AutoModelForCausalLM, or a PEFT adapter dir (merged on load)."""
+        """Any model reference (measure/model_source.py: hub id, checkpoint dir, GGUF file or package) via
+        AutoModelForCausalLM, or a PEFT adapter dir (merged on load)."""
         import torch
         from transformers import AutoModelForCausalLM
-        path = Path(source)
-        if not path.exists() and (source.startswith((".", "/", "~")) or source.count("/") > 1):
-            raise UsageError(f"model={source!r}: no such directory (a hub id has the form org/name)")
-        if (path / "adapter_config.json").exists() and not (path / "config.json").exists():
+        resolved = resolve_model(source)
+        source = resolved.path
+        if resolved.kind == "adapter":
             from peft import AutoPeftModelForCausalLM
             model = AutoPeftModelForCausalLM.from_pretrained(source).merge_and_unload()
         else:
@@ -149,6 +150,7 @@ class VLLMBackend:
 
     def load(self, source: str, device: str | None = None):
         import vllm
+        source = resolve_model(source).path  # vLLM reads the converted checkpoint of a GGUF like any other
         kwargs = dict(model=source, dtype="auto", max_logprobs=self.k, seed=0)
         try:
             llm = vllm.LLM(**kwargs, logprobs_mode=self.logprobs_mode)

@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator
 from measure.errors import UsageError
 
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets",
-                    "sentence-transformers", "scikit-learn", "scipy", "numpy", "alignment-tax")
+                    "sentence-transformers", "scikit-learn", "scipy", "numpy", "gguf", "alignment-tax")
 
 
 @contextlib.contextmanager

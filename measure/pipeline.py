@@ -25,6 +25,7 @@ from measure.config import BenchmarkSpec, MeasureSettings
 from measure.correctness import make_judge, resolve_labels, summarize_judgements
 from measure.errors import UsageError
 from measure.io import provenance as make_provenance
+from measure.model_source import resolve_model
 from measure.ranks import ranks
 from measure.records import QuestionRecord, QuestionSamples, read_samples, write_samples
 from measure.report import write_report
@@ -123,7 +124,8 @@ def guard_report(out_dir: Path, overwrite: bool) -> None:
 def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSettings, out_dir: Path, *,
                   prompt_format: str, provenance: dict, overwrite: bool = False, model_info: dict | None = None,
                   shard: bool = True, backend: str | None = None, vllm_logprobs: int | None = None) -> dict:
-    """Sample `model_source` (a merged dir, a PEFT adapter dir, or a hub id) on one benchmark and score it.
+    """Sample `model_source` (a merged dir, a PEFT adapter dir, a hub id, a .gguf file or pkg:<package>;
+    measure/model_source.py) on one benchmark and score it.
 
     Sharded (`accelerate launch -m measure run ...`): each rank loads the model on its device and samples
     its batches into its own resume cache; rank 0 gathers the rows in question order, writes
@@ -145,8 +147,9 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
             if path is not None:
                 path.unlink(missing_ok=True)
     where.barrier()
-    with where.main_first():
-        model, tokenizer = engine.load(model_source, str(where.state.device) if where.world > 1 else None)
+    with where.main_first():  # rank 0 converts a GGUF first; the other ranks then reuse its cache
+        resolved = resolve_model(model_source)
+        model, tokenizer = engine.load(resolved.path, str(where.state.device) if where.world > 1 else None)
     gen_timing: dict[str, float] = {}
     rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, timing=gen_timing,
                          shard=(where.rank, where.world))
@@ -160,7 +163,8 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
         path.unlink(missing_ok=True)
     report = None
     if where.main:
-        extra = {"benchmark": dataclasses.asdict(spec), "model": model_source, "prompt_format": prompt_format,
+        extra = {"benchmark": dataclasses.asdict(spec), "model": model_source, "model_files": resolved.provenance(),
+                 "prompt_format": prompt_format,
                  "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(model_info or {})}
         report = score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
                        provenance={**provenance, "processes": where.world}, extra_settings=extra,

@@ -136,7 +136,7 @@ def test_score_bad_samples_file(case, tmp_path, capsys):
     (["score", "samples={o}/missing.jsonl", "out={o}"], r"missing.jsonl: file not found"),
     (["run", "model=x", "benchmark=gsm9k", "out={o}"], r"unknown benchmark 'gsm9k'.*gsm8k"),
     (["rn", "model=x"], r"unknown command 'rn'.*run"),
-    (["run", "model={o}/no/such/model", "benchmark=jsonl", "benchmark_path={s}", "out={o}"], r"no/such/model': no such directory"),
+    (["run", "model={o}/no/such/model", "benchmark=jsonl", "benchmark_path={s}", "out={o}"], r"no/such/model': no such file or directory"),
     (["score", "samples={s}", "out={o}", "n_samples=many"], r"n_samples: expected int"),
     (["run", "model=x", "benchmark=gsm8k", "out={o}", "decoder=beam"], r"decoder: unknown 'beam'.*compact, generate"),
 ])

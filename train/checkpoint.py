@@ -13,7 +13,8 @@ from typing import Any
 
 from measure.errors import UsageError
 from measure.io import provenance, read_json, sha256_json, write_json
-from train.recipe import looks_local, resolve_path, stage_names
+from measure.model_source import PACKAGE_PREFIX, is_hub_id, resolve_model
+from train.recipe import resolve_path, stage_names
 
 MANIFEST = "stage.json"
 
@@ -71,19 +72,24 @@ def write_manifest(recipe: dict, stage: str, **fields: Any) -> dict:
     return manifest
 
 
-def model_source(recipe: dict, stage: str) -> str:
-    """Where `stage`'s full (merged) model lives: a stage dir, or the hub id / path of an external model."""
+def external_model(recipe: dict, stage: str) -> str | None:
+    """The model reference a stage names itself (the base's model.path, a `measure` stage's model), with a
+    local path resolved from the recipe's folder; None for a stage the chain trains."""
     if stage == "base":
-        if "path" in recipe["model"] and "pretrain" not in recipe["model"]:
-            path = recipe["model"]["path"]
-            base_dir = Path(recipe.get("_recipe_path", ".")).parent
-            return str(resolve_path(path, base_dir)) if looks_local(path) else path
-        return str(stage_dir(recipe, "base"))
-    spec = recipe["stages"][stage]
-    if spec.get("trainer") == "measure":
-        path = spec["model"]
-        base_dir = Path(recipe.get("_recipe_path", ".")).parent
-        return str(resolve_path(path, base_dir)) if looks_local(path) else path
+        path = recipe["model"]["path"] if "path" in recipe["model"] and "pretrain" not in recipe["model"] else None
+    else:
+        path = recipe["stages"][stage]["model"] if recipe["stages"][stage].get("trainer") == "measure" else None
+    if path is None or is_hub_id(path) or path.startswith(PACKAGE_PREFIX):
+        return path
+    return str(resolve_path(path, Path(recipe.get("_recipe_path", ".")).parent))
+
+
+def model_source(recipe: dict, stage: str) -> str:
+    """Where `stage`'s full (merged) model loads from: a stage dir, or the loadable checkpoint of an external
+    model (a hub id, a local dir, or a GGUF file / package converted once; measure/model_source.py)."""
+    external = external_model(recipe, stage)
+    if external is not None:
+        return resolve_model(external, f"{stage}.model").path
     return str(stage_dir(recipe, stage))
 
 

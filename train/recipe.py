@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from measure.errors import UsageError, suggest
+from measure.model_source import PACKAGE_PREFIX, check_reference, is_hub_id
 from measure.overrides import apply_overrides
 from measure.prompts import PROMPT_FORMATS
 
@@ -159,6 +160,17 @@ def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> No
             raise UsageError(f"{w}.path: file not found: {resolve_path(path, base_dir)}")
 
 
+def check_model(reference: Any, where: str, base_dir: Path) -> None:
+    """A model reference (hub id, local dir, .gguf, pkg:<package>) that can be loaded, checked without loading it."""
+    if not isinstance(reference, str) or not reference:
+        raise UsageError(f"{where}: expected a model reference (hub id org/name, local dir, .gguf file or "
+                         f"pkg:<package>), got {reference!r}")
+    if is_hub_id(reference) or reference.startswith(PACKAGE_PREFIX):
+        check_reference(reference, where)
+    else:
+        check_reference(str(resolve_path(reference, base_dir)), where)
+
+
 def looks_local(path: str) -> bool:
     """A path (relative or absolute, or with a data-file extension) rather than a hub id like 'org/name'."""
     return path.startswith((".", "/", "~")) or Path(path).suffix in (".json", ".jsonl", ".csv", ".parquet", ".gz", ".txt") \
@@ -219,8 +231,8 @@ def validate(raw: dict, where: str, base_dir: Path) -> None:
             raise UsageError(f"{where}.model.build: needs 'corpus' (tokenizer training text) or a model.pretrain dataset")
         if "corpus" in model["build"]:
             _check_dataset(model["build"]["corpus"], f"{where}.model.build.corpus", base_dir, bool(raw.get("world")))
-    elif looks_local(model["path"]) and not resolve_path(model["path"], base_dir).exists():
-        raise UsageError(f"{where}.model.path: local model directory not found: {model['path']}")
+    else:
+        check_model(model["path"], f"{where}.model.path", base_dir)
     if "pretrain" in model:
         _check_keys(model["pretrain"], PRETRAIN_KEYS, f"{where}.model.pretrain")
         _check_dataset(model["pretrain"]["dataset"], f"{where}.model.pretrain.dataset", base_dir, bool(raw.get("world")))
@@ -240,7 +252,9 @@ def validate(raw: dict, where: str, base_dir: Path) -> None:
             raise UsageError(f"{w}.from: {parent!r} is not an earlier stage{suggest(parent, earlier)}")
         if spec["trainer"] == "measure":  # a measure-only stage: an existing checkpoint, by hub id or path
             if "model" not in spec:
-                raise UsageError(f"{w}: a 'measure' stage needs 'model' (hub id or local dir of the checkpoint)")
+                raise UsageError(f"{w}: a 'measure' stage needs 'model' (hub id, local dir, .gguf file or "
+                                 "pkg:<package> of the checkpoint)")
+            check_model(spec["model"], f"{w}.model", base_dir)
         else:
             if "dataset" not in spec:
                 raise UsageError(f"{w}: missing required key 'dataset'")
