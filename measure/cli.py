@@ -1,7 +1,8 @@
 """`python -m measure <command> key=value ...` -- the measurement CLI. Subcommands and nothing else.
 
     python -m measure run recipe=recipes/toy.yaml stage=dpo [overwrite=true] [measure.n_samples=5]
-    python -m measure run model=<dir | adapter dir | hub id> benchmark=gsm8k [benchmark_path=...] [limit=50] out=<dir>
+    python -m measure run model=<dir | adapter dir | hub id | file.gguf | pkg:<package>> benchmark=gsm8k
+                          [benchmark_path=...] [limit=50] out=<dir>
                           [backend=hf|vllm] [vllm_logprobs=20] [decoder=compact|generate]
     accelerate launch --num_processes 8 -m measure run ...      (questions sharded across processes)
     python -m measure score samples=<samples.jsonl> out=<dir> [clusterers=[exact,jaccard]] [judge=short_qa]
@@ -70,6 +71,8 @@ def cmd_run(args: dict[str, Any]) -> None:
     for key in ("model", "benchmark", "out"):
         if not opts[key]:
             raise UsageError(f"missing {key}=...; `measure run` takes recipe=... stage=..., or model=... benchmark=... out=...")
+    from measure.model_source import check_reference
+    check_reference(str(opts["model"]))  # before anything is loaded or written
     if opts["prompt_format"] not in ("chat", "qa"):
         raise UsageError(f"prompt_format: unknown {opts['prompt_format']!r}; valid choices: chat, qa")
     settings = _settings({**args, "benchmarks": [{"name": opts["benchmark"], "path": opts["benchmark_path"],

@@ -35,18 +35,34 @@ def parse_overrides(argv: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _index(node: list, part: str, dotted: str, where: str) -> int:
+    """A list element named by its position: `measure.benchmarks.0.limit=10` (an existing element only)."""
+    if not part.isdigit() or int(part) >= len(node):
+        raise UsageError(f"override {dotted!r}: {where!r} is a list of {len(node)}; name an element by its "
+                         f"position 0..{len(node) - 1}, got {part!r}")
+    return int(part)
+
+
 def set_dotted(tree: dict, dotted: str, value: Any) -> None:
-    """Set tree['a']['b']['c'] = value for 'a.b.c', creating mappings on the way."""
-    node = tree
+    """Set tree['a']['b']['c'] = value for 'a.b.c', creating mappings on the way; a number after a list
+    names one of its elements (tree['a'][0]['b'] for 'a.0.b')."""
+    node: Any = tree
     parts = dotted.split(".")
-    for i, part in enumerate(parts[:-1]):
-        child = node.get(part)
+    for i, part in enumerate(parts):
+        where = ".".join(parts[:i])
+        if isinstance(node, list):
+            part = _index(node, part, dotted, where)
+        elif not isinstance(node, dict):
+            raise UsageError(f"override {dotted!r}: {where!r} is a {type(node).__name__}, not a mapping")
+        if i == len(parts) - 1:
+            node[part] = value
+            return
+        child = node[part] if isinstance(node, list) else node.get(part)
         if child is None:
             child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise UsageError(f"override {dotted!r}: {'.'.join(parts[:i + 1])!r} is a {type(child).__name__}, not a mapping")
+        elif isinstance(child, str) and isinstance(node, list):  # a list of names: expand to a mapping
+            child = node[part] = {"name": child}
         node = child
-    node[parts[-1]] = value
 
 
 def apply_overrides(tree: dict, overrides: dict[str, Any]) -> dict:

