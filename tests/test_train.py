@@ -175,10 +175,12 @@ def test_interrupted_stage_resumes_from_last_checkpoint(chain_dir, tmp_path, mon
         stages.run_stage(recipe, "sft", measure=False)
     assert not (out / "sft" / "stage.json").exists()
     assert (out / "sft" / "trainer" / "checkpoint-2").exists()
+    # a kill between transformers' writes: the newest checkpoint has no trainer_state.json yet
+    (out / "sft" / "trainer" / "checkpoint-2" / "trainer_state.json").unlink()
     monkeypatch.setitem(stages.TRAINER_SPECS, "sft", spec_with(CountSteps()))
     manifest = stages.run_stage(load_recipe(REPO / "recipes/tiny.yaml", overrides), "sft", measure=False)
-    assert manifest["train_metrics"]["resumed_from"].endswith("checkpoint-2")
-    assert CountSteps.ran == [3, 4]  # only the remaining steps ran
+    assert manifest["train_metrics"]["resumed_from"].endswith("checkpoint-1")  # the newest complete one
+    assert CountSteps.ran == [2, 3, 4]  # only the steps after it ran
     assert [e["step"] for e in manifest["train_metrics"]["log_history"] if "loss" in e] == [1, 2, 3, 4]
 
 
@@ -195,3 +197,21 @@ def test_measure_run_accepts_an_adapter_dir(chain_dir, tmp_path):
     for a, m in zip(outs["adapter"], outs["merged"]):
         assert a["greedy"]["text"] == m["greedy"]["text"]
         assert a["greedy"]["token_entropies"] == pytest.approx(m["greedy"]["token_entropies"], abs=1e-4)
+
+
+def test_newest_complete_trainer_checkpoint_is_chosen(tmp_path, capsys):
+    trainer = tmp_path / "trainer"
+    assert ckpt.trainer_checkpoint(tmp_path) is None
+    for step, state in ((1, {"global_step": 1}), (2, {"global_step": 2}), (3, None), (4, "torn {")):
+        (trainer / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (trainer / f"checkpoint-{step}" / "trainer_state.json").write_text(
+                state if isinstance(state, str) else json.dumps(state))
+    (trainer / "checkpoint-x").mkdir()
+    assert ckpt.trainer_checkpoint(tmp_path) == str(trainer / "checkpoint-2")
+    err = capsys.readouterr().err
+    assert "checkpoint-4" in err and "checkpoint-3" in err and "skipping the incomplete" in err
+    for step in (1, 2):
+        (trainer / f"checkpoint-{step}" / "trainer_state.json").unlink()
+    assert ckpt.trainer_checkpoint(tmp_path) is None  # none complete: train from the start
+
