@@ -16,13 +16,10 @@ from measure.cli import main as measure_main
 from measure.io import write_jsonl
 from train import chain, sweep
 
+from conftest import tree_snapshot as snapshot
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "recipes" / "tiny.yaml"
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file and directory under root with its size and modification time."""
-    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(root.rglob("*"))}
 
 
 def refused(entry, argv: list[str], root: Path, capsys) -> str:

@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import tree_snapshot
 from train import checkpoint as ckpt
 from train.recipe import load_recipe
 
@@ -215,3 +216,54 @@ def test_newest_complete_trainer_checkpoint_is_chosen(tmp_path, capsys):
         (trainer / f"checkpoint-{step}" / "trainer_state.json").unlink()
     assert ckpt.trainer_checkpoint(tmp_path) is None  # none complete: train from the start
 
+
+def _chain_refused(chain_dir: Path, *args: str, capsys) -> str:
+    from train import chain
+    before = tree_snapshot(chain_dir)
+    with pytest.raises(SystemExit) as exc:
+        chain.main(["recipe=recipes/tiny.yaml", f"output_dir={chain_dir}", *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert tree_snapshot(chain_dir) == before  # chain.json included: nothing is recorded for a refused run
+    return err
+
+
+def test_changed_recipe_does_not_reuse_a_stale_stage(chain_dir, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    err = _chain_refused(chain_dir, "stages.dpo.args.beta=0.5", capsys=capsys)
+    assert "stage 'dpo'" in err and "args.beta: 0.1 -> 0.5" in err
+    assert "overwrite=true" in err and "name=" in err
+    err = _chain_refused(chain_dir, "lora.r=8", capsys=capsys)  # every LoRA stage; the first one is named
+    assert "stage 'sft'" in err and "lora.r: 4 -> 8" in err
+    err = _chain_refused(chain_dir, "seed=1", capsys=capsys)
+    assert "stage 'base'" in err and "seed: 0 -> 1" in err
+
+
+def test_retrained_parent_is_not_built_upon_silently(chain_dir, tmp_path, capsys, monkeypatch):
+    """sft retrained (a new sft/stage.json) after dpo was trained on it: dpo's parent_hash no longer matches."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "tiny"
+    shutil.copytree(chain_dir, out, symlinks=True)
+    manifest = json.loads((out / "sft" / "stage.json").read_text())
+    (out / "sft" / "stage.json").write_text(json.dumps({**manifest, "wall_time_s": manifest["wall_time_s"] + 1}))
+    err = _chain_refused(out, capsys=capsys)
+    assert "stage 'dpo'" in err and "parent_hash: 'sft' was retrained" in err
+    # the stage script refuses to train on a parent whose own parent changed, before touching anything
+    base = json.loads((out / "base" / "stage.json").read_text())
+    (out / "base" / "stage.json").write_text(json.dumps({**base, "wall_time_s": base["wall_time_s"] + 1}))
+    before = tree_snapshot(out)
+    proc = subprocess.run([sys.executable, str(REPO / "train" / "dpo.py"), "recipe=recipes/tiny.yaml", f"output_dir={out}",
+                           "overwrite=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "stage 'sft'" in proc.stderr and "parent_hash" in proc.stderr, proc.stderr
+    assert tree_snapshot(out) == before
+
+
+def test_stale_measurement_report_is_not_reused(chain_dir, capsys, monkeypatch):
+    from measure.cli import main as measure_main
+    monkeypatch.chdir(REPO)
+    before = tree_snapshot(chain_dir)
+    with pytest.raises(SystemExit) as exc:
+        measure_main(["run", "recipe=recipes/tiny.yaml", f"output_dir={chain_dir}", "stage=sft", "measure.n_samples=3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "sft/measure/jsonl/report.json was measured on other measurement settings" in err
+    assert "overwrite=true" in err and tree_snapshot(chain_dir) == before

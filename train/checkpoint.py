@@ -64,6 +64,7 @@ def write_manifest(recipe: dict, stage: str, **fields: Any) -> dict:
     parent = spec.get("from") if stage != "base" else None
     manifest = {
         "name": recipe["name"], "stage": stage, "chain_index": names.index(stage),
+        "output_dir": str(chain_dir(recipe).resolve()),
         "trainer": spec.get("trainer", fields.pop("trainer", None)), "parent": parent,
         "parent_hash": manifest_hash(stage_dir(recipe, parent)) if parent else None,
         **fields, **provenance(seed=recipe["seed"], recipe=public_recipe(recipe)),
