@@ -188,3 +188,15 @@ def test_measure_run_nan_temperature_via_the_real_cli(tmp_path):
     assert proc.returncode == 2 and "run.temperature: nan is not a finite number" in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
     json.dumps(proc.stderr)
+
+
+def test_accelerate_launch_quiet_keeps_the_message_without_a_traceback(tmp_path):
+    """The launcher turns the script's exit 2 into its own exit 1 (README); with -q it adds no traceback."""
+    path = tiny_recipe(tmp_path)
+    before = snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "-q", "--num_processes", "1", "--cpu",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           str(REPO / "train" / "dpo.py"), f"recipe={path}", "overwrite=flase"],
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 1 and "error: overwrite: expected true or false" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr and snapshot(tmp_path) == before
