@@ -5,7 +5,9 @@
 Validation is total: unknown keys anywhere (including inside a stage's `args`, checked against the
 installed TRL config class), wrong types, missing local files and a `from:` that names no earlier
 stage all raise UsageError (exit 2) naming the key path and the valid choices -- before any file is
-written. The result is a plain resolved dict (what every manifest records) plus typed accessors.
+written. So do non-finite numbers and integers beyond 64 bits anywhere, seeds outside 0..2**32-1, out of
+range TRL step/epoch/learning-rate values (ARG_BOUNDS), and a `name` that is not a plain name; the YAML
+itself is read strictly (measure/yamlload.py: true/false booleans, no duplicate keys, bounded aliases). The result is a plain resolved dict (what every manifest records) plus typed accessors.
 
 Optional keys beyond the basics: a stage's `prompt_format` (overrides the recipe's for that stage: see
 `stage_prompt_format`), `trainer: measure` stages (an existing checkpoint by hub id / path, measured
