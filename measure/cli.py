@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from measure.errors import UsageError, exit_on_usage_error, suggest
 from measure.overrides import parse_overrides, pop_known
+from measure.values import as_int, as_seed
 
 
 def _settings(raw: dict[str, Any], where: str):
@@ -62,7 +63,7 @@ def cmd_run(args: dict[str, Any]) -> None:
             raise UsageError(f"stage={stage!r}: not a stage of {recipe['name']}{suggest(str(stage), stage_names(recipe))}")
         if not ckpt.is_finished(recipe, stage):
             raise UsageError(f"stage {stage!r} has no finished checkpoint at {ckpt.stage_dir(recipe, stage)}; train it first")
-        for name, report in pipeline.measure_stage(recipe, stage, overwrite=bool(opts["overwrite"])).items():
+        for name, report in pipeline.measure_stage(recipe, stage, overwrite=opts["overwrite"]).items():
             _print_summary(report, pipeline.measure_dir(recipe, stage, name))
         return
     opts = pop_known(args, {"model": None, "benchmark": None, "benchmark_path": None, "limit": None, "split": None,
@@ -79,9 +80,10 @@ def cmd_run(args: dict[str, Any]) -> None:
                                                   "limit": opts["limit"], "split": opts["split"]}]}, "run")
     out = Path(opts["out"])
     report = pipeline.measure_model(str(opts["model"]), settings.benchmarks[0], settings, out,
-                                    prompt_format=opts["prompt_format"], overwrite=bool(opts["overwrite"]),
+                                    prompt_format=opts["prompt_format"], overwrite=opts["overwrite"],
                                     provenance=provenance(seed=settings.seed), backend=opts["backend"],
-                                    vllm_logprobs=opts["vllm_logprobs"])
+                                    vllm_logprobs=None if opts["vllm_logprobs"] is None
+                                    else as_int(opts["vllm_logprobs"], "vllm_logprobs", lo=1))
     _print_summary(report, out)
 
 
@@ -95,7 +97,7 @@ def cmd_score(args: dict[str, Any]) -> None:
         raise UsageError(f"judge: unknown {opts['judge']!r}{suggest(str(opts['judge']), JUDGES)}")
     settings = _settings(args, "score")
     report = pipeline.score_file(Path(opts["samples"]), Path(opts["out"]), settings, judge=opts["judge"],
-                                 overwrite=bool(opts["overwrite"]))
+                                 overwrite=opts["overwrite"])
     _print_summary(report, Path(opts["out"]))
 
 
@@ -108,11 +110,11 @@ def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:
         raise UsageError("compare: give a chain dir or runs=[...], not both")
     if positional:
         result = compare_chain(Path(positional[0]), opts["benchmark"], Path(opts["out"]) if opts["out"] else None,
-                               bool(opts["overwrite"]))
+                               opts["overwrite"])
     elif opts["runs"]:
         runs = opts["runs"] if isinstance(opts["runs"], list) else [opts["runs"]]
         result = compare_runs([Path(r) for r in runs], opts["labels"], Path(opts["out"]) if opts["out"] else None,
-                              bool(opts["overwrite"]))
+                              opts["overwrite"])
     else:
         raise UsageError("compare: give a chain dir (python -m measure compare checkpoints/<name>) or runs=[dirA,dirB]")
     print(result.get("verdict", {}).get("text", "comparison written"))
@@ -128,8 +130,9 @@ def cmd_cascade(args: dict[str, Any], positional: list[str]) -> None:
     if len(positional) != 1:
         raise UsageError("cascade: give one measure dir (or samples.jsonl beside questions.jsonl)")
     result = run_cascade(Path(positional[0]), opts["signals"], opts["costs"], Path(opts["out"]) if opts["out"] else None,
-                         seed=int(opts["seed"]), calib_fraction=float(opts["calib_fraction"]),
-                         cv_folds=opts["cv_folds"], overwrite=bool(opts["overwrite"]))
+                         seed=as_seed(opts["seed"], "seed"), calib_fraction=opts["calib_fraction"],
+                         cv_folds=None if opts["cv_folds"] is None else as_int(opts["cv_folds"], "cv_folds"),
+                         overwrite=opts["overwrite"])
     for note in result.get("notes", []):
         print(f"note: {note}")
     print(f"wrote {result.get('out_dir', 'cascade outputs')}")

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from measure.errors import UsageError, suggest
+from measure.values import as_seed, check_numbers
 
 AMBIGUOUS_POLICIES = ("exclude", "incorrect", "correct")
 BACKENDS = ("hf", "vllm")
@@ -95,6 +96,9 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
         if raw.get(key) is not None:
             _check_type(key, raw[key], kinds, f"{where}.")
             out[key] = raw[key]
+    check_numbers(raw, where)   # .nan / .inf / integers beyond 64 bits: refused before a cache is written
+    if "seed" in out:
+        as_seed(out["seed"], f"{where}.seed")
     if out.get("backend", "hf") not in BACKENDS:
         raise UsageError(f"{where}.backend: unknown {out['backend']!r}{suggest(out['backend'], BACKENDS)}")
     if out.get("decoder", "compact") not in DECODERS:

@@ -65,12 +65,36 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def require_file(path: str | os.PathLike, what: str = "file") -> Path:
+    """`path` as a Path if it is an existing file; a missing path or a directory is a named UsageError."""
     path = Path(path)
     if not path.exists():
-        raise UsageError(f"{path}: file not found")
+        raise UsageError(f"{path}: {what} not found")
+    if path.is_dir():
+        raise UsageError(f"{path}: is a directory; expected a {what}")
+    return path
+
+
+def not_utf8(path: Path, data: bytes, e: UnicodeDecodeError) -> UsageError:
+    """The error for undecodable bytes, naming file:line (the line the bad byte is on)."""
+    line = data.count(b"\n", 0, e.start) + 1
+    return UsageError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8")
+
+
+def read_text(path: str | os.PathLike, what: str = "file", encoding: str = "utf-8") -> str:
+    """A whole text file, checked: it exists, is a file, and decodes as UTF-8 (errors name file:line)."""
+    path = require_file(path, what)
+    data = path.read_bytes()
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise not_utf8(path, data, e) from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise UsageError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
 
@@ -83,12 +107,14 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
     """Yield (line_number, object); a bad line is a UsageError naming file:line."""
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{path}: file not found")
+    path = require_file(path)
     opener = __import__("gzip").open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with opener(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise UsageError(f"{path}:{lineno}: not UTF-8 text ({e.reason}); save the file as UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -128,7 +154,7 @@ def _json_array_rows(path: Path, text: str) -> Iterator[tuple[str, Any]]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with open(require_file(path), encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         try:
             for number, row in enumerate(reader, 1):
@@ -144,7 +170,7 @@ def iter_rows(path: Path) -> Iterator[tuple[str, Any]]:
             yield from _csv_rows(path)
             return
         if path.suffix.lower() != ".gz":
-            text = path.read_text(encoding="utf-8-sig")
+            text = read_text(path, encoding="utf-8-sig")
             if text.lstrip().startswith("["):
                 yield from _json_array_rows(path, text)
                 return

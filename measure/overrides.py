@@ -2,8 +2,10 @@
 
     python -m train.chain recipe=recipes/toy.yaml stages.dpo.args.beta=0.05 seed=3
 
-Values are parsed as YAML scalars/flow collections, so `beta=0.05` is a float, `overwrite=true`
-a bool, `clusterers=[exact,jaccard]` a list, and `name=run1` a string.
+Values are parsed as YAML scalars/flow collections (measure.yamlload: strict booleans, no duplicate
+keys), so `beta=0.05` is a float, `overwrite=true` a bool, `clusterers=[exact,jaccard]` a list, and
+`name=run1` a string. Plain CLI options are checked against their default's type (`pop_known`): a
+bool option takes only true/false, an int option only an integer.
 """
 from __future__ import annotations
 
@@ -13,11 +15,13 @@ from typing import Any, Sequence
 import yaml
 
 from measure.errors import UsageError
+from measure.values import typed_option
+from measure.yamlload import load_yaml
 
 
 def parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return load_yaml(text) if text != "" else ""
     except yaml.YAMLError:
         return text  # not YAML: keep the literal string (e.g. "a: b" inside a prompt)
 
@@ -74,5 +78,6 @@ def apply_overrides(tree: dict, overrides: dict[str, Any]) -> dict:
 
 
 def pop_known(overrides: dict[str, Any], allowed: dict[str, Any]) -> dict[str, Any]:
-    """Split plain CLI options (e.g. overwrite, stage) from recipe overrides, with defaults."""
-    return {k: overrides.pop(k, default) for k, default in allowed.items()}
+    """Split plain CLI options (e.g. overwrite, stage) from recipe overrides, with defaults. An option whose
+    default is a bool / int / float must be one (`overwrite=flase` is an error, never truthy)."""
+    return {k: typed_option(overrides.pop(k, default), default, k) for k, default in allowed.items()}

@@ -29,6 +29,7 @@ from measure.model_source import resolve_model
 from measure.ranks import ranks
 from measure.records import QuestionRecord, QuestionSamples, read_samples, write_samples
 from measure.report import write_report
+from measure.sample_cache import cache_files, claim_cache, model_identity
 from measure.signals import compute_signals
 
 def auto_judge(rows: list[QuestionSamples]) -> str:
@@ -143,7 +144,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
         questions = load_benchmark(spec, seed=settings.seed)
     cache = out_dir / where.cache_name()
     if overwrite and (out_dir / "report.json").exists():
-        for path in ((out_dir / "samples.jsonl") if where.main else None, cache, cache.with_name(cache.name + ".settings.json")):
+        for path in ((out_dir / "samples.jsonl") if where.main else None, *cache_files(cache)):
             if path is not None:
                 path.unlink(missing_ok=True)
     where.barrier()
@@ -151,6 +152,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
         resolved = resolve_model(model_source)
         model, tokenizer = engine.load(resolved.path, str(where.state.device) if where.world > 1 else None)
     gen_timing: dict[str, float] = {}
+    claim_cache(cache, model_identity(model_source, model_info))  # never resume another model's samples
     rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, timing=gen_timing,
                          shard=(where.rank, where.world))
     del model
@@ -158,8 +160,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     if where.main:
         write_samples(out_dir / "samples.jsonl", rows)
     where.barrier()  # samples.jsonl is safe on disk before any rank drops its cache
-    for path in (cache, cache.with_name(cache.name + ".settings.json"),
-                 *(out_dir.glob("samples.partial*") if where.main else ())):  # incl. other world sizes' caches
+    for path in (*cache_files(cache), *(out_dir.glob("samples.partial*") if where.main else ())):  # incl. other world sizes' caches
         path.unlink(missing_ok=True)
     report = None
     if where.main:
@@ -193,26 +194,52 @@ def measure_stage(recipe: dict, stage: str, *, overwrite: bool = False, shard: b
     The stage is prompted in its own format (train.recipe.stage_prompt_format: a stage's
     `prompt_format`, else the recipe's). shard: see measure_model (True = every process calls this)."""
     from measure.config import parse_measure_settings
-    from measure.report import load_report
     from train import checkpoint as ckpt
     from train.recipe import stage_prompt_format
     settings = parse_measure_settings(recipe.get("measure"), "measure")
     say = print if ranks(shard).main else (lambda *a, **k: None)
     reports = {}
+    stage_hash = ckpt.sha256_json(ckpt.read_manifest(ckpt.stage_dir(recipe, stage)))
     for spec in settings.benchmarks:
-        out = measure_dir(recipe, stage, spec.name)
+        out, spec = measure_dir(recipe, stage, spec.name), resolve_benchmark_path(spec, recipe)
+        model_info = {"stage": stage, "chain": recipe["name"], "stage_hash": stage_hash,
+                      "measured_with": measured_with(settings, spec, stage_prompt_format(recipe, stage))}
         if (out / "report.json").exists() and not overwrite:
+            reports[spec.name] = reusable_report(out, model_info, stage)
             say(f"[measure] {stage}/{spec.name}: report exists, reusing {out}")
-            reports[spec.name] = load_report(out)
             continue
         say(f"[measure] {stage}/{spec.name}: measuring")
-        manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, stage))
         reports[spec.name] = measure_model(
-            ckpt.model_source(recipe, stage), resolve_benchmark_path(spec, recipe), settings, out,
+            ckpt.model_source(recipe, stage), spec, settings, out,
             prompt_format=stage_prompt_format(recipe, stage), overwrite=overwrite, shard=shard,
-            provenance=make_provenance(seed=settings.seed, recipe=ckpt.public_recipe(recipe)),
-            model_info={"stage": stage, "chain": recipe["name"], "stage_hash": ckpt.sha256_json(manifest)})
+            provenance=make_provenance(seed=settings.seed, recipe=ckpt.public_recipe(recipe)), model_info=model_info)
     return reports
+
+
+def measured_with(settings: MeasureSettings, spec: BenchmarkSpec, prompt_format: str) -> dict:
+    """What a stage's report depends on besides the model: every setting that changes samples or scores
+    (batch sizes do not), the prompt format, and the benchmark -- its file by content, not by path."""
+    from measure.io import sha256_file, to_jsonable
+    block = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("benchmarks", "batch_size", "nli_batch_size")}
+    bench = dataclasses.asdict(spec)
+    if spec.path and Path(spec.path).is_file():
+        bench["path"] = {"sha256": sha256_file(spec.path)}
+    return to_jsonable({**block, "benchmark": bench, "prompt_format": prompt_format})
+
+
+def reusable_report(out: Path, model_info: dict, stage: str) -> dict:
+    """The finished report of a stage, if it was measured on this stage's model with these settings."""
+    from measure.report import load_report
+    report = load_report(out)
+    old = report.get("settings") or {}
+    stale = [k for k in ("stage_hash", "measured_with") if old.get(k) != model_info[k]]
+    if stale:
+        what = {"stage_hash": f"another {stage} model (its stage.json changed)",
+                "measured_with": "other measurement settings"}
+        raise UsageError(f"{out / 'report.json'} was measured on {' and '.join(what[k] for k in stale)}; "
+                         f"re-measure with python -m measure run recipe=<recipe> stage={stage} overwrite=true "
+                         "(the chain's overwrite=true retrains every stage), or measure into a new name=/output_dir=")
+    return report
 
 
 def compare_and_cascade(recipe: dict, *, overwrite: bool = True) -> None:

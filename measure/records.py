@@ -8,6 +8,8 @@ Extra keys are kept in Question.meta and written back.
 """
 from __future__ import annotations
 
+import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -59,7 +61,13 @@ def _floats(value: Any, where: str, key: str) -> tuple[float, ...] | None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
         raise UsageError(f"{where}: {key!r} must be a list of numbers")
-    return tuple(float(v) for v in value)
+    out = tuple(float(v) for v in value)
+    # JSON readers accept NaN / Infinity; a non-finite statistic would silently drop the question from
+    # that signal's AUROC, so the file is refused instead
+    bad = next((i for i, v in enumerate(out) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise UsageError(f"{where}: {key}[{bad}] is {json.dumps(value[bad])}; token statistics must be finite numbers")
+    return out
 
 
 def _generation(obj: Any, where: str) -> Generation:

@@ -1,7 +1,9 @@
 """The sampling resume cache: rows appended (flushed, fsynced) after each batch, read back on a re-run.
 
-A cache belongs to one set of sampling settings (`<cache>.settings.json`); another setting, another
-question text or sample count is an error that says what differs, never a silent mix. A torn last line
+A cache belongs to one set of sampling settings (`<cache>.settings.json`) and one model
+(`<cache>.model.json`: the stage's stage.json hash, or the files of a local model); another setting,
+another model, another question text or sample count is an error that says what differs, never a
+silent mix. A torn last line
 (a kill mid-write) is dropped, so the batch it belonged to is sampled again whole.
 """
 from __future__ import annotations
@@ -80,3 +82,35 @@ def open_cache(path: Path, meta: dict, questions: Sequence[Question], n: int) ->
             raise UsageError(f"{path}: cached question {qid!r} does not match this run (other question text "
                              "or sample count); delete the cache to re-sample")
     return {qid: row for qid, row in cached.items() if qid in by_id}
+
+
+def cache_files(path: Path) -> tuple[Path, Path, Path]:
+    """The resume cache and its two sidecars (settings, model)."""
+    return path, path.with_name(path.name + ".settings.json"), path.with_name(path.name + ".model.json")
+
+
+def model_identity(model_source: str, model_info: dict | None) -> dict:
+    """What says "the same model" across a resume: a chain stage's stage.json hash, else the reference and,
+    for a local dir or file, the names, sizes and modification times of its files (hashing the weights
+    would cost as much as a batch; a retrained or replaced model has new files)."""
+    if model_info and model_info.get("stage_hash"):
+        return {"stage_hash": model_info["stage_hash"]}
+    path = Path(model_source)
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
+    return {"model": model_source, "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}
+
+
+def claim_cache(path: Path, identity: dict) -> None:
+    """Tie a resume cache to one model. A non-empty cache of another model (or of unknown model: written
+    before this check existed) is an error; an empty or new one is claimed for `identity`."""
+    _, settings_path, model_path = cache_files(path)
+    identity = to_jsonable(identity)
+    if path.exists() and path.stat().st_size:
+        old = read_json(model_path) if model_path.exists() else None
+        if old != identity:
+            raise UsageError(f"{path}: the sampling cache was made with another model ({old} -> {identity}); "
+                             "delete it (and its .settings.json / .model.json) to sample this model afresh")
+        return
+    for stale in (path, settings_path):  # an empty cache: nothing to keep, its settings start afresh too
+        stale.unlink(missing_ok=True)
+    write_json(model_path, identity)

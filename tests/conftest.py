@@ -53,3 +53,11 @@ def tiny_model(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     model.eval()
     return model, AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+# ---------------------------------------------------------------- "nothing written" checks (owner: issue 10)
+
+def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    """Every file and directory under root with its size and modification time: equal before and after a
+    refused command means it created, changed and deleted nothing there."""
+    return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(root.rglob("*"))}

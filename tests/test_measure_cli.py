@@ -180,3 +180,22 @@ def test_interrupted_sampling_resumes(tiny_model_dir, tmp_path, monkeypatch):
     main([*args[:4], f"out={tmp_path / 'fresh'}", *args[5:]])
     fresh = [json.loads(line) for line in (tmp_path / "fresh" / "samples.jsonl").read_text().splitlines()]
     assert first == fresh  # resuming gives exactly the uninterrupted samples
+
+
+def test_a_cache_of_another_model_is_never_resumed(tmp_path):
+    """The resume cache is tied to one model (<cache>.model.json); another model's rows are an error."""
+    from measure.errors import UsageError
+    from measure.sample_cache import cache_files, claim_cache, model_identity
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"one")
+    cache, settings, marker = cache_files(tmp_path / "samples.partial.jsonl")
+    claim_cache(cache, model_identity(str(model), None))
+    cache.write_text('{"id": "a"}\n')  # a row sampled from that model
+    claim_cache(cache, model_identity(str(model), None))  # same model: resumes
+    (model / "model.safetensors").write_bytes(b"retrained")
+    with pytest.raises(UsageError, match="made with another model"):
+        claim_cache(cache, model_identity(str(model), None))
+    with pytest.raises(UsageError, match="made with another model"):
+        claim_cache(cache, model_identity(str(model), {"stage_hash": "abc"}))
+    assert json.loads(marker.read_text())["model"] == str(model)

@@ -94,6 +94,17 @@ def test_rerun_reuses_finished_variants(swept):
     assert all(r["reports"]["jsonl"]["scr"] for r in report["variants"])
 
 
+def test_changed_recipe_does_not_reuse_stale_variants(swept, capsys):
+    """A finished variant trained with other settings is refused before anything runs (was: 'failed', exit 1)."""
+    from conftest import tree_snapshot
+    path, out = swept
+    before = tree_snapshot(out)
+    assert sweep(f"recipe={path}", *GRID, "stages.dpo.args.learning_rate=0.5") == 2
+    err = capsys.readouterr().err
+    assert f"grid variant {NAMES[0]}: stage 'dpo'" in err and "args.learning_rate: 0.01 -> 0.5" in err
+    assert "overwrite=true" in err and tree_snapshot(out) == before
+
+
 def test_failed_variant_is_reported_and_the_others_finish(swept, tmp_path):
     """loss_weights of the wrong length: DPOConfig rejects it when that variant starts; the other trains."""
     path, out = swept

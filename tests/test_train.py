@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import tree_snapshot
 from train import checkpoint as ckpt
 from train.recipe import load_recipe
 
@@ -175,10 +176,12 @@ def test_interrupted_stage_resumes_from_last_checkpoint(chain_dir, tmp_path, mon
         stages.run_stage(recipe, "sft", measure=False)
     assert not (out / "sft" / "stage.json").exists()
     assert (out / "sft" / "trainer" / "checkpoint-2").exists()
+    # a kill between transformers' writes: the newest checkpoint has no trainer_state.json yet
+    (out / "sft" / "trainer" / "checkpoint-2" / "trainer_state.json").unlink()
     monkeypatch.setitem(stages.TRAINER_SPECS, "sft", spec_with(CountSteps()))
     manifest = stages.run_stage(load_recipe(REPO / "recipes/tiny.yaml", overrides), "sft", measure=False)
-    assert manifest["train_metrics"]["resumed_from"].endswith("checkpoint-2")
-    assert CountSteps.ran == [3, 4]  # only the remaining steps ran
+    assert manifest["train_metrics"]["resumed_from"].endswith("checkpoint-1")  # the newest complete one
+    assert CountSteps.ran == [2, 3, 4]  # only the steps after it ran
     assert [e["step"] for e in manifest["train_metrics"]["log_history"] if "loss" in e] == [1, 2, 3, 4]
 
 
@@ -195,3 +198,72 @@ def test_measure_run_accepts_an_adapter_dir(chain_dir, tmp_path):
     for a, m in zip(outs["adapter"], outs["merged"]):
         assert a["greedy"]["text"] == m["greedy"]["text"]
         assert a["greedy"]["token_entropies"] == pytest.approx(m["greedy"]["token_entropies"], abs=1e-4)
+
+
+def test_newest_complete_trainer_checkpoint_is_chosen(tmp_path, capsys):
+    trainer = tmp_path / "trainer"
+    assert ckpt.trainer_checkpoint(tmp_path) is None
+    for step, state in ((1, {"global_step": 1}), (2, {"global_step": 2}), (3, None), (4, "torn {")):
+        (trainer / f"checkpoint-{step}").mkdir(parents=True)
+        if state is not None:
+            (trainer / f"checkpoint-{step}" / "trainer_state.json").write_text(
+                state if isinstance(state, str) else json.dumps(state))
+    (trainer / "checkpoint-x").mkdir()
+    assert ckpt.trainer_checkpoint(tmp_path) == str(trainer / "checkpoint-2")
+    err = capsys.readouterr().err
+    assert "checkpoint-4" in err and "checkpoint-3" in err and "skipping the incomplete" in err
+    for step in (1, 2):
+        (trainer / f"checkpoint-{step}" / "trainer_state.json").unlink()
+    assert ckpt.trainer_checkpoint(tmp_path) is None  # none complete: train from the start
+
+
+def _chain_refused(chain_dir: Path, *args: str, capsys) -> str:
+    from train import chain
+    before = tree_snapshot(chain_dir)
+    with pytest.raises(SystemExit) as exc:
+        chain.main(["recipe=recipes/tiny.yaml", f"output_dir={chain_dir}", *args])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2, err
+    assert tree_snapshot(chain_dir) == before  # chain.json included: nothing is recorded for a refused run
+    return err
+
+
+def test_changed_recipe_does_not_reuse_a_stale_stage(chain_dir, capsys, monkeypatch):
+    monkeypatch.chdir(REPO)
+    err = _chain_refused(chain_dir, "stages.dpo.args.beta=0.5", capsys=capsys)
+    assert "stage 'dpo'" in err and "args.beta: 0.1 -> 0.5" in err
+    assert "overwrite=true" in err and "name=" in err
+    err = _chain_refused(chain_dir, "lora.r=8", capsys=capsys)  # every LoRA stage; the first one is named
+    assert "stage 'sft'" in err and "lora.r: 4 -> 8" in err
+    err = _chain_refused(chain_dir, "seed=1", capsys=capsys)
+    assert "stage 'base'" in err and "seed: 0 -> 1" in err
+
+
+def test_retrained_parent_is_not_built_upon_silently(chain_dir, tmp_path, capsys, monkeypatch):
+    """sft retrained (a new sft/stage.json) after dpo was trained on it: dpo's parent_hash no longer matches."""
+    monkeypatch.chdir(REPO)
+    out = tmp_path / "tiny"
+    shutil.copytree(chain_dir, out, symlinks=True)
+    manifest = json.loads((out / "sft" / "stage.json").read_text())
+    (out / "sft" / "stage.json").write_text(json.dumps({**manifest, "wall_time_s": manifest["wall_time_s"] + 1}))
+    err = _chain_refused(out, capsys=capsys)
+    assert "stage 'dpo'" in err and "parent_hash: 'sft' was retrained" in err
+    # the stage script refuses to train on a parent whose own parent changed, before touching anything
+    base = json.loads((out / "base" / "stage.json").read_text())
+    (out / "base" / "stage.json").write_text(json.dumps({**base, "wall_time_s": base["wall_time_s"] + 1}))
+    before = tree_snapshot(out)
+    proc = subprocess.run([sys.executable, str(REPO / "train" / "dpo.py"), "recipe=recipes/tiny.yaml", f"output_dir={out}",
+                           "overwrite=true"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "stage 'sft'" in proc.stderr and "parent_hash" in proc.stderr, proc.stderr
+    assert tree_snapshot(out) == before
+
+
+def test_stale_measurement_report_is_not_reused(chain_dir, capsys, monkeypatch):
+    from measure.cli import main as measure_main
+    monkeypatch.chdir(REPO)
+    before = tree_snapshot(chain_dir)
+    with pytest.raises(SystemExit) as exc:
+        measure_main(["run", "recipe=recipes/tiny.yaml", f"output_dir={chain_dir}", "stage=sft", "measure.n_samples=3"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "sft/measure/jsonl/report.json was measured on other measurement settings" in err
+    assert "overwrite=true" in err and tree_snapshot(chain_dir) == before

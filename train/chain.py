@@ -3,8 +3,10 @@
     python -m train.chain recipe=recipes/toy.yaml [overwrite=true] [measure=false] [compare=false] [dotted overrides]
 
 Each stage runs through the same code as its script (train/pretrain.py, train/sft.py, ...), in this
-process. A finished stage (stage.json present) is reused; an interrupted one resumes from its last
-Trainer checkpoint. After the last stage, when the recipe measures benchmarks, the cross-stage
+process. A finished stage (stage.json present) is reused only if it was trained with what the recipe
+asks for now, on the parent that is there now (train/reuse.py; else exit 2 naming the stage and the keys
+that differ, before anything is written); an interrupted one resumes from its last complete Trainer
+checkpoint. After the last stage, when the recipe measures benchmarks, the cross-stage
 comparison (python -m measure compare) and the cascade of the last stage are written too.
 """
 from __future__ import annotations
@@ -18,6 +20,7 @@ from measure.io import read_json, write_json
 from measure.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.recipe import load_recipe, stage_names
+from train.reuse import chain_hint, check_reusable
 
 
 def preflight(recipe: dict) -> None:
@@ -48,7 +51,12 @@ def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, co
     previous = read_json(timings_path) if timings_path.exists() else {}
     timings: dict[str, float] = {}
     reused: list[str] = []
+    if not overwrite:  # before anything is written: a finished stage is reused only if it matches the recipe
+        for stage in stage_names(recipe):
+            if ckpt.is_finished(recipe, stage):
+                check_reusable(recipe, stage, chain_hint(recipe))
     write_json(ckpt.chain_dir(recipe) / "chain.json", {"name": recipe["name"], "stages": stage_names(recipe),
+                                                       "output_dir": str(ckpt.chain_dir(recipe).resolve()),
                                                        "recipe": ckpt.public_recipe(recipe)})
     for stage in stage_names(recipe):
         started = time.time()
@@ -85,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     if not opts["recipe"]:
         raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
     recipe = load_recipe(opts["recipe"], overrides)
-    run_chain(recipe, overwrite=bool(opts["overwrite"]), measure=bool(opts["measure"]), compare=bool(opts["compare"]))
+    run_chain(recipe, overwrite=opts["overwrite"], measure=opts["measure"], compare=opts["compare"])
 
 
 if __name__ == "__main__":

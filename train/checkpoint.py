@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,7 @@ def write_manifest(recipe: dict, stage: str, **fields: Any) -> dict:
     parent = spec.get("from") if stage != "base" else None
     manifest = {
         "name": recipe["name"], "stage": stage, "chain_index": names.index(stage),
+        "output_dir": str(chain_dir(recipe).resolve()),
         "trainer": spec.get("trainer", fields.pop("trainer", None)), "parent": parent,
         "parent_hash": manifest_hash(stage_dir(recipe, parent)) if parent else None,
         **fields, **provenance(seed=recipe["seed"], recipe=public_recipe(recipe)),
@@ -124,10 +126,27 @@ def save_stage_model(model, tokenizer, directory: Path, *, is_peft: bool) -> dic
     return out
 
 
+def checkpoint_complete(path: Path) -> bool:
+    """transformers writes trainer_state.json last in a checkpoint (after weights, optimizer, scheduler,
+    RNG state), so a checkpoint is complete when that file parses and names this checkpoint's step."""
+    try:
+        state = json.loads((path / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == int(path.name.split("-")[-1])
+
+
 def trainer_checkpoint(directory: Path) -> str | None:
-    """The newest Trainer checkpoint to resume from, if an earlier run of this stage was interrupted."""
-    ckpts = sorted((directory / "trainer").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
-    return str(ckpts[-1]) if ckpts else None
+    """The newest *complete* Trainer checkpoint to resume from, if an earlier run of this stage was
+    interrupted. Torn ones (a kill between transformers' writes) are skipped with a warning; none
+    complete -> None (train from the start)."""
+    ckpts = [p for p in (directory / "trainer").glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
+    for path in sorted(ckpts, key=lambda p: int(p.name.split("-")[-1]), reverse=True):
+        if checkpoint_complete(path):
+            return str(path)
+        print(f"[alignment-tax] warning: skipping the incomplete Trainer checkpoint {path} "
+              "(no readable trainer_state.json: interrupted while saving)", file=sys.stderr)
+    return None
 
 
 def summarize_log(log_history: list[dict]) -> dict:

@@ -27,7 +27,7 @@ from typing import Any
 import datasets
 
 from measure.errors import UsageError
-from measure.io import iter_rows, sha256_file
+from measure.io import iter_rows, read_text, sha256_file
 from measure.prompts import format_prompt
 from train.recipe import looks_local, resolve_path
 
@@ -147,7 +147,7 @@ def unpair_rows(rows: list[dict]) -> list[dict]:
 def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
     """(location, row) pairs from a local file; locations name file:line or file row N."""
     name = path.name.removesuffix(".gz")
-    text = path.read_text(encoding="utf-8-sig") if name.endswith(".json") and path.suffix != ".gz" else ""
+    text = read_text(path, encoding="utf-8-sig") if name.endswith(".json") and path.suffix != ".gz" else ""
     if text.lstrip().startswith("{"):
         try:  # {"data": [rows]}; anything else starting with "{" is JSON lines
             data = json.loads(text)
@@ -163,6 +163,8 @@ def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
         if name.endswith(".csv"):
             import csv
             import gzip
+            if path.suffix != ".gz":
+                read_text(path, encoding="utf-8-sig")  # a non-UTF-8 file: a named error, not pandas' traceback
             with (gzip.open if path.suffix == ".gz" else open)(path, "rt", encoding="utf-8-sig", newline="") as f:
                 header = next(csv.reader(f), [])
             kwargs["features"] = datasets.Features({c: datasets.Value("string") for c in header})
@@ -172,7 +174,7 @@ def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
         return [(f"{path}:{i + 2}" if name.endswith(".csv") else f"{path} row {i + 1}", r) for i, r in enumerate(ds)]
     if name.endswith(".txt"):
         return [(f"{path}:{i + 1}", {"text": line}) for i, line in
-                enumerate(path.read_text(encoding="utf-8").splitlines()) if line.strip()]
+                enumerate(read_text(path).splitlines()) if line.strip()]
     raise UsageError(f"{where}: unsupported file type {path.suffix!r}; use .json, .jsonl, .csv, .parquet, .txt (optionally .gz)")
 
 

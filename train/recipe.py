@@ -5,7 +5,9 @@
 Validation is total: unknown keys anywhere (including inside a stage's `args`, checked against the
 installed TRL config class), wrong types, missing local files and a `from:` that names no earlier
 stage all raise UsageError (exit 2) naming the key path and the valid choices -- before any file is
-written. The result is a plain resolved dict (what every manifest records) plus typed accessors.
+written. So do non-finite numbers and integers beyond 64 bits anywhere, seeds outside 0..2**32-1, out of
+range TRL step/epoch/learning-rate values (ARG_BOUNDS), and a `name` that is not a plain name; the YAML
+itself is read strictly (measure/yamlload.py: true/false booleans, no duplicate keys, bounded aliases). The result is a plain resolved dict (what every manifest records) plus typed accessors.
 
 Optional keys beyond the basics: a stage's `prompt_format` (overrides the recipe's for that stage: see
 `stage_prompt_format`), `trainer: measure` stages (an existing checkpoint by hub id / path, measured
@@ -24,8 +26,11 @@ from typing import Any
 import yaml
 
 from measure.errors import UsageError, suggest
+from measure.io import read_text
 from measure.model_source import PACKAGE_PREFIX, check_reference, is_hub_id
 from measure.overrides import apply_overrides
+from measure.values import as_int, as_number, as_seed, check_numbers
+from measure.yamlload import load_yaml
 from measure.prompts import PROMPT_FORMATS
 
 TRAINERS = ("sft", "dpo", "kto", "orpo", "cpo")  # stage trainer names; see train/stages.py for the mapping
@@ -133,6 +138,9 @@ def validate_trainer_args(trainer: str, args: dict, where: str) -> None:
         if kinds and value is not None and not (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
             names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
             raise UsageError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+        if key in ARG_BOUNDS and value is not None:  # the type is checked above
+            lo, hi = ARG_BOUNDS[key]
+            (as_int if isinstance(value, int) else as_number)(value, f"{where}.{key}", lo, hi)
         choices = field_choices(fields[key])
         for item in (value if isinstance(value, list) else [value]) if choices and value is not None else []:
             if str(item) not in choices:
@@ -213,8 +221,25 @@ def validate_quantization(quant: dict, where: str, has_lora: bool) -> None:
                          "drop model.quantization to train in full precision")
 
 
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+# TRL config fields with bounds TRL only enforces (if at all) when training starts -- after the parent stages
+# have trained for minutes. Step and epoch caps are far beyond any real run and far below "never ends".
+ARG_BOUNDS = {"learning_rate": (0, None), "max_steps": (-1, 10**9), "num_train_epochs": (0, 10**6),
+              "per_device_train_batch_size": (1, None), "gradient_accumulation_steps": (1, None)}
+
+
+def check_name(name: str, where: str) -> None:
+    """`name` becomes a directory (checkpoints/<name>): a plain name, so outputs cannot leave checkpoints/."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise UsageError(f"{where}: {name!r} is not a plain name (letters, digits, '_', '.', '-'; no path "
+                         "separators or '..'; at most 100 characters); to write elsewhere set output_dir")
+
+
 def validate(raw: dict, where: str, base_dir: Path) -> None:
     _check_keys(raw, TOP_KEYS, where)
+    check_name(raw["name"], f"{where}.name")
+    if "seed" in raw:
+        as_seed(raw["seed"], f"{where}.seed")
     if raw.get("prompt_format", "chat") not in PROMPT_FORMATS:
         raise UsageError(f"{where}.prompt_format: unknown {raw['prompt_format']!r}{suggest(raw['prompt_format'], PROMPT_FORMATS)}")
     model = raw["model"]
@@ -273,6 +298,7 @@ def validate(raw: dict, where: str, base_dir: Path) -> None:
     if model.get("quantization") is not None:
         validate_quantization(model["quantization"], f"{where}.model.quantization",
                               any(uses_lora(raw, s) for s in raw.get("stages") or {}))
+    check_numbers(raw, where)   # NaN / infinities / integers beyond 64 bits, anywhere else in the recipe
     if raw.get("measure") is not None:
         from measure.config import parse_measure_settings
         parse_measure_settings(raw["measure"], f"{where}.measure")
@@ -303,7 +329,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> di
     if not path.exists():
         raise UsageError(f"recipe file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = load_yaml(read_text(path, "recipe file"))
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

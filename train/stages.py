@@ -23,6 +23,7 @@ from typing import Any, Callable
 from measure.backends import load_tokenizer
 from measure.errors import UsageError
 from train import checkpoint as ckpt
+from train.reuse import chain_hint, check_lineage
 
 
 @dataclass(frozen=True)
@@ -199,6 +200,7 @@ def run_stage(recipe: dict, stage: str, *, overwrite: bool = False, measure: boo
     if spec is None:
         raise UsageError(f"unknown stage {stage!r}; the recipe's stages are: {', '.join(recipe['stages']) or '(none)'}")
     state = PartialState()
+    check_lineage(recipe, stage, chain_hint(recipe))  # before the overwrite guard clears anything
     if state.is_main_process:
         ckpt.guard_overwrite(recipe, stage, overwrite)
     state.wait_for_everyone()
@@ -267,7 +269,7 @@ def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None 
         raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
     recipe = load_recipe(opts["recipe"], overrides)
     if runner is not None:  # pretrain: the base stage has its own runner
-        runner(recipe, overwrite=bool(opts["overwrite"]), measure=bool(opts["measure"]))
+        runner(recipe, overwrite=opts["overwrite"], measure=opts["measure"])
         leave_process_group()
         return
     stages = [s for s, spec in recipe["stages"].items() if spec["trainer"] == trainer]
@@ -278,5 +280,5 @@ def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None 
     if stage not in recipe["stages"] or recipe["stages"][stage]["trainer"] != trainer:
         raise UsageError(f"stage={stage!r} is not a {trainer!r} stage of this recipe; its {trainer!r} stages: "
                          f"{', '.join(stages) or 'none'}")
-    run_stage(recipe, stage, overwrite=bool(opts["overwrite"]), measure=bool(opts["measure"]))
+    run_stage(recipe, stage, overwrite=opts["overwrite"], measure=opts["measure"])
     leave_process_group()

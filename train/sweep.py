@@ -17,7 +17,8 @@ Only keys under `stages.<stage>.` may vary: the variants share every parent stag
 ancestors of <stage> are trained first when missing (reused when finished) and the parent is measured
 as the reference point. Each variant is checkpoints/<name>/sweeps/<stage>/<variant>/, a chain dir of
 its own whose ancestor stages are relative symlinks to the main chain's; its <stage>/ is trained and
-measured there by the same code as the stage scripts. A finished variant is reused; a failed one is
+measured there by the same code as the stage scripts. A finished variant (or parent) is reused only if
+it matches the recipe and its parent (train/reuse.py; else exit 2 before anything runs); a failed one is
 reported (status + error) and the others go on. Every combination's recipe is validated before
 anything runs (a bad key or value type -> exit 2 naming it); values TRL itself rejects fail only their
 variant. Outputs (written by train/sweep_report.py), in sweeps/<stage>/: sweep.json (grid, parent
@@ -39,10 +40,11 @@ from pathlib import Path
 from typing import Any
 
 from measure.errors import UsageError, exit_on_usage_error, suggest
-from measure.io import provenance, to_jsonable, write_json
+from measure.io import provenance, write_json
 from measure.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.recipe import load_recipe, stage_names
+from train.reuse import chain_hint, check_reusable
 from train.sweep_report import mark_frontier, write_outputs
 
 SWEEP_KEYS = {"stage": str, "grid": dict, "signal": str}
@@ -162,6 +164,22 @@ def ancestors(recipe: dict, stage: str) -> list[str]:
     return ["base", *reversed(chain)]
 
 
+def check_reuse(main: dict, variants: list[Variant], stage: str, needed: set[str], *, overwrite: bool) -> None:
+    """Before anything runs: every finished parent, and (without overwrite) every finished variant, must
+    match what the sweep asks for now (train/reuse.py), else exit 2 naming the stage and the keys."""
+    for parent in stage_names(main):
+        if parent in needed and ckpt.is_finished(main, parent):
+            check_reusable(main, parent, chain_hint(main))
+    how = ("Pass overwrite=true to retrain the variants, or sweep under a new name=<name> "
+           f"(now {main['name']!r}) or output_dir=<dir>.")
+    for variant in variants if not overwrite else ():
+        if ckpt.is_finished(variant.recipe, stage):
+            try:
+                check_reusable(variant.recipe, stage, how)
+            except UsageError as e:
+                raise UsageError(f"grid variant {variant.name}: {e}") from None
+
+
 def ensure_parents(main: dict, needed: set[str]) -> None:
     """Train the main chain's missing ancestor stages with the runners python -m train.chain uses.
     Only the direct parents get measured (by run_sweep: they are the reference points)."""
@@ -194,10 +212,7 @@ def run_variant(main: dict, variant: Variant, stage: str, *, overwrite: bool, me
     try:
         link_parents(main, variant, ancestors(child, stage))
         write_json(ckpt.chain_dir(child) / "variant.json", {"name": variant.name, "values": variant.values})
-        if ckpt.is_finished(child, stage) and not overwrite:
-            done = ckpt.read_manifest(ckpt.stage_dir(child, stage))["recipe"]["stages"][stage]
-            if done != to_jsonable(child["stages"][stage]):  # the recipe changed since it was trained
-                raise UsageError(f"finished with other settings ({done}); pass overwrite=true to retrain")
+        if ckpt.is_finished(child, stage) and not overwrite:  # matches the recipe: check_reuse ran first
             row["status"] = "reused"
         else:
             run_stage(child, stage, overwrite=overwrite, measure=False)
@@ -225,6 +240,7 @@ def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, 
     main, variants = plan(recipe_path, overrides, stage, grid, measure=measure)
     parents = sorted({v.recipe["stages"][stage]["from"] for v in variants}, key=stage_names(main).index)
     needed = {s for v in variants for s in ancestors(v.recipe, stage)}
+    check_reuse(main, variants, stage, needed, overwrite=overwrite)
     ensure_parents(main, needed)
     references = [{"name": f"parent: {p}", "stage": p, "status": "reference", "dir": str(ckpt.stage_dir(main, p)),
                    "reports": {b: point(r) for b, r in measure_stage(main, p).items()} if measure else {}}
@@ -252,7 +268,7 @@ def main(argv: list[str] | None = None) -> None:
     section = load_recipe(opts["recipe"], overrides).get("sweep")
     stage, grid, signal = sweep_spec(section, {"grid": cli_grid, "stage": opts["stage"], "signal": opts["signal"]})
     summary = run_sweep(opts["recipe"], overrides, stage=stage, grid=grid, signal=signal,
-                        overwrite=bool(opts["overwrite"]), measure=bool(opts["measure"]))
+                        overwrite=opts["overwrite"], measure=opts["measure"])
     if summary["counts"]["failed"]:
         raise SystemExit(1)  # the report is written; a non-zero exit tells scripts that a variant failed
 
