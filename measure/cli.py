@@ -72,12 +72,12 @@ def cmd_run(args: dict[str, Any]) -> None:
     for key in ("model", "benchmark", "out"):
         if not opts[key]:
             raise UsageError(f"missing {key}=...; `measure run` takes recipe=... stage=..., or model=... benchmark=... out=...")
-    from measure.model_source import check_reference
-    check_reference(str(opts["model"]))  # before anything is loaded or written
     if opts["prompt_format"] not in ("chat", "qa"):
         raise UsageError(f"prompt_format: unknown {opts['prompt_format']!r}; valid choices: chat, qa")
     settings = _settings({**args, "benchmarks": [{"name": opts["benchmark"], "path": opts["benchmark_path"],
                                                   "limit": opts["limit"], "split": opts["split"]}]}, "run")
+    from measure.model_source import check_reference
+    check_reference(str(opts["model"]))  # after the settings, before anything is loaded or written
     out = Path(opts["out"])
     report = pipeline.measure_model(str(opts["model"]), settings.benchmarks[0], settings, out,
                                     prompt_format=opts["prompt_format"], overwrite=opts["overwrite"],

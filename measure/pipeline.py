@@ -152,7 +152,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
         resolved = resolve_model(model_source)
         model, tokenizer = engine.load(resolved.path, str(where.state.device) if where.world > 1 else None)
     gen_timing: dict[str, float] = {}
-    claim_cache(cache, model_identity(model_source, model_info))  # never resume another model's samples
+    claim_cache(cache, model_identity(resolved.path, model_info))  # never resume another model's samples
     rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, timing=gen_timing,
                          shard=(where.rank, where.world))
     del model
