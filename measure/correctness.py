@@ -6,11 +6,12 @@ judge (no gold answers, no answer text). Judgements are kept as they are in the 
 answers are always counted and reported; `resolve_labels` turns them into the boolean labels the
 metrics use (external Question.label first, then the ambiguous policy).
 
-  gsm8k       the answer's number: the first "#### <n>" (strict, the GSM8K format) else the last number
-              in the text (fallback); equal to a gold number as floats ("$18.00" == "18", "1,000" ==
-              "1000"). No number in the answer -> incorrect.
-  short_qa    SQuAD normalization (lower case, punctuation and the articles a/an/the removed, whitespace
-              collapsed); correct when the normalized answer equals a normalized gold answer or contains
+  gsm8k       the answer's number (measure.text.answer_number: the first number after the first "####",
+              else the last number in the text; the same rule as the numeric clusterer and the gold
+              parser) equal to a gold number as floats ("$18.00" == "18", "1,000" == "1000"). No number in
+              the answer -> incorrect.
+  short_qa    SQuAD normalization (measure.text.normalize_answer: lower case, punctuation and the articles
+              a/an/the removed, whitespace collapsed); correct when the normalized answer equals a normalized gold answer or contains
               one as whole words ("the Eiffel Tower, Paris" contains "paris"; "parisian" does not).
               Containment is lenient on purpose (free-form answers are longer than the gold span), so an
               answer listing many candidates counts as correct.
@@ -32,58 +33,15 @@ policy and always reported (n_ambiguous). `TruthfulQAJudge.scores` exposes the g
 from __future__ import annotations
 
 import math
-import re
-import string
 from collections import Counter
 from typing import Sequence
 
 from measure.cluster import load_embedder
 from measure.errors import UsageError, choose
 from measure.records import JUDGEMENTS, Question
-
-# ---------------------------------------------------------------- gsm8k
-
-# A number as people write it: optional minus (not when glued to a preceding word or digit, so the
-# "-3" in "16-3" is 3), optional "$", thousands commas only in groups of three ("1,000", not "1,2").
-_NUM = r"(-?)\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
-_STRICT = re.compile(r"####\s*" + _NUM)
-_ANY = re.compile(r"(?<![\w.])" + _NUM)
-
-
-def _to_float(sign: str, digits: str) -> float:
-    return float(sign + digits.replace(",", ""))
-
-
-def parse_number(text: str) -> float | None:
-    """A gold answer string ('18', '1,000', '$18.00', '-3') -> float, else None."""
-    cleaned = text.strip().replace(",", "").replace("$", "").rstrip(".")
-    try:
-        value = float(cleaned)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def extract_answer_number(text: str) -> float | None:
-    """The model answer's number: after the first '####' if any, else the last number in the text."""
-    strict = _STRICT.search(text)
-    if strict:
-        return _to_float(*strict.groups())
-    numbers = _ANY.findall(text)
-    return _to_float(*numbers[-1]) if numbers else None
-
+from measure.text import answer_number, normalize_answer, parse_number
 
 # ---------------------------------------------------------------- short answers
-
-_PUNCTUATION = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1 normalization: lower, drop punctuation, drop articles a/an/the, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
 
 def short_answer_match(answer: str, gold: Sequence[str]) -> bool | None:
     """Exact match or whole-word containment of any normalized gold answer; None if no usable gold."""
@@ -129,7 +87,7 @@ class Gsm8kJudge(Judge):
         golds = [g for g in (parse_number(x) for x in question.answers) if g is not None]
         if not golds:
             return None
-        predicted = extract_answer_number(answer)
+        predicted = answer_number(answer)
         if predicted is None:
             return "incorrect"
         hit = any(math.isclose(predicted, g, rel_tol=1e-9, abs_tol=1e-9) for g in golds)
