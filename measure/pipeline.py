@@ -229,13 +229,15 @@ def compare_and_cascade(recipe: dict, *, overwrite: bool = True) -> None:
 
 
 def stage_table(compare: dict, benchmark: str) -> str:
-    """The end-of-chain summary: SCR per stage and clusterer (95% CI), accuracy, and the verdict."""
+    """The end-of-chain summary: SCR per stage and clusterer (95% CI, its method named), accuracy, the verdict."""
+    from measure.intervals import ci_label
     from measure.report import load_report
     labels = compare["clusterers"]
+    method = ci_label(st["clusterers"][c].get("scr_ci_method") for st in compare["per_stage"].values() for c in labels)
     s = load_report(compare["per_stage"][compare["stages"][0]]["path"])["settings"]
     thresholds = ", ".join(f"{c} {s['clusterers'][c]['threshold']}" for c in labels
                            if isinstance(s["clusterers"].get(c), dict) and "threshold" in s["clusterers"][c])
-    lines = [f"\n{benchmark}: SCR by stage (95% CI), N={s['N']}, T={s['T']}, max_new_tokens={s['max_new_tokens']}"
+    lines = [f"\n{benchmark}: SCR by stage ({method}), N={s['N']}, T={s['T']}, max_new_tokens={s['max_new_tokens']}"
              + (f", thresholds: {thresholds}" if thresholds else ""),
              f"{'stage':<8} {'accuracy':>8}  " + "  ".join(f"{c:>22}" for c in labels)]
     for name in compare["stages"]:
