@@ -1,6 +1,6 @@
 """How often the judges are right, measured on the benchmarks' own reference answers.
 
-    python -m benchmarks.judge_validation [data=../shared/data] [margins=[0,0.02,0.05,0.1,0.15]]
+    python -m benchmarks.judge_validation [data=../shared/data] [margins=[0,0.01,0.02,0.03,0.05,0.1,0.15]]
                                           [limit=null] [seed=0] [out=benchmarks/results/judge_validation]
 
 TruthfulQA reference judge (measure.correctness.TruthfulQAJudge), leave-one-out on TruthfulQA's references:
@@ -46,7 +46,7 @@ from measure.records import Question
 from measure.text import normalize_answer
 
 REPO = Path(__file__).resolve().parent.parent
-OPTIONS: dict[str, Any] = {"data": str(REPO.parent / "shared" / "data"), "margins": [0.0, 0.02, 0.05, 0.1, 0.15],
+OPTIONS: dict[str, Any] = {"data": str(REPO.parent / "shared" / "data"), "margins": [0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15],
                            "limit": None, "seed": 0, "out": str(REPO / "benchmarks" / "results" / "judge_validation")}
 TRUTHFULQA_FILES = {"TruthfulQA (790)": "truthfulqa/TruthfulQA.csv", "TruthfulQA v1 (817)": "truthfulqa/v1/TruthfulQA.csv"}
 SHORT_QA_FILES = {"NQ-open dev": ("nq_open", "nq_open/NQ-open.dev.jsonl", True),        # (benchmark, file, aliases)
@@ -70,8 +70,12 @@ def leave_one_out(questions: Sequence[Question]) -> list[tuple[Question, str, st
 
 
 def margin_rows(scores: Sequence[tuple[float, float]], expected: Sequence[str], margins: Sequence[float]) -> list[dict]:
-    """Per margin: share ambiguous, accuracy among decided, accuracy over all, and per expected class."""
-    rows = []
+    """Per margin: share ambiguous, accuracy among decided, accuracy over all, per expected class, and the
+    accuracy at margin 0 of the items in the band (previous margin, margin] of |s_c - s_i|: what marking
+    that band ambiguous removes (near 0.5 = coin flips)."""
+    rows, previous = [], None
+    gaps = np.abs([sc - si for sc, si in scores])
+    at_zero = [reference_judgement(sc, si, 0.0) == e for (sc, si), e in zip(scores, expected)]
     for margin in margins:
         got = [reference_judgement(sc, si, margin) for sc, si in scores]
         right = [g == e for g, e in zip(got, expected)]
@@ -81,8 +85,15 @@ def margin_rows(scores: Sequence[tuple[float, float]], expected: Sequence[str], 
         rows.append({"margin": margin, "n": len(got), "ambiguous": 1 - n_dec / len(got),
                      "accuracy_decided": sum(r for r, d in zip(right, decided) if d) / n_dec if n_dec else None,
                      "accuracy_all": float(np.mean(right)), "correct_refs_right": per["correct"],
-                     "incorrect_refs_right": per["incorrect"]})
+                     "incorrect_refs_right": per["incorrect"],
+                     "band_accuracy": _band(at_zero, gaps, previous, margin)})
+        previous = margin
     return rows
+
+
+def _band(right: Sequence[bool], gaps: np.ndarray, lo: float | None, hi: float) -> float | None:
+    inside = (gaps <= hi) & (gaps > lo) if lo is not None else gaps <= hi
+    return float(np.mean(np.asarray(right)[inside])) if inside.any() else None
 
 
 def validate_truthfulqa(path: Path, margins: Sequence[float], limit: int | None, seed: int,
@@ -140,11 +151,13 @@ def validate_short_qa(name: str, path: Path, limit: int | None, seed: int, alias
 def render(result: dict) -> str:
     f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     lines = ["TruthfulQA reference judge, leave-one-out on the references (all-MiniLM-L6-v2, CPU):", "",
-             "| file | judged | margin | ambiguous | accuracy (decided) | accuracy (all) | correct refs | incorrect refs |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| file | judged | margin | ambiguous | accuracy (decided) | accuracy (all) | correct refs | incorrect refs "
+             "| accuracy at margin 0 of the gaps newly ambiguous |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in result["truthfulqa"].items():
         lines += [f"| {name} | {r['n_judged']} | {m['margin']:g} | {f(m['ambiguous'])} | {f(m['accuracy_decided'])} | "
-                  f"{f(m['accuracy_all'])} | {f(m['correct_refs_right'])} | {f(m['incorrect_refs_right'])} |"
+                  f"{f(m['accuracy_all'])} | {f(m['correct_refs_right'])} | {f(m['incorrect_refs_right'])} | "
+                  f"{f(m['band_accuracy'])} |"
                   for m in r["margins"]]
     lines += ["", "Short-answer judge on gold answers and their paraphrases (share judged as expected):", "",
               "| file | questions | probe | expected | n | judged as expected |", "|---|---|---|---|---|---|"]

@@ -91,6 +91,14 @@ def test_truthfulqa_judge_real_row(shared_data):
     assert judge.judge_many([q(["yes"])], ["yes"]) == [None]
 
 
+def test_default_margin_is_the_validated_one():
+    # 0.02: the gap band where the judge is at chance on TruthfulQA's own references (benchmarks/judge_validation.py)
+    from measure.config import MeasureSettings
+    assert MeasureSettings().judge_margin == 0.02 and make_judge("truthfulqa").margin == 0.02
+    assert reference_judgement(0.61, 0.60, MeasureSettings().judge_margin) == "ambiguous"
+    assert reference_judgement(0.63, 0.60, MeasureSettings().judge_margin) == "correct"
+
+
 def test_truthfulqa_bad_margin():
     with pytest.raises(UsageError, match="margin"):
         make_judge("truthfulqa", margin=-0.1)

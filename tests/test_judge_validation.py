@@ -29,6 +29,7 @@ def test_margin_rows_by_hand():
     assert zero["ambiguous"] == 0 and zero["accuracy_all"] == 0.75 and zero["accuracy_decided"] == 0.75
     assert (zero["correct_refs_right"], zero["incorrect_refs_right"]) == (1.0, 0.5)
     assert five["ambiguous"] == 0.25 and five["accuracy_decided"] == pytest.approx(2 / 3) and five["accuracy_all"] == 0.5
+    assert zero["band_accuracy"] is None and five["band_accuracy"] == 1.0   # no exact tie; the 0.03 gap was right
 
 
 def test_truthfulqa_validation_with_a_fake_embedder(monkeypatch, tmp_path):
