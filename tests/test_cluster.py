@@ -19,6 +19,13 @@ Q = "What is the capital of France?"
 
 # ------------------------------------------------------------------ pure helpers
 
+def test_jaccard_keeps_the_papers_protocol():
+    # lower-case and whitespace tokens only: punctuation stays part of a token (no SQuAD normalization)
+    assert jaccard_similarity("Paris.", "paris") == 0.0
+    assert jaccard_similarity("The answer is Paris.", "the ANSWER is paris.") == 1.0
+    assert word_bigrams("a, b") == {("a,", "b")}
+
+
 def test_word_bigrams_and_one_word_fallback():
     assert word_bigrams("The cat sat") == {("the", "cat"), ("cat", "sat")}
     assert word_bigrams("Paris") == {("paris",)}
