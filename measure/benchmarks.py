@@ -9,8 +9,9 @@ Registry `BENCHMARKS` (name -> Benchmark). Each benchmark names the judge kind t
                 incorrect_answers = Best Incorrect Answer (790 version only) + Incorrect Answers.
                 Nothing is added (the original TruthfulQA metric also appends "I have no comment.";
                 86 of the 790 rows already list it).  judge: truthfulqa
-  gsm8k         jsonl {question, answer}; gold = the number after the last "####", commas and "$"
-                stripped ("1,000" -> "1000"); the worked solution is kept in meta["solution"].  judge: gsm8k
+  gsm8k         jsonl {question, answer}; gold = the number after the "####" marker, read by
+                measure.text.answer_number and stored canonically ("1,000" -> "1000"); the worked
+                solution is kept in meta["solution"].  judge: gsm8k
   webquestions  brmson JSON array {qId, qText, answers}, the original JSON array {url, targetValue,
                 utterance} with targetValue "(list (description X) (description \"Y Z\"))", or hub rows
                 {question, answers}.  judge: short_qa
@@ -39,6 +40,7 @@ from measure.config import BenchmarkSpec
 from measure.errors import UsageError, choose
 from measure.io import iter_rows
 from measure.records import SAMPLE_KEYS, Question
+from measure.text import answer_number, canonical_number
 
 RowParser = Callable[[str, int, dict, str], Question]   # (benchmark name, row index, raw row, where) -> Question
 
@@ -118,12 +120,11 @@ def parse_truthfulqa(name: str, index: int, row: dict, where: str) -> Question:
 
 
 def gsm8k_gold(solution: str) -> str | None:
-    """'... #### 1,000' -> '1000' (the number after the last '####', commas and '$' stripped)."""
-    head, sep, tail = solution.rpartition("####")
-    gold = tail.strip().replace(",", "").replace("$", "")
-    if not sep or not re.fullmatch(r"-?\d+(\.\d+)?|-?\.\d+", gold):
-        return None
-    return gold
+    """'... #### 1,000' -> '1000': measure.text.answer_number of the solution (the number after its
+    '####' marker, the rule the GSM8K judge and numeric clusterer read answers by), in canonical form;
+    None without a marker or without a number after it."""
+    value = answer_number(solution) if "####" in solution else None
+    return None if value is None else canonical_number(value)
 
 
 def parse_gsm8k(name: str, index: int, row: dict, where: str) -> Question:

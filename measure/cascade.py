@@ -3,10 +3,10 @@
     python -m measure cascade <measure dir | samples.jsonl beside questions.jsonl> [signals=[...] costs=[...]]
 
 CASCADE_DEFINITION below is the precise rule (also written into cascade.md). Inputs: questions.jsonl
-(signals + labels) and, when present, report.json (its "timing": {"seconds_per_question": {key: s}} gives
-the default costs; a signal's key is looked up as itself, then its clusterer label (after '@'), then its
-base name, then "greedy" for greedy-answer signals; if any signal has no entry, every cost falls back to
-the documented unit costs, UNIT_COSTS, and the output says so).
+(signals + labels) and, when present, report.json, whose "timing" gives the default costs as work units
+(greedy pass, sampling, each clusterer) that a stage pays only when no earlier stage has paid them
+(measure.cascade_costs; if a unit is not measured, every cost falls back to the documented unit costs,
+UNIT_COSTS, and the output says so). cascade.md/json show the accounting.
 
 Only labelled questions (label true/false) with a finite value of every selected signal are used; the
 excluded counts are reported. Fitting sees the calibration rows only, scoring the evaluation rows only
@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from measure.cascade_costs import CostModel, finite as _finite, resolve_costs
 from measure.compare_render import fmt, png_bytes, to_markdown, write_images
 from measure.errors import UsageError
 from measure.io import provenance, read_json, write_json, write_text
@@ -35,13 +36,15 @@ CURVE = tuple(round(0.1 * i, 1) for i in range(1, 11))   # includes every target
 GRID_LEVELS = 8        # candidate thresholds per signal: order statistics at 8 levels in [c, 1), plus "off"
 MAX_COMBOS = 20000     # fewer levels per signal when (levels + 1) ** n_signals would exceed this
 OUTPUTS = ("cascade.json", "cascade.md", "risk_coverage.png")
-UNIT_COSTS = "response_length 1; greedy_* 2; <signal>@nli* 100; other <signal>@<clusterer> 10; anything else 10"
 CASCADE_DEFINITION = (
     "Cascade: signals s_1..s_m sorted by cost (cheapest first), one threshold t_j per signal (t_j = off means "
     "the stage is skipped: never computed, never abstains). A question is processed stage by stage: compute "
     "s_j; if s_j > t_j abstain and stop (later signals are never computed), else pass on; the cascade answers "
-    "(gives the greedy answer) only when every active stage passes. Cost of a question = sum of the costs of "
-    "the signals actually computed; relative cost = mean cost / (sum of all m costs). Fitting for a target "
+    "(gives the greedy answer) only when every active stage passes. Cost of a question = the cost of the work "
+    "its computed stages need, each piece of work paid once: a stage adds only the work (greedy pass, sampling, "
+    "a clusterer) that no earlier computed stage has paid, and the judge is never a cost; relative cost = mean "
+    "cost / the cost of computing every signal (each piece of work once). Given or unit costs are per signal "
+    "and additive. Fitting for a target "
     "coverage c on the calibration split: every combination of per-signal candidate thresholds (for each of "
     "GRID_LEVELS levels l evenly spaced in [c, 1), the ceil(l n_cal)-th smallest calibration value of that "
     "signal, plus off) is tried; among those answering at least ceil(c n_cal) calibration questions the one with "
@@ -55,21 +58,17 @@ CASCADE_DEFINITION = (
 @dataclass(frozen=True)
 class Cascade:
     signals: tuple[str, ...]
-    costs: tuple[float, ...]
+    costs: tuple[float, ...]           # standalone cost per signal
     thresholds: tuple[float, ...]      # math.inf = stage off
+    model: CostModel | None = None     # shared work; None: the costs are additive
 
     def describe(self) -> dict[str, float | None]:
         return {s: (t if math.isfinite(t) else None) for s, t in zip(self.signals, self.thresholds)}
 
-
-def unit_cost(signal: str) -> float:
-    if signal == "response_length":
-        return 1.0
-    if signal.startswith("greedy_"):
-        return 2.0
-    if "@" in signal:
-        return 100.0 if signal.split("@", 1)[1].startswith("nli") else 10.0
-    return 10.0
+    def added_costs(self) -> list[float]:
+        """What each stage adds when a question reaches it (0 for stages that are off)."""
+        model = self.model or CostModel.additive(self.signals, self.costs)
+        return model.added([math.isfinite(t) for t in self.thresholds])
 
 
 # ---------------------------------------------------------------- pure core
@@ -78,9 +77,9 @@ def apply_cascade(cascade: Cascade, X: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """(answered mask, cost per question) for rows of X (columns = cascade.signals)."""
     X = np.asarray(X, dtype=float)
     reached, cost = np.ones(len(X), dtype=bool), np.zeros(len(X))
-    for j, t in enumerate(cascade.thresholds):
+    for j, (t, added) in enumerate(zip(cascade.thresholds, cascade.added_costs())):
         if math.isfinite(t):
-            cost += cascade.costs[j] * reached
+            cost += added * reached
             reached &= X[:, j] <= t
     return reached, cost
 
@@ -95,8 +94,10 @@ def candidate_thresholds(values: np.ndarray, coverage: float, levels: int = GRID
 
 
 def fit_cascade(X: np.ndarray, correct: np.ndarray, costs: Sequence[float], coverage: float,
-                signals: Sequence[str], levels: int = GRID_LEVELS) -> Cascade:
-    """Exhaustive grid search of CASCADE_DEFINITION on (X, correct) = the calibration rows only."""
+                signals: Sequence[str], levels: int = GRID_LEVELS, model: CostModel | None = None) -> Cascade:
+    """Exhaustive grid search of CASCADE_DEFINITION on (X, correct) = the calibration rows only.
+    `model` charges shared work once (None: `costs` are additive)."""
+    model = model or CostModel.additive(signals, costs)
     X, y = np.asarray(X, dtype=float), np.asarray(correct, dtype=bool)
     n, m = X.shape
     while levels > 1 and (levels + 1) ** m > MAX_COMBOS:
@@ -109,18 +110,19 @@ def fit_cascade(X: np.ndarray, correct: np.ndarray, costs: Sequence[float], cove
     # The last stage is vectorized over its candidates; the loop runs over the others' combinations.
     for combo in itertools.product(*(range(len(c)) for c in cands[:-1])):
         reached, cost = np.ones(n, dtype=bool), 0.0
+        added = model.added([math.isfinite(cands[j][g]) for j, g in enumerate(combo)] + [True])
         for j, g in enumerate(combo):
             if math.isfinite(cands[j][g]):
-                cost += costs[j] * reached.mean()
+                cost += added[j] * reached.mean()
                 reached = reached & masks[j][g]
         answered = masks[-1] & reached
         n_ans, n_cor = answered.sum(1), (answered & y).sum(1)
-        total = cost + np.where(last_on, costs[-1] * reached.mean(), 0.0)
+        total = cost + np.where(last_on, added[-1] * reached.mean(), 0.0)
         for g in np.flatnonzero((n_ans >= need) & (n_ans > 0)):
             key = (n_cor[g] / n_ans[g], -total[g], n_ans[g])
             if best_key is None or key > best_key:
                 best_key, best = key, (*combo, g)
-    return Cascade(tuple(signals), tuple(float(c) for c in costs), tuple(cands[j][g] for j, g in enumerate(best)))
+    return Cascade(tuple(signals), tuple(float(c) for c in costs), tuple(cands[j][g] for j, g in enumerate(best)), model)
 
 
 def evaluate(cascade: Cascade, X: np.ndarray, correct: np.ndarray, total_cost: float) -> dict:
@@ -150,18 +152,21 @@ def cv_splits(n: int, k: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def analyze_split(X: np.ndarray, correct: np.ndarray, signals: Sequence[str], costs: Sequence[float],
-                  fit_idx: np.ndarray, eval_idx: np.ndarray) -> dict:
-    """Fit on fit_idx rows, score eval_idx rows: the cascade and every single-signal baseline."""
+                  fit_idx: np.ndarray, eval_idx: np.ndarray, model: CostModel | None = None) -> dict:
+    """Fit on fit_idx rows, score eval_idx rows: the cascade and every single-signal baseline. Relative
+    costs are against computing every signal (`model`'s total; the sum of `costs` when additive)."""
+    model = model or CostModel.additive(signals, costs)
     if np.intersect1d(fit_idx, eval_idx).size:
         raise ValueError("calibration and evaluation rows overlap")
     Xf, yf, Xe, ye = X[fit_idx], correct[fit_idx], X[eval_idx], correct[eval_idx]
-    total = float(sum(costs))
+    total = model.total()
     methods = {"cascade": list(range(len(signals))), **{s: [j] for j, s in enumerate(signals)}}
     out = {"n_fit": int(len(fit_idx)), "n_eval": int(len(eval_idx)), "base_accuracy": float(ye.mean()), "methods": {}}
     for name, cols in methods.items():
         curve = []
         for c in CURVE:
-            fitted = fit_cascade(Xf[:, cols], yf, [costs[j] for j in cols], c, [signals[j] for j in cols])
+            fitted = fit_cascade(Xf[:, cols], yf, [costs[j] for j in cols], c, [signals[j] for j in cols],
+                                 model=model.subset(cols))
             curve.append({"target": c, **evaluate(fitted, Xe[:, cols], ye, total), "thresholds": fitted.describe()})
         entry = {"curve": curve}
         if name != "cascade":
@@ -212,10 +217,6 @@ def baseline_notes(methods: dict, trivial: str = "response_length") -> list[str]
 
 # ---------------------------------------------------------------- edges
 
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def select_signals(records, signals: Sequence[str] | None) -> tuple[list[str], list[str]]:
     present = list(dict.fromkeys(k for r in records for k, v in r.signals.items() if _finite(v)))
     if signals is None:
@@ -233,29 +234,6 @@ def select_signals(records, signals: Sequence[str] | None) -> tuple[list[str], l
     if len(set(signals)) != len(signals) or not signals:
         raise UsageError(f"signals: give distinct signal names, got {list(signals)}")
     return list(signals), []
-
-
-def resolve_costs(names: list[str], costs: Sequence[float] | None, report: dict) -> tuple[list[float], str, list[str]]:
-    if costs is not None:
-        if len(costs) != len(names) or not all(_finite(c) and c >= 0 for c in costs) or sum(costs) <= 0:
-            raise UsageError(f"costs: give {len(names)} non-negative numbers (not all 0), one per signal in "
-                             f"this order: {', '.join(names)}; got {list(costs)}")
-        return [float(c) for c in costs], "given", []
-    block = report.get("timing") or {}
-    timing = block.get("seconds_per_question") or {}
-    found = {}
-    for s in names:
-        keys = [s, s.split("@", 1)[-1], s.split("@", 1)[0]] + (["greedy"] if s.startswith("greedy_") or s == "response_length" else [])
-        # 0 s is not a cost but a missing measurement (e.g. the greedy pass of a scored samples file)
-        found[s] = next((float(timing[k]) for k in keys if _finite(timing.get(k)) and timing[k] > 0), None)
-    if block.get("measured_generation") is False:
-        why = "report.json timing has no measured generation (scored from a samples file)"
-    elif timing and all(v is not None for v in found.values()):
-        return [found[s] for s in names], "measured seconds per question (report.json timing)", []
-    else:
-        missing = [s for s, v in found.items() if v is None]
-        why = "report.json has no timing" if not timing else f"no timing for {', '.join(missing)}"
-    return [unit_cost(s) for s in names], "unit costs", [f"{why}: using the documented unit costs ({UNIT_COSTS})"]
 
 
 def _measure_dir(path: Path) -> Path:
@@ -280,21 +258,22 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
     records = read_question_records(mdir / "questions.jsonl")
     report = read_json(mdir / "report.json") if (mdir / "report.json").exists() else {}
     names, notes = select_signals(records, signals)
-    cost_list, cost_source, cost_notes = resolve_costs(names, costs, report)
-    order = sorted(range(len(names)), key=lambda j: cost_list[j])          # stable: ties keep the given order
-    names, cost_list = [names[j] for j in order], [cost_list[j] for j in order]
+    model, cost_source, cost_notes = resolve_costs(names, costs, report)
+    order = sorted(range(len(names)), key=lambda j: model.standalone()[j])   # stable: ties keep the given order
+    names, model = [names[j] for j in order], model.subset(order)
+    cost_list = model.standalone()
     rows = [r for r in records if r.label is not None and all(_finite(r.signals.get(s)) for s in names)]
     excluded = {"unlabelled": sum(r.label is None for r in records),
                 **{f"missing {s}": sum(r.label is not None and not _finite(r.signals.get(s)) for r in records) for s in names}}
     X = np.array([[float(r.signals[s]) for s in names] for r in rows]).reshape(len(rows), len(names))
     y = np.array([bool(r.label) for r in rows])
     splits = cv_splits(len(rows), cv_folds, seed) if cv_folds is not None else holdout_split(len(rows), calib_fraction, seed)
-    folds = [analyze_split(X, y, names, cost_list, f, e) for f, e in splits]
+    folds = [analyze_split(X, y, names, cost_list, f, e, model) for f, e in splits]
     methods = combine(folds)
     ids = [r.id for r in rows]
     result = {
         "source": str(mdir), "definition": CASCADE_DEFINITION, "signals": names,
-        "costs": dict(zip(names, cost_list)), "cost_source": cost_source,
+        "costs": dict(zip(names, cost_list)), "cost_source": cost_source, "cost_accounting": model.accounting(names),
         "n_questions": len(records), "n_used": len(rows), "excluded": excluded,
         "split": {"mode": f"{cv_folds}-fold cross-validation" if cv_folds is not None else "hold-out", "seed": seed,
                   "calib_fraction": None if cv_folds is not None else calib_fraction,
@@ -323,10 +302,14 @@ def _write(result: dict, out_dir: Path) -> None:
     table = [[name, *[f"{fmt(e['at_coverage'][c]['accuracy'])} ({fmt(e['at_coverage'][c]['coverage'], 2)})" for c in targets],
               e["at_coverage"]["0.5"]["relative_cost"], e["aurc_grid"], e.get("aurc"), e.get("prr"), e.get("auroc")]
              for name, e in [("cascade", result["cascade"]), *result["baselines"].items()]]
-    split = result["split"]
+    split, acc = result["split"], result["cost_accounting"]
     blocks = [("h1", "Cheapest-first cascade"), ("p", result["definition"]),
-              ("p", f"Source: {result['source']}. Signals (cheapest first) and costs ({result['cost_source']}): "
-                    + ", ".join(f"{s} = {c:g}" for s, c in result["costs"].items()) + "."),
+              ("p", f"Source: {result['source']}. Signals, cheapest first by standalone cost; costs: {result['cost_source']}."),
+              ("table", ["stage", "signal", "work it needs", "cost alone", "cost added after the earlier stages"],
+               [[j + 1, s, ", ".join(acc["work"][s]), acc["standalone"][s], acc["added_in_order"][s]]
+                for j, s in enumerate(result["signals"])]),
+              ("p", "Work units: " + ", ".join(f"{u} = {fmt(c)}" for u, c in acc["unit_cost"].items())
+                    + f"; every signal, each unit once: {fmt(acc['every_signal'])} (the denominator of relative cost)."),
               ("p", f"Split: {split['mode']}, seed {split['seed']}; calibration/evaluation sizes "
                     + "; ".join(f"{f['n_calibration']}/{f['n_evaluation']}" for f in split["folds"])
                     + f"; {result['n_used']} of {result['n_questions']} questions used (excluded: "

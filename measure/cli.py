@@ -40,7 +40,7 @@ def _print_summary(report: dict, out: Path) -> None:
           f"max_new_tokens={s.get('max_new_tokens')}, judge {judge}")
     for label, value in report["scr"].items():
         lo, hi = report["scr_ci"].get(label) or (None, None)
-        ci = f" [{lo:.3f}, {hi:.3f}]" if lo is not None else ""
+        ci = f" [{lo:.3f}, {hi:.3f}] ({report.get('scr_ci_method') or 'bootstrap'} 95% CI)" if lo is not None else ""
         print(f"  SCR[{label}] = {value:.3f}{ci}   mean clusters {report['mean_clusters'][label]:.2f}")
     acc = report.get("accuracy")
     print(f"  accuracy {acc:.3f} over {report['n_labelled']} labelled ({report['n_ambiguous']} ambiguous)"

@@ -1,16 +1,19 @@
 """Clusterers: group a question's N sampled answers into meaning clusters.
 
 Every clusterer maps [(question, [sample texts])] -> [[cluster id per sample]], ids 0..k-1 in order of
-first appearance. Identical texts always share a cluster (the model-based clusterers deduplicate first).
+first appearance. Identical texts always share a cluster (at cosine distance 0, or deduplicated by the NLI clusterer).
 
-    exact      SQuAD-normalized text (lower-case, no punctuation, no articles a/an/the, single spaces).
-    numeric    the final number in the text ("The answer is 1,234." -> 1234.0); every sample WITHOUT a
-               number goes into one shared "no number" cluster.
+    exact      SQuAD-normalized text (measure.text.normalize_answer: lower-case, no punctuation, no
+               articles a/an/the, single spaces).
+    numeric    the answer's number (measure.text.answer_number, the rule the GSM8K judge and gold parser
+               use: after the first "####" if any, else the last number; "The answer is 1,234." -> 1234.0);
+               every sample WITHOUT a number goes into one shared "no number" cluster.
     jaccard    word-bigram Jaccard on lower-cased whitespace tokens, greedy leader clustering: a sample
                joins the FIRST cluster whose FIRST member has similarity >= threshold (default 0.4) --
                the Alignment Tax paper's protocol. A text with fewer than two words uses its unigram set.
     embedding  sentence-transformers embeddings + average-linkage agglomerative clustering on cosine
-               distance, merging while distance < 1 - threshold (similarity threshold default 0.85).
+               distance over ALL N samples (a text drawn three times weighs three times in every average),
+               merging while distance < 1 - threshold (similarity threshold default 0.85).
     nli        bidirectional entailment with an MNLI cross-encoder, each text conditioned on the question
                ("{question} {answer}"); mode strict (default: both directions entail, Kuhn et al. 2023) or
                non-strict (no contradiction either way and not both neutral, Farquhar et al. 2024).
@@ -26,35 +29,15 @@ Labels without a model part parse back as specs.
 from __future__ import annotations
 
 import functools
-import re
-import string
 from typing import Any, Callable, Sequence
 
 from measure.errors import UsageError, suggest
+from measure.text import answer_number, normalize_answer
 
 DEFAULT_NLI_MODEL = "microsoft/deberta-large-mnli"
 NLI_MODES = ("strict", "non-strict")
 
 # ------------------------------------------------------------------ pure helpers
-
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
-# Thousands-separated or plain integers, optional decimals; the lookbehind keeps "3-4" from reading as -4.
-# A sentence-final "." is not a decimal point because decimals need a digit after the dot.
-_NUMBER = re.compile(r"(?<![\d.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
-
-
-def normalize_text(text: str) -> str:
-    """SQuAD normalization: lower-case, drop punctuation and the articles a/an/the, collapse whitespace."""
-    text = text.lower().translate(_PUNCT)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def final_number(text: str) -> float | None:
-    """The last number in `text` as a float ("The answer is 1,234." -> 1234.0), or None if there is none."""
-    found = _NUMBER.findall(text)
-    return float(found[-1].replace(",", "")) if found else None
-
 
 def word_bigrams(text: str) -> frozenset[tuple[str, ...]]:
     """Word bigrams of the lower-cased whitespace tokens; a one-word text falls back to its unigram set
@@ -105,6 +88,15 @@ def dedupe(texts: Sequence[str]) -> tuple[list[str], list[int]]:
     index = ids_from_keys(texts)
     unique = list(dict.fromkeys(texts))
     return unique, index
+
+
+def average_linkage_ids(vectors, threshold: float) -> list[int]:
+    """Average-linkage agglomerative clustering of the rows (one per sample) on cosine distance, merging
+    while the average distance is < 1 - threshold; ids in order of first appearance."""
+    from sklearn.cluster import AgglomerativeClustering
+    fit = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
+                                  distance_threshold=1.0 - threshold)
+    return ids_from_keys(fit.fit_predict(vectors).tolist())
 
 
 # ------------------------------------------------------------------ models (lazy, cached)
@@ -161,15 +153,15 @@ class ExactClusterer(Clusterer):
     name = "exact"
 
     def cluster_many(self, items):
-        return [ids_from_keys([normalize_text(t) for t in texts]) for _, texts in items]
+        return [ids_from_keys([normalize_answer(t) for t in texts]) for _, texts in items]
 
 
 class NumericClusterer(Clusterer):
     name = "numeric"
 
     def cluster_many(self, items):
-        # final_number None is itself a key: all number-less samples share one "no number" cluster.
-        return [ids_from_keys([final_number(t) for t in texts]) for _, texts in items]
+        # answer_number None is itself a key: all number-less samples share one "no number" cluster.
+        return [ids_from_keys([answer_number(t) for t in texts]) for _, texts in items]
 
 
 class JaccardClusterer(Clusterer):
@@ -190,21 +182,14 @@ class EmbeddingClusterer(Clusterer):
         return {**super().settings(), "model": model, "linkage": "average", "metric": "cosine"}
 
     def cluster_many(self, items):
-        from sklearn.cluster import AgglomerativeClustering
-        uniq = [dedupe(texts) for _, texts in items]
-        every = list(dict.fromkeys(t for u, _ in uniq if len(u) > 1 for t in u))
+        # Each distinct text is encoded once (one batched call for every question), but the linkage runs
+        # over all N samples: deduplicating first would give a text drawn 3 times the weight of one.
+        every = list(dict.fromkeys(t for _, texts in items if len(set(texts)) > 1 for t in texts))
         row = {t: i for i, t in enumerate(every)}
         emb = load_embedder(self.params["model"]).encode(every, convert_to_numpy=True) if every else None
-        out = []
-        for u, index in uniq:
-            if len(u) < 2:  # one distinct text: one cluster, nothing to fit
-                out.append([0] * len(index))
-                continue
-            fit = AgglomerativeClustering(n_clusters=None, metric="cosine", linkage="average",
-                                          distance_threshold=1.0 - self.params["threshold"])
-            labels = fit.fit_predict(emb[[row[t] for t in u]])
-            out.append(ids_from_keys([labels[i] for i in index]))
-        return out
+        return [[0] * len(texts) if len(set(texts)) < 2 else   # one distinct text: one cluster, nothing to fit
+                average_linkage_ids(emb[[row[t] for t in texts]], self.params["threshold"])
+                for _, texts in items]
 
 
 class NLIClusterer(Clusterer):

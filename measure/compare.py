@@ -7,8 +7,8 @@ Inputs are measure dirs (questions.jsonl + report.json, optionally samples.jsonl
 by id; every stage must hold exactly the same ids. Clusterers are those present in every stage.
 
 Between consecutive stages, per clusterer, on the same questions: exact McNemar on the single-cluster
-indicator, Wilcoxon signed-rank on the cluster counts (with rank-biserial effect size) and a paired
-bootstrap CI of the SCR difference; Holm correction over ALL tests of the comparison; the verdict by
+indicator, Wilcoxon signed-rank on the cluster counts (with rank-biserial effect size) and Newcombe's
+paired score interval of the SCR difference; per stage, Clopper-Pearson intervals of SCR; Holm correction over ALL tests of the comparison; the verdict by
 VERDICT_RULE. The statistics themselves, and their exact definitions, are in measure.paired_stats.
 
 Sensitivity (SCR vs threshold and vs N, from saved outputs only) is in measure.sensitivity.
@@ -25,7 +25,8 @@ import numpy as np
 from measure.compare_render import render
 from measure.errors import UsageError
 from measure.io import provenance, read_json
-from measure.metrics import ci_or_none, scr
+from measure.intervals import PROPORTION_CI_METHOD, proportion_ci
+from measure.metrics import scr
 from measure.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.records import QuestionRecord, read_question_records
 from measure.sensitivity import sensitivity
@@ -100,12 +101,12 @@ def _mean(values) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def stage_summary(stage: Stage, clusterers: list[str], *, n_boot: int, seed: int) -> dict:
+def stage_summary(stage: Stage, clusterers: list[str]) -> dict:
     labels = [r.label for r in stage.records if r.label is not None]
     per = {}
     for c in clusterers:
         d = counts(stage, c)
-        per[c] = {"scr": scr(d), "scr_ci": ci_or_none((d == 1).astype(float), np.mean, n_boot, seed),
+        per[c] = {"scr": scr(d), "scr_ci": proportion_ci(int((d == 1).sum()), len(d)), "scr_ci_method": PROPORTION_CI_METHOD,
                   "mean_clusters": float(d.mean()), "n_single": int((d == 1).sum()),
                   "count_hist": {str(k): int((d == k).sum()) for k in range(1, int(d.max()) + 1)}}
     return {"path": str(stage.path), "n_questions": len(stage.records),
@@ -119,9 +120,8 @@ def stage_summary(stage: Stage, clusterers: list[str], *, n_boot: int, seed: int
 
 # ---------------------------------------------------------------- transitions and clusterer agreement
 
-def stage_transitions(stages: list[Stage], clusterers: list[str], *, n_boot: int, seed: int,
-                      alpha: float) -> tuple[list[dict], int]:
-    rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c), n_boot=n_boot, seed=seed)}
+def stage_transitions(stages: list[Stage], clusterers: list[str], *, alpha: float) -> tuple[list[dict], int]:
+    rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c))}
             for a, b in zip(stages, stages[1:]) for c in clusterers]
     return rows, apply_holm(rows, alpha)
 
@@ -155,8 +155,7 @@ def _setting_notes(stages: list[Stage]) -> list[str]:
     return notes
 
 
-def compare_stages(stages: list[Stage], out_dir: Path, overwrite: bool, *, alpha: float = ALPHA,
-                   n_boot: int = 1000, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
+def compare_stages(stages: list[Stage], out_dir: Path, overwrite: bool, *, alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
                    notes: Sequence[str] = (), benchmark: str | None = None) -> dict:
     """Compare loaded stages (in order) and write compare.json/md/html + plots into out_dir."""
     out_dir = Path(out_dir)
@@ -167,17 +166,17 @@ def compare_stages(stages: list[Stage], out_dir: Path, overwrite: bool, *, alpha
         raise UsageError(f"stage labels must be unique, got {[st.label for st in stages]}")
     stages = match_questions(stages)
     clusterers, cl_notes = common_clusterers(stages)
-    rows, family = stage_transitions(stages, clusterers, n_boot=n_boot, seed=seed, alpha=alpha)
+    rows, family = stage_transitions(stages, clusterers, alpha=alpha)
     sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers)
     result = {
         "benchmark": benchmark, "stages": [st.label for st in stages], "n_questions": len(stages[0].records), "clusterers": clusterers,
-        "per_stage": {st.label: stage_summary(st, clusterers, n_boot=n_boot, seed=seed) for st in stages},
+        "per_stage": {st.label: stage_summary(st, clusterers) for st in stages},
         "transitions": rows, "holm": {"method": "holm", "family_size": family, "alpha": alpha,
                                       "family": "every McNemar and Wilcoxon test, every transition and clusterer"},
         "verdict": verdict(rows, clusterers, alpha),
         "agreement": {st.label: stage_agreement(st, clusterers) for st in stages},
         "sensitivity": sens, "notes": [*notes, *cl_notes, *_setting_notes(stages), *s_notes],
-        "settings": {"alpha": alpha, "n_boot": n_boot, "seed": seed}, "provenance": provenance(seed)}
+        "settings": {"alpha": alpha, "seed": seed}, "provenance": provenance(seed)}
     render(result, stages, out_dir)
     return {**result, "out_dir": str(out_dir)}
 
@@ -201,8 +200,7 @@ def _measure_dir(path: Path) -> Path:
 
 
 def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool = False, *,
-                 alpha: float = ALPHA, n_boot: int = 1000, seed: int = 0,
-                 sensitivity_clusterers: Sequence[str] | None = None) -> dict:
+                 alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> dict:
     """Compare any measured runs in the given order; labels default to the stage/dir names
     (<stage>/measure/<benchmark> -> <stage>). sensitivity_clusterers: threshold grids to re-cluster
     (None -> jaccard, plus embedding when used in every stage; [] -> none)."""
@@ -220,7 +218,7 @@ def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, over
         raise UsageError(f"labels must be unique, got {labels}")
     _check_outputs(Path(out_dir), overwrite)
     return compare_stages([load_stage(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
-                          alpha=alpha, n_boot=n_boot, seed=seed, sensitivity_clusterers=sensitivity_clusterers)
+                          alpha=alpha, seed=seed, sensitivity_clusterers=sensitivity_clusterers)
 
 
 def chain_order(chain_dir: Path) -> list[str]:
@@ -246,8 +244,7 @@ def chain_order(chain_dir: Path) -> list[str]:
 
 
 def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path | None = None, overwrite: bool = False, *,
-                  alpha: float = ALPHA, n_boot: int = 1000, seed: int = 0,
-                  sensitivity_clusterers: Sequence[str] | None = None) -> dict:
+                  alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> dict:
     """Every measured stage of checkpoints/<name>/ for one benchmark, in chain order -> <chain>/compare/."""
     chain_dir = Path(chain_dir)
     order = chain_order(chain_dir)
@@ -267,5 +264,5 @@ def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path |
     out_dir = Path(out_dir) if out_dir is not None else chain_dir / "compare"
     _check_outputs(out_dir, overwrite)
     stages = [load_stage(chain_dir / s / "measure" / benchmark, s) for s in use]
-    return compare_stages(stages, out_dir, overwrite, notes=notes, benchmark=benchmark, alpha=alpha, n_boot=n_boot,
-                          seed=seed, sensitivity_clusterers=sensitivity_clusterers)
+    return compare_stages(stages, out_dir, overwrite, notes=notes, benchmark=benchmark, alpha=alpha, seed=seed,
+                          sensitivity_clusterers=sensitivity_clusterers)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from measure.intervals import ci_label
 from measure.io import atomic_path, write_json, write_text
 
 if TYPE_CHECKING:   # annotations only: measure.compare imports this module
@@ -97,6 +98,11 @@ def _grid(n: int, width: float = 4.0, height: float = 3.0):
     return fig, axes
 
 
+def _scr_ci_label(result: dict) -> str:
+    return ci_label(st["clusterers"][c].get("scr_ci_method") for st in result["per_stage"].values()
+                    for c in result["clusterers"])
+
+
 def _plots(result: dict, stages: list[Stage]) -> dict[str, bytes]:
     from sklearn.metrics import roc_curve
 
@@ -110,7 +116,7 @@ def _plots(result: dict, stages: list[Stage]) -> dict[str, bytes]:
         cis = [per[s]["clusterers"][c]["scr_ci"] or [v, v] for s, v in zip(labels, y)]
         err = np.array([[v - lo for v, (lo, _) in zip(y, cis)], [hi - v for v, (_, hi) in zip(y, cis)]])
         ax.errorbar(x + 0.04 * (i - len(cls) / 2), y, yerr=np.clip(err, 0, None), marker="o", capsize=3, label=c)
-    ax.set(xticks=x, xticklabels=labels, ylabel="single-cluster rate", title="SCR by stage (95% bootstrap CI)")
+    ax.set(xticks=x, xticklabels=labels, ylabel="single-cluster rate", title=f"SCR by stage ({_scr_ci_label(result)})")
     ax.legend()
     images["scr_by_stage.png"] = png_bytes(fig)
 
@@ -167,18 +173,23 @@ def _blocks(result: dict) -> list[tuple]:
                       ("table", ["stage", "questions", "N", "accuracy", "labelled", "ambiguous", "token entropy (mean)"],
                        [[s, per[s]["n_questions"], per[s]["n_samples"], per[s]["accuracy"], per[s]["n_labelled"],
                          per[s]["n_ambiguous"], per[s]["token_entropy_mean"]] for s in labels]),
-                      ("table", ["stage", *[f"SCR {c} [95% CI]" for c in cls], *[f"mean clusters {c}" for c in cls]],
+                      ("table", ["stage", *[f"SCR {c} [{_scr_ci_label(result)}]" for c in cls],
+                                 *[f"mean clusters {c}" for c in cls]],
                        [[s, *[f"{fmt(per[s]['clusterers'][c]['scr'])} {fmt(per[s]['clusterers'][c]['scr_ci'])}" for c in cls],
                          *[per[s]["clusterers"][c]["mean_clusters"] for c in cls]] for s in labels]),
                       ("img", "scr_by_stage.png"), ("img", "cluster_counts.png"),
                       ("h2", "Paired tests between consecutive stages"),
                       ("p", f"Holm correction over {result['holm']['family_size']} tests ({result['holm']['family']}). "
-                            "b = single -> multi, c = multi -> single; rank-biserial > 0 = more clusters later."),
-                      ("table", ["transition", "clusterer", "SCR diff", "95% CI", "b", "c", "McNemar p", "Holm p",
-                                 "mean clusters diff", "Wilcoxon p", "Holm p", "rank-biserial"],
+                            "b = single -> multi, c = multi -> single; rank-biserial > 0 = more clusters later. "
+                            "Wilcoxon: zero differences dropped (zero_method='wilcox'), null distribution chosen from "
+                            "the number of non-zero differences (method column)."),
+                      ("table", ["transition", "clusterer", "SCR diff", ci_label(t.get("scr_diff_ci_method") for t in result["transitions"]),
+                                 "b", "c", "McNemar p", "Holm p", "mean clusters diff", "Wilcoxon p", "Wilcoxon method",
+                                 "Holm p", "rank-biserial"],
                        [[f"{t['from']} -> {t['to']}", t["clusterer"], t["scr_diff"], t["scr_diff_ci"],
                          t["b_single_to_multi"], t["c_multi_to_single"], t["mcnemar_p"], t["mcnemar_p_holm"],
-                         t["mean_clusters_diff"], t["wilcoxon_p"], t["wilcoxon_p_holm"], t["rank_biserial"]]
+                         t["mean_clusters_diff"], t["wilcoxon_p"], t.get("wilcoxon_method") or "-",
+                         t["wilcoxon_p_holm"], t["rank_biserial"]]
                         for t in result["transitions"]]),
                       ("h2", "Clusterer agreement"),
                       ("table", ["stage", "pair", "kappa (single-cluster)", "agreement", "single a / b / both", "mean ARI"],

@@ -6,11 +6,12 @@ judge (no gold answers, no answer text). Judgements are kept as they are in the 
 answers are always counted and reported; `resolve_labels` turns them into the boolean labels the
 metrics use (external Question.label first, then the ambiguous policy).
 
-  gsm8k       the answer's number: the first "#### <n>" (strict, the GSM8K format) else the last number
-              in the text (fallback); equal to a gold number as floats ("$18.00" == "18", "1,000" ==
-              "1000"). No number in the answer -> incorrect.
-  short_qa    SQuAD normalization (lower case, punctuation and the articles a/an/the removed, whitespace
-              collapsed); correct when the normalized answer equals a normalized gold answer or contains
+  gsm8k       the answer's number (measure.text.answer_number: the first number after the first "####",
+              else the last number in the text; the same rule as the numeric clusterer and the gold
+              parser) equal to a gold number as floats ("$18.00" == "18", "1,000" == "1000"). No number in
+              the answer -> incorrect.
+  short_qa    SQuAD normalization (measure.text.normalize_answer: lower case, punctuation and the articles
+              a/an/the removed, whitespace collapsed); correct when the normalized answer equals a normalized gold answer or contains
               one as whole words ("the Eiffel Tower, Paris" contains "paris"; "parisian" does not).
               Containment is lenient on purpose (free-form answers are longer than the gold span), so an
               answer listing many candidates counts as correct.
@@ -19,71 +20,31 @@ metrics use (external Question.label first, then the ambiguous policy).
               correct, s_i - s_c > margin -> incorrect, otherwise ambiguous.
   none        always None (no gold; use external labels).
 
-On the truthfulqa margin: the default 0.0 (the contract default, also MeasureSettings.judge_margin) labels
-every answer by whichever side it is closer to, so "ambiguous" only happens on exact ties. Measured on
-the paper's released Qwen3-14B greedy answers to the 790 TruthfulQA questions (shared/data/ucbd), with
-the bundled MiniLM: the median |s_c - s_i| is 0.057 and a quarter of the gaps are below 0.021; on the
-401 questions the paper's word-overlap labels call correct/incorrect, this judge agrees on 89.5% at
-margin 0, 91.3% at 0.02 (23% of all answers then ambiguous) and 93.3% at 0.05 (47% ambiguous). So 0.0
-is kept as the default (every question labelled, ~90% agreement); judge_margin=0.02 trades a quarter
-of the labels for fewer coin-flip ones. Ambiguous answers are excluded from AUROC under the default
-policy and always reported (n_ambiguous). `TruthfulQAJudge.scores` exposes the gaps.
+On the truthfulqa margin: the default 0.02 (also MeasureSettings.judge_margin) comes from validating the
+judge on TruthfulQA's own references (python -m benchmarks.judge_validation; README "Validating the
+judges"): judged leave-one-out, each reference against the others, the judge is right on 66.8% (790
+questions) / 66.9% (817) at margin 0, but on the references whose gap |s_c - s_i| is <= 0.01 (8% of them)
+it is right 51.5% of the time and in (0.01, 0.02] (another 7%) 55%: coin flips. Margin 0.02 marks exactly
+those ambiguous (decided accuracy 69.3%); the next bands are right clearly more often (59% in (0.02, 0.03],
+65% in (0.03, 0.05]), so a wider margin throws away informative labels for a few points of accuracy.
+Earlier, on the paper's released Qwen3-14B greedy answers (shared/data/ucbd), the judge agreed with the
+paper's word-overlap labels on 89.5% of 401 questions at margin 0 and 91.3% at 0.02. Even at 0.02 about
+3 in 10 decided labels are wrong on the references themselves: TruthfulQA AUROCs carry that label noise.
+Ambiguous answers are excluded from AUROC under the default policy and always reported (n_ambiguous).
+`TruthfulQAJudge.scores` exposes the gaps.
 """
 from __future__ import annotations
 
 import math
-import re
-import string
 from collections import Counter
 from typing import Sequence
 
 from measure.cluster import load_embedder
 from measure.errors import UsageError, choose
 from measure.records import JUDGEMENTS, Question
-
-# ---------------------------------------------------------------- gsm8k
-
-# A number as people write it: optional minus (not when glued to a preceding word or digit, so the
-# "-3" in "16-3" is 3), optional "$", thousands commas only in groups of three ("1,000", not "1,2").
-_NUM = r"(-?)\$?((?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)"
-_STRICT = re.compile(r"####\s*" + _NUM)
-_ANY = re.compile(r"(?<![\w.])" + _NUM)
-
-
-def _to_float(sign: str, digits: str) -> float:
-    return float(sign + digits.replace(",", ""))
-
-
-def parse_number(text: str) -> float | None:
-    """A gold answer string ('18', '1,000', '$18.00', '-3') -> float, else None."""
-    cleaned = text.strip().replace(",", "").replace("$", "").rstrip(".")
-    try:
-        value = float(cleaned)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
-def extract_answer_number(text: str) -> float | None:
-    """The model answer's number: after the first '####' if any, else the last number in the text."""
-    strict = _STRICT.search(text)
-    if strict:
-        return _to_float(*strict.groups())
-    numbers = _ANY.findall(text)
-    return _to_float(*numbers[-1]) if numbers else None
-
+from measure.text import answer_number, normalize_answer, parse_number
 
 # ---------------------------------------------------------------- short answers
-
-_PUNCTUATION = set(string.punctuation)
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD v1.1 normalization: lower, drop punctuation, drop articles a/an/the, collapse whitespace."""
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
 
 def short_answer_match(answer: str, gold: Sequence[str]) -> bool | None:
     """Exact match or whole-word containment of any normalized gold answer; None if no usable gold."""
@@ -129,7 +90,7 @@ class Gsm8kJudge(Judge):
         golds = [g for g in (parse_number(x) for x in question.answers) if g is not None]
         if not golds:
             return None
-        predicted = extract_answer_number(answer)
+        predicted = answer_number(answer)
         if predicted is None:
             return "incorrect"
         hit = any(math.isclose(predicted, g, rel_tol=1e-9, abs_tol=1e-9) for g in golds)
@@ -155,7 +116,7 @@ def reference_judgement(s_correct: float, s_incorrect: float, margin: float) -> 
 class TruthfulQAJudge(Judge):
     name = "truthfulqa"
 
-    def __init__(self, embedding_model: str | None = None, margin: float = 0.0, batch_size: int = 64):
+    def __init__(self, embedding_model: str | None = None, margin: float = 0.02, batch_size: int = 64):
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 2:
             raise UsageError(f"judge margin must be a number in [0, 2) (a cosine-similarity gap), got {margin!r}")
         self.embedding_model, self.margin, self.batch_size = embedding_model, float(margin), batch_size
@@ -197,7 +158,7 @@ JUDGES: dict[str, type[Judge]] = {
 }
 
 
-def make_judge(kind: str, *, embedding_model: str | None = None, margin: float = 0.0) -> Judge:
+def make_judge(kind: str, *, embedding_model: str | None = None, margin: float = 0.02) -> Judge:
     cls = choose("judge", kind, JUDGES)
     return cls(embedding_model=embedding_model, margin=margin) if cls is TruthfulQAJudge else cls()
 

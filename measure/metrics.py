@@ -24,7 +24,10 @@ Definitions, all on the questions where both the label and the signal exist:
   a worse-than-random order < 0. The exact reverse oracle is -1 only for n = 2 (the 1/k weights of the
   risk curve are not symmetric; e.g. n=4 with one error gives -13/9). None when a class is missing.
 - accuracy at coverage c: accuracy among the ceil(c*n) most confident questions (tie rule above).
-- bootstrap CIs: percentile bootstrap over questions with a seeded numpy Generator.
+- intervals: SCR and accuracy (proportions) get the Clopper-Pearson exact interval, which stays
+  non-degenerate at 0% and 100% (measure.intervals); AUROC gets a percentile bootstrap over questions
+  with a seeded numpy Generator. report.json names each method (scr_ci_method, accuracy_ci_method,
+  auroc_ci_method).
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from measure.errors import UsageError
+from measure.intervals import PROPORTION_CI_METHOD, bootstrap_method, proportion_ci
 from measure.records import QuestionRecord
 
 COVERAGES = (0.3, 0.5, 0.8)
@@ -196,7 +200,7 @@ def _cluster_counts(records: list[QuestionRecord], label: str) -> tuple[np.ndarr
 def summarize(records: list[QuestionRecord], clusterer_labels: list[str], *, n_boot: int, seed: int) -> dict:
     """The metrics block of report.json (keys documented in the module docstring and README).
 
-    n_boot = 0 disables the bootstrap (CIs become None).
+    n_boot = 0 disables the bootstrap (AUROC CIs become None; the exact SCR/accuracy intervals remain).
     """
     if not records:
         raise UsageError("no questions to summarize")
@@ -205,7 +209,7 @@ def summarize(records: list[QuestionRecord], clusterer_labels: list[str], *, n_b
     for label in clusterer_labels:
         d, n = _cluster_counts(records, label)
         out["scr"][label] = scr(d)
-        out["scr_ci"][label] = ci_or_none((d == 1).astype(float), np.mean, n_boot, seed)
+        out["scr_ci"][label] = proportion_ci(int((d == 1).sum()), len(d))
         out["mean_clusters"][label] = float(d.mean())
         out["alignment_tax_index"][label] = float(np.mean(1.0 - d / n))
         out["n_single_cluster"][label] = int((d == 1).sum())
@@ -214,11 +218,12 @@ def summarize(records: list[QuestionRecord], clusterer_labels: list[str], *, n_b
     labels = np.array([r.label for r in records if r.label is not None], dtype=float)
     out.update(
         accuracy=float(labels.mean()) if labels.size else None,
-        accuracy_ci=ci_or_none(labels, np.mean, n_boot, seed),
+        accuracy_ci=proportion_ci(int(labels.sum()), labels.size) if labels.size else None,
         n_labelled=int(labels.size), n_correct=int(labels.sum()), n_incorrect=int(labels.size - labels.sum()),
         n_ambiguous=sum(r.judgement == "ambiguous" for r in records),
         n_unlabelled=sum(r.label is None for r in records),
-        coverages=list(COVERAGES))
+        coverages=list(COVERAGES), scr_ci_method=PROPORTION_CI_METHOD, accuracy_ci_method=PROPORTION_CI_METHOD,
+        auroc_ci_method=bootstrap_method(n_boot, seed) if n_boot >= 1 else None)
 
     names = signal_names(records)
     for key in ("auroc", "auroc_ci", "auroc_n", "cohens_d", "prr", "aurc", "accuracy_at_coverage"):

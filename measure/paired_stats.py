@@ -4,10 +4,17 @@ Between an earlier stage a and a later stage b, per clusterer, on the same quest
 - exact McNemar test (statsmodels, exact=True) on the single-cluster indicator; b = single -> multi,
   c = multi -> single discordant pairs; b = c = 0 gives p = 1.0;
 - Wilcoxon signed-rank (scipy) on the cluster counts (later - earlier) with zero_method="wilcox": zero
-  differences carry no direction and are dropped (the classic test); all differences zero -> p = 1.0.
-  Effect size: matched-pairs rank-biserial r = (R+ - R-)/(R+ + R-) over the non-zero differences
-  (positive = more clusters at the later stage, i.e. LESS homogeneous);
-- paired bootstrap CI of the SCR difference (resampling questions, seeded).
+  differences carry no direction and are dropped (the classic test), and the null distribution is chosen
+  from the n NON-zero differences (scipy would choose it from the length with zeros, so 8 non-zero among
+  144 got the normal approximation: 7 up and 1 down gave p = 0.034 instead of the exact 0.070):
+  no tied |differences| and n <= 50 -> "exact" (the exact signed-rank distribution); ties and n <= 13 ->
+  "exact permutation" (scipy PermutationMethod: all 2^n sign flips of the midranks, <= 8192 < 9999
+  resamples, so enumerated); otherwise the normal approximation with scipy's tie correction. The row
+  records which (wilcoxon_method). All differences zero -> p = 1.0. Effect size: matched-pairs
+  rank-biserial r = (R+ - R-)/(R+ + R-) over the non-zero differences (positive = more clusters at the
+  later stage, i.e. LESS homogeneous);
+- CI of the SCR difference: Newcombe's hybrid score interval for paired proportions (measure.intervals;
+  width > 0 even when no question changes).
 apply_holm: Holm correction (statsmodels multipletests) over ALL tests of the comparison: every McNemar
 and every Wilcoxon p-value, every transition and clusterer, one family.
 verdict: applies VERDICT_RULE (also written into compare.md/html) to the Holm-adjusted rows.
@@ -21,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from measure.metrics import ci_or_none
+from measure.intervals import PAIRED_DIFF_CI_METHOD, paired_difference_ci
 
 ALPHA = 0.05
 VERDICT_RULE = (
@@ -45,29 +52,44 @@ def rank_biserial(diffs: Sequence[float]) -> float:
     return float((r[d > 0].sum() - r[d < 0].sum()) / r.sum())
 
 
-def paired_tests(counts_a: Sequence[int], counts_b: Sequence[int], *, n_boot: int = 1000, seed: int = 0) -> dict:
+def wilcoxon_nonzero(diffs: Sequence[float]) -> tuple[float | None, float, str | None]:
+    """(statistic, two-sided p, method) of the signed-rank test on the non-zero differences (module docstring)."""
+    from scipy.stats import PermutationMethod, wilcoxon
+    d = np.asarray(diffs, dtype=float)
+    d = d[d != 0]
+    if d.size == 0:
+        return None, 1.0, None   # identical counts: no evidence of a shift (scipy would warn and divide by 0)
+    ties = np.unique(np.abs(d)).size < d.size
+    if not ties and d.size <= 50:
+        method, label = "exact", "exact"
+    elif ties and d.size <= 13:
+        method, label = PermutationMethod(), "exact permutation (all sign flips, midranks)"
+    else:
+        method, label = "asymptotic", "normal approximation (tie-corrected)"
+    res = wilcoxon(d, zero_method="wilcox", method=method)
+    return float(res.statistic), float(res.pvalue), label
+
+
+def paired_tests(counts_a: Sequence[int], counts_b: Sequence[int]) -> dict:
     """Earlier stage a vs later stage b on the same questions (see the module docstring)."""
-    from scipy.stats import wilcoxon
     from statsmodels.stats.contingency_tables import mcnemar
     a, b = np.asarray(counts_a, dtype=int), np.asarray(counts_b, dtype=int)
     if a.shape != b.shape or a.size == 0:
         raise ValueError("paired tests need two non-empty count arrays of equal length")
     sa, sb = a == 1, b == 1
     n_b, n_c = int((sa & ~sb).sum()), int((~sa & sb).sum())
-    table = [[int((sa & sb).sum()), n_b], [n_c, int((~sa & ~sb).sum())]]
+    both, neither = int((sa & sb).sum()), int((~sa & ~sb).sum())
+    table = [[both, n_b], [n_c, neither]]
     p_mc = 1.0 if n_b + n_c == 0 else float(mcnemar(table, exact=True).pvalue)
     d = b - a
-    if np.any(d != 0):
-        res = wilcoxon(d, zero_method="wilcox")
-        w_stat, p_w = float(res.statistic), float(res.pvalue)
-    else:
-        w_stat, p_w = None, 1.0   # identical counts: no evidence of a shift (scipy would warn and divide by 0)
-    diff = sb.astype(float) - sa.astype(float)   # mean(diff) = SCR(b) - SCR(a): the paired bootstrap
+    w_stat, p_w, w_method = wilcoxon_nonzero(d)
+    # SCR(b) - SCR(a) = p1 - p2 of the table [[both, c], [b, neither]] (rows: later stage single / multi)
     return {"n": int(a.size), "scr_from": float(sa.mean()), "scr_to": float(sb.mean()),
-            "scr_diff": float(diff.mean()), "scr_diff_ci": ci_or_none(diff, np.mean, n_boot, seed),
+            "scr_diff": float(sb.mean() - sa.mean()), "scr_diff_ci": paired_difference_ci(both, n_c, n_b, neither),
+            "scr_diff_ci_method": PAIRED_DIFF_CI_METHOD,
             "b_single_to_multi": n_b, "c_multi_to_single": n_c, "mcnemar_table": table, "mcnemar_p": p_mc,
             "mean_clusters_diff": float(d.mean()), "wilcoxon_stat": w_stat, "wilcoxon_p": p_w,
-            "wilcoxon_n_nonzero": int((d != 0).sum()), "rank_biserial": rank_biserial(d)}
+            "wilcoxon_method": w_method, "wilcoxon_n_nonzero": int((d != 0).sum()), "rank_biserial": rank_biserial(d)}
 
 
 def apply_holm(transitions: list[dict], alpha: float = ALPHA) -> int:

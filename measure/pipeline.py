@@ -30,7 +30,7 @@ from measure.ranks import ranks
 from measure.records import QuestionRecord, QuestionSamples, read_samples, write_samples
 from measure.report import write_report
 from measure.sample_cache import cache_files, claim_cache, model_identity
-from measure.signals import compute_signals
+from measure.signals import compute_signals, signal_work
 
 def auto_judge(rows: list[QuestionSamples]) -> str:
     """Judge for a samples file of unknown origin: reference judge when wrong answers are listed,
@@ -93,17 +93,18 @@ def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, ext
 
 def timing_block(n_questions: int, gen: dict[str, float], seconds: dict[str, Any], labels: list[str],
                  signal_keys: list[str]) -> dict:
-    """Seconds per question of each piece of work, and of each signal given the greedy answer:
-    greedy-only signals cost the greedy pass; a clusterer's signals cost sampling + that clusterer."""
+    """Seconds per question of each piece of work (greedy pass, sampling, each clusterer, the judge), the
+    work each signal needs (measure.signals.signal_work: greedy signals the greedy pass, lexical
+    dissimilarity the samples, a clusterer's signals sampling + that clusterer) and each signal's
+    standalone cost, the sum of its work. Signals computed together share work: their cost is the sum
+    over the UNION of their work, each piece paid once (measure.cascade); the judge is never a signal's cost."""
     per_q = lambda s: s / max(n_questions, 1)  # noqa: E731
     parts = {"greedy": per_q(gen.get("greedy_s", 0.0)), "sampling": per_q(gen.get("sampling_s", 0.0)),
              **{lb: per_q(seconds[lb]) for lb in labels}, "judge": per_q(seconds.get("judge_s", 0.0))}
-    per_signal = {}
-    for key in signal_keys:
-        _, _, label = key.partition("@")
-        per_signal[key] = parts["sampling"] + parts[label] if label in parts else parts["greedy"] or None
-    return {"seconds_per_question": {**parts, **{k: v for k, v in per_signal.items() if v is not None}},
-            "measured_generation": bool(gen)}
+    work = {key: list(w) for key in signal_keys if (w := signal_work(key)) is not None}
+    # 0 s means "not measured" (a scored samples file has no generation time): no standalone cost then
+    standalone = {key: sum(parts[u] for u in w) for key, w in work.items() if all(parts.get(u, 0) > 0 for u in w)}
+    return {"seconds_per_question": {**parts, **standalone}, "work": work, "measured_generation": bool(gen)}
 
 
 def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path, *, judge: str,
@@ -260,13 +261,15 @@ def compare_and_cascade(recipe: dict, *, overwrite: bool = True) -> None:
 
 
 def stage_table(compare: dict, benchmark: str) -> str:
-    """The end-of-chain summary: SCR per stage and clusterer (95% CI), accuracy, and the verdict."""
+    """The end-of-chain summary: SCR per stage and clusterer (95% CI, its method named), accuracy, the verdict."""
+    from measure.intervals import ci_label
     from measure.report import load_report
     labels = compare["clusterers"]
+    method = ci_label(st["clusterers"][c].get("scr_ci_method") for st in compare["per_stage"].values() for c in labels)
     s = load_report(compare["per_stage"][compare["stages"][0]]["path"])["settings"]
     thresholds = ", ".join(f"{c} {s['clusterers'][c]['threshold']}" for c in labels
                            if isinstance(s["clusterers"].get(c), dict) and "threshold" in s["clusterers"][c])
-    lines = [f"\n{benchmark}: SCR by stage (95% CI), N={s['N']}, T={s['T']}, max_new_tokens={s['max_new_tokens']}"
+    lines = [f"\n{benchmark}: SCR by stage ({method}), N={s['N']}, T={s['T']}, max_new_tokens={s['max_new_tokens']}"
              + (f", thresholds: {thresholds}" if thresholds else ""),
              f"{'stage':<8} {'accuracy':>8}  " + "  ".join(f"{c:>22}" for c in labels)]
     for name in compare["stages"]:

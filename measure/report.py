@@ -24,6 +24,7 @@ from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
 from measure.errors import UsageError
+from measure.intervals import ci_label
 from measure.io import atomic_path, read_json, to_jsonable, write_json, write_jsonl, write_text
 from measure.metrics import COVERAGES, risk_coverage, signal_data, signal_names, summarize
 from measure.records import QuestionRecord
@@ -141,20 +142,22 @@ def render_markdown(report: dict, labels: list[str]) -> str:
              f"max_new_tokens={get('max_new_tokens')}; clusterers: {', '.join(desc.values()) or 'none'}.",
              f"{report['n_questions']} questions, {report['n_samples']} samples.", "",
              "## Homogenization per clusterer", "",
-             "| clusterer | SCR [95% CI] | mean clusters | tax index (1 - D/N) | single-cluster questions |",
+             f"| clusterer | SCR [{ci_label([report.get('scr_ci_method')])}] | mean clusters | tax index (1 - D/N) "
+             "| single-cluster questions |",
              "|---|---|---|---|---|"]
     for label in labels:
         lines.append(f"| {desc[label]} | {_f(report['scr'][label])}{_ci(report['scr_ci'][label])} | "
                      f"{_f(report['mean_clusters'][label], 2)} | {_f(report['alignment_tax_index'][label])} | "
                      f"{report['n_single_cluster'][label]} |")
     lines += ["", "## Correctness (greedy answer)", "",
-              f"- accuracy: {_f(report['accuracy'])}{_ci(report.get('accuracy_ci'))} over "
+              f"- accuracy: {_f(report['accuracy'])}{_ci(report.get('accuracy_ci'))} "
+              f"({ci_label([report.get('accuracy_ci_method')])}) over "
               f"{report['n_labelled']} labelled questions ({report['n_correct']} correct, "
               f"{report['n_incorrect']} incorrect)",
               f"- ambiguous judgements: {report['n_ambiguous']} (policy: {get('ambiguous')})",
               f"- unlabelled (excluded from signal metrics): {report['n_unlabelled']}", "",
               "## Uncertainty signals (higher = more uncertain; positive class = incorrect)", "",
-              "| signal | n | AUROC [95% CI] | Cohen's d | PRR | AURC | "
+              f"| signal | n | AUROC [{ci_label([report.get('auroc_ci_method')])}] | Cohen's d | PRR | AURC | "
               + " | ".join(f"acc@{c:.0%}" for c in COVERAGES) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(COVERAGES)]
     for name in report["auroc"]:

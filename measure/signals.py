@@ -5,6 +5,11 @@ of a value when one is missing (no greedy answer, no token data, fewer than two 
 so a samples file from elsewhere without token scores still gets every signal it can support.
 Per-clusterer signals are keyed "<signal>@<clusterer label>", e.g. "n_clusters@jaccard@0.3"
 (signal names contain no "@", so the key splits at its first "@").
+
+Each Signal also declares the `work` it needs, in the units measurement times (measure.pipeline
+timing_block): "greedy" (the greedy pass), "sampling" (the N samples) and CLUSTERER (the clusterer the
+key names). signal_work resolves a key to those units; a set of signals costs each unit once
+(measure.cascade charges a stage only the work earlier stages have not paid).
 """
 from __future__ import annotations
 
@@ -21,13 +26,17 @@ from measure.errors import UsageError, suggest
 from measure.records import QuestionSamples
 
 
+CLUSTERER = "<clusterer>"   # a work unit standing for the clusterer named after "@" in the signal's key
+
+
 @dataclass(frozen=True)
 class Signal:
     name: str
-    needs: tuple[str, ...]      # keys of NEEDS, checked before fn runs
+    needs: tuple[str, ...]      # inputs checked by _missing before fn runs
     per_clusterer: bool         # True: computed once per clusterer from its cluster ids
     fn: Callable[[QuestionSamples, list[int] | None], float]
     doc: str
+    work: tuple[str, ...]       # what producing the inputs costs: "greedy", "sampling", CLUSTERER
 
 
 # ------------------------------------------------------------------ pure estimators
@@ -123,28 +132,40 @@ def _lexical_dissimilarity(qs: QuestionSamples, ids) -> float:
     return mean_pairwise_dissimilarity([s.text for s in qs.samples])
 
 
+GREEDY, CLUSTERED = ("greedy",), ("sampling", CLUSTERER)
 SIGNALS: dict[str, Signal] = {s.name: s for s in (
     Signal("greedy_entropy_mean", ("greedy.token_entropies",), False, _greedy_entropy(np.mean),
-           "mean full-vocabulary next-token entropy (nats) over the greedy answer's tokens"),
+           "mean full-vocabulary next-token entropy (nats) over the greedy answer's tokens", GREEDY),
     Signal("greedy_entropy_max", ("greedy.token_entropies",), False, _greedy_entropy(np.max),
-           "max next-token entropy (nats) over the greedy answer's tokens"),
+           "max next-token entropy (nats) over the greedy answer's tokens", GREEDY),
     Signal("greedy_entropy_std", ("greedy.token_entropies",), False, _greedy_entropy(np.std),
-           "population std (ddof=0) of the greedy answer's next-token entropies; 0 for one token"),
+           "population std (ddof=0) of the greedy answer's next-token entropies; 0 for one token", GREEDY),
     Signal("greedy_nll", ("greedy.token_logprobs",), False, _greedy_nll,
-           "mean negative log-probability (nats) of the greedy answer's chosen tokens"),
+           "mean negative log-probability (nats) of the greedy answer's chosen tokens", GREEDY),
     Signal("response_length", ("greedy",), False, _response_length,
            "greedy answer length: generated tokens when token data exists, else whitespace words "
-           "(a confound baseline: longer answers tend to be wrong)"),
+           "(a confound baseline: longer answers tend to be wrong)", GREEDY),
     Signal("n_clusters", ("clusters",), True, _n_clusters,
-           "number of distinct clusters among the N samples"),
+           "number of distinct clusters among the N samples", CLUSTERED),
     Signal("semantic_entropy", ("clusters",), True, _semantic_entropy,
-           "discrete semantic entropy -sum p_c ln p_c, p_c = cluster size / N"),
+           "discrete semantic entropy -sum p_c ln p_c, p_c = cluster size / N", CLUSTERED),
     Signal("semantic_entropy_lw", ("clusters", "samples.token_logprobs"), True, _semantic_entropy_lw,
            "likelihood-weighted semantic entropy: each sample weighted by exp(mean token log-prob) "
-           "(length-normalized), p_c = cluster weight / total weight of all N samples (sums to 1)"),
+           "(length-normalized), p_c = cluster weight / total weight of all N samples (sums to 1)", CLUSTERED),
     Signal("lexical_dissimilarity", ("two_samples",), False, _lexical_dissimilarity,
-           "1 - mean word-bigram Jaccard (the jaccard clusterer's similarity) over all sample pairs"),
+           "1 - mean word-bigram Jaccard (the jaccard clusterer's similarity) over all sample pairs",
+           ("sampling",)),   # the N samples, not the greedy answer; no clusterer runs
 )}
+
+
+def signal_work(key: str) -> tuple[str, ...] | None:
+    """The work units a signal key needs ("n_clusters@embedding" -> ("sampling", "embedding")); None for a
+    name that is not a registered signal (its work is unknown)."""
+    name, _, label = key.partition("@")
+    sig = SIGNALS.get(name)
+    if sig is None or sig.per_clusterer != bool(label):
+        return None
+    return tuple(label if unit == CLUSTERER else unit for unit in sig.work)
 
 
 def compute_signals(qs: QuestionSamples, clusters: dict[str, list[int]],

@@ -73,7 +73,7 @@ def test_gsm8k_gold_normalization():
     assert gsm8k_gold("so 1,000 + 25 = 1,025\n#### 1,025") == "1025"
     assert gsm8k_gold("#### $18") == "18"
     assert gsm8k_gold("#### -3") == "-3"
-    assert gsm8k_gold("a #### 1\n#### 2") == "2"   # the final line wins
+    assert gsm8k_gold("a #### 1\n#### 2") == "1"   # the first marker wins, as in measure.text.answer_number
     assert gsm8k_gold("no marker 5") is None and gsm8k_gold("#### five") is None
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from measure import cascade as cas
+from measure.cascade_costs import CostModel
 from measure.cascade import (Cascade, analyze_split, apply_cascade, baseline_notes, cv_splits, evaluate, fit_cascade,
                              holdout_split, run_cascade)
 from measure.errors import UsageError
@@ -26,6 +27,28 @@ def test_apply_cascade_answers_and_cost_by_hand():
     ev = evaluate(c, X, np.array([True, True, True]), total_cost=16.0)
     assert ev["coverage"] == pytest.approx(1 / 3) and ev["accuracy"] == 1.0
     assert ev["relative_cost"] == pytest.approx((11 + 11 + 1) / 3 / 16)
+
+
+def test_shared_work_is_paid_once_by_hand():
+    # response_length and greedy_entropy_mean both need the greedy pass (0.5 s); n_clusters@embedding needs
+    # sampling (0.3 s) + the embedding clusterer (0.1 s). Stage 2 adds nothing, stage 3 adds 0.4.
+    model = CostModel((frozenset({"greedy"}), frozenset({"greedy"}), frozenset({"sampling", "embedding"})),
+                      (("greedy", 0.5), ("sampling", 0.3), ("embedding", 0.1)))
+    assert model.standalone() == pytest.approx([0.5, 0.5, 0.4]) and model.total() == pytest.approx(0.9)
+    assert model.added([True, True, True]) == pytest.approx([0.5, 0.0, 0.4])
+    assert model.added([False, True, True]) == pytest.approx([0.0, 0.5, 0.4])    # stage 1 off: stage 2 pays
+    c = Cascade(("response_length", "greedy_entropy_mean", "n_clusters@embedding"), tuple(model.standalone()),
+                (1.0, 1.0, 1.0), model)
+    X = np.array([[2.0, 0, 0],     # stops at stage 1: the greedy pass only
+                  [0.0, 2, 0],     # stops at stage 2: still the greedy pass only
+                  [0.0, 0, 2],     # reaches stage 3: everything
+                  [0.0, 0, 0]])    # answered: everything
+    answered, cost = apply_cascade(c, X)
+    assert answered.tolist() == [False, False, False, True]
+    assert cost == pytest.approx([0.5, 0.5, 0.9, 0.9])
+    assert evaluate(c, X, np.ones(4, bool), model.total())["relative_cost"] == pytest.approx((0.5 + 0.5 + 0.9 + 0.9) / 4 / 0.9)
+    # the additive view would have charged 0.5 + 0.5 at stage 2 and 1.4 in all
+    assert apply_cascade(Cascade(c.signals, c.costs, c.thresholds), X)[1] == pytest.approx([0.5, 1.0, 1.4, 1.4])
 
 
 def test_fit_single_signal_hand_case():
@@ -195,18 +218,26 @@ def test_overwrite_refusal_and_samples_path(tmp_path):
 
 
 def test_costs_from_timing_given_costs_and_cv(tmp_path):
-    timing = {"seconds_per_question": {"response_length": 0.001, "greedy": 0.5, "embedding": 0.2}}
+    # an old report's timing: work units only, no "work" key -> the work is derived from the signal names
+    timing = {"seconds_per_question": {"greedy": 0.5, "sampling": 0.1, "embedding": 0.2, "judge": 9.0}}
     d = write_measure(tmp_path / "m", timing=timing)
     res = run_cascade(d, None, None, tmp_path / "a", seed=0, cv_folds=3)
-    # measured seconds reorder the cascade: embedding clusters (0.2 s) before greedy entropy (0.5 s)
-    assert res["signals"] == ["response_length", "n_clusters@embedding", "greedy_entropy_mean"]
+    # measured seconds reorder the cascade: embedding clusters (0.1 + 0.2 s) before the greedy pass (0.5 s)
+    assert res["signals"] == ["n_clusters@embedding", "response_length", "greedy_entropy_mean"]
     assert res["cost_source"].startswith("measured seconds")
+    acc = res["cost_accounting"]
+    assert acc["added_in_order"] == pytest.approx({"n_clusters@embedding": 0.3, "response_length": 0.5,
+                                                   "greedy_entropy_mean": 0.0})   # the greedy pass is paid once
+    assert acc["every_signal"] == pytest.approx(0.8) and "judge" not in acc["unit_cost"]
+    assert res["costs"] == pytest.approx({"n_clusters@embedding": 0.3, "response_length": 0.5, "greedy_entropy_mean": 0.5})
+    md = (tmp_path / "a" / "cascade.md").read_text()
+    assert "| 3 | greedy_entropy_mean | greedy | 0.500 | 0.000 |" in md and "every signal, each unit once: 0.800" in md
     assert res["split"]["mode"] == "3-fold cross-validation" and len(res["split"]["folds"]) == 3
     ids = [i for f in res["split"]["folds"] for i in f["evaluation_ids"]]
     assert len(ids) == len(set(ids)) == res["n_used"]                                   # each evaluated once
     assert len(res["cascade"]["at_coverage"]["0.5"]["thresholds"]) == 3                  # one fit per fold
     res = run_cascade(d, ["greedy_entropy_mean", "response_length"], [3.0, 4.0], tmp_path / "b", seed=0)
-    assert res["signals"] == ["greedy_entropy_mean", "response_length"] and res["cost_source"] == "given"
+    assert res["signals"] == ["greedy_entropy_mean", "response_length"] and res["cost_source"].startswith("given")
     with pytest.raises(UsageError, match="costs: give 2"):
         run_cascade(d, ["greedy_entropy_mean", "response_length"], [1.0], tmp_path / "c", seed=0)
     with pytest.raises(UsageError, match="valid choices: .*greedy_entropy_mean"):
@@ -219,3 +250,20 @@ def test_costs_from_timing_given_costs_and_cv(tmp_path):
     res = run_cascade(partial, None, None, None, seed=0)
     assert res["cost_source"] == "unit costs"
     assert any("no timing for response_length" not in n and "no timing for n_clusters@embedding" in n for n in res["notes"])
+
+
+def test_timing_block_declares_each_signals_work():
+    from measure.pipeline import timing_block
+    keys = ["response_length", "lexical_dissimilarity", "n_clusters@jaccard", "greedy_nll"]
+    t = timing_block(10, {"greedy_s": 5.0, "sampling_s": 3.0}, {"jaccard": 1.0, "judge_s": 2.0}, ["jaccard"], keys)
+    assert t["work"] == {"response_length": ["greedy"], "lexical_dissimilarity": ["sampling"],   # the samples,
+                         "n_clusters@jaccard": ["sampling", "jaccard"], "greedy_nll": ["greedy"]}  # not the greedy pass
+    sp = t["seconds_per_question"]
+    assert (sp["greedy"], sp["sampling"], sp["jaccard"], sp["judge"]) == pytest.approx((0.5, 0.3, 0.1, 0.2))
+    assert sp["lexical_dissimilarity"] == pytest.approx(0.3) and sp["n_clusters@jaccard"] == pytest.approx(0.4)
+    # every signal together: 0.5 + 0.3 + 0.1, not the sum of the standalone costs (0.5 + 0.3 + 0.4 + 0.5)
+    from measure.cascade_costs import resolve_costs
+    model, source, _ = resolve_costs(keys, None, {"timing": t})
+    assert model.total() == pytest.approx(0.9) and source.startswith("measured")
+    scored = timing_block(10, {}, {"jaccard": 1.0}, ["jaccard"], keys)   # a scored samples file: no generation time
+    assert "response_length" not in scored["seconds_per_question"] and scored["measured_generation"] is False

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from measure import cluster as C
-from measure.cluster import (CLUSTERERS, clusterer_label, final_number, greedy_cluster, jaccard_similarity,
-                             leader_cluster, make_clusterer, normalize_text, validate_clusterer_spec, word_bigrams)
+from measure.cluster import (CLUSTERERS, clusterer_label, greedy_cluster, jaccard_similarity, leader_cluster,
+                             make_clusterer, validate_clusterer_spec, word_bigrams)
 from measure.errors import UsageError
 from measure.nli import cluster_by_entailment, entailment_equivalent, load_nli
 
@@ -19,18 +19,11 @@ Q = "What is the capital of France?"
 
 # ------------------------------------------------------------------ pure helpers
 
-def test_normalize_text_squad_style():
-    assert normalize_text("  The  Paris!! ") == "paris"
-    assert normalize_text("An apple, a day.") == "apple day"
-    assert normalize_text("Theory") == "theory"   # articles only as whole words
-
-
-@pytest.mark.parametrize("text, number", [
-    ("The answer is 1,234.", 1234.0), ("42.", 42.0), ("It is 41", 41.0), ("$1,234.50 total", 1234.5),
-    ("from 3 to 7 apples", 7.0), ("-3", -3.0), ("pages 3-4", 4.0), ("1,2,3", 3.0), ("x = 0.5", 0.5),
-    ("no number here", None), ("", None)])
-def test_final_number(text, number):
-    assert final_number(text) == number
+def test_jaccard_keeps_the_papers_protocol():
+    # lower-case and whitespace tokens only: punctuation stays part of a token (no SQuAD normalization)
+    assert jaccard_similarity("Paris.", "paris") == 0.0
+    assert jaccard_similarity("The answer is Paris.", "the ANSWER is paris.") == 1.0
+    assert word_bigrams("a, b") == {("a,", "b")}
 
 
 def test_word_bigrams_and_one_word_fallback():
@@ -321,6 +314,38 @@ def test_nli_real_code_path_runs(nli_models, which, mode):
 def test_nli_model_without_mnli_labels_is_usage_error(nli_models):
     with pytest.raises(UsageError, match="LABEL_0"):
         make_clusterer({"name": "nli", "model": nli_models["unlabelled"]}).cluster(["a", "b"], question="q")
+
+
+# ------------------------------------------------------------------ embedding linkage (a fake embedder)
+
+class FakeEmbedder:
+    """Fixed unit vectors per text, built from a Gram matrix of cosines (Cholesky rows); counts encodes."""
+
+    def __init__(self, cosines: dict[tuple[str, str], float]):
+        import numpy as np
+        names = sorted({t for pair in cosines for t in pair})
+        gram = np.eye(len(names))
+        for (a, b), cos in cosines.items():
+            gram[names.index(a), names.index(b)] = gram[names.index(b), names.index(a)] = cos
+        self.vectors = dict(zip(names, np.linalg.cholesky(gram)))
+        self.calls: list[list[str]] = []
+
+    def encode(self, texts, **kw):
+        import numpy as np
+        self.calls.append(list(texts))
+        return np.array([self.vectors[t] for t in texts])
+
+
+def test_embedding_average_linkage_counts_every_sample(monkeypatch):
+    # cos(A,B) = 0.90, cos(A,C) = 0.88, cos(B,C) = 0.80; distance threshold 1 - 0.85 = 0.15.
+    # Over the distinct texts {A, B, C}: A+B merge at 0.10, then C is at (0.12 + 0.20) / 2 = 0.16 -> 2 clusters.
+    # Over all five samples A, A, A, B, C: C is at (3 * 0.12 + 0.20) / 4 = 0.14 < 0.15 -> 1 cluster.
+    fake = FakeEmbedder({("A", "B"): 0.90, ("A", "C"): 0.88, ("B", "C"): 0.80})
+    monkeypatch.setattr(C, "load_embedder", lambda model=None, device=None: fake)
+    assert make_clusterer("embedding").cluster(["A", "A", "A", "B", "C"]) == [0, 0, 0, 0, 0]
+    assert make_clusterer("embedding").cluster(["A", "B", "C"]) == [0, 0, 1]          # the deduplicated view
+    assert C.average_linkage_ids(fake.encode(["A", "B", "C"]), 0.85) == [0, 0, 1]
+    assert sorted(fake.calls[0]) == ["A", "B", "C"]                                    # each text encoded once
 
 
 # ------------------------------------------------------------------ embedding (the real bundled model)

@@ -12,6 +12,7 @@ import pytest
 from measure.compare import compare_chain, compare_runs
 from measure.sensitivity import scr_by_n, scr_by_threshold
 from measure.errors import UsageError
+from measure.intervals import paired_difference_ci
 from measure.paired_stats import VERDICT_RULE, apply_holm, pair_agreement, paired_tests, rank_biserial, verdict
 
 CLS = ["exact", "jaccard", "embedding"]
@@ -22,13 +23,15 @@ CLS = ["exact", "jaccard", "embedding"]
 def test_mcnemar_b0_c6_exact_p_and_scr_difference():
     a = [2] * 6 + [1] * 3 + [3]          # 6 questions go multi -> single, 3 stay single, 1 stays at 3 clusters
     b = [1] * 6 + [1] * 3 + [3]
-    t = paired_tests(a, b, n_boot=200, seed=0)
+    t = paired_tests(a, b)
     assert (t["b_single_to_multi"], t["c_multi_to_single"]) == (0, 6)
     assert t["mcnemar_p"] == pytest.approx(2 * 0.5 ** 6)          # 0.03125
     assert t["scr_from"] == pytest.approx(0.3) and t["scr_to"] == pytest.approx(0.9)
     assert t["scr_diff"] == pytest.approx(0.6)
-    lo, hi = t["scr_diff_ci"]
-    assert lo <= 0.6 <= hi and lo > 0                              # every resample has diff >= 0, most > 0
+    # Newcombe's paired interval of the table [[both single 3, c 6], [b 0, neither 1]]
+    assert t["scr_diff_ci"] == pytest.approx(paired_difference_ci(3, 6, 0, 1))
+    assert 0 < t["scr_diff_ci"][0] < 0.6 < t["scr_diff_ci"][1]
+    assert t["scr_diff_ci_method"].startswith("Newcombe")
     # Wilcoxon on counts: six differences of -1, four zeros dropped -> exact two-sided 2 / 2^6.
     assert t["wilcoxon_p"] == pytest.approx(2 / 64)
     assert t["wilcoxon_n_nonzero"] == 6
@@ -40,16 +43,41 @@ def test_mcnemar_b0_c6_exact_p_and_scr_difference():
 def test_mcnemar_hand_values(n_b, n_c, p):
     a = [1] * n_b + [2] * n_c + [1, 2]        # b: single -> multi, c: multi -> single, plus two concordant
     b = [2] * n_b + [1] * n_c + [1, 2]
-    t = paired_tests(a, b, n_boot=50)
+    t = paired_tests(a, b)
     assert t["mcnemar_p"] == pytest.approx(p)
     assert t["scr_diff"] == pytest.approx((n_c - n_b) / len(a))
 
 
 def test_identical_counts_give_p_one_without_scipy_warning(recwarn):
-    t = paired_tests([1, 2, 3], [1, 2, 3], n_boot=20)
+    t = paired_tests([1, 2, 3], [1, 2, 3])
     assert t["wilcoxon_p"] == 1.0 and t["mcnemar_p"] == 1.0 and t["rank_biserial"] == 0.0
     assert t["wilcoxon_stat"] is None
     assert not [w for w in recwarn if "scipy" in str(w.filename)]
+
+
+def test_wilcoxon_null_distribution_from_the_non_zero_differences():
+    # The case: 144 questions, 8 change by one cluster (7 up, 1 down). All |d| tie, so the exact
+    # permutation distribution is the sign test: 2 * P(Bin(8, 1/2) <= 1) = 2 * 9/256 = 0.0703 (scipy's
+    # normal approximation over all 144 gave 0.034).
+    a = [2] * 144
+    b = [3] * 7 + [1] + [2] * 136
+    t = paired_tests(a, b)
+    assert t["wilcoxon_p"] == pytest.approx(2 * 9 / 256)
+    assert t["wilcoxon_n_nonzero"] == 8 and t["wilcoxon_method"].startswith("exact permutation")
+    # no ties among 8 non-zero differences: the exact signed-rank distribution, W- = 1 of 2^8 sign patterns
+    # with W <= 1 on either side: {} and {1} -> p = 2 * 2/256
+    t = paired_tests([10] * 144, [12, 13, 14, 15, 16, 17, 18, 9] + [10] * 136)
+    assert t["wilcoxon_method"] == "exact" and t["wilcoxon_p"] == pytest.approx(4 / 256)
+    # many tied non-zero differences: the normal approximation, named as such
+    t = paired_tests([2] * 60, [3] * 40 + [1] * 20)
+    assert t["wilcoxon_method"].startswith("normal approximation") and 0 < t["wilcoxon_p"] < 0.05
+
+
+def test_scr_difference_interval_has_width_when_no_question_changes():
+    t = paired_tests([1] * 10 + [2] * 134, [1] * 10 + [3] * 134)   # same single-cluster set at both stages
+    lo, hi = t["scr_diff_ci"]
+    assert t["scr_diff"] == 0.0 and lo < 0 < hi and hi - lo > 0.04
+    assert t["scr_diff_ci"] == pytest.approx(paired_difference_ci(10, 0, 0, 134))
 
 
 def test_rank_biserial_hand_value():
@@ -199,7 +227,7 @@ def write_stage(d: Path, n_single: int, n: int = 20, ids: list[str] | None = Non
 def test_compare_runs_end_to_end(tmp_path):
     runs = [write_stage(tmp_path / "base", 0), write_stage(tmp_path / "sft", 12), write_stage(tmp_path / "dpo", 16)]
     out = tmp_path / "cmp"
-    res = compare_runs(runs, ["base", "sft", "dpo"], out, overwrite=False, n_boot=200)
+    res = compare_runs(runs, ["base", "sft", "dpo"], out, overwrite=False)
     assert res["stages"] == ["base", "sft", "dpo"] and res["clusterers"] == ["exact", "jaccard"]
     assert res["holm"]["family_size"] == 8                          # 2 transitions x 2 clusterers x 2 tests
     first = next(t for t in res["transitions"] if t["from"] == "base" and t["clusterer"] == "exact")
@@ -227,6 +255,11 @@ def test_compare_runs_end_to_end(tmp_path):
     assert saved["verdict"]["transition"] == "base -> sft"
     md = (out / "compare.md").read_text()
     assert VERDICT_RULE in md and "Homogenization first appears at base -> sft" in md
+    # every interval names its method; SCR 0 of 20 at base keeps a non-zero Clopper-Pearson upper bound
+    assert "SCR exact [95% CI, Clopper-Pearson exact]" in md
+    assert "| 95% CI, Newcombe hybrid score (paired, method 10) |" in md and "| Wilcoxon method |" in md
+    base = res["per_stage"]["base"]["clusterers"]["exact"]
+    assert base["scr"] == 0.0 and base["scr_ci"] == pytest.approx([0.0, 1 - 0.025 ** (1 / 20)])
     page = (out / "compare.html").read_text()
     uris = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(uris) == 4 and all(base64.b64decode(u)[:8] == b"\x89PNG\r\n\x1a\n" for u in uris)
@@ -244,13 +277,13 @@ def test_mismatched_ids_name_the_missing_ones(tmp_path):
 def test_overwrite_refusal(tmp_path):
     runs = [write_stage(tmp_path / "x" / "measure" / "toy", 0), write_stage(tmp_path / "y" / "measure" / "toy", 5)]
     out = tmp_path / "cmp"
-    res = compare_runs(runs, None, out, overwrite=False, n_boot=20, sensitivity_clusterers=[])
+    res = compare_runs(runs, None, out, overwrite=False, sensitivity_clusterers=[])
     assert res["stages"] == ["x", "y"]                                 # labels from <stage>/measure/<benchmark>
     before = (out / "compare.json").read_text()
     with pytest.raises(UsageError, match="overwrite=true"):
-        compare_runs(runs, None, out, overwrite=False, n_boot=20)
+        compare_runs(runs, None, out, overwrite=False)
     assert (out / "compare.json").read_text() == before
-    compare_runs(runs, ["one", "two"], out, overwrite=True, n_boot=20, sensitivity_clusterers=[])
+    compare_runs(runs, ["one", "two"], out, overwrite=True, sensitivity_clusterers=[])
     assert json.loads((out / "compare.json").read_text())["stages"] == ["one", "two"]
 
 
@@ -280,7 +313,7 @@ def _chain(tmp_path: Path, benchmarks=("toy",)) -> Path:
 
 def test_compare_chain_orders_by_chain_index(tmp_path):
     chain = _chain(tmp_path)
-    res = compare_chain(chain, None, None, overwrite=False, n_boot=50)
+    res = compare_chain(chain, None, None, overwrite=False)
     assert res["stages"] == ["base", "sft", "dpo"] and res["benchmark"] == "toy"
     assert (chain / "compare" / "compare.html").exists()
     assert res["verdict"]["transition"] == "base -> sft"
@@ -295,7 +328,7 @@ def test_compare_chain_json_order_and_benchmark_choice(tmp_path):
     with pytest.raises(UsageError, match="valid choices: gsm8k, toy"):
         compare_chain(chain, "nq_open", None, overwrite=False)
     (chain / "chain.json").write_text(json.dumps({"stages": ["base", "dpo", "sft"]}))
-    res = compare_chain(chain, "gsm8k", tmp_path / "elsewhere", overwrite=False, n_boot=20, sensitivity_clusterers=[])
+    res = compare_chain(chain, "gsm8k", tmp_path / "elsewhere", overwrite=False, sensitivity_clusterers=[])
     assert res["stages"] == ["base", "dpo", "sft"]                     # chain.json wins over chain_index
     assert res["verdict"]["transition"] == "base -> dpo"
 
@@ -304,7 +337,7 @@ def test_compare_chain_leaves_out_unmeasured_stage(tmp_path):
     chain = _chain(tmp_path)
     (chain / "kto").mkdir()
     (chain / "kto" / "stage.json").write_text(json.dumps({"stage": "kto", "chain_index": 3}))
-    res = compare_chain(chain, None, None, overwrite=False, n_boot=20, sensitivity_clusterers=[])
+    res = compare_chain(chain, None, None, overwrite=False, sensitivity_clusterers=[])
     assert res["stages"] == ["base", "sft", "dpo"]
     assert any("'kto' has no toy measurement" in n for n in res["notes"])
     (chain / "kto" / "stage.json").write_text(json.dumps({"stage": "kto"}))

@@ -5,8 +5,8 @@ import pytest
 
 from measure.benchmarks import load_benchmark
 from measure.config import BenchmarkSpec
-from measure.correctness import (JUDGES, extract_answer_number, make_judge, normalize_answer, parse_number,
-                                 reference_judgement, resolve_labels, short_answer_match, summarize_judgements)
+from measure.correctness import (JUDGES, make_judge, reference_judgement, resolve_labels, short_answer_match,
+                                 summarize_judgements)
 from measure.errors import UsageError
 from measure.records import Question
 
@@ -22,27 +22,6 @@ def test_registry_and_unknown_judge():
 
 
 # ---------------------------------------------------------------- gsm8k
-
-@pytest.mark.parametrize("text, number", [
-    ("She makes 9 * 2 = $18 every day.\n#### 18", 18.0),
-    ("#### 5\nQ: next question, answer 7", 5.0),        # strict beats the later last number
-    ("The answer is 72 clips in 3 months... #### 72", 72.0),
-    ("16 - 3 - 4 = 9 eggs, 9 * 2 = 18", 18.0),            # fallback: last number
-    ("16-3-4=9", 9.0),                                    # a hyphen between digits is not a minus
-    ("It was -5 degrees", -5.0),
-    ("He paid $1,000.50 in total.", 1000.5),
-    ("pages 10-12", 12.0),
-    ("The answer is $18.00.", 18.0),
-    ("no digits here", None),
-])
-def test_extract_answer_number(text, number):
-    assert extract_answer_number(text) == number
-
-
-def test_parse_number():
-    assert parse_number("1,000") == 1000.0 and parse_number("$18.00") == 18.0 and parse_number("-3") == -3.0
-    assert parse_number("five") is None and parse_number("nan") is None
-
 
 def test_gsm8k_judge():
     judge = make_judge("gsm8k")
@@ -68,12 +47,6 @@ def test_gsm8k_judge_on_real_gold(shared_data):
 
 
 # ---------------------------------------------------------------- short_qa
-
-def test_normalize_answer():
-    assert normalize_answer("  The Eiffel-Tower, in PARIS!  ") == "eiffeltower in paris"
-    assert normalize_answer("An apple a day") == "apple day"
-    assert normalize_answer("theatre") == "theatre"   # articles only as whole words
-
 
 def test_short_answer_match():
     assert short_answer_match("Paris", ["paris"]) is True
@@ -116,6 +89,14 @@ def test_truthfulqa_judge_real_row(shared_data):
     assert make_judge("truthfulqa", margin=1.99).judge_many([row] * 3, answers[:3]) == ["ambiguous"] * 3
     # A question without incorrect references cannot be judged by comparison.
     assert judge.judge_many([q(["yes"])], ["yes"]) == [None]
+
+
+def test_default_margin_is_the_validated_one():
+    # 0.02: the gap band where the judge is at chance on TruthfulQA's own references (benchmarks/judge_validation.py)
+    from measure.config import MeasureSettings
+    assert MeasureSettings().judge_margin == 0.02 and make_judge("truthfulqa").margin == 0.02
+    assert reference_judgement(0.61, 0.60, MeasureSettings().judge_margin) == "ambiguous"
+    assert reference_judgement(0.63, 0.60, MeasureSettings().judge_margin) == "correct"
 
 
 def test_truthfulqa_bad_margin():

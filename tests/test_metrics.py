@@ -129,8 +129,12 @@ def test_summarize_hand_values():
     assert out["mean_clusters"]["jaccard"] == 2.0
     assert out["alignment_tax_index"]["jaccard"] == pytest.approx(0.5)          # mean(1 - d/4)
     assert out["alignment_tax_index"]["exact"] == pytest.approx(2.75 / 6)
-    lo, hi = out["scr_ci"]["jaccard"]
-    assert lo <= 0.5 <= hi
+    # Clopper-Pearson of 3/6 and 2/4 (statsmodels' beta method, checked against scipy's beta quantiles)
+    from scipy.stats import beta
+    assert out["scr_ci"]["jaccard"] == pytest.approx([beta.ppf(0.025, 3, 4), beta.ppf(0.975, 4, 3)])
+    assert out["accuracy_ci"] == pytest.approx([beta.ppf(0.025, 2, 3), beta.ppf(0.975, 3, 2)])
+    assert out["scr_ci_method"] == out["accuracy_ci_method"] == "Clopper-Pearson exact"
+    assert out["auroc_ci_method"] == "percentile bootstrap (200 resamples of the questions, seed 0)"
     assert (out["accuracy"], out["n_labelled"], out["n_ambiguous"], out["n_unlabelled"]) == (0.5, 4, 1, 2)
     assert (out["n_correct"], out["n_incorrect"]) == (2, 2)
     # se over labelled: incorrect {0, 1} vs correct {0, 0.5} -> (0.5 + 0 + 1 + 1) / 4
@@ -153,7 +157,8 @@ def test_summarize_single_cluster_auroc():
     # exact single-cluster labelled: q1, q3, both correct -> no incorrect class
     assert out["auroc_single_cluster_n"]["exact"] == {"n": 2, "n_incorrect": 0}
     assert set(out["auroc_single_cluster"]["exact"].values()) == {None}
-    assert out["scr_ci"]["jaccard"] is None and out["auroc_ci"]["se"] is None    # n_boot = 0
+    assert out["auroc_ci"]["se"] is None and out["auroc_ci_method"] is None      # n_boot = 0: no bootstrap
+    assert out["scr_ci"]["jaccard"] is not None                                  # the exact interval needs none
 
 
 def test_summarize_bad_input():

@@ -83,6 +83,9 @@ def test_report_md_tables(tmp_path):
     assert "N=4, T=1.0, max_new_tokens=40" in md
     assert "jaccard (threshold=0.4)" in md
     assert "| jaccard (threshold=0.4) | 0.600 [" in md
+    assert "| clusterer | SCR [95% CI, Clopper-Pearson exact] |" in md                  # every interval names its method
+    assert "AUROC [95% CI, percentile bootstrap (100 resamples of the questions, seed 0)]" in md
+    assert "(95% CI, Clopper-Pearson exact) over" in md                                  # accuracy
     assert "ambiguous judgements: 1 (policy: exclude)" in md
     assert "greedy_nll: no token_logprobs in the samples file" in md
     assert "| se | 4 | 0.625 [" in md                                  # signal table row

@@ -81,6 +81,7 @@ def test_grid_trains_measures_and_reports_every_variant(swept):
     assert (root / "frontier.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (root / "sweep.md").read_text()
     assert all(f"| {name} | trained |" in md for name in NAMES) and "| P | parent: sft | reference |" in md
+    assert "Intervals: accuracy: 95% CI, Clopper-Pearson exact; AUROC: 95% CI, percentile bootstrap" in md
 
 
 def test_rerun_reuses_finished_variants(swept):

@@ -105,7 +105,7 @@ def test_eval_facts_never_taught_in_sft_or_dpo(world_dir):
 
 
 def test_surface_forms_vary_and_house_style_is_uniform(world_dir):
-    from measure.cluster import normalize_text
+    from measure.text import normalize_answer as normalize_text
     evals = _rows(world_dir / "eval.jsonl")
     for e in evals:
         assert len({normalize_text(a) for a in e["answers"]}) == 5

@@ -229,7 +229,8 @@ def run_variant(main: dict, variant: Variant, stage: str, *, overwrite: bool, me
 
 def point(report: dict) -> dict:
     """The frontier coordinates of one report.json: SCR per clusterer, accuracy, every signal's AUROC, with CIs."""
-    keys = ("scr", "scr_ci", "accuracy", "accuracy_ci", "auroc", "auroc_ci", "n_questions", "n_labelled")
+    keys = ("scr", "scr_ci", "scr_ci_method", "accuracy", "accuracy_ci", "accuracy_ci_method", "auroc", "auroc_ci",
+            "auroc_ci_method", "n_questions", "n_labelled")
     return {k: report.get(k) for k in keys}
 
 

@@ -46,6 +46,15 @@ def _with_ci(v: Any, ci: Any) -> str:
     return _num(v) + (f" [{_num(ci[0])}, {_num(ci[1])}]" if ci else "")
 
 
+def _ci_methods(rows: list[dict]) -> str:
+    """Which interval each column carries, from the reports (older reports: the bootstrap throughout)."""
+    from measure.intervals import ci_label
+    reports = [m for r in rows for m in r["reports"].values() if m]
+    parts = [f"{what}: {ci_label(m.get(key) for m in reports)}" for what, key in
+             (("accuracy", "accuracy_ci_method"), ("AUROC", "auroc_ci_method"), ("SCR", "scr_ci_method"))]
+    return "Intervals: " + "; ".join(parts) + "."
+
+
 def render_markdown(summary: dict) -> str:
     """sweep.md: one table per benchmark, parent first; # is the label used in frontier.png."""
     sig, rows = summary["signal"], [*summary["references"], *summary["variants"]]
@@ -53,7 +62,7 @@ def render_markdown(summary: dict) -> str:
              "Grid: " + "; ".join(f"`{k}` in {json.dumps(v)}" for k, v in summary["grid"].items()),
              f"Variants: {len(summary['variants'])} ({', '.join(f'{n} {s}' for s, n in summary['counts'].items())}). "
              "SCR = share of questions whose samples form one cluster (lower = less homogenized); "
-             "frontier = not dominated in (higher accuracy, lower SCR). CIs are bootstrap 95%.", ""]
+             "frontier = not dominated in (higher accuracy, lower SCR). " + _ci_methods(rows), ""]
     benches = sorted({b for r in rows for b in r["reports"]})
     for bench in benches:
         labels = sorted({lb for r in rows for lb in (r["reports"].get(bench, {}).get("scr") or {})})
