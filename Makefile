@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test bench sweep-demo clean-demo venv
+.PHONY: demo demo-real test bench sweep-demo clean-demo venv
 
 venv: $(STAMP)
 
@@ -27,6 +27,11 @@ test: $(STAMP)
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/toy.yaml
+
+# Real models, offline: Gemma-3-270M (base) vs SmolLM2-135M-Instruct on TruthfulQA + NQ-open (measure only).
+# Finished stages and reports are reused, so a second run only re-prints the tables.
+demo-real: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/base-vs-instruct.yaml
 
 sweep-demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.sweep recipe=recipes/toy.yaml stage=dpo
