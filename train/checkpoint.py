@@ -86,6 +86,12 @@ def external_model(recipe: dict, stage: str) -> str | None:
     return str(resolve_path(path, Path(recipe.get("_recipe_path", ".")).parent))
 
 
+def external_model_files(recipe: dict, stage: str) -> dict:
+    """What an external stage's stage.json records of its model: the reference, a GGUF's name, sha256, size
+    and quantization, and the sha256 of every checkpoint file loaded (measure/model_source.py)."""
+    return resolve_model(external_model(recipe, stage), f"{stage}.model").provenance()
+
+
 def model_source(recipe: dict, stage: str) -> str:
     """Where `stage`'s full (merged) model loads from: a stage dir, or the loadable checkpoint of an external
     model (a hub id, a local dir, or a GGUF file / package converted once; measure/model_source.py)."""

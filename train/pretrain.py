@@ -43,7 +43,7 @@ def run_base(recipe: dict, *, overwrite: bool = False, measure: bool = True) -> 
         manifest = None
         if state.is_main_process:
             manifest = ckpt.write_manifest(recipe, "base", trainer="none", merged_model=ckpt.model_source(recipe, "base"),
-                                           external=True)
+                                           external=True, model_files=ckpt.external_model_files(recipe, "base"))
             if measure:
                 measure_after(recipe, "base")
         state.wait_for_everyone()

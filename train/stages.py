@@ -241,7 +241,7 @@ def register_external(recipe: dict, stage: str, *, measure: bool) -> dict | None
     manifest = None
     if state.is_main_process:
         manifest = ckpt.write_manifest(recipe, stage, mode="measure-only", merged_model=ckpt.model_source(recipe, stage),
-                                       external=True)
+                                       external=True, model_files=ckpt.external_model_files(recipe, stage))
     state.wait_for_everyone()
     if measure:
         measure_after(recipe, stage, shard=True)
