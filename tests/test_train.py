@@ -91,7 +91,7 @@ def test_manifests_complete(chain_dir):
             assert m["parent_hash"] == ckpt.manifest_hash(chain_dir / m["parent"])
             assert m["mode"] == "merge" and m["adapter"] and m["lora"]["r"] == 4
             assert m["datasets"][0]["sha256"] and m["datasets"][0]["rows"] == 8
-            assert m["train_metrics"]["global_step"] if "global_step" in m["train_metrics"] else m["train_metrics"]["step"] == 3
+            assert m["train_metrics"]["global_step"] == 3 and m["train_metrics"]["step"] == 3  # max_steps: 3
     assert json.loads((chain_dir / "base" / "stage.json").read_text())["recipe"]["stages"]["dpo"]["args"]["beta"] == 0.1
 
 

@@ -147,7 +147,8 @@ def train_with_trl(trainer_name: str, *, model, tokenizer, dataset, args: dict, 
     if resume and trainer.accelerator.is_main_process:
         print(f"[alignment-tax] resuming {out.name} from {resume}")
     result = trainer.train(resume_from_checkpoint=resume)
-    metrics = {**result.metrics, **ckpt.summarize_log(trainer.state.log_history), "resumed_from": resume,
+    metrics = {**result.metrics, **ckpt.summarize_log(trainer.state.log_history), "global_step": result.global_step,
+               "resumed_from": resume,
                "parameters": count_parameters(trainer.model)}
     return trainer, metrics
 
