@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure.cluster import dedupe, load_embedder, make_clusterer
+from measure.cluster import load_embedder, make_clusterer
+from measure.grouping import dedupe
 from measure.nli import NLI_LABELS, cluster_by_entailment, load_nli
 from measure.records import QuestionSamples
 

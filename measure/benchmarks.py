@@ -36,11 +36,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from measure.config import BenchmarkSpec
 from measure.errors import UsageError, choose
 from measure.io import iter_rows
 from measure.records import SAMPLE_KEYS, Question
 from measure.text import answer_number, canonical_number
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    name: str                      # a key of measure.benchmarks.BENCHMARKS
+    path: str | None = None        # local file; None -> the benchmark's hub id
+    limit: int | None = None       # a seeded random subset of this many questions
+    split: str | None = None       # hub split override
+
 
 RowParser = Callable[[str, int, dict, str], Question]   # (benchmark name, row index, raw row, where) -> Question
 

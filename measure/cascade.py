@@ -26,9 +26,9 @@ import numpy as np
 from measure.cascade_costs import CostModel, finite as _finite, resolve_costs
 from measure.compare_render import fmt, png_bytes, to_markdown, write_images
 from measure.errors import UsageError
-from measure.io import provenance, read_json, write_json, write_text
+from measure.io import provenance, write_json, write_text
 from measure.metrics import auroc, aurc, prr
-from measure.records import read_question_records
+from measure.measured_run import load_run, measure_dir
 
 DEFAULT_SIGNALS = ("response_length", "greedy_entropy_mean", "n_clusters@embedding", "n_clusters@nli")
 TARGETS = (0.3, 0.5, 0.8)
@@ -236,27 +236,18 @@ def select_signals(records, signals: Sequence[str] | None) -> tuple[list[str], l
     return list(signals), []
 
 
-def _measure_dir(path: Path) -> Path:
-    path = Path(path)
-    directory = path.parent if path.is_file() else path
-    if not (directory / "questions.jsonl").exists():
-        raise UsageError(f"{path}: no questions.jsonl {'beside it' if path.is_file() else 'in it'}; score the samples "
-                         f"first (python -m measure score samples=<samples.jsonl> out=<dir>)")
-    return directory
-
-
 def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, costs: list[float] | None = None,
                 out_dir: Path | None = None, seed: int = 0, calib_fraction: float = 0.5,
                 cv_folds: int | None = None, overwrite: bool = False) -> dict:
     """Fit and evaluate the cascade; writes cascade.json, cascade.md and risk_coverage.png into out_dir
     (default <measure dir>/cascade/). Returns the cascade.json content."""
-    mdir = _measure_dir(Path(measure_dir_or_samples))
+    mdir = measure_dir(Path(measure_dir_or_samples))
     out_dir = Path(out_dir) if out_dir is not None else mdir / "cascade"
     existing = [n for n in OUTPUTS if (out_dir / n).exists()]
     if existing and not overwrite:
         raise UsageError(f"{out_dir} already holds cascade outputs ({', '.join(existing)}); pass overwrite=true to replace them")
-    records = read_question_records(mdir / "questions.jsonl")
-    report = read_json(mdir / "report.json") if (mdir / "report.json").exists() else {}
+    run = load_run(mdir, mdir.name, need_report=False)
+    records, report = list(run.records), run.report
     names, notes = select_signals(records, signals)
     model, cost_source, cost_notes = resolve_costs(names, costs, report)
     order = sorted(range(len(names)), key=lambda j: model.standalone()[j])   # stable: ties keep the given order

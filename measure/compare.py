@@ -16,7 +16,6 @@ Sensitivity (SCR vs threshold and vs N, from saved outputs only) is in measure.s
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -28,32 +27,10 @@ from measure.io import provenance, read_json
 from measure.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.metrics import scr
 from measure.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
-from measure.records import QuestionRecord, read_question_records
+from measure.measured_run import MeasuredRun, load_run, measure_dir
 from measure.sensitivity import sensitivity
 
 OUTPUTS = ("compare.json", "compare.md", "compare.html")
-
-
-@dataclass(frozen=True)
-class Stage:
-    label: str
-    path: Path                          # the measure dir
-    records: tuple[QuestionRecord, ...]
-    report: dict
-
-
-# ---------------------------------------------------------------- loading and matching
-
-def load_stage(path: Path, label: str) -> Stage:
-    path = Path(path)
-    records = read_question_records(path / "questions.jsonl")
-    if not records:
-        raise UsageError(f"{path / 'questions.jsonl'}: no questions")
-    ids = [r.id for r in records]
-    if len(set(ids)) != len(ids):
-        dup = sorted({i for i in ids if ids.count(i) > 1})
-        raise UsageError(f"{path / 'questions.jsonl'}: duplicate question ids {', '.join(dup[:5])}")
-    return Stage(label, path, tuple(records), read_json(path / "report.json"))
 
 
 def _few(ids: Sequence[str], k: int = 5) -> str:
@@ -61,7 +38,7 @@ def _few(ids: Sequence[str], k: int = 5) -> str:
     return f"{len(ids)} id(s): {shown}{', ...' if len(ids) > k else ''}"
 
 
-def match_questions(stages: list[Stage]) -> list[Stage]:
+def match_questions(stages: list[MeasuredRun]) -> list[MeasuredRun]:
     """Every stage reordered to the first stage's question order; any id mismatch -> UsageError."""
     ref = stages[0]
     order = [r.id for r in ref.records]
@@ -75,11 +52,11 @@ def match_questions(stages: list[Stage]) -> list[Stage]:
             parts += [f"stage {st.label!r} has {_few(extra)} not in stage {ref.label!r}"] if extra else []
             raise UsageError("questions do not match across stages (compare needs the same question ids): "
                              + "; ".join(parts))
-        out.append(Stage(st.label, st.path, tuple(by_id[i] for i in order), st.report))
+        out.append(MeasuredRun(st.label, st.path, tuple(by_id[i] for i in order), st.report))
     return out
 
 
-def common_clusterers(stages: list[Stage]) -> tuple[list[str], list[str]]:
+def common_clusterers(stages: list[MeasuredRun]) -> tuple[list[str], list[str]]:
     """Clusterer labels present for every question of every stage (first stage's order), and notes."""
     per = [[c for c in st.records[0].n_clusters if all(c in r.n_clusters for r in st.records)] for st in stages]
     common = [c for c in per[0] if all(c in p for p in per[1:])]
@@ -90,7 +67,7 @@ def common_clusterers(stages: list[Stage]) -> tuple[list[str], list[str]]:
     return common, notes
 
 
-def counts(stage: Stage, clusterer: str) -> np.ndarray:
+def counts(stage: MeasuredRun, clusterer: str) -> np.ndarray:
     return np.array([int(r.n_clusters[clusterer]) for r in stage.records])
 
 
@@ -101,7 +78,7 @@ def _mean(values) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def stage_summary(stage: Stage, clusterers: list[str]) -> dict:
+def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> dict:
     labels = [r.label for r in stage.records if r.label is not None]
     per = {}
     for c in clusterers:
@@ -120,13 +97,13 @@ def stage_summary(stage: Stage, clusterers: list[str]) -> dict:
 
 # ---------------------------------------------------------------- transitions and clusterer agreement
 
-def stage_transitions(stages: list[Stage], clusterers: list[str], *, alpha: float) -> tuple[list[dict], int]:
+def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float) -> tuple[list[dict], int]:
     rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c))}
             for a, b in zip(stages, stages[1:]) for c in clusterers]
     return rows, apply_holm(rows, alpha)
 
 
-def stage_agreement(stage: Stage, clusterers: list[str]) -> list[dict]:
+def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[dict]:
     out = []
     for i, a in enumerate(clusterers):
         for b in clusterers[i + 1:]:
@@ -145,7 +122,7 @@ def _check_outputs(out_dir: Path, overwrite: bool) -> None:
                          "pass overwrite=true to replace them")
 
 
-def _setting_notes(stages: list[Stage]) -> list[str]:
+def _setting_notes(stages: list[MeasuredRun]) -> list[str]:
     notes = []
     for key in ("n_samples", "temperature", "top_p", "max_new_tokens"):
         vals = {st.label: (st.report.get("settings") or {}).get(key) for st in stages}
@@ -155,7 +132,7 @@ def _setting_notes(stages: list[Stage]) -> list[str]:
     return notes
 
 
-def compare_stages(stages: list[Stage], out_dir: Path, overwrite: bool, *, alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
+def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *, alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
                    notes: Sequence[str] = (), benchmark: str | None = None) -> dict:
     """Compare loaded stages (in order) and write compare.json/md/html + plots into out_dir."""
     out_dir = Path(out_dir)
@@ -183,22 +160,6 @@ def compare_stages(stages: list[Stage], out_dir: Path, overwrite: bool, *, alpha
 
 # ---------------------------------------------------------------- entry points (the CLI calls these)
 
-def _measure_dir(path: Path) -> Path:
-    """A measure dir itself, a file inside one, or a stage dir with exactly one measure/<benchmark>/."""
-    path = Path(path)
-    if path.is_file():
-        path = path.parent
-    if (path / "questions.jsonl").exists():
-        return path
-    found = sorted(d for d in (path / "measure").glob("*") if (d / "questions.jsonl").exists()) if (path / "measure").is_dir() else []
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise UsageError(f"{path}: several benchmarks measured ({', '.join(d.name for d in found)}); "
-                         f"give the measure dir itself, e.g. {found[0]}")
-    raise UsageError(f"{path}: no questions.jsonl (run `python -m measure run` or `measure score` first)")
-
-
 def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool = False, *,
                  alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> dict:
     """Compare any measured runs in the given order; labels default to the stage/dir names
@@ -208,7 +169,7 @@ def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, over
         raise UsageError("runs: give at least two measured dirs, e.g. runs=[checkpoints/x/base/measure/gsm8k,...]")
     if out_dir is None:
         raise UsageError("out: give the output dir for the comparison, e.g. out=compare/")
-    dirs = [_measure_dir(Path(r)) for r in runs]
+    dirs = [measure_dir(Path(r)) for r in runs]
     if labels is not None and len(labels) != len(dirs):
         raise UsageError(f"labels: {len(labels)} labels for {len(dirs)} runs")
     if labels is None:
@@ -217,12 +178,12 @@ def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, over
     elif len(set(map(str, labels))) != len(labels):
         raise UsageError(f"labels must be unique, got {labels}")
     _check_outputs(Path(out_dir), overwrite)
-    return compare_stages([load_stage(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
+    return compare_stages([load_run(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
                           alpha=alpha, seed=seed, sensitivity_clusterers=sensitivity_clusterers)
 
 
 def chain_order(chain_dir: Path) -> list[str]:
-    """Stage names in chain order: chain.json's "stages" when present, else base then stage.json chain_index."""
+    """MeasuredRun names in chain order: chain.json's "stages" when present, else base then stage.json chain_index."""
     chain_dir = Path(chain_dir)
     if not chain_dir.is_dir():
         raise UsageError(f"{chain_dir}: not a directory (expected checkpoints/<name>)")
@@ -263,6 +224,6 @@ def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path |
     notes = [f"stage {s!r} has no {benchmark} measurement; left out" for s in order if s not in use]
     out_dir = Path(out_dir) if out_dir is not None else chain_dir / "compare"
     _check_outputs(out_dir, overwrite)
-    stages = [load_stage(chain_dir / s / "measure" / benchmark, s) for s in use]
+    stages = [load_run(chain_dir / s / "measure" / benchmark, s) for s in use]
     return compare_stages(stages, out_dir, overwrite, notes=notes, benchmark=benchmark, alpha=alpha, seed=seed,
                           sensitivity_clusterers=sensitivity_clusterers)

@@ -12,15 +12,14 @@ import html
 import io
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from measure.intervals import ci_label
 from measure.io import atomic_path, write_json, write_text
+from measure.measured_run import MeasuredRun
 
-if TYPE_CHECKING:   # annotations only: measure.compare imports this module
-    from measure.compare import Stage
 
 ROC_SIGNALS = ("greedy_entropy_mean", "response_length", "semantic_entropy@{c}", "n_clusters@{c}")
 
@@ -103,7 +102,7 @@ def _scr_ci_label(result: dict) -> str:
                     for c in result["clusterers"])
 
 
-def _plots(result: dict, stages: list[Stage]) -> dict[str, bytes]:
+def _plots(result: dict, stages: list[MeasuredRun]) -> dict[str, bytes]:
     from sklearn.metrics import roc_curve
 
     from measure.metrics import auroc
@@ -216,7 +215,7 @@ def _blocks(result: dict) -> list[tuple]:
     return b
 
 
-def render(result: dict, stages: list[Stage], out_dir: Path) -> None:
+def render(result: dict, stages: list[MeasuredRun], out_dir: Path) -> None:
     """Everything is computed before the first write; report files are written last."""
     images = _plots(result, stages)
     blocks = [blk for blk in _blocks(result) if blk[0] != "img" or blk[1] in images]

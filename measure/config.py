@@ -8,6 +8,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from measure.benchmarks import BENCHMARKS, BenchmarkSpec  # noqa: F401  (BenchmarkSpec: part of the settings)
 from measure.errors import UsageError, suggest
 from measure.values import as_seed, check_numbers
 
@@ -15,14 +16,6 @@ AMBIGUOUS_POLICIES = ("exclude", "incorrect", "correct")
 BACKENDS = ("hf", "vllm")
 DECODERS = ("compact", "generate")   # backend=hf decode loops (measure/decode.py, model.generate)
 DEFAULT_CLUSTERERS = ("exact", "jaccard", "embedding")
-
-
-@dataclass(frozen=True)
-class BenchmarkSpec:
-    name: str                      # a key of measure.benchmarks.BENCHMARKS
-    path: str | None = None        # local file; None -> the benchmark's hub id
-    limit: int | None = None       # a seeded random subset of this many questions
-    split: str | None = None       # hub split override
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,6 @@ def _check_type(key: str, value: Any, kinds: tuple[type, ...], where: str) -> No
 
 
 def _benchmark(value: Any, where: str) -> BenchmarkSpec:
-    from measure.benchmarks import BENCHMARKS
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict):

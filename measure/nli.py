@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 from typing import Callable, Sequence
 
-from measure.cluster import _device, dedupe, ids_from_keys
+from measure.grouping import dedupe, default_device, ids_from_keys
 from measure.errors import UsageError
 
 NLI_LABELS = ("entailment", "neutral", "contradiction")
@@ -72,7 +72,7 @@ class NLIModel:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(model_id)
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_id).to(_device()).eval()
+            self.model = AutoModelForSequenceClassification.from_pretrained(model_id).to(default_device()).eval()
         except OSError as e:
             raise UsageError(f"cannot load NLI model {model_id!r}: {e}") from None
         names = {int(i): str(n).lower() for i, n in self.model.config.id2label.items()}

@@ -11,15 +11,14 @@ cluster <=> every sample is similar enough to the first one / the last merge is 
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from measure.errors import UsageError
+from measure.measured_run import MeasuredRun
 from measure.metrics import scr
 
-if TYPE_CHECKING:
-    from measure.compare import Stage
 
 THRESHOLD_GRIDS = {"jaccard": (0.2, 0.3, 0.4, 0.5, 0.6), "embedding": (0.75, 0.8, 0.85, 0.9, 0.95)}
 PREFIX_EXACT = ("exact", "numeric", "jaccard", "nli")   # greedy/partition: first-k relabel is exact
@@ -47,7 +46,7 @@ def scr_by_threshold(items: list[tuple[str, list[str]]], name: str, thresholds: 
     return out
 
 
-def sample_items(stage: Stage) -> list[tuple[str, list[str]]] | None:
+def sample_items(stage: MeasuredRun) -> list[tuple[str, list[str]]] | None:
     from measure.records import read_samples
     path = stage.path / "samples.jsonl"
     if not path.exists():
@@ -63,7 +62,7 @@ def embedding_model_of(report: dict) -> str | None:
     return settings.get("embedding_model")
 
 
-def sensitivity(stages: list[Stage], clusterers: list[str], names: Sequence[str] | None) -> tuple[dict, list[str]]:
+def sensitivity(stages: list[MeasuredRun], clusterers: list[str], names: Sequence[str] | None) -> tuple[dict, list[str]]:
     notes: list[str] = []
     by_n = {c: {"approximate": base_name(c) not in PREFIX_EXACT,
                 "stages": {st.label: scr_by_n([r.clusters[c] for r in st.records]) for st in stages}}
