@@ -56,7 +56,8 @@ def sft_rows_from_pairs(rows: list[dict]) -> list[dict]:
 def _train(run: str, *, model, model_dir: str, tokenizer, dataset, args: dict, lora: dict, out: Path):
     """train.stages.train_with_trl for sft/dpo; the control builds the same DPO trainer with a ref copy."""
     from train import checkpoint as ckpt
-    from train.stages import TRAINER_SPECS, build_config, lora_config, train_with_trl
+    from train.stages import build_config, lora_config, train_with_trl
+    from train.trainers import TRAINER_SPECS
     if run != "dpo_ref_copy":
         return train_with_trl(run, model=model, tokenizer=tokenizer, dataset=dataset, args=args, out=out, seed=0,
                               peft_config=lora_config(lora))[0]
@@ -75,7 +76,7 @@ def child(run: str, model_dir: str, pairs: str, prompt_format: str, *, steps: in
     import torch
     from train import checkpoint as ckpt
     from train.data import load_training_data
-    from train.stages import TRAINER_SPECS
+    from train.trainers import TRAINER_SPECS
     if threads > 0:
         torch.set_num_threads(threads)
     trainer_name = "sft" if run == "sft" else "dpo"

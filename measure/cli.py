@@ -1,6 +1,5 @@
 """`python -m measure <command> key=value ...` -- the measurement CLI. Subcommands and nothing else.
 
-    python -m measure run recipe=recipes/toy.yaml stage=dpo [overwrite=true] [measure.n_samples=5]
     python -m measure run model=<dir | adapter dir | hub id | file.gguf | pkg:<package>> benchmark=gsm8k
                           [benchmark_path=...] [limit=50] out=<dir>
                           [backend=hf|vllm] [vllm_logprobs=20] [decoder=compact|generate]
@@ -12,7 +11,7 @@
 
 Measurement settings (n_samples, temperature, top_p, max_new_tokens, batch_size, stop, decoder, clusterers,
 signals, embedding_model, nli_model, judge_margin, ambiguous, bootstrap, seed, ...) are plain keys
-for `run model=...` and `score`, and `measure.<key>` overrides for `run recipe=...`.
+for `run model=...` and `score` (a recipe's stages: `python -m train.measure_stage recipe=... stage=...`, with `measure.<key>` overrides).
 """
 from __future__ import annotations
 
@@ -30,7 +29,7 @@ def _settings(raw: dict[str, Any], where: str):
     return parse_measure_settings(raw, where)
 
 
-def _print_summary(report: dict, out: Path) -> None:
+def print_summary(report: dict, out: Path) -> None:
     from accelerate import PartialState
     if not PartialState().is_main_process:  # sharded runs: every rank has the report, one prints it
         return
@@ -50,22 +49,9 @@ def _print_summary(report: dict, out: Path) -> None:
 def cmd_run(args: dict[str, Any]) -> None:
     from measure import pipeline
     from measure.io import provenance
-    if "recipe" in args:
-        from train import checkpoint as ckpt
-        from train.recipe import load_recipe, stage_names
-        opts = pop_known(args, {"recipe": None, "stage": None, "overwrite": False})
-        recipe = load_recipe(opts["recipe"], args)
-        if not (recipe.get("measure") or {}).get("benchmarks"):
-            raise UsageError(f"{opts['recipe']}: the recipe's measure section lists no benchmarks "
-                             "(add measure.benchmarks or pass measure.benchmarks=[gsm8k])")
-        stage = opts["stage"]
-        if stage not in stage_names(recipe):
-            raise UsageError(f"stage={stage!r}: not a stage of {recipe['name']}{suggest(str(stage), stage_names(recipe))}")
-        if not ckpt.is_finished(recipe, stage):
-            raise UsageError(f"stage {stage!r} has no finished checkpoint at {ckpt.stage_dir(recipe, stage)}; train it first")
-        for name, report in pipeline.measure_stage(recipe, stage, overwrite=opts["overwrite"]).items():
-            _print_summary(report, pipeline.measure_dir(recipe, stage, name))
-        return
+    if "recipe" in args:  # the library knows no recipes; the application measures its stages
+        raise UsageError("`measure run recipe=...` is `python -m train.measure_stage recipe=... stage=...` (or "
+                         "`accelerate launch -m train.measure_stage ...`); `measure run` takes model=... benchmark=... out=...")
     opts = pop_known(args, {"model": None, "benchmark": None, "benchmark_path": None, "limit": None, "split": None,
                             "out": None, "prompt_format": "chat", "overwrite": False,
                             "backend": None, "vllm_logprobs": None})  # backends: see measure/backends.py
@@ -84,7 +70,7 @@ def cmd_run(args: dict[str, Any]) -> None:
                                     provenance=provenance(seed=settings.seed), backend=opts["backend"],
                                     vllm_logprobs=None if opts["vllm_logprobs"] is None
                                     else as_int(opts["vllm_logprobs"], "vllm_logprobs", lo=1))
-    _print_summary(report, out)
+    print_summary(report, out)
 
 
 def cmd_score(args: dict[str, Any]) -> None:
@@ -98,7 +84,7 @@ def cmd_score(args: dict[str, Any]) -> None:
     settings = _settings(args, "score")
     report = pipeline.score_file(Path(opts["samples"]), Path(opts["out"]), settings, judge=opts["judge"],
                                  overwrite=opts["overwrite"])
-    _print_summary(report, Path(opts["out"]))
+    print_summary(report, Path(opts["out"]))
 
 
 def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from measure.intervals import ci_label
 from measure.io import atomic_path, write_json, write_text
 from measure.measured_run import MeasuredRun
+from measure.report import load_report
 
 
 ROC_SIGNALS = ("greedy_entropy_mean", "response_length", "semantic_entropy@{c}", "n_clusters@{c}")
@@ -223,3 +224,23 @@ def render(result: dict, stages: list[MeasuredRun], out_dir: Path) -> None:
     write_json(out_dir / "compare.json", result)
     write_text(out_dir / "compare.md", to_markdown(blocks))
     write_text(out_dir / "compare.html", to_html(blocks, images, "alignment-tax stage comparison"))
+
+
+def stage_table(compare: dict, benchmark: str) -> str:
+    """The end-of-chain summary: SCR per stage and clusterer (95% CI, its method named), accuracy, the verdict."""
+    labels = compare["clusterers"]
+    method = ci_label(st["clusterers"][c].get("scr_ci_method") for st in compare["per_stage"].values() for c in labels)
+    s = load_report(compare["per_stage"][compare["stages"][0]]["path"])["settings"]
+    thresholds = ", ".join(f"{c} {s['clusterers'][c]['threshold']}" for c in labels
+                           if isinstance(s["clusterers"].get(c), dict) and "threshold" in s["clusterers"][c])
+    lines = [f"\n{benchmark}: SCR by stage ({method}), N={s['N']}, T={s['T']}, max_new_tokens={s['max_new_tokens']}"
+             + (f", thresholds: {thresholds}" if thresholds else ""),
+             f"{'stage':<8} {'accuracy':>8}  " + "  ".join(f"{c:>22}" for c in labels)]
+    for name in compare["stages"]:
+        st = compare["per_stage"][name]
+        cells = [f"{st['clusterers'][c]['scr']:.3f} [{st['clusterers'][c]['scr_ci'][0]:.3f}, "
+                 f"{st['clusterers'][c]['scr_ci'][1]:.3f}]" for c in labels]
+        acc = "-" if st.get("accuracy") is None else f"{st['accuracy']:.3f}"
+        lines.append(f"{name:<8} {acc:>8}  " + "  ".join(f"{x:>22}" for x in cells))
+    lines += [compare["verdict"]["text"], f"full comparison: {compare.get('out_dir')}/compare.html"]
+    return "\n".join(lines)

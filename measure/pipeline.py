@@ -1,8 +1,10 @@
-"""Measurement pipeline: model -> samples.jsonl -> questions.jsonl + report, and the chain hooks.
+"""Measurement pipeline: model -> samples.jsonl -> questions.jsonl + report.
 
     measure_model(...)   sample a checkpoint on a benchmark, then score   (python -m measure run)
     score(...)           everything after sampling, on any samples file   (python -m measure score)
-    measure_stage(...)   the recipe's `measure` section for one stage     (called by the stage scripts)
+    measured_with(...)   what a report depends on besides the model (for reuse decisions by callers)
+A recipe's stages are measured by train/measure_stage.py, which calls measure_model: this library knows
+models, benchmarks and directories, never recipes.
 
 Layout of one measurement dir: samples.jsonl (written once sampling is complete; while sampling,
 samples.partial.jsonl is the resume cache -- samples.partial.rank<r>-of-<w>.jsonl per rank when
@@ -174,49 +176,6 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     return where.broadcast(report)
 
 
-def measure_dir(recipe: dict, stage: str, benchmark: str) -> Path:
-    from train import checkpoint as ckpt
-    return ckpt.stage_dir(recipe, stage) / "measure" / benchmark
-
-
-def resolve_benchmark_path(spec: BenchmarkSpec, recipe: dict) -> BenchmarkSpec:
-    """Benchmark paths may name the chain's generated world or output dir: "{world}/eval.jsonl"."""
-    from train import checkpoint as ckpt
-    from train.recipe import resolve_path
-    if spec.path is None:
-        return spec
-    path = spec.path.format(world=ckpt.world_dir(recipe), output_dir=ckpt.chain_dir(recipe))
-    return dataclasses.replace(spec, path=str(resolve_path(path, Path(recipe["_recipe_path"]).parent)))
-
-
-def measure_stage(recipe: dict, stage: str, *, overwrite: bool = False, shard: bool = True) -> dict[str, dict]:
-    """Measure one stage on each benchmark of the recipe's `measure` section; finished reports are reused.
-
-    The stage is prompted in its own format (train.recipe.stage_prompt_format: a stage's
-    `prompt_format`, else the recipe's). shard: see measure_model (True = every process calls this)."""
-    from measure.config import parse_measure_settings
-    from train import checkpoint as ckpt
-    from train.recipe import stage_prompt_format
-    settings = parse_measure_settings(recipe.get("measure"), "measure")
-    say = print if ranks(shard).main else (lambda *a, **k: None)
-    reports = {}
-    stage_hash = ckpt.sha256_json(ckpt.read_manifest(ckpt.stage_dir(recipe, stage)))
-    for spec in settings.benchmarks:
-        out, spec = measure_dir(recipe, stage, spec.name), resolve_benchmark_path(spec, recipe)
-        model_info = {"stage": stage, "chain": recipe["name"], "stage_hash": stage_hash,
-                      "measured_with": measured_with(settings, spec, stage_prompt_format(recipe, stage))}
-        if (out / "report.json").exists() and not overwrite:
-            reports[spec.name] = reusable_report(out, model_info, stage)
-            say(f"[measure] {stage}/{spec.name}: report exists, reusing {out}")
-            continue
-        say(f"[measure] {stage}/{spec.name}: measuring")
-        reports[spec.name] = measure_model(
-            ckpt.model_source(recipe, stage), spec, settings, out,
-            prompt_format=stage_prompt_format(recipe, stage), overwrite=overwrite, shard=shard,
-            provenance=make_provenance(seed=settings.seed, recipe=ckpt.public_recipe(recipe)), model_info=model_info)
-    return reports
-
-
 def measured_with(settings: MeasureSettings, spec: BenchmarkSpec, prompt_format: str) -> dict:
     """What a stage's report depends on besides the model: every setting that changes samples or scores
     (batch sizes do not), the prompt format, and the benchmark -- its file by content, not by path."""
@@ -226,63 +185,6 @@ def measured_with(settings: MeasureSettings, spec: BenchmarkSpec, prompt_format:
     if spec.path and Path(spec.path).is_file():
         bench["path"] = {"sha256": sha256_file(spec.path)}
     return to_jsonable({**block, "benchmark": bench, "prompt_format": prompt_format})
-
-
-def reusable_report(out: Path, model_info: dict, stage: str) -> dict:
-    """The finished report of a stage, if it was measured on this stage's model with these settings."""
-    from measure.report import load_report
-    report = load_report(out)
-    old = report.get("settings") or {}
-    stale = [k for k in ("stage_hash", "measured_with") if old.get(k) != model_info[k]]
-    if stale:
-        what = {"stage_hash": f"another {stage} model (its stage.json changed)",
-                "measured_with": "other measurement settings"}
-        raise UsageError(f"{out / 'report.json'} was measured on {' and '.join(what[k] for k in stale)}; "
-                         f"re-measure with python -m measure run recipe=<recipe> stage={stage} overwrite=true "
-                         "(the chain's overwrite=true retrains every stage), or measure into a new name=/output_dir=")
-    return report
-
-
-def compare_and_cascade(recipe: dict, *, overwrite: bool = True) -> None:
-    """After a chain: the cross-stage comparison per benchmark, and the cascade on the last stage."""
-    from measure.cascade import run_cascade
-    from measure.compare import compare_chain
-    from measure.config import parse_measure_settings
-    from train import checkpoint as ckpt
-    from train.recipe import stage_names
-    settings = parse_measure_settings(recipe.get("measure"), "measure")
-    last = stage_names(recipe)[-1]
-    for spec in settings.benchmarks:
-        out = ckpt.chain_dir(recipe) / "compare" / (spec.name if len(settings.benchmarks) > 1 else "")
-        result = compare_chain(ckpt.chain_dir(recipe), spec.name, out, overwrite)
-        print(stage_table(result, spec.name))
-        try:
-            run_cascade(measure_dir(recipe, last, spec.name), out_dir=measure_dir(recipe, last, spec.name) / "cascade",
-                        seed=settings.seed, overwrite=overwrite)
-        except UsageError as e:  # too few labelled questions: the comparison above stands, the cascade is not made
-            print(f"[cascade] {last}/{spec.name}: not computed: {e}")
-
-
-def stage_table(compare: dict, benchmark: str) -> str:
-    """The end-of-chain summary: SCR per stage and clusterer (95% CI, its method named), accuracy, the verdict."""
-    from measure.intervals import ci_label
-    from measure.report import load_report
-    labels = compare["clusterers"]
-    method = ci_label(st["clusterers"][c].get("scr_ci_method") for st in compare["per_stage"].values() for c in labels)
-    s = load_report(compare["per_stage"][compare["stages"][0]]["path"])["settings"]
-    thresholds = ", ".join(f"{c} {s['clusterers'][c]['threshold']}" for c in labels
-                           if isinstance(s["clusterers"].get(c), dict) and "threshold" in s["clusterers"][c])
-    lines = [f"\n{benchmark}: SCR by stage ({method}), N={s['N']}, T={s['T']}, max_new_tokens={s['max_new_tokens']}"
-             + (f", thresholds: {thresholds}" if thresholds else ""),
-             f"{'stage':<8} {'accuracy':>8}  " + "  ".join(f"{c:>22}" for c in labels)]
-    for name in compare["stages"]:
-        st = compare["per_stage"][name]
-        cells = [f"{st['clusterers'][c]['scr']:.3f} [{st['clusterers'][c]['scr_ci'][0]:.3f}, "
-                 f"{st['clusterers'][c]['scr_ci'][1]:.3f}]" for c in labels]
-        acc = "-" if st.get("accuracy") is None else f"{st['accuracy']:.3f}"
-        lines.append(f"{name:<8} {acc:>8}  " + "  ".join(f"{x:>22}" for x in cells))
-    lines += [compare["verdict"]["text"], f"full comparison: {compare.get('out_dir')}/compare.html"]
-    return "\n".join(lines)
 
 
 def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, judge: str | None,

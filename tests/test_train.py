@@ -140,7 +140,7 @@ def test_chain_reuses_finished_stages(chain_dir):
 def test_interrupted_stage_resumes_from_last_checkpoint(chain_dir, tmp_path, monkeypatch):
     """Kill SFT after step 2 (checkpoint saved each step), re-run: it resumes, it does not restart."""
     from transformers import TrainerCallback
-    from train import stages
+    from train import stages, trainers
 
     out = tmp_path / "tiny"
     shutil.copytree(chain_dir / "base", out / "base")
@@ -158,10 +158,10 @@ def test_interrupted_stage_resumes_from_last_checkpoint(chain_dir, tmp_path, mon
         def on_step_end(self, args, state, control, **kw):
             self.ran.append(state.global_step)
 
-    real = stages.TRAINER_SPECS["sft"].trainer_class
+    real = trainers.TRAINER_SPECS["sft"].trainer_class
 
     def spec_with(callback):
-        class Spec(stages.TrainerSpec):
+        class Spec(trainers.TrainerSpec):
             def trainer_class(self):
                 base = real()
 
@@ -171,14 +171,14 @@ def test_interrupted_stage_resumes_from_last_checkpoint(chain_dir, tmp_path, mon
                 return type("SFTWithCallback", (base,), {"__init__": init})
         return Spec("trl", "SFTConfig", "SFTTrainer", False)
 
-    monkeypatch.setitem(stages.TRAINER_SPECS, "sft", spec_with(Crash()))
+    monkeypatch.setitem(trainers.TRAINER_SPECS, "sft", spec_with(Crash()))
     with pytest.raises(KeyboardInterrupt):
         stages.run_stage(recipe, "sft", measure=False)
     assert not (out / "sft" / "stage.json").exists()
     assert (out / "sft" / "trainer" / "checkpoint-2").exists()
     # a kill between transformers' writes: the newest checkpoint has no trainer_state.json yet
     (out / "sft" / "trainer" / "checkpoint-2" / "trainer_state.json").unlink()
-    monkeypatch.setitem(stages.TRAINER_SPECS, "sft", spec_with(CountSteps()))
+    monkeypatch.setitem(trainers.TRAINER_SPECS, "sft", spec_with(CountSteps()))
     manifest = stages.run_stage(load_recipe(REPO / "recipes/tiny.yaml", overrides), "sft", measure=False)
     assert manifest["train_metrics"]["resumed_from"].endswith("checkpoint-1")  # the newest complete one
     assert CountSteps.ran == [2, 3, 4]  # only the steps after it ran
@@ -259,11 +259,11 @@ def test_retrained_parent_is_not_built_upon_silently(chain_dir, tmp_path, capsys
 
 
 def test_stale_measurement_report_is_not_reused(chain_dir, capsys, monkeypatch):
-    from measure.cli import main as measure_main
+    from train.measure_stage import main as measure_main
     monkeypatch.chdir(REPO)
     before = tree_snapshot(chain_dir)
     with pytest.raises(SystemExit) as exc:
-        measure_main(["run", "recipe=recipes/tiny.yaml", f"output_dir={chain_dir}", "stage=sft", "measure.n_samples=3"])
+        measure_main(["recipe=recipes/tiny.yaml", f"output_dir={chain_dir}", "stage=sft", "measure.n_samples=3"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "sft/measure/jsonl/report.json was measured on other measurement settings" in err
     assert "overwrite=true" in err and tree_snapshot(chain_dir) == before

@@ -78,7 +78,7 @@ def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, co
             timings[stage] = previous[stage]
     benchmarks = (recipe.get("measure") or {}).get("benchmarks") or []
     if measure and compare and benchmarks and len(stage_names(recipe)) > 1:
-        from measure.pipeline import compare_and_cascade
+        from train.measure_stage import compare_and_cascade
         started = time.time()
         compare_and_cascade(recipe, overwrite=True)  # derived from the stage reports: always rebuilt
         timings["compare+cascade"] = round(time.time() - started, 2)

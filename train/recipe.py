@@ -32,8 +32,9 @@ from measure.overrides import apply_overrides
 from measure.values import as_int, as_number, as_seed, check_numbers
 from measure.yamlload import load_yaml
 from measure.prompts import PROMPT_FORMATS
+from train.trainers import TRAINER_SPECS
 
-TRAINERS = ("sft", "dpo", "kto", "orpo", "cpo")  # stage trainer names; see train/stages.py for the mapping
+TRAINERS = tuple(TRAINER_SPECS)  # stage trainer names (train/trainers.py)
 CHAIN_MODES = ("merge", "continue")
 DATASET_FORMATS = ("auto", "text", "prompt_completion", "messages", "preference", "hh", "unpaired_preference")
 
@@ -108,7 +109,6 @@ def _simple_types(annotation: Any) -> tuple[type, ...] | None:
 
 def config_class(trainer: str):
     """The TRL config class whose field names a stage's `args` must use."""
-    from train.stages import TRAINER_SPECS
     return TRAINER_SPECS[trainer].config_class()
 
 

@@ -13,10 +13,8 @@ the adapter is then merged into the unquantized parent, so checkpoints stay plai
 """
 from __future__ import annotations
 
-import importlib
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -24,37 +22,7 @@ from measure.backends import load_tokenizer
 from measure.errors import UsageError
 from train import checkpoint as ckpt
 from train.reuse import chain_hint, check_lineage
-
-
-@dataclass(frozen=True)
-class TrainerSpec:
-    module: str          # where the TRL classes live
-    config: str
-    trainer: str
-    reference: bool      # trains against a reference model (a frozen copy, or the adapter disabled)
-
-    def _attr(self, name: str):
-        try:
-            return getattr(importlib.import_module(self.module), name)
-        except (ImportError, AttributeError) as e:
-            import trl
-            raise UsageError(f"{name} is not available in the installed TRL {trl.__version__} "
-                             f"(looked in {self.module}): {e}") from None
-
-    def config_class(self):
-        return self._attr(self.config)
-
-    def trainer_class(self):
-        return self._attr(self.trainer)
-
-
-TRAINER_SPECS: dict[str, TrainerSpec] = {
-    "sft": TrainerSpec("trl", "SFTConfig", "SFTTrainer", reference=False),
-    "dpo": TrainerSpec("trl", "DPOConfig", "DPOTrainer", reference=True),
-    "kto": TrainerSpec("trl", "KTOConfig", "KTOTrainer", reference=True),
-    "orpo": TrainerSpec("trl.experimental.orpo", "ORPOConfig", "ORPOTrainer", reference=False),
-    "cpo": TrainerSpec("trl.experimental.cpo", "CPOConfig", "CPOTrainer", reference=False),
-}
+from train.trainers import TRAINER_SPECS
 
 
 def cpu_safe_defaults() -> dict[str, Any]:
@@ -255,7 +223,7 @@ def measure_after(recipe: dict, stage: str, *, shard: bool = False) -> None:
     shard=True only where every process of the launch calls this (it splits the questions across
     them and synchronizes); the training stages call it from the main process alone (shard=False)."""
     if (recipe.get("measure") or {}).get("benchmarks"):
-        from measure.pipeline import measure_stage
+        from train.measure_stage import measure_stage
         measure_stage(recipe, stage, shard=shard)
 
 

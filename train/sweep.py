@@ -205,7 +205,7 @@ def link_parents(main: dict, variant: Variant, stages: list[str]) -> None:
 
 def run_variant(main: dict, variant: Variant, stage: str, *, overwrite: bool, measure: bool) -> dict:
     """Train + measure one variant (or reuse it); never raises for a failure of the variant itself."""
-    from measure.pipeline import measure_stage
+    from train.measure_stage import measure_stage
     from train.stages import run_stage
     child, started = variant.recipe, time.time()
     row: dict[str, Any] = {"name": variant.name, "values": variant.values, "dir": str(ckpt.stage_dir(child, stage))}
@@ -237,7 +237,7 @@ def point(report: dict) -> dict:
 def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, list], signal: str,
               overwrite: bool = False, measure: bool = True) -> dict:
     """Plan (validating every variant), train the missing parents, run every variant, write the report."""
-    from measure.pipeline import measure_stage
+    from train.measure_stage import measure_stage
     main, variants = plan(recipe_path, overrides, stage, grid, measure=measure)
     parents = sorted({v.recipe["stages"][stage]["from"] for v in variants}, key=stage_names(main).index)
     needed = {s for v in variants for s in ancestors(v.recipe, stage)}

@@ -1,0 +1,119 @@
+"""Measure a stage of a recipe: the recipe's `measure` section, run on the stage's model (measure.pipeline).
+
+    python -m train.measure_stage recipe=recipes/toy.yaml stage=dpo [overwrite=true] [measure.n_samples=5]
+    accelerate launch --num_processes 8 -m train.measure_stage recipe=recipes/zephyr.yaml stage=base   (sharded)
+
+The stage scripts and the chain call `measure_stage` after training; `compare_and_cascade` runs after a
+chain. This is the application's side of measurement: it knows recipes, stage dirs and stage.json;
+`measure` (the library) only ever sees a model reference, settings and an output dir.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+from measure.cascade import run_cascade
+from measure.cli import print_summary
+from measure.compare import compare_chain
+from measure.compare_render import stage_table
+from measure.config import BenchmarkSpec, parse_measure_settings
+from measure.errors import UsageError, exit_on_usage_error, suggest
+from measure.io import provenance
+from measure.overrides import parse_overrides, pop_known
+from measure.pipeline import measure_model, measured_with
+from measure.ranks import leave_process_group, ranks
+from measure.report import load_report
+from train import checkpoint as ckpt
+from train.recipe import load_recipe, resolve_path, stage_names, stage_prompt_format
+
+
+def measure_dir(recipe: dict, stage: str, benchmark: str) -> Path:
+    return ckpt.stage_dir(recipe, stage) / "measure" / benchmark
+
+
+def resolve_benchmark_path(spec: BenchmarkSpec, recipe: dict) -> BenchmarkSpec:
+    """Benchmark paths may name the chain's generated world or output dir: "{world}/eval.jsonl"."""
+    if spec.path is None:
+        return spec
+    path = spec.path.format(world=ckpt.world_dir(recipe), output_dir=ckpt.chain_dir(recipe))
+    return dataclasses.replace(spec, path=str(resolve_path(path, Path(recipe["_recipe_path"]).parent)))
+
+
+def reusable_report(out: Path, model_info: dict, stage: str) -> dict:
+    """The finished report of a stage, if it was measured on this stage's model with these settings."""
+    report = load_report(out)
+    old = report.get("settings") or {}
+    stale = [k for k in ("stage_hash", "measured_with") if old.get(k) != model_info[k]]
+    if stale:
+        what = {"stage_hash": f"another {stage} model (its stage.json changed)",
+                "measured_with": "other measurement settings"}
+        raise UsageError(f"{out / 'report.json'} was measured on {' and '.join(what[k] for k in stale)}; "
+                         f"re-measure with python -m train.measure_stage recipe=<recipe> stage={stage} overwrite=true "
+                         "(the chain's overwrite=true retrains every stage), or measure into a new name=/output_dir=")
+    return report
+
+
+def measure_stage(recipe: dict, stage: str, *, overwrite: bool = False, shard: bool = True) -> dict[str, dict]:
+    """Measure one stage on each benchmark of the recipe's `measure` section; finished reports are reused.
+
+    The stage is prompted in its own format (train.recipe.stage_prompt_format: a stage's
+    `prompt_format`, else the recipe's). shard: see measure_model (True = every process calls this)."""
+    settings = parse_measure_settings(recipe.get("measure"), "measure")
+    say = print if ranks(shard).main else (lambda *a, **k: None)
+    reports = {}
+    stage_hash = ckpt.sha256_json(ckpt.read_manifest(ckpt.stage_dir(recipe, stage)))
+    for spec in settings.benchmarks:
+        out, spec = measure_dir(recipe, stage, spec.name), resolve_benchmark_path(spec, recipe)
+        model_info = {"stage": stage, "chain": recipe["name"], "stage_hash": stage_hash,
+                      "measured_with": measured_with(settings, spec, stage_prompt_format(recipe, stage))}
+        if (out / "report.json").exists() and not overwrite:
+            reports[spec.name] = reusable_report(out, model_info, stage)
+            say(f"[measure] {stage}/{spec.name}: report exists, reusing {out}")
+            continue
+        say(f"[measure] {stage}/{spec.name}: measuring")
+        reports[spec.name] = measure_model(
+            ckpt.model_source(recipe, stage), spec, settings, out,
+            prompt_format=stage_prompt_format(recipe, stage), overwrite=overwrite, shard=shard,
+            provenance=provenance(seed=settings.seed, recipe=ckpt.public_recipe(recipe)), model_info=model_info)
+    return reports
+
+
+def compare_and_cascade(recipe: dict, *, overwrite: bool = True) -> None:
+    """After a chain: the cross-stage comparison per benchmark, and the cascade on the last stage."""
+    settings = parse_measure_settings(recipe.get("measure"), "measure")
+    last = stage_names(recipe)[-1]
+    for spec in settings.benchmarks:
+        out = ckpt.chain_dir(recipe) / "compare" / (spec.name if len(settings.benchmarks) > 1 else "")
+        result = compare_chain(ckpt.chain_dir(recipe), spec.name, out, overwrite)
+        print(stage_table(result, spec.name))
+        try:
+            run_cascade(measure_dir(recipe, last, spec.name), out_dir=measure_dir(recipe, last, spec.name) / "cascade",
+                        seed=settings.seed, overwrite=overwrite)
+        except UsageError as e:  # too few labelled questions: the comparison above stands, the cascade is not made
+            print(f"[cascade] {last}/{spec.name}: not computed: {e}")
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> None:
+    args = parse_overrides(list(sys.argv[1:] if argv is None else argv))
+    opts = pop_known(args, {"recipe": None, "stage": None, "overwrite": False})
+    if not opts["recipe"] or not opts["stage"]:
+        raise UsageError("give recipe=recipes/<name>.yaml stage=<stage> (e.g. python -m train.measure_stage "
+                         "recipe=recipes/toy.yaml stage=dpo)")
+    recipe = load_recipe(opts["recipe"], args)
+    if not (recipe.get("measure") or {}).get("benchmarks"):
+        raise UsageError(f"{opts['recipe']}: the recipe's measure section lists no benchmarks "
+                         "(add measure.benchmarks or pass measure.benchmarks=[gsm8k])")
+    stage = opts["stage"]
+    if stage not in stage_names(recipe):
+        raise UsageError(f"stage={stage!r}: not a stage of {recipe['name']}{suggest(str(stage), stage_names(recipe))}")
+    if not ckpt.is_finished(recipe, stage):
+        raise UsageError(f"stage {stage!r} has no finished checkpoint at {ckpt.stage_dir(recipe, stage)}; train it first")
+    for name, report in measure_stage(recipe, stage, overwrite=opts["overwrite"]).items():
+        print_summary(report, measure_dir(recipe, stage, name))
+    leave_process_group()
+
+
+if __name__ == "__main__":
+    main()
