@@ -164,7 +164,7 @@ class VLLMBackend:
                cache_path: Path | None, timing: dict[str, float], shard: tuple[int, int]) -> list[QuestionSamples]:
         from measure.sample import sample_questions
         return sample_questions(llm, tokenizer, questions, settings, prompt_format, cache_path=cache_path,
-                                timing=timing, shard=shard, batch_size=max(VLLM_CHUNK, settings.batch_size),
+                                timing=timing, shard=shard, batch_size=max(VLLM_CHUNK, settings.batch_size or 0),
                                 sampler=self._batch, cache_tag=self.settings())
 
     def _generation(self, tokenizer, completion, eos_ids: Sequence[int], stop: Sequence[str]) -> Generation:
@@ -180,7 +180,7 @@ class VLLMBackend:
                stop: Sequence[str], timing: dict[str, float]) -> list[QuestionSamples]:
         from vllm import SamplingParams
         from measure.prompts import encode_prompt
-        from measure.sample import derive_seed
+        from measure.batching import derive_seed
         eos_ids = getattr(self, "eos_ids", None) or eos_token_ids(None, tokenizer)
         inputs = [{"prompt_token_ids": encode_prompt(tokenizer, prompts[q.id])} for q in batch]
         # stop strings end a request early; the text is cut by _cut exactly as in the HF backend
