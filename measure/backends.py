@@ -119,6 +119,12 @@ class HFBackend:
         return sample_questions(model, tokenizer, questions, settings, prompt_format, cache_path=cache_path,
                                 timing=timing, shard=shard)
 
+    def plan(self, model, settings: MeasureSettings) -> dict[str, Any]:
+        """The decode plan sample() follows (measure/batching.py), for the report's settings."""
+        import dataclasses
+        from measure.batching import decode_plan
+        return dataclasses.asdict(decode_plan(settings, model, settings.n_samples + (settings.decoder == "compact")))
+
 
 class VLLMBackend:
     """vllm.LLM: N samples + greedy per question, top-k log-probabilities per step (entropy approximated)."""

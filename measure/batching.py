@@ -4,8 +4,13 @@ A decode call holds prompts x rows per prompt (the greedy answer + N samples wit
 its cost is set by rows: at N=10 a call of 16 prompts is 176 rows. Two settings (measure/config.py):
 
   rows_per_call  the rows budget of one decode call. None (default) = auto:
-                   CPU   CPU_ROWS (176): measured on SmolLM2-135M on 2 cores, 176 rows per call were 2.4x
-                         faster than 11 and no slower than 352 (bigger calls only grow the KV cache copies);
+                   CPU   CPU_ROWS (176 = 16 prompts at N=10): on SmolLM2-135M on 2 cores, 160 rows per call
+                         were 2.4x faster than 10 (issue 11: 36.6 vs 86.2 s), since a step's matrix products
+                         only reach the CPU's compute rate with many rows; a bigger call holds a bigger KV
+                         cache, which transformers' DynamicCache copies at every step. Measured here on a
+                         shared machine (16 questions, 1 thread): 88 rows 45.3 CPU s, 176 rows 48.3 CPU s,
+                         within the noise; the old default (a 16-row greedy call + 160-row sampling
+                         calls) 55.1 CPU s. rows_per_call overrides it;
                    CUDA  derived from the GPU's TOTAL memory and the model: half of it, less the weights,
                          over the bytes one row needs (KV cache for ASSUMED_PROMPT + max_new_tokens tokens,
                          plus four float32 vocabulary rows of logits/probabilities), 64..MAX_ROWS rows.

@@ -72,9 +72,10 @@ def _last_logits_only(model) -> dict:
 
 
 def cache_argument(model) -> str:
-    """The forward's name for the KV cache: `cache` (transformers >= 5.2x; `past_key_values` is deprecated
-    there and removed in 5.40) or `past_key_values` (earlier 5.x), read from the forward's signature, so the
-    decoder neither warns nor breaks on either side of the rename. The output field has the same name."""
+    """The forward's name for the KV cache: `cache` (transformers 5.24 has it and deprecates
+    `past_key_values`, to be removed in 5.40) or `past_key_values` (earlier releases and forwards written
+    against them), read from the forward's signature, so the decoder neither warns nor breaks on either side
+    of the rename. The output field has the same name."""
     import inspect
     base = model.get_base_model() if hasattr(model, "get_base_model") else model   # PEFT forwards **kwargs
     return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"

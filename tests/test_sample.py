@@ -309,3 +309,27 @@ def test_stale_or_corrupt_cache_is_an_error(tiny_model, tmp_path):
     cache.write_text("{not json\n" + lines[1] + "\n")
     with pytest.raises(UsageError, match=r"cache.jsonl:1: corrupt line"):
         sample_questions(model, tok, QUESTIONS[:2], SETTINGS, "qa", cache_path=cache)
+
+
+def test_decode_plan_rows_budget(monkeypatch):
+    """rows_per_call sets prompts per decode call (rows // (greedy + N)); batch_size stays the resume/shard
+    unit; auto: 176 rows on CPU, from total GPU memory and the model's KV cache size on CUDA."""
+    from types import SimpleNamespace
+    from measure.batching import CPU_ROWS, decode_plan
+    from measure.config import parse_measure_settings
+    cpu_model = SimpleNamespace(device=torch.device("cpu"))
+    plan = decode_plan(MeasureSettings(n_samples=10), cpu_model, 11)
+    assert (plan.rows_per_call, plan.prompts_per_call, plan.batch_size, plan.source) == (CPU_ROWS, 16, 16, "cpu default")
+    plan = decode_plan(parse_measure_settings({"rows_per_call": 30, "batch_size": 160}), cpu_model, 11)
+    assert (plan.rows_per_call, plan.prompts_per_call, plan.batch_size) == (30, 2, 160)
+    assert decode_plan(MeasureSettings(rows_per_call=5), cpu_model, 11).prompts_per_call == 1
+    with pytest.raises(UsageError, match="rows_per_call: must be >= 1"):
+        parse_measure_settings({"rows_per_call": 0})
+    config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576,
+                             vocab_size=49152)
+    gpu_model = SimpleNamespace(device=torch.device("cuda", 0), config=config,
+                                parameters=lambda: [torch.zeros(1000, dtype=torch.bfloat16)])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 * 2**30))
+    plan = decode_plan(MeasureSettings(n_samples=10, max_new_tokens=40), gpu_model, 11)
+    per_row = 2 * 30 * 3 * 64 * 2 * (256 + 40) + 16 * 49152
+    assert plan.rows_per_call == min(4096, (40 * 2**30 - 2000) // per_row) and plan.source.startswith("cuda")
