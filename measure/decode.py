@@ -44,9 +44,11 @@ class Decoded:
 def _check_cache(cache, model) -> None:
     """Only cache layers whose batch rows can be repeated and selected exactly (keys/values and nothing
     else per row); subclasses may keep more per-row state (compressed KV, recurrent states), so exact types."""
-    from transformers.cache_utils import (DummyLayer, DynamicCache, DynamicIndexedLayer, DynamicLayer,
-                                          DynamicSlidingWindowLayer)
-    exact = (DynamicLayer, DynamicSlidingWindowLayer, DynamicIndexedLayer, DummyLayer)
+    from transformers import cache_utils
+    from transformers.cache_utils import DynamicCache
+    # the layer kinds of this transformers release (DummyLayer, DynamicIndexedLayer are newer than 5.0)
+    exact = tuple(getattr(cache_utils, name) for name in ("DynamicLayer", "DynamicSlidingWindowLayer",
+                                                          "DynamicIndexedLayer", "DummyLayer") if hasattr(cache_utils, name))
     layers = getattr(cache, "layers", None)
     if not isinstance(cache, DynamicCache) or layers is None or any(type(layer) not in exact for layer in layers):
         kinds = sorted({type(layer).__name__ for layer in layers or []}) or [type(cache).__name__]
