@@ -142,6 +142,12 @@ def with_targets(r: dict) -> dict:
               "toolkit_over_polygraph": tk / peer["tokens_per_s"] if "tokens_per_s" in peer else None,
               "greedy_entropy_max_abs_diff": (peer.get("greedy_agreement") or {}).get("max_abs_diff")}
     r["ratios"] = ratios
+    per_token_cpu = lambda m: m["cpu_seconds"] / max(m["answer_tokens"], 1)  # noqa: E731
+    # the same ratios in CPU seconds per answer token: the work done, whatever else the machine runs
+    r["cpu_ratios"] = {"toolkit_over_raw_generate": per_token_cpu(r["raw_generate"]) / per_token_cpu(r["toolkit"]),
+                       "loop_over_toolkit": per_token_cpu(r["loop"]) / per_token_cpu(r["toolkit"]),
+                       "toolkit_over_polygraph": per_token_cpu(peer) / per_token_cpu(r["toolkit"])
+                       if "cpu_seconds" in peer else None}
     targets = {"extra_forward_calls": {"value": r["toolkit"]["extra_forward_calls"], "target": "== 0",
                                        "met": r["toolkit"]["extra_forward_calls"] == 0}}
     for key, bound in TARGETS.items():
@@ -169,7 +175,10 @@ def print_real_model(r: dict) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
     out += (f"\n   toolkit / lm-polygraph = {fmt(x['toolkit_over_polygraph'])}x tokens/s (target >= 2); toolkit / raw "
             f"generate = {fmt(x['toolkit_over_raw_generate'])}x (>= 1.3); loop / toolkit = {fmt(x['loop_over_toolkit'])}x "
-            f"per answer token (>= 20); extra forward calls {r['toolkit']['extra_forward_calls']} (0)")
+            f"per answer token (>= 20); extra forward calls {r['toolkit']['extra_forward_calls']} (0)"
+            f"\n   in CPU seconds per answer token: toolkit / lm-polygraph {fmt(r['cpu_ratios']['toolkit_over_polygraph'])}x, "
+            f"toolkit / raw generate {fmt(r['cpu_ratios']['toolkit_over_raw_generate'])}x, loop / toolkit "
+            f"{fmt(r['cpu_ratios']['loop_over_toolkit'])}x (wall ratios are inflated when other jobs share the cores)")
     peer = r["lm_polygraph"]
     if "error" in peer:
         out += f"\n   lm-polygraph: {peer['error'][:400]}"

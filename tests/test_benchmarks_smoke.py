@@ -192,9 +192,10 @@ def test_real_model_options_and_greedy_agreement():
     peer = {"greedy_texts": [" Paris", "Milan"], "greedy_entropies": [[1.00002, 0.5, 0.1], [9.0]]}
     agreement = greedy_agreement(rows, peer)
     assert agreement["identical_greedy_texts"] == 1 and agreement["max_abs_diff"] == pytest.approx(2e-5)
-    result = with_targets({"toolkit": {"tokens_per_s": 30.0, "extra_forward_calls": 0},
-                           "raw_generate": {"tokens_per_s": 20.0}, "loop": {"tokens_per_s": 1.0},
-                           "lm_polygraph": {"tokens_per_s": 10.0, "greedy_agreement": agreement}})
+    timing = lambda tps: {"tokens_per_s": tps, "cpu_seconds": 60.0 / tps, "answer_tokens": 60}  # noqa: E731
+    result = with_targets({"toolkit": {**timing(30.0), "extra_forward_calls": 0}, "raw_generate": timing(20.0),
+                           "loop": timing(1.0), "lm_polygraph": {**timing(10.0), "greedy_agreement": agreement}})
+    assert result["cpu_ratios"]["loop_over_toolkit"] == pytest.approx(30.0)
     assert result["ratios"]["toolkit_over_polygraph"] == 3.0 and result["targets"]["loop_over_toolkit"]["met"] is True
     assert result["targets"]["toolkit_over_raw_generate"]["met"] is True   # 1.5 >= 1.3
     assert result["targets"]["greedy_entropy_max_abs_diff"]["met"] is True
