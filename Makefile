@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-real test bench sweep-demo clean-demo venv
+.PHONY: demo demo-real test bench bench-peers sweep-demo clean-demo venv
 
 venv: $(STAMP)
 
@@ -38,6 +38,10 @@ sweep-demo: $(STAMP)
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run
+
+# the real-model table with lm-polygraph (its own virtualenv .venv-peers, created from PyPI on first use)
+bench-peers: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run only=[real_model] peers=true
 
 clean-demo:
 	rm -rf checkpoints/toy

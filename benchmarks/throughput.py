@@ -90,11 +90,18 @@ def answer_lengths(generated: torch.Tensor, eos: Sequence[int], stopped_at: dict
     return out
 
 
+def _rows_per_prompt(kwargs: dict[str, Any]) -> int:
+    """Rows a decode_compact call decoded per prompt: n, plus the greedy row where it decoded one."""
+    return kwargs["n"] + bool(kwargs.get("greedy") and kwargs["do_sample"])
+
+
 def _generate_kwargs_of_compact(input_ids, attention_mask, *, n, do_sample, temperature, top_p, eos_ids, pad_id,
-                                **_) -> dict[str, Any]:
-    """The `model.generate` kwargs that decode what a decode_compact call decoded (same prompts, rows, rule)."""
+                                greedy=False, **_) -> dict[str, Any]:
+    """The `model.generate` kwargs that decode what a decode_compact call decoded (same prompts, rows, rule;
+    generate cannot mix a greedy row into a sampling call, so that row is one more sampled row there)."""
     sampling = dict(temperature=temperature, top_p=top_p) if do_sample else dict(temperature=None, top_p=None, top_k=None)
-    return dict(input_ids=input_ids, attention_mask=attention_mask, do_sample=do_sample, num_return_sequences=n,
+    rows = _rows_per_prompt(dict(n=n, do_sample=do_sample, greedy=greedy))
+    return dict(input_ids=input_ids, attention_mask=attention_mask, do_sample=do_sample, num_return_sequences=rows,
                 eos_token_id=list(eos_ids), pad_token_id=pad_id, num_beams=1, **{**NEUTRAL, **sampling})
 
 
@@ -133,7 +140,7 @@ def recording(model, tokenizer) -> Iterator[Recorder]:
         recorder.generate_s += time.perf_counter() - started
         recorder.calls.append(GenerateCall(_generate_kwargs_of_compact(input_ids, attention_mask, **kwargs), rng, cuda_rng,
                                            len(decoded.lengths), input_ids.shape[1], decoded.tokens.shape[1],
-                                           sum(decoded.lengths), (input_ids, attention_mask, kwargs["n"],
+                                           sum(decoded.lengths), (input_ids, attention_mask, _rows_per_prompt(kwargs),
                                                                   decoded.tokens, decoded.lengths)))
         return decoded
 

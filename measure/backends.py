@@ -119,6 +119,12 @@ class HFBackend:
         return sample_questions(model, tokenizer, questions, settings, prompt_format, cache_path=cache_path,
                                 timing=timing, shard=shard)
 
+    def plan(self, model, settings: MeasureSettings) -> dict[str, Any]:
+        """The decode plan sample() follows (measure/batching.py), for the report's settings."""
+        import dataclasses
+        from measure.batching import decode_plan
+        return dataclasses.asdict(decode_plan(settings, model, settings.n_samples + (settings.decoder == "compact")))
+
 
 class VLLMBackend:
     """vllm.LLM: N samples + greedy per question, top-k log-probabilities per step (entropy approximated)."""
@@ -164,7 +170,7 @@ class VLLMBackend:
                cache_path: Path | None, timing: dict[str, float], shard: tuple[int, int]) -> list[QuestionSamples]:
         from measure.sample import sample_questions
         return sample_questions(llm, tokenizer, questions, settings, prompt_format, cache_path=cache_path,
-                                timing=timing, shard=shard, batch_size=max(VLLM_CHUNK, settings.batch_size),
+                                timing=timing, shard=shard, batch_size=max(VLLM_CHUNK, settings.batch_size or 0),
                                 sampler=self._batch, cache_tag=self.settings())
 
     def _generation(self, tokenizer, completion, eos_ids: Sequence[int], stop: Sequence[str]) -> Generation:
@@ -180,7 +186,7 @@ class VLLMBackend:
                stop: Sequence[str], timing: dict[str, float]) -> list[QuestionSamples]:
         from vllm import SamplingParams
         from measure.prompts import encode_prompt
-        from measure.sample import derive_seed
+        from measure.batching import derive_seed
         eos_ids = getattr(self, "eos_ids", None) or eos_token_ids(None, tokenizer)
         inputs = [{"prompt_token_ids": encode_prompt(tokenizer, prompts[q.id])} for q in batch]
         # stop strings end a request early; the text is cut by _cut exactly as in the HF backend

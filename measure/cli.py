@@ -9,9 +9,15 @@
     python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir>
     python -m measure cascade <measure dir> [signals=[...]] [costs=[...]] [cv_folds=5]
 
-Measurement settings (n_samples, temperature, top_p, max_new_tokens, batch_size, stop, decoder, clusterers,
-signals, embedding_model, nli_model, judge_margin, ambiguous, bootstrap, seed, ...) are plain keys
-for `run model=...` and `score` (a recipe's stages: `python -m train.measure_stage recipe=... stage=...`, with `measure.<key>` overrides).
+Measurement settings (n_samples, temperature, top_p, max_new_tokens, rows_per_call, batch_size, stop, decoder,
+clusterers, signals, embedding_model, nli_model, judge_margin, ambiguous, bootstrap, seed, ...) are plain keys
+for `run model=...` and `score` (a recipe's stages: `python -m train.measure_stage recipe=... stage=...`,
+with `measure.<key>` overrides).
+
+Batching (measure/batching.py): a decode call holds rows_per_call rows = prompts x (greedy + N); unset, it is
+auto (176 on a CPU; on a CUDA GPU derived from its total memory and the model's size). batch_size = questions
+per batch (the resume cache and sharding unit; default one decode call's prompts); an explicit batch_size
+keeps that unit and decodes its batch in calls of the rows budget. The report records settings.decode_plan.
 """
 from __future__ import annotations
 

@@ -25,7 +25,9 @@ class MeasureSettings:
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 40
-    batch_size: int = 16
+    batch_size: int | None = None  # questions per batch (resume/shard unit); None: one decode call's prompts
+    rows_per_call: int | None = None  # rows (prompts x (greedy + N)) per decode call; None: auto
+                                      # (176 on CPU, from GPU memory and model size on CUDA; measure/batching.py)
     stop: tuple[str, ...] = ()
     fewshot: tuple[tuple[str, str], ...] | None = None   # (question, answer) pairs for prompt_format=qa; None -> default
     clusterers: tuple[Any, ...] = DEFAULT_CLUSTERERS      # names or {name: ..., threshold: ...} mappings
@@ -82,7 +84,7 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
             raise UsageError(f"{where}: unknown key {key!r}{suggest(key, fields)}")
     out: dict[str, Any] = {}
     types = {"n_samples": (int,), "temperature": (int, float), "top_p": (int, float), "max_new_tokens": (int,),
-             "batch_size": (int,), "nli_batch_size": (int,), "judge_margin": (int, float), "bootstrap": (int,),
+             "batch_size": (int,), "rows_per_call": (int,), "nli_batch_size": (int,), "judge_margin": (int, float), "bootstrap": (int,),
              "seed": (int,), "ambiguous": (str,), "embedding_model": (str,), "nli_model": (str,),
              "backend": (str,), "vllm_logprobs": (int,), "decoder": (str,)}
     for key, kinds in types.items():
@@ -96,7 +98,7 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
         raise UsageError(f"{where}.backend: unknown {out['backend']!r}{suggest(out['backend'], BACKENDS)}")
     if out.get("decoder", "compact") not in DECODERS:
         raise UsageError(f"{where}.decoder: unknown {out['decoder']!r}{suggest(out['decoder'], DECODERS)}")
-    for key in ("n_samples", "max_new_tokens", "batch_size", "nli_batch_size", "vllm_logprobs"):
+    for key in ("n_samples", "max_new_tokens", "batch_size", "rows_per_call", "nli_batch_size", "vllm_logprobs"):
         if key in out and out[key] < 1:
             raise UsageError(f"{where}.{key}: must be >= 1, got {out[key]}")
     for key in ("temperature", "top_p", "judge_margin"):   # YAML gives 1 for "1": these are floats

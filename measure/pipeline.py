@@ -158,6 +158,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     claim_cache(cache, model_identity(resolved.path, model_info))  # never resume another model's samples
     rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, timing=gen_timing,
                          shard=(where.rank, where.world))
+    plan = engine.plan(model, settings) if hasattr(engine, "plan") else None   # batches and rows per decode call
     del model
     rows, gen_timing = where.gather(rows, gen_timing, questions)
     if where.main:
@@ -169,7 +170,8 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     if where.main:
         extra = {"benchmark": dataclasses.asdict(spec), "model": model_source, "model_files": resolved.provenance(),
                  "prompt_format": prompt_format,
-                 "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(model_info or {})}
+                 "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(model_info or {}),
+                 **({"decode_plan": plan} if plan else {})}
         report = score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
                        provenance={**provenance, "processes": where.world}, extra_settings=extra,
                        generation_timing=gen_timing)
@@ -178,9 +180,10 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
 
 def measured_with(settings: MeasureSettings, spec: BenchmarkSpec, prompt_format: str) -> dict:
     """What a stage's report depends on besides the model: every setting that changes samples or scores
-    (batch sizes do not), the prompt format, and the benchmark -- its file by content, not by path."""
+    (batch sizes and rows per call do not), the prompt format, and the benchmark -- its file by content."""
     from measure.io import sha256_file, to_jsonable
-    block = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("benchmarks", "batch_size", "nli_batch_size")}
+    block = {k: v for k, v in dataclasses.asdict(settings).items()
+             if k not in ("benchmarks", "batch_size", "rows_per_call", "nli_batch_size")}
     bench = dataclasses.asdict(spec)
     if spec.path and Path(spec.path).is_file():
         bench["path"] = {"sha256": sha256_file(spec.path)}

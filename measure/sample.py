@@ -19,19 +19,19 @@ only those two warpers, and decoder=generate runs with the model's generation_co
 special token ids (protocol_generation_config), so a hub generation_config cannot change the protocol.
 
 Determinism: `generate` calls `transformers.set_seed(seed)` before decoding: same prompts + settings -> identical
-output on the same CPU build. `sample_questions` seeds each call from (settings.seed, the question ids
-in it) and fixes batches from the full question list, so a run is identical for the same settings
-*including batch_size*, a resumed run equals an uninterrupted one, and a run sharded across
-processes (`batch_plan`: whole batches dealt to ranks) equals a single-process one (with the same threads
-per process; measure.backends.aligned_weights makes the arithmetic independent of how weights were
-loaded). Another batch_size gives other
-(equally valid) samples: a batch shares one random stream and left padding changes the arithmetic.
+output on the same CPU build. `sample_questions` cuts questions into batches and decode calls
+(measure/batching.py: rows_per_call, batch_size), fixed by the full question list, and seeds each call
+from (settings.seed, the question ids in it), so a run is identical for the same settings, a resumed run
+equals an uninterrupted one, and a run sharded across processes (`batch_plan`: whole batches dealt to
+ranks) equals a single-process one (with the same threads per process; measure.backends.aligned_weights
+makes the arithmetic independent of how weights were loaded). Other rows_per_call give other (equally
+valid) samples: a call shares one random stream and left padding changes the arithmetic. The compact
+decoder decodes each prompt's greedy answer in the same call as its samples (one prefill); the greedy
+row is the argmax of its own logits, equal to a separate greedy decode (tests/test_decode.py).
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +40,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 
 from measure import decode as decoding
+from measure.batching import batch_plan, calls, decode_plan, derive_seed  # noqa: F401 (batch_plan, derive_seed: re-exported)
 from measure.config import DECODERS, MeasureSettings
 from measure.errors import UsageError, suggest
 from measure.io import to_jsonable
@@ -147,8 +148,9 @@ def _cut(tokenizer, tokens: list[int], logprobs: list[float], entropies: list[fl
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float, top_p: float,
              max_new_tokens: int, stop: Sequence[str], seed: int, do_sample: bool,
-             decoder: str = "compact") -> list[list[Generation]]:
+             decoder: str = "compact", greedy: bool = False) -> list[list[Generation]]:
     """Generate `n` continuations per prompt in one batched decode; returns them per prompt, in order.
+    greedy=True (compact decoder, do_sample): each prompt's list starts with its greedy answer (n + 1 rows).
 
     decoder: `compact` (measure/decode.py: finished rows leave the batch, each prompt is prefilled once,
     token statistics are taken step by step) or `generate` (transformers' `model.generate` with
@@ -159,6 +161,8 @@ def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float
         raise ValueError("greedy decoding (do_sample=False) gives one answer per prompt; use n=1")
     if decoder not in DECODERS:
         raise UsageError(f"unknown decoder {decoder!r}{suggest(decoder, DECODERS)}")
+    if greedy and (decoder != "compact" or not do_sample):
+        raise ValueError("greedy=True adds a greedy row to a sampling call of the compact decoder")
     if not prompts:
         return []
     eos = eos_ids(model, tokenizer)
@@ -170,7 +174,7 @@ def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float
         decoded = decoding.decode_compact(
             model, input_ids.to(model.device), mask.to(model.device), n=n, do_sample=do_sample,
             temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, eos_ids=eos, pad_id=pad_id,
-            have_stop=stopper.have_stop if stop else None)
+            have_stop=stopper.have_stop if stop else None, greedy=greedy)
         generated, logprobs, entropies, ends = decoded.tokens, decoded.logprobs, decoded.entropies, decoded.lengths
     else:
         generated, logprobs, entropies, ends = _hf_generate(model, input_ids, mask, stopper, n=n, do_sample=do_sample,
@@ -178,7 +182,8 @@ def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float
                                                             pad_id=pad_id, max_new_tokens=max_new_tokens)
     rows = [_cut(tokenizer, generated[r, :end].tolist(), logprobs[r, :end].tolist(), entropies[r, :end].tolist(),
                  eos, stop) for r, end in enumerate(ends)]
-    return [rows[i * n:(i + 1) * n] for i in range(len(prompts))]  # rows are prompt-major
+    per = n + greedy
+    return [rows[i * per:(i + 1) * per] for i in range(len(prompts))]  # rows are prompt-major
 
 
 @contextlib.contextmanager
@@ -222,43 +227,40 @@ def _hf_generate(model, input_ids, mask, stopper: "StopOnText", *, n: int, do_sa
 
 # ---------------------------------------------------------------- questions, batches, cache
 
-def derive_seed(seed: int, tag: str, ids: Sequence[str]) -> int:
-    """A per-call seed from the run seed and the questions in the call (stable across processes)."""
-    digest = hashlib.sha256(json.dumps([seed, tag, list(ids)]).encode()).digest()
-    return int.from_bytes(digest[:4], "little")
-
-
 def _sample_batch(model, tokenizer, batch: Sequence[Question], prompts: dict[str, str],
                   settings: MeasureSettings, stop: Sequence[str], timing: dict[str, float]) -> list[QuestionSamples]:
+    """One batch in decode calls of the rows budget's prompts (measure/batching.py). The compact decoder
+    decodes greedy + N samples per prompt in one call; its wall time is split between "greedy_s" and
+    "sampling_s" by answer tokens (one call has one clock). decoder=generate: a greedy call, then a
+    sampling call, per decode call's prompts."""
     common = dict(temperature=settings.temperature, top_p=settings.top_p,
                   max_new_tokens=settings.max_new_tokens, stop=stop, decoder=settings.decoder)
-    ids = [q.id for q in batch]
-    started = time.perf_counter()
-    greedy = generate(model, tokenizer, [prompts[i] for i in ids], n=1, do_sample=False,
-                      seed=derive_seed(settings.seed, "greedy", ids), **common)
-    timing["greedy_s"] = timing.get("greedy_s", 0.0) + time.perf_counter() - started
-    started = time.perf_counter()
-    # at most max(batch_size, n) sequences per sampling call keeps memory bounded
-    per_call = max(1, settings.batch_size // settings.n_samples)
-    samples: list[list[Generation]] = []
-    for start in range(0, len(ids), per_call):
-        chunk = ids[start:start + per_call]
-        samples += generate(model, tokenizer, [prompts[i] for i in chunk], n=settings.n_samples, do_sample=True,
+    together = settings.decoder == "compact"
+    plan = decode_plan(settings, model, settings.n_samples + together)
+    out: list[QuestionSamples] = []
+    by_id = {q.id: q for q in batch}
+    for chunk in calls([q.id for q in batch], plan.prompts_per_call):
+        texts = [prompts[i] for i in chunk]
+        started = time.perf_counter()
+        if together:
+            rows = generate(model, tokenizer, texts, n=settings.n_samples, do_sample=True, greedy=True,
                             seed=derive_seed(settings.seed, "sample", chunk), **common)
-    timing["sampling_s"] = timing.get("sampling_s", 0.0) + time.perf_counter() - started
-    return [QuestionSamples(q, g[0], tuple(s)) for q, g, s in zip(batch, greedy, samples)]
-
-
-def batch_plan(n_questions: int, batch_size: int, rank: int = 0, world: int = 1) -> list[range]:
-    """The batches (index ranges into the full question list) that process `rank` of `world` samples.
-
-    Batches are cut from the full list first and batch b goes to rank b % world: a batch's content,
-    hence its seeds and its left padding, never depends on the number of processes, so the union of
-    the ranks' rows equals a single process's output."""
-    if not 0 <= rank < world:
-        raise ValueError(f"rank {rank} outside world size {world}")
-    starts = range(0, n_questions, batch_size)
-    return [range(start, min(start + batch_size, n_questions)) for b, start in enumerate(starts) if b % world == rank]
+            seconds = time.perf_counter() - started
+            greedy_tokens = sum(len(r[0].token_logprobs) for r in rows)
+            share = greedy_tokens / max(1, sum(len(g.token_logprobs) for r in rows for g in r))
+            timing["greedy_s"] = timing.get("greedy_s", 0.0) + seconds * share
+            timing["sampling_s"] = timing.get("sampling_s", 0.0) + seconds * (1 - share)
+            out += [QuestionSamples(by_id[i], r[0], tuple(r[1:])) for i, r in zip(chunk, rows)]
+            continue
+        greedy = generate(model, tokenizer, texts, n=1, do_sample=False,
+                          seed=derive_seed(settings.seed, "greedy", chunk), **common)
+        timing["greedy_s"] = timing.get("greedy_s", 0.0) + time.perf_counter() - started
+        started = time.perf_counter()
+        samples = generate(model, tokenizer, texts, n=settings.n_samples, do_sample=True,
+                           seed=derive_seed(settings.seed, "sample", chunk), **common)
+        timing["sampling_s"] = timing.get("sampling_s", 0.0) + time.perf_counter() - started
+        out += [QuestionSamples(by_id[i], g[0], tuple(smp)) for i, g, smp in zip(chunk, greedy, samples)]
+    return out
 
 
 def sample_questions(model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str,
@@ -268,8 +270,9 @@ def sample_questions(model, tokenizer, questions: list[Question], settings: Meas
                      cache_tag: dict | None = None) -> list[QuestionSamples]:
     """Greedy + settings.n_samples answers per question, in input order; resumes from `cache_path`.
 
-    Questions go in batches of settings.batch_size prompts (one greedy call each; the sampling is
-    split so that a call decodes at most max(batch_size, n_samples) sequences). After each batch its
+    Questions go in batches (measure/batching.py: settings.batch_size questions, default one decode
+    call's worth of the rows budget settings.rows_per_call), each decoded in calls of at most that many
+    rows (greedy + N per prompt). After each batch its
     rows are appended to `cache_path` (JSONL in the samples.jsonl format, flushed and fsynced); a
     re-run skips the batches found there complete (a batch cut short by a kill is sampled again whole,
     so its seeds and padding stay those of the uninterrupted run). `timing`, if given, accumulates the
@@ -297,7 +300,8 @@ def sample_questions(model, tokenizer, questions: list[Question], settings: Meas
         done = open_cache(cache_path, meta, questions, settings.n_samples)
     if hasattr(model, "eval"):
         model.eval()
-    plan = batch_plan(len(questions), batch_size or settings.batch_size, *shard)
+    rows_per_prompt = settings.n_samples + (settings.decoder == "compact")
+    plan = batch_plan(len(questions), batch_size or decode_plan(settings, model, rows_per_prompt).batch_size, *shard)
     mine = [questions[i] for batch in plan for i in batch]
     sampler = sampler or _sample_batch
     initial = sum(all(questions[i].id in done for i in batch) * len(batch) for batch in plan)

@@ -39,11 +39,11 @@ def test_report_keys_and_provenance(smoke_report):
 
 def test_no_extra_forward_passes(smoke_report):
     fp = smoke_report["forward_passes"]
-    # 3 questions fit one batch: one greedy call and one sampling call (batch_size 16 // N=2 = 8 questions per call)
-    assert fp["generate_calls"] == 2
+    # 3 questions fit one decode call of the default rows budget: greedy + N rows per prompt together
+    assert fp["generate_calls"] == 1
     # a random tiny model rarely emits EOS in 4 tokens: each call runs 1..4 steps; the count is what it is,
     # but every step must be exactly one forward pass, and the bare replay must do the same number
-    assert 2 <= fp["decode_steps"] <= 8
+    assert 1 <= fp["decode_steps"] <= 4
     assert fp["extra_forward_calls"] == 0
     assert fp["forward_calls"] == fp["decode_steps"] == fp["floor_forward_calls"]
     assert fp["targets"]["extra_forward_calls"]["met"] is True
@@ -131,8 +131,8 @@ def test_chain_stage_uses_its_recipe_settings_and_world(tiny_model_dir, tmp_path
     assert run["settings"]["stop"] == ["\n"] and run["settings"]["temperature"] == 0.7
     assert run["settings"]["batch_size"] == 4 and run["settings"]["fewshot"] == []
     fp = report["forward_passes"]
-    # 3 questions in one batch of 4: one greedy call, then sampling calls of 4 // N=2 = 2 questions: 2 calls
-    assert fp["generate_calls"] == 3 and fp["extra_forward_calls"] == 0
+    # 3 questions in one batch of 4, one decode call (greedy + N together, default rows budget)
+    assert fp["generate_calls"] == 1 and fp["extra_forward_calls"] == 0
 
 
 def test_throughput_part_counts(tiny_model_dir, tmp_path):
@@ -141,7 +141,7 @@ def test_throughput_part_counts(tiny_model_dir, tmp_path):
                    "n_samples=2", "max_new_tokens=3", "repeats=1", "loop_repeats=1", f"out={tmp_path / 'b.json'}"])
     t = report["throughput"]
     assert t["decoder"] == "compact" and t["questions"] == 2
-    assert t["toolkit"]["generate_calls"] == t["floor"]["generate_calls"] == 2   # one greedy + one sampling decode
+    assert t["toolkit"]["generate_calls"] == t["floor"]["generate_calls"] == 1   # greedy + samples in one decode
     assert t["floor"]["answer_tokens"] == t["toolkit"]["answer_tokens"] > 0     # the floor is credited the same tokens
     assert t["loop"]["generate_calls"] == 2 * (1 + 2)                           # (greedy + N) calls per question
     assert 0 < t["loop"]["entropy_forward_passes"] <= 6
@@ -175,3 +175,27 @@ def test_forward_replay_runs_the_decoders_passes(tiny_model):
     finally:
         hook.remove()
     assert rows["decode"] == rows["replay"] and len(set(rows["decode"][1:])) > 1   # same rows per pass; rows left
+
+
+def test_real_model_options_and_greedy_agreement():
+    """The real-model part's options, and the greedy-entropy comparison over identical greedy texts only."""
+    from types import SimpleNamespace
+    from benchmarks.real_model import greedy_agreement, with_targets
+    from benchmarks.run import parse_options
+    from measure.errors import UsageError
+    opts = parse_options(["only=[real_model]", "peers=false", "real_limit=2"])
+    assert opts["only"] == ["real_model"] and opts["peers"] == "false" and opts["real_limit"] == 2
+    with pytest.raises(UsageError, match="peers: expected auto, true or false"):
+        parse_options(["peers=maybe"])
+    rows = [SimpleNamespace(greedy=SimpleNamespace(text="Paris", token_entropies=(1.0, 0.5))),
+            SimpleNamespace(greedy=SimpleNamespace(text="Rome", token_entropies=(2.0,)))]
+    peer = {"greedy_texts": [" Paris", "Milan"], "greedy_entropies": [[1.00002, 0.5, 0.1], [9.0]]}
+    agreement = greedy_agreement(rows, peer)
+    assert agreement["identical_greedy_texts"] == 1 and agreement["max_abs_diff"] == pytest.approx(2e-5)
+    timing = lambda tps: {"tokens_per_s": tps, "cpu_seconds": 60.0 / tps, "answer_tokens": 60}  # noqa: E731
+    result = with_targets({"toolkit": {**timing(30.0), "extra_forward_calls": 0}, "raw_generate": timing(20.0),
+                           "loop": timing(1.0), "lm_polygraph": {**timing(10.0), "greedy_agreement": agreement}})
+    assert result["cpu_ratios"]["loop_over_toolkit"] == pytest.approx(30.0)
+    assert result["ratios"]["toolkit_over_polygraph"] == 3.0 and result["targets"]["loop_over_toolkit"]["met"] is True
+    assert result["targets"]["toolkit_over_raw_generate"]["met"] is True   # 1.5 >= 1.3
+    assert result["targets"]["greedy_entropy_max_abs_diff"]["met"] is True

@@ -118,3 +118,71 @@ def test_integer_temperature_and_unsupported_models(tiny_model):
     with pytest.raises(UsageError, match=r"MambaForCausalLM: its cache .*decoder=generate"):
         generate(mamba, tok, ["Why?"], n=1, do_sample=False, temperature=1.0, top_p=1.0, max_new_tokens=2,
                  stop=(), seed=0)
+
+
+def test_greedy_row_in_the_sampling_call_equals_a_separate_greedy_decode(tiny_model):
+    """greedy=True decodes each prompt's greedy answer in the same call (one prefill, same forward passes)
+    as its N samples: text equal, statistics equal to 1e-6 to a separate greedy decode, and model.generate's
+    greedy answer; the samples are rows 1..N."""
+    model, tok = tiny_model
+    prompts = [format_prompt(tok, q, fmt) for q in QUESTIONS for fmt in ("chat", "qa")]
+    for stop in ((), ("e",)):
+        kwargs = dict(temperature=1.0, top_p=1.0, max_new_tokens=12, stop=stop, seed=0)
+        together = generate(model, tok, prompts, n=4, do_sample=True, greedy=True, **kwargs)
+        alone = generate(model, tok, prompts, n=1, do_sample=False, **kwargs)
+        reference = generate(model, tok, prompts, n=1, do_sample=False, decoder="generate", **kwargs)
+        assert all(len(row) == 5 for row in together)
+        for row, (a,), (r,) in zip(together, alone, reference):
+            g = row[0]
+            assert g.text == a.text == r.text
+            assert g.token_logprobs == pytest.approx(a.token_logprobs, abs=1e-6)
+            assert g.token_entropies == pytest.approx(a.token_entropies, abs=1e-6)
+            assert g.token_entropies == pytest.approx(r.token_entropies, abs=1e-4)
+        samples = {s.text for row in together for s in row[1:]}
+        assert len(samples) > len(prompts), "rows 1..N are samples, not copies of the greedy answer"
+    with pytest.raises(ValueError, match="greedy=True"):
+        generate(model, tok, prompts, n=2, do_sample=True, greedy=True, decoder="generate", **kwargs)
+
+
+def test_cache_argument_both_names(tiny_model):
+    """The decoder passes the KV cache under the forward's own name: `cache` (transformers >= 5.2x) or
+    `past_key_values` (earlier 5.x; removed in 5.40), with equal answers either way and no deprecation
+    warning on the new name."""
+    import logging
+    from types import SimpleNamespace
+    from measure import decode as decoding
+    model, tok = tiny_model
+    assert decoding.cache_argument(model) in ("cache", "past_key_values")
+
+    class OldSignature(torch.nn.Module):   # a model whose forward still takes past_key_values
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.config, self.generation_config = inner, inner.config, inner.generation_config
+            self.device = inner.device
+            self.names: list[str] = []
+
+        def forward(self, input_ids=None, attention_mask=None, position_ids=None, past_key_values=None,
+                    use_cache=None, logits_to_keep=0):
+            self.names.append("past_key_values")
+            out = self.inner(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=use_cache, logits_to_keep=logits_to_keep,
+                             **{decoding.cache_argument(self.inner): past_key_values})
+            return SimpleNamespace(logits=out.logits, past_key_values=getattr(out, decoding.cache_argument(self.inner)))
+
+    old = OldSignature(model)
+    assert decoding.cache_argument(old) == "past_key_values"
+    prompts = [format_prompt(tok, q, "chat") for q in QUESTIONS]
+    kwargs = dict(temperature=1.0, top_p=1.0, max_new_tokens=6, stop=(), seed=0)
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("transformers").addHandler(handler)
+    from transformers.utils import logging as hf_logging
+    getattr(hf_logging.warning_once, "cache_clear", lambda: None)()   # warned earlier in this process: warn again
+    try:
+        new_rows = generate(model, tok, prompts, n=3, do_sample=True, greedy=True, **kwargs)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert not [r for r in records if "deprecated" in r.getMessage()]
+    assert generate(old, tok, prompts, n=3, do_sample=True, greedy=True, **kwargs) == new_rows
+    assert old.names and set(old.names) == {"past_key_values"}

@@ -1,6 +1,7 @@
 """measure/sample.py on the session's tiny model: token statistics, stops, seeding, forward passes, resume."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -115,16 +116,34 @@ def test_compact_greedy_equals_model_generate(tiny_model):
             assert a.token_entropies == pytest.approx(b.token_entropies, abs=1e-4)
 
 
-def test_compact_sampling_follows_generates_rule(tiny_model):
-    """While no row has ended, both decoders draw the same tokens from the same random stream: the same
-    temperature/top-p warping, softmax and torch.multinomial (after that the live rows differ)."""
+def test_compact_sampling_follows_generates_rule(tiny_model, monkeypatch):
+    """The compact decoder draws from generate's distribution: softmax of the logits warped by the same
+    TemperatureLogitsWarper and TopPLogitsWarper (drawn by inverse CDF, measure.decode.draw)."""
+    from transformers import TemperatureLogitsWarper, TopPLogitsWarper
+    from measure import decode as decoding
     model, tok = tiny_model
-    prompts = [format_prompt(tok, q, "chat") for q in QUESTIONS_4]
-    kwargs = {**GEN, "max_new_tokens": 3, "temperature": 0.7, "top_p": 0.9, "seed": 3}
-    compact = generate(model, tok, prompts, n=1, do_sample=True, decoder="compact", **kwargs)
-    reference = generate(model, tok, prompts, n=1, do_sample=True, decoder="generate", **kwargs)
-    assert all(len(row[0].token_logprobs) == 3 for row in reference)  # nobody stopped early in this setting
-    assert [row[0].text for row in compact] == [row[0].text for row in reference]
+    seen: list[torch.Tensor] = []
+    real = decoding.draw
+    monkeypatch.setattr(decoding, "draw", lambda probs: seen.append(probs.clone()) or real(probs))
+    prompt = format_prompt(tok, QUESTIONS_4[0], "chat")
+    generate(model, tok, [prompt], n=1, do_sample=True, decoder="compact",
+             **{**GEN, "max_new_tokens": 2, "temperature": 0.7, "top_p": 0.9, "seed": 3})
+    with torch.no_grad():
+        logits = model(torch.tensor([encode_prompt(tok, prompt)])).logits[:, -1].float()
+    expected = torch.softmax(TopPLogitsWarper(0.9)(None, TemperatureLogitsWarper(0.7)(None, logits)), -1)
+    assert torch.allclose(seen[0], expected, atol=1e-6)
+    assert int((expected > 0).sum()) < expected.shape[1]   # top_p really cut the tail here
+
+
+def test_draw_follows_the_distribution():
+    """Inverse-CDF draws: frequencies follow the probabilities; a zero-probability token is never drawn."""
+    from measure.decode import draw
+    torch.manual_seed(0)
+    probs = torch.tensor([[0.5, 0.0, 0.2, 0.3, 0.0]]).repeat(40000, 1)
+    counts = torch.bincount(draw(probs), minlength=5).float() / 40000
+    assert counts.tolist() == pytest.approx([0.5, 0.0, 0.2, 0.3, 0.0], abs=0.01)
+    assert counts[1] == 0 and counts[4] == 0
+    assert draw(torch.tensor([[0.0, 0.0, 1.0]])).tolist() == [2]
 
 
 def test_compact_prefills_once_and_drops_finished_rows(tiny_model, monkeypatch):
@@ -246,7 +265,7 @@ def test_sample_questions_resumes_from_cache(tiny_model, tmp_path, monkeypatch):
     prompted = {p for prompts, _ in calls for p in prompts}
     expected = {format_prompt(tok, q.text, "qa") for q in QUESTIONS[2:]}
     assert prompted == expected  # q0, q1 came from the cache, not from the model
-    assert sum(len(p) for p, do_sample in calls if not do_sample) == 2
+    assert sum(len(p) for p, _ in calls) == 2   # greedy + samples of q2, q3 in one call each batch
     assert resumed == first  # fixed batches and per-batch seeds: identical to the uninterrupted run
     assert [json.loads(line)["id"] for line in cache.read_text().splitlines()] == ["q0", "q1", "q2", "q3"]
 
@@ -261,8 +280,18 @@ def test_sample_questions_batching_and_no_cache(tiny_model, monkeypatch):
     settings = MeasureSettings(n_samples=2, max_new_tokens=4, batch_size=4, seed=0)
     rows = sample_questions(model, tok, QUESTIONS[:3], settings, "chat")
     assert [r.question.id for r in rows] == ["q0", "q1", "q2"] and all(len(r.samples) == 2 for r in rows)
-    # one greedy call with the 3 prompts; sampling split into calls of 4 // 2 = 2 prompts (<= 4 sequences)
-    assert [(len(p), s) for p, s in calls] == [(3, False), (2, True), (1, True)]
+    # the default rows budget (176 on CPU) holds the batch: one call, greedy + 2 samples per prompt
+    assert [(len(p), s) for p, s in calls] == [(3, True)]
+    calls.clear()   # a rows budget of 7 -> 7 // 3 = 2 prompts (6 rows) per call; the batch of 4 stays one unit
+    small = sample_questions(model, tok, QUESTIONS[:3], dataclasses.replace(settings, rows_per_call=7), "chat")
+    assert [(len(p), s) for p, s in calls] == [(2, True), (1, True)]
+    for a, b in zip(small, rows):   # other calls (left padding) move only the last float bits of the greedy answers
+        assert a.greedy.text == b.greedy.text
+        assert a.greedy.token_entropies == pytest.approx(b.greedy.token_entropies, abs=1e-5)
+    calls.clear()   # decoder=generate: a greedy call, then a sampling call of N rows per prompt (7 // 2 = 3)
+    sample_questions(model, tok, QUESTIONS[:3], dataclasses.replace(settings, rows_per_call=7, decoder="generate"),
+                     "chat")
+    assert [(len(p), s) for p, s in calls] == [(3, False), (3, True)]
     with pytest.raises(UsageError, match="duplicate question ids: q0"):
         sample_questions(model, tok, [QUESTIONS[0], QUESTIONS[0]], settings, "chat")
 
@@ -280,3 +309,27 @@ def test_stale_or_corrupt_cache_is_an_error(tiny_model, tmp_path):
     cache.write_text("{not json\n" + lines[1] + "\n")
     with pytest.raises(UsageError, match=r"cache.jsonl:1: corrupt line"):
         sample_questions(model, tok, QUESTIONS[:2], SETTINGS, "qa", cache_path=cache)
+
+
+def test_decode_plan_rows_budget(monkeypatch):
+    """rows_per_call sets prompts per decode call (rows // (greedy + N)); batch_size stays the resume/shard
+    unit; auto: 176 rows on CPU, from total GPU memory and the model's KV cache size on CUDA."""
+    from types import SimpleNamespace
+    from measure.batching import CPU_ROWS, decode_plan
+    from measure.config import parse_measure_settings
+    cpu_model = SimpleNamespace(device=torch.device("cpu"))
+    plan = decode_plan(MeasureSettings(n_samples=10), cpu_model, 11)
+    assert (plan.rows_per_call, plan.prompts_per_call, plan.batch_size, plan.source) == (CPU_ROWS, 16, 16, "cpu default")
+    plan = decode_plan(parse_measure_settings({"rows_per_call": 30, "batch_size": 160}), cpu_model, 11)
+    assert (plan.rows_per_call, plan.prompts_per_call, plan.batch_size) == (30, 2, 160)
+    assert decode_plan(MeasureSettings(rows_per_call=5), cpu_model, 11).prompts_per_call == 1
+    with pytest.raises(UsageError, match="rows_per_call: must be >= 1"):
+        parse_measure_settings({"rows_per_call": 0})
+    config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576,
+                             vocab_size=49152)
+    gpu_model = SimpleNamespace(device=torch.device("cuda", 0), config=config,
+                                parameters=lambda: [torch.zeros(1000, dtype=torch.bfloat16)])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 * 2**30))
+    plan = decode_plan(MeasureSettings(n_samples=10, max_new_tokens=40), gpu_model, 11)
+    per_row = 2 * 30 * 3 * 64 * 2 * (256 + 40) + 16 * 49152
+    assert plan.rows_per_call == min(4096, (40 * 2**30 - 2000) // per_row) and plan.source.startswith("cuda")
