@@ -1,5 +1,9 @@
 """Training datasets: hub id or local JSON/JSONL/CSV/Parquet through `datasets`, in TRL's formats.
 
+Row selection: `offset` skips the first rows of a source, `limit` then keeps at most that many, in file
+order (hub datasets: split order). So one file splits deterministically into disjoint parts, e.g. SFT on
+{offset: 0, limit: 1000}, DPO on {offset: 1000, limit: 600}; the fingerprint records both.
+
 Formats (detected per dataset from its columns, or forced with `format:`):
   text                      {"text"}                               pretraining / plain LM
   prompt_completion         {"prompt", "completion"}               SFT
@@ -218,10 +222,14 @@ def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: 
         if fmt not in ACCEPTS[trainer]:
             raise UsageError(f"{w}: a {trainer!r} stage needs a dataset in format {' or '.join(ACCEPTS[trainer])}, "
                              f"this one is {fmt!r}")
-        if one.get("limit"):
-            source = source[: one["limit"]]
+        offset = one.get("offset") or 0
+        if offset >= len(source):
+            raise UsageError(f"{w}.offset: {offset} skips every row; the dataset has {len(source)} rows")
+        source = source[offset: offset + one["limit"] if one.get("limit") else None]
         normalized = [normalize_row(row, fmt, prompt_format, loc) for loc, row in source]
         fp.update(format=fmt, rows=len(normalized))
+        if offset or one.get("limit"):
+            fp.update(offset=offset, limit=one.get("limit"))
         if trainer == "kto" and fmt in ("preference", "hh"):
             normalized = unpair_rows(normalized)
             fp.update(unpaired_rows=len(normalized))

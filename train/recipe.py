@@ -60,7 +60,7 @@ STAGE_KEYS = {"trainer": ((str,), True), "from": ((str,), False), "dataset": ((s
               "model": ((str,), False), "prompt_format": ((str,), False)}
 DATASET_KEYS = {"path": ((str,), False), "world": ((str,), False), "name": ((str,), False),
                 "split": ((str,), False), "format": ((str,), False), "limit": ((int,), False),
-                "columns": ((dict,), False)}
+                "offset": ((int,), False), "columns": ((dict,), False)}
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
 
 
@@ -161,6 +161,10 @@ def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> No
             raise UsageError(f"{w}: give exactly one of 'path' (file or hub id) or 'world' (generated toy-world split)")
         if "world" in one and not has_world:
             raise UsageError(f"{w}.world: the recipe has no 'world' section to generate {one['world']!r} from")
+        if "offset" in one:
+            as_int(one["offset"], f"{w}.offset", 0)
+        if "limit" in one:
+            as_int(one["limit"], f"{w}.limit", 1)
         if one.get("format", "auto") not in DATASET_FORMATS:
             raise UsageError(f"{w}.format: unknown format {one['format']!r}{suggest(one['format'], DATASET_FORMATS)}")
         path = one.get("path")
