@@ -13,6 +13,9 @@ Formats (detected per dataset from its columns, or forced with `format:`):
                             (Anthropic HH): the shared prefix up to the last "\n\nAssistant:" is the prompt
   unpaired_preference       {"prompt", "completion", "label"}      KTO
 
+An `sft` stage also takes paired data (preference, hh): each pair becomes the prompt with its chosen answer
+as the completion (`chosen_rows`; the rejected answer is dropped), so SFT imitates the preferred answers
+of one preference file and a later DPO stage can take other rows of the same file.
 A `kto` stage also takes paired data (preference, hh): each pair becomes two unpaired rows, chosen ->
 label true, rejected -> label false (`unpair_rows`), so one preference file serves DPO and KTO alike.
 
@@ -38,7 +41,7 @@ from train.recipe import looks_local, resolve_path
 REQUIRED = {"text": ("text",), "prompt_completion": ("prompt", "completion"), "messages": ("messages",),
             "preference": ("prompt", "chosen", "rejected"), "hh": ("chosen", "rejected"),
             "unpaired_preference": ("prompt", "completion", "label")}
-ACCEPTS = {"pretrain": ("text",), "sft": ("text", "prompt_completion", "messages"),
+ACCEPTS = {"pretrain": ("text",), "sft": ("text", "prompt_completion", "messages", "preference", "hh"),
            "dpo": ("preference", "hh"), "orpo": ("preference", "hh"), "cpo": ("preference", "hh"),
            "kto": ("preference", "hh", "unpaired_preference")}
 HH_ASSISTANT = "\n\nAssistant:"
@@ -64,13 +67,18 @@ def split_hh(chosen: str, rejected: str, where: str) -> tuple[str, str, str]:
 
 
 def hh_to_messages(prompt: str) -> list[dict]:
-    """'\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:' -> user/assistant messages (last user turn open)."""
+    """'\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:' -> user/assistant messages (last user turn open).
+
+    Two turns of one speaker in a row (a few HH dialogues have "Assistant: ...\n\nAssistant: ...") become
+    one message, paragraphs joined: chat templates (Gemma's, Llama's) require alternating roles."""
     messages = []
     for chunk in prompt.split("\n\n"):
         for marker, role in (("Human:", "user"), ("Assistant:", "assistant")):
             if chunk.startswith(marker):
                 text = chunk[len(marker):].strip()
-                if text:
+                if text and messages and messages[-1]["role"] == role:
+                    messages[-1]["content"] += "\n\n" + text
+                elif text:
                     messages.append({"role": role, "content": text})
                 break
         else:
@@ -130,6 +138,11 @@ def normalize_row(row: dict, fmt: str, prompt_format: str, where: str) -> dict:
     elif fmt == "unpaired_preference" and not isinstance(row["label"], bool):
         raise UsageError(f"{where}: 'label' must be true or false")
     return out
+
+
+def chosen_rows(rows: list[dict]) -> list[dict]:
+    """Paired rows {prompt, chosen, rejected} -> SFT rows {prompt, completion: chosen}."""
+    return [{"prompt": row["prompt"], "completion": row["chosen"]} for row in rows]
 
 
 def unpair_rows(rows: list[dict]) -> list[dict]:
@@ -233,6 +246,9 @@ def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: 
         if trainer == "kto" and fmt in ("preference", "hh"):
             normalized = unpair_rows(normalized)
             fp.update(unpaired_rows=len(normalized))
+        if trainer == "sft" and fmt in ("preference", "hh"):
+            normalized = chosen_rows(normalized)
+            fp.update(sft_target="chosen")
         fingerprints.append(fp)
         rows.extend(normalized)
     kinds = {tuple(sorted(r)) for r in rows}
