@@ -160,6 +160,7 @@ def test_dpo_effect_reports_margins_weights_and_heldout_logprobs(chain_dir):
     assert r["acted"] == margins["moved"]
     same = weight_difference(chain_dir / "sft", chain_dir / "sft")
     assert same["tensors_changed"] == 0 and same["max_abs"] == 0 and same["relative_frobenius"] == 0
+    assert weights["relative_frobenius_changed"] > weights["relative_frobenius"] > 0
     heldout = r["heldout"]
     assert heldout["pairs"] + heldout["skipped"] == 8 and heldout["pairs"] > 0 and heldout["beta"] == 0.1
     assert heldout["mean_abs_delta_logp"] > 0 and 0 <= heldout["margin_accuracy"] <= 1

@@ -8,7 +8,8 @@ For every `trainer: dpo` stage:
             the last logged values, and the means of the first and last quarter of the logs. At the first
             logged step a fresh LoRA adapter (B = 0) *is* the reference, so the margin starts at 0.
   weights   the stage's merged model against its parent's, tensor by tensor (safetensors, streamed): max and
-            mean |delta w|, the relative Frobenius norm ||delta W|| / ||W|| and how many tensors changed.
+            mean |delta w|, the relative Frobenius norm ||delta W|| / ||W|| (over all tensors, and over the
+            changed ones only) and how many tensors changed.
   heldout   (when the stage names `heldout:` pairs, which must be rows it was not trained on) the summed
             log-probability of each chosen / rejected answer under the policy and under the parent:
             mean |delta logp| per answer and per token, and the held-out implicit reward margin
@@ -72,6 +73,7 @@ def weight_difference(model_dir: Path, parent_dir: Path) -> dict:
         return {"note": f"no safetensors weights to compare in {model_dir if not mine else parent_dir}"}
     shared = sorted(set(mine) & set(theirs))
     max_abs, abs_sum, n_elems, diff_sq, base_sq, changed, top = 0.0, 0.0, 0, 0.0, 0.0, [], []
+    changed_sq = 0.0  # ||W||^2 of the changed tensors only (a LoRA stage leaves e.g. the embedding untouched)
     for name in shared:
         with safe_open(mine[name], framework="pt") as f:
             a = f.get_tensor(name).float()
@@ -86,10 +88,12 @@ def weight_difference(model_dir: Path, parent_dir: Path) -> dict:
         diff_sq, base_sq = diff_sq + d_sq, base_sq + b_sq
         if m > 0:
             changed.append(name)
+            changed_sq += b_sq
             top.append((math.sqrt(d_sq / b_sq) if b_sq else math.inf, name))
     return {"tensors": len(shared), "tensors_changed": len(changed), "max_abs": max_abs,
             "mean_abs": abs_sum / n_elems if n_elems else 0.0,
             "relative_frobenius": math.sqrt(diff_sq / base_sq) if base_sq else None,
+            "relative_frobenius_changed": math.sqrt(diff_sq / changed_sq) if changed_sq else 0.0,
             "most_changed": [{"tensor": n, "relative_frobenius": r} for r, n in sorted(top, reverse=True)[:5]],
             "only_in_one": len(set(mine) ^ set(theirs))}
 
@@ -203,7 +207,8 @@ def summary(report: dict) -> str:
                      f"reward accuracy {m['early_mean_accuracy']:.2f} -> {m['late_mean_accuracy']:.2f}")
         if "max_abs" in w:
             line += (f"; weights vs {r['parent']}: {w['tensors_changed']}/{w['tensors']} tensors changed, "
-                     f"max |dw| {w['max_abs']:.3g}, relative ||dW|| {w['relative_frobenius']:.3g}")
+                     f"max |dw| {w['max_abs']:.3g}, relative ||dW|| {w['relative_frobenius']:.3g} "
+                     f"({w['relative_frobenius_changed']:.3g} over the changed tensors)")
         h = r.get("heldout")
         if h and h.get("pairs"):
             line += (f"; held-out ({h['pairs']} pairs): mean |d logp| {h['mean_abs_delta_logp']:.3f} per answer, "
