@@ -43,6 +43,13 @@ def test_hh_in_chat_format_becomes_messages(shared_data):
     assert row["chosen"][0]["role"] == "assistant" and row["chosen"][0]["content"]
     assert hh_to_messages("\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:") == [
         {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "bye"}]
+    # two Assistant turns in a row (4 rows of this file): one message, so chat templates see alternating roles
+    assert hh_to_messages("\n\nHuman: hi\n\nAssistant: wait\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:") == [
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "wait\n\nhello"}, {"role": "user", "content": "bye"}]
+    whole, _ = load(str(shared_data / "hh-rlhf" / "harmless-base_test.jsonl.gz"), "dpo", "chat")
+    for row in whole:
+        roles = [m["role"] for m in row["prompt"]]
+        assert roles == ["user", "assistant"] * (len(roles) // 2) + ["user"], roles
 
 
 def test_formats_detected_and_rendered(tmp_path):
@@ -73,8 +80,10 @@ def test_malformed_rows_name_file_and_line(tmp_path):
         load(str(csv), "sft")
     with pytest.raises(UsageError, match=r"cannot tell the dataset format"):
         load(str(REPO / "tests/data/eval.jsonl"), "sft")
+    unpaired = tmp_path / "kto.jsonl"
+    unpaired.write_text('{"prompt": "a", "completion": "b", "label": true}\n')
     with pytest.raises(UsageError, match=r"a 'sft' stage needs a dataset in format"):
-        load(str(REPO / "tests/data/dpo.jsonl"), "sft")
+        load(str(unpaired), "sft")
 
 
 def test_json_files_name_the_line_of_a_bad_row(tmp_path):
@@ -95,3 +104,44 @@ def test_json_files_name_the_line_of_a_bad_row(tmp_path):
     wrapped.write_text(_json.dumps({"data": rows[:2]}))
     ds, _ = load_training_data(str(wrapped), trainer="sft", prompt_format="qa", base_dir=tmp_path)
     assert ds["prompt"] == ["Q: Q1?\nA:", "Q: Q2?\nA:"] and ds["completion"] == [" A1.\n", " A2.\n"]
+
+
+def test_offset_and_limit_split_one_file_into_disjoint_parts(shared_data, tmp_path):
+    """recipes/gemma3-270m.yaml trains SFT and DPO on disjoint rows of one HH file: offset + limit, in file order."""
+    path = str(shared_data / "hh-rlhf" / "harmless-base_test.jsonl.gz")
+    whole, _ = load({"path": path, "limit": 30}, "dpo", "qa")
+    head, fp_head = load({"path": path, "limit": 10}, "dpo", "qa")
+    tail, fp_tail = load({"path": path, "offset": 10, "limit": 20}, "dpo", "qa")
+    assert list(head["prompt"]) + list(tail["prompt"]) == list(whole["prompt"])
+    assert (fp_head[0]["offset"], fp_head[0]["limit"], fp_head[0]["rows"]) == (0, 10, 10)
+    assert (fp_tail[0]["offset"], fp_tail[0]["limit"], fp_tail[0]["rows"]) == (10, 20, 20)
+    assert fp_head[-1]["combined_sha256"] != fp_tail[-1]["combined_sha256"]
+    last, fp_last = load({"path": path, "offset": 2300}, "dpo", "qa")   # no limit: to the end of the file
+    assert len(last) == 12 and fp_last[0]["limit"] is None
+    _, fp_all = load(path, "dpo", "qa")
+    assert "offset" not in fp_all[0]   # a whole-file spec records what it did before (reuse stays valid)
+    with pytest.raises(UsageError, match=r"dataset.offset: 2312 skips every row; the dataset has 2312 rows"):
+        load({"path": path, "offset": 2312}, "dpo", "qa")
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("offset", -1, r"stages.sft.dataset.offset: -1 is out of range; valid: 0 \.\."),
+    ("offset", "10", r"stages.sft.dataset.offset: expected int, got str"),
+    ("limit", 0, r"stages.sft.dataset.limit: 0 is out of range; valid: 1 \.\."),
+    ("ofset", 3, r"stages.sft.dataset: unknown key 'ofset'.*offset"),
+])
+def test_offset_and_limit_are_validated_in_the_recipe(key, value, message):
+    from train.recipe import load_recipe
+    with pytest.raises(UsageError, match=message):
+        load_recipe(REPO / "recipes/tiny.yaml", {"stages.sft.dataset": {"path": "tests/data/sft.jsonl", key: value}})
+
+
+def test_sft_on_paired_data_imitates_the_chosen_answer(shared_data):
+    """SFT on HH (recipes/gemma3-270m.yaml): the prompt with its chosen final turn as the completion."""
+    path = str(shared_data / "hh-rlhf" / "harmless-base_test.jsonl.gz")
+    pairs, _ = load({"path": path, "limit": 5}, "dpo", "chat")
+    sft, fp = load({"path": path, "limit": 5}, "sft", "chat")
+    assert sorted(sft.column_names) == ["completion", "prompt"] and fp[0]["sft_target"] == "chosen"
+    assert list(sft["prompt"]) == list(pairs["prompt"]) and list(sft["completion"]) == list(pairs["chosen"])
+    local, _ = load(str(REPO / "tests/data/dpo.jsonl"), "sft", "qa")   # the plain preference format too
+    assert local[0]["completion"].startswith(" ") and "rejected" not in local.column_names

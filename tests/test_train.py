@@ -135,6 +135,61 @@ def test_chain_reuses_finished_stages(chain_dir):
     assert stamps == {s: (chain_dir / s / "stage.json").stat().st_mtime_ns for s in ("base", "sft", "dpo")}
     assert json.loads((chain_dir / "chain.json").read_text())["stages"] == ["base", "sft", "dpo"]
     assert recipe["name"] == "tiny"
+    effect = json.loads((chain_dir / "dpo_effect.json").read_text())   # written after the chain, beside chain.json
+    assert list(effect["stages"]) == ["dpo"] and "heldout" not in effect["stages"]["dpo"]  # tiny names no heldout
+    assert "[dpo effect] dpo:" in proc.stdout
+
+
+def test_dpo_effect_reports_margins_weights_and_heldout_logprobs(chain_dir):
+    from train.dpo_effect import dpo_effect, margin_trajectory, summary, weight_difference
+    recipe = load_recipe(REPO / "recipes/tiny.yaml", {"output_dir": str(chain_dir),
+                                                      "stages.dpo.heldout": {"path": "tests/data/dpo.jsonl"}})
+    report = dpo_effect(recipe)
+    assert list(report["stages"]) == ["dpo"]
+    r = report["stages"]["dpo"]
+    margins = r["margins"]
+    log = json.loads((chain_dir / "dpo" / "stage.json").read_text())["train_metrics"]["log_history"]
+    assert margins["n_logged"] == 3 == len([e for e in log if "rewards/margins" in e])
+    # step 1 is logged before any update: the fresh adapter (B = 0) is the reference, so the margin is 0
+    assert abs(margins["first"]["rewards/margins"]) < 1e-6 and margins["first"]["step"] == 1
+    assert margins["last"]["rewards/margins"] != 0 and margins["last"]["step"] == 3
+    assert margins["moved"] == (margins["late_mean_margin"] > max(margins["early_mean_margin"], 0))
+    weights = r["weights"]
+    assert 0 < weights["tensors_changed"] < weights["tensors"] and weights["max_abs"] > 0
+    assert all(("q_proj" in t["tensor"] or "v_proj" in t["tensor"]) for t in weights["most_changed"])
+    assert r["acted"] == margins["moved"]
+    same = weight_difference(chain_dir / "sft", chain_dir / "sft")
+    assert same["tensors_changed"] == 0 and same["max_abs"] == 0 and same["relative_frobenius"] == 0
+    assert weights["relative_frobenius_changed"] > weights["relative_frobenius"] > 0
+    heldout = r["heldout"]
+    assert heldout["pairs"] + heldout["skipped"] == 8 and heldout["pairs"] > 0 and heldout["beta"] == 0.1
+    assert heldout["mean_abs_delta_logp"] > 0 and 0 <= heldout["margin_accuracy"] <= 1
+    assert heldout["mean_margin"] == pytest.approx(
+        0.1 * (heldout["mean_delta_logp_chosen"] - heldout["mean_delta_logp_rejected"]))
+    assert "[dpo effect] dpo:" in summary(report) and "held-out (" in summary(report)
+    assert margin_trajectory([{"loss": 1.0}])["n_logged"] == 0
+
+
+def test_chat_stage_without_a_chat_template_is_a_named_error(tmp_path):
+    from types import SimpleNamespace
+    from measure.errors import UsageError
+    from train.recipe import resolved_args
+    from train.stages import check_chat_template
+    recipe = load_recipe(REPO / "recipes/tiny.yaml", {"output_dir": str(tmp_path)})
+    bare = SimpleNamespace(chat_template=None)   # a pretrained base tokenizer (google/gemma-3-270m has none)
+    with pytest.raises(UsageError, match=r"stage 'sft': prompt_format 'chat' needs a chat template.*"
+                                         r"stages.sft.args.chat_template_path"):
+        check_chat_template(recipe, "sft", bare, {})
+    with pytest.raises(UsageError, match=r"stage 'dpo'.*give an earlier SFT stage a chat template"):
+        check_chat_template(recipe, "dpo", bare, {})   # DPOConfig has no chat_template_path
+    check_chat_template(recipe, "sft", bare, {"chat_template_path": "recipes/chat_templates/gemma3.jinja"})
+    check_chat_template(recipe, "sft", SimpleNamespace(chat_template="{{ x }}"), {})
+    qa = load_recipe(REPO / "recipes/tiny.yaml", {"output_dir": str(tmp_path), "stages.sft.prompt_format": "qa"})
+    check_chat_template(qa, "sft", bare, {})
+    # the template file is found like a dataset path (TRL alone looks only in the current directory)
+    args = resolved_args({"chat_template_path": "chat_templates/gemma3.jinja", "max_steps": 1}, REPO / "recipes")
+    assert Path(args["chat_template_path"]) == REPO / "recipes" / "chat_templates" / "gemma3.jinja" and args["max_steps"] == 1
+    assert resolved_args({"chat_template_path": "org/model"}, REPO)["chat_template_path"] == "org/model"
 
 
 def test_interrupted_stage_resumes_from_last_checkpoint(chain_dir, tmp_path, monkeypatch):

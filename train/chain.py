@@ -1,13 +1,15 @@
 """Run a recipe's whole chain in order -- base, then every stage -- skipping stages already finished.
 
-    python -m train.chain recipe=recipes/toy.yaml [overwrite=true] [measure=false] [compare=false] [dotted overrides]
+    python -m train.chain recipe=recipes/toy.yaml [overwrite=true] [measure=false] [compare=false] [dpo_effect=false] [dotted overrides]
 
 Each stage runs through the same code as its script (train/pretrain.py, train/sft.py, ...), in this
 process. A finished stage (stage.json present) is reused only if it was trained with what the recipe
 asks for now, on the parent that is there now (train/reuse.py; else exit 2 naming the stage and the keys
 that differ, before anything is written); an interrupted one resumes from its last complete Trainer
 checkpoint. After the last stage, when the recipe measures benchmarks, the cross-stage
-comparison (python -m measure compare) and the cascade of the last stage are written too.
+comparison (python -m measure compare) and the cascade of the last stage are written too, and for a
+chain with a DPO stage, <chain>/dpo_effect.json (train/dpo_effect.py: did DPO move its reward margins and
+its weights, and the held-out log-probabilities when the stage names `heldout` pairs).
 """
 from __future__ import annotations
 
@@ -40,9 +42,22 @@ def preflight(recipe: dict) -> None:
         stage = where.split(".")[1] if where.startswith("stages.") else "base"
         load_training_data(spec, trainer=trainer, prompt_format=stage_prompt_format(recipe, stage),
                            base_dir=Path(recipe["_recipe_path"]).parent, where=where)
+    # a chat stage on a given base model without a chat template (a pretrained base): fail now, not after
+    # the base is measured (a built/pretrained base gets its tokenizer later; train/stages.py checks it then)
+    chat_on_base = [s for s, spec in recipe["stages"].items() if spec["trainer"] != "measure" and spec["from"] == "base"
+                    and stage_prompt_format(recipe, s) == "chat"]
+    if chat_on_base and ckpt.external_model(recipe, "base") is not None:
+        from measure.backends import load_tokenizer
+        from train.recipe import resolved_args
+        from train.stages import check_chat_template
+        tokenizer = load_tokenizer(ckpt.model_source(recipe, "base"))
+        for stage in chat_on_base:
+            check_chat_template(recipe, stage, tokenizer,
+                                resolved_args(recipe["stages"][stage]["args"], Path(recipe["_recipe_path"]).parent))
 
 
-def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, compare: bool = True) -> dict:
+def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, compare: bool = True,
+              effect: bool = True) -> dict:
     from train.pretrain import run_base
     from train.stages import measure_after, run_stage
     preflight(recipe)
@@ -82,6 +97,11 @@ def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, co
         started = time.time()
         compare_and_cascade(recipe, overwrite=True)  # derived from the stage reports: always rebuilt
         timings["compare+cascade"] = round(time.time() - started, 2)
+    if effect and any(spec["trainer"] == "dpo" for spec in recipe["stages"].values()):
+        from train.dpo_effect import write_report
+        started = time.time()
+        write_report(recipe)  # <chain>/dpo_effect.json: did DPO move its margins and its weights
+        timings["dpo_effect"] = round(time.time() - started, 2)
     write_json(timings_path, {**timings, "reused": reused})
     return timings
 
@@ -89,11 +109,12 @@ def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, co
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
     overrides = parse_overrides(sys.argv[1:] if argv is None else argv)
-    opts = pop_known(overrides, {"recipe": None, "overwrite": False, "measure": True, "compare": True})
+    opts = pop_known(overrides, {"recipe": None, "overwrite": False, "measure": True, "compare": True, "dpo_effect": True})
     if not opts["recipe"]:
         raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
     recipe = load_recipe(opts["recipe"], overrides)
-    run_chain(recipe, overwrite=opts["overwrite"], measure=opts["measure"], compare=opts["compare"])
+    run_chain(recipe, overwrite=opts["overwrite"], measure=opts["measure"], compare=opts["compare"],
+              effect=opts["dpo_effect"])
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """Training datasets: hub id or local JSON/JSONL/CSV/Parquet through `datasets`, in TRL's formats.
 
+Row selection: `offset` skips the first rows of a source, `limit` then keeps at most that many, in file
+order (hub datasets: split order). So one file splits deterministically into disjoint parts, e.g. SFT on
+{offset: 0, limit: 1000}, DPO on {offset: 1000, limit: 600}; the fingerprint records both.
+
 Formats (detected per dataset from its columns, or forced with `format:`):
   text                      {"text"}                               pretraining / plain LM
   prompt_completion         {"prompt", "completion"}               SFT
@@ -9,6 +13,9 @@ Formats (detected per dataset from its columns, or forced with `format:`):
                             (Anthropic HH): the shared prefix up to the last "\n\nAssistant:" is the prompt
   unpaired_preference       {"prompt", "completion", "label"}      KTO
 
+An `sft` stage also takes paired data (preference, hh): each pair becomes the prompt with its chosen answer
+as the completion (`chosen_rows`; the rejected answer is dropped), so SFT imitates the preferred answers
+of one preference file and a later DPO stage can take other rows of the same file.
 A `kto` stage also takes paired data (preference, hh): each pair becomes two unpaired rows, chosen ->
 label true, rejected -> label false (`unpair_rows`), so one preference file serves DPO and KTO alike.
 
@@ -34,7 +41,7 @@ from train.recipe import looks_local, resolve_path
 REQUIRED = {"text": ("text",), "prompt_completion": ("prompt", "completion"), "messages": ("messages",),
             "preference": ("prompt", "chosen", "rejected"), "hh": ("chosen", "rejected"),
             "unpaired_preference": ("prompt", "completion", "label")}
-ACCEPTS = {"pretrain": ("text",), "sft": ("text", "prompt_completion", "messages"),
+ACCEPTS = {"pretrain": ("text",), "sft": ("text", "prompt_completion", "messages", "preference", "hh"),
            "dpo": ("preference", "hh"), "orpo": ("preference", "hh"), "cpo": ("preference", "hh"),
            "kto": ("preference", "hh", "unpaired_preference")}
 HH_ASSISTANT = "\n\nAssistant:"
@@ -60,13 +67,18 @@ def split_hh(chosen: str, rejected: str, where: str) -> tuple[str, str, str]:
 
 
 def hh_to_messages(prompt: str) -> list[dict]:
-    """'\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:' -> user/assistant messages (last user turn open)."""
+    """'\n\nHuman: a\n\nAssistant: b\n\nHuman: c\n\nAssistant:' -> user/assistant messages (last user turn open).
+
+    Two turns of one speaker in a row (a few HH dialogues have "Assistant: ...\n\nAssistant: ...") become
+    one message, paragraphs joined: chat templates (Gemma's, Llama's) require alternating roles."""
     messages = []
     for chunk in prompt.split("\n\n"):
         for marker, role in (("Human:", "user"), ("Assistant:", "assistant")):
             if chunk.startswith(marker):
                 text = chunk[len(marker):].strip()
-                if text:
+                if text and messages and messages[-1]["role"] == role:
+                    messages[-1]["content"] += "\n\n" + text
+                elif text:
                     messages.append({"role": role, "content": text})
                 break
         else:
@@ -126,6 +138,11 @@ def normalize_row(row: dict, fmt: str, prompt_format: str, where: str) -> dict:
     elif fmt == "unpaired_preference" and not isinstance(row["label"], bool):
         raise UsageError(f"{where}: 'label' must be true or false")
     return out
+
+
+def chosen_rows(rows: list[dict]) -> list[dict]:
+    """Paired rows {prompt, chosen, rejected} -> SFT rows {prompt, completion: chosen}."""
+    return [{"prompt": row["prompt"], "completion": row["chosen"]} for row in rows]
 
 
 def unpair_rows(rows: list[dict]) -> list[dict]:
@@ -218,13 +235,20 @@ def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: 
         if fmt not in ACCEPTS[trainer]:
             raise UsageError(f"{w}: a {trainer!r} stage needs a dataset in format {' or '.join(ACCEPTS[trainer])}, "
                              f"this one is {fmt!r}")
-        if one.get("limit"):
-            source = source[: one["limit"]]
+        offset = one.get("offset") or 0
+        if offset >= len(source):
+            raise UsageError(f"{w}.offset: {offset} skips every row; the dataset has {len(source)} rows")
+        source = source[offset: offset + one["limit"] if one.get("limit") else None]
         normalized = [normalize_row(row, fmt, prompt_format, loc) for loc, row in source]
         fp.update(format=fmt, rows=len(normalized))
+        if offset or one.get("limit"):
+            fp.update(offset=offset, limit=one.get("limit"))
         if trainer == "kto" and fmt in ("preference", "hh"):
             normalized = unpair_rows(normalized)
             fp.update(unpaired_rows=len(normalized))
+        if trainer == "sft" and fmt in ("preference", "hh"):
+            normalized = chosen_rows(normalized)
+            fp.update(sft_target="chosen")
         fingerprints.append(fp)
         rows.extend(normalized)
     kinds = {tuple(sorted(r)) for r in rows}

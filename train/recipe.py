@@ -11,7 +11,9 @@ itself is read strictly (measure/yamlload.py: true/false booleans, no duplicate 
 
 Optional keys beyond the basics: a stage's `prompt_format` (overrides the recipe's for that stage: see
 `stage_prompt_format`), `trainer: measure` stages (an existing checkpoint by hub id / path, measured
-only), and `model.quantization: {load_in_4bit: true, bnb_4bit_quant_type: nf4, bnb_4bit_compute_dtype:
+only), a `dpo` stage's `heldout` (preference pairs it is not trained on, for the DPO effect report of
+train/dpo_effect.py), a chat template file in a stage's `args.chat_template_path` (found like a dataset
+path, see `resolved_args`), and `model.quantization: {load_in_4bit: true, bnb_4bit_quant_type: nf4, bnb_4bit_compute_dtype:
 bfloat16}` (QLoRA; needs bitsandbytes and a CUDA GPU, checked here).
 """
 from __future__ import annotations
@@ -58,10 +60,10 @@ LORA_KEYS = {"r": ((int,), False), "alpha": ((int, float), False), "dropout": ((
              "target_modules": ((list, str), False)}
 STAGE_KEYS = {"trainer": ((str,), True), "from": ((str,), False), "dataset": ((str, dict, list), False),
               "mode": ((str,), False), "args": ((dict,), False), "lora": ((bool, dict), False),
-              "model": ((str,), False), "prompt_format": ((str,), False)}
+              "model": ((str,), False), "prompt_format": ((str,), False), "heldout": ((str, dict, list), False)}
 DATASET_KEYS = {"path": ((str,), False), "world": ((str,), False), "name": ((str,), False),
                 "split": ((str,), False), "format": ((str,), False), "limit": ((int,), False),
-                "columns": ((dict,), False)}
+                "offset": ((int,), False), "columns": ((dict,), False)}
 LORA_DEFAULTS = {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
 
 
@@ -161,6 +163,10 @@ def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> No
             raise UsageError(f"{w}: give exactly one of 'path' (file or hub id) or 'world' (generated toy-world split)")
         if "world" in one and not has_world:
             raise UsageError(f"{w}.world: the recipe has no 'world' section to generate {one['world']!r} from")
+        if "offset" in one:
+            as_int(one["offset"], f"{w}.offset", 0)
+        if "limit" in one:
+            as_int(one["limit"], f"{w}.limit", 1)
         if one.get("format", "auto") not in DATASET_FORMATS:
             raise UsageError(f"{w}.format: unknown format {one['format']!r}{suggest(one['format'], DATASET_FORMATS)}")
         path = one.get("path")
@@ -177,6 +183,19 @@ def check_model(reference: Any, where: str, base_dir: Path) -> None:
         check_reference(reference, where)
     else:
         check_reference(str(resolve_path(reference, base_dir)), where)
+
+
+TEMPLATE_SUFFIXES = (".jinja", ".j2")  # TRL reads a chat_template_path with these endings as a template file
+
+
+def resolved_args(args: dict, base_dir: Path) -> dict:
+    """A stage's TRL args with a chat template file (`chat_template_path: recipes/chat_templates/x.jinja`)
+    found like a dataset path -- TRL itself only looks in the current directory and would otherwise take
+    the name for a hub model to clone the template from."""
+    template = args.get("chat_template_path")
+    if isinstance(template, str) and template.endswith(TEMPLATE_SUFFIXES):
+        return {**args, "chat_template_path": str(resolve_path(template, base_dir))}
+    return args
 
 
 def looks_local(path: str) -> bool:
@@ -285,6 +304,15 @@ def validate(raw: dict, where: str, base_dir: Path) -> None:
                 raise UsageError(f"{w}: missing required key 'dataset'")
             _check_dataset(spec["dataset"], f"{w}.dataset", base_dir, bool(raw.get("world")))
             validate_trainer_args(spec["trainer"], spec.get("args", {}), f"{w}.args")
+            if "heldout" in spec:
+                if spec["trainer"] != "dpo":
+                    raise UsageError(f"{w}.heldout: held-out preference pairs are read by the DPO effect report "
+                                     f"(train/dpo_effect.py), for 'dpo' stages only; this stage is {spec['trainer']!r}")
+                _check_dataset(spec["heldout"], f"{w}.heldout", base_dir, bool(raw.get("world")))
+            template = (spec.get("args") or {}).get("chat_template_path")
+            if isinstance(template, str) and template.endswith(TEMPLATE_SUFFIXES) \
+                    and not resolve_path(template, base_dir).is_file():
+                raise UsageError(f"{w}.args.chat_template_path: file not found: {resolve_path(template, base_dir)}")
         if spec.get("mode", "merge") not in CHAIN_MODES:
             raise UsageError(f"{w}.mode: unknown chaining mode {spec['mode']!r}{suggest(spec['mode'], CHAIN_MODES)}")
         if spec.get("mode") == "continue" and not (uses_lora(raw, stage) and (parent != "base" and uses_lora(raw, parent))):

@@ -13,6 +13,7 @@ the adapter is then merged into the unquantized parent, so checkpoints stay plai
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from pathlib import Path
@@ -96,6 +97,24 @@ def prepare_model(recipe: dict, stage: str):
     return model, tokenizer, (lora_config(lora) if lora else None), parent_source, "merge"
 
 
+def check_chat_template(recipe: dict, stage: str, tokenizer, args: dict) -> None:
+    """A `chat` stage renders its data with the parent tokenizer's chat template. A pretrained base model
+    often has none (google/gemma-3-270m): say so before training, and how to give one, instead of
+    TRL's error from inside its dataset preprocessing. An SFT stage can set it (TRL's
+    `chat_template_path`); the stage then saves it with its tokenizer, so later stages inherit it."""
+    from train.recipe import stage_prompt_format
+    if stage_prompt_format(recipe, stage) != "chat" or getattr(tokenizer, "chat_template", None) \
+            or args.get("chat_template_path"):
+        return
+    parent = recipe["stages"][stage]["from"]
+    fields = {f.name for f in dataclasses.fields(TRAINER_SPECS[recipe["stages"][stage]["trainer"]].config_class())}
+    fix = (f"set stages.{stage}.args.chat_template_path to a template file (recipes/chat_templates/gemma3.jinja "
+           "for Gemma 3) or a tokenizer to copy it from" if "chat_template_path" in fields
+           else "give an earlier SFT stage a chat template (its args.chat_template_path)")
+    raise UsageError(f"stage {stage!r}: prompt_format 'chat' needs a chat template, and the tokenizer of its parent "
+                     f"{parent!r} has none; {fix}, or train and measure it in prompt_format: qa")
+
+
 def count_parameters(model) -> dict[str, int]:
     total = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -164,7 +183,7 @@ def run_stage(recipe: dict, stage: str, *, overwrite: bool = False, measure: boo
     """Train one stage of the recipe (which must be a training stage) and write its checkpoint."""
     from accelerate import PartialState
     from train.data import load_training_data
-    from train.recipe import stage_prompt_format
+    from train.recipe import resolved_args, stage_prompt_format
     spec = recipe["stages"].get(stage)
     if spec is None:
         raise UsageError(f"unknown stage {stage!r}; the recipe's stages are: {', '.join(recipe['stages']) or '(none)'}")
@@ -182,8 +201,10 @@ def run_stage(recipe: dict, stage: str, *, overwrite: bool = False, measure: boo
         base_dir=Path(recipe["_recipe_path"]).parent, world_dir=ckpt.world_dir(recipe),
         where=f"stages.{stage}.dataset", seed=recipe["seed"])
     model, tokenizer, peft_config, adapter_base, mode = prepare_model(recipe, stage)
+    args = resolved_args(spec["args"], Path(recipe["_recipe_path"]).parent)
+    check_chat_template(recipe, stage, tokenizer, args)
     trainer, metrics = train_with_trl(spec["trainer"], model=model, tokenizer=tokenizer, dataset=dataset,
-                                      args=spec["args"], out=out, seed=recipe["seed"], peft_config=peft_config)
+                                      args=args, out=out, seed=recipe["seed"], peft_config=peft_config)
     is_peft = peft_config is not None or mode == "continue"
     quantized = is_peft and quantization_config(recipe) is not None
     gather = quantized or (is_peft and needs_gather(trainer))  # the merge needs the adapter's unsharded base

@@ -1,0 +1,243 @@
+"""Did the DPO stage act? Three checks on a finished chain, written to <chain>/dpo_effect.json.
+
+    python -m train.dpo_effect recipe=recipes/gemma3-270m.yaml     (train.chain runs it after the last stage)
+
+For every `trainer: dpo` stage:
+  margins   from its stage.json log history (TRL's rewards/margins and rewards/accuracies, the implicit
+            reward beta * log(pi / pi_ref) of chosen minus rejected on the training batches): the first and
+            the last logged values, and the means of the first and last quarter of the logs. At the first
+            logged step a fresh LoRA adapter (B = 0) *is* the reference, so the margin starts at 0.
+  weights   the stage's merged model against its parent's, tensor by tensor (safetensors, streamed): max and
+            mean |delta w|, the relative Frobenius norm ||delta W|| / ||W|| (over all tensors, and over the
+            changed ones only) and how many tensors changed.
+  heldout   (when the stage names `heldout:` pairs, which must be rows it was not trained on) the summed
+            log-probability of each chosen / rejected answer under the policy and under the parent:
+            mean |delta logp| per answer and per token, and the held-out implicit reward margin
+            beta * (delta logp_chosen - delta logp_rejected) with the share of pairs where it is > 0
+            (TRL's reward accuracy, on pairs DPO never saw). Truncated like training (keep_start at the
+            stage's max_length); pairs whose answers are cut away entirely are skipped and counted.
+
+`acted` is true when the late margins exceed the early ones and are positive, and the weights changed;
+the held-out margin is reported beside it, not folded in (on a CPU-sized run it may stay near 0).
+"""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from measure.errors import UsageError, exit_on_usage_error
+from measure.io import write_json
+from train import checkpoint as ckpt
+
+REPORT = "dpo_effect.json"
+
+
+def _mean(values: list[float]) -> float | None:
+    return sum(values) / len(values) if values else None
+
+
+def margin_trajectory(log_history: list[dict]) -> dict:
+    """First / last logged DPO reward margins and accuracies, and the early / late quarter means."""
+    rows = [e for e in log_history if "rewards/margins" in e]
+    if not rows:
+        return {"n_logged": 0, "note": "no rewards/margins in the log history (logging_steps larger than max_steps?)"}
+    quarter = max(1, len(rows) // 4)
+    pick = ("step", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "loss")
+    early = _mean([e["rewards/margins"] for e in rows[:quarter]])
+    late = _mean([e["rewards/margins"] for e in rows[-quarter:]])
+    return {"n_logged": len(rows), "first": {k: rows[0].get(k) for k in pick}, "last": {k: rows[-1].get(k) for k in pick},
+            "quarter": quarter, "early_mean_margin": early, "late_mean_margin": late,
+            "early_mean_accuracy": _mean([e.get("rewards/accuracies", math.nan) for e in rows[:quarter]]),
+            "late_mean_accuracy": _mean([e.get("rewards/accuracies", math.nan) for e in rows[-quarter:]]),
+            "moved": len(rows) > 1 and late > early and late > 0}
+
+
+def _safetensors(directory: Path) -> dict[str, Path]:
+    """tensor name -> the .safetensors file of `directory` that holds it (one file or a sharded set)."""
+    from safetensors import safe_open
+    where: dict[str, Path] = {}
+    for path in sorted(Path(directory).glob("*.safetensors")):
+        with safe_open(path, framework="pt") as f:
+            where.update({name: path for name in f.keys()})
+    return where
+
+
+def weight_difference(model_dir: Path, parent_dir: Path) -> dict:
+    """|delta w| of a merged model against its parent, streamed tensor by tensor over the shared names."""
+    import torch
+    from safetensors import safe_open
+    mine, theirs = _safetensors(model_dir), _safetensors(parent_dir)
+    if not mine or not theirs:
+        return {"note": f"no safetensors weights to compare in {model_dir if not mine else parent_dir}"}
+    shared = sorted(set(mine) & set(theirs))
+    max_abs, abs_sum, n_elems, diff_sq, base_sq, changed, top = 0.0, 0.0, 0, 0.0, 0.0, [], []
+    changed_sq = 0.0  # ||W||^2 of the changed tensors only (a LoRA stage leaves e.g. the embedding untouched)
+    for name in shared:
+        with safe_open(mine[name], framework="pt") as f:
+            a = f.get_tensor(name).float()
+        with safe_open(theirs[name], framework="pt") as f:
+            b = f.get_tensor(name).float()
+        if a.shape != b.shape:
+            raise UsageError(f"{model_dir}: tensor {name} has shape {tuple(a.shape)}, its parent's {tuple(b.shape)}")
+        d = (a - b).abs()  # float32 (a 262k-token embedding in float64 would need GBs); sums in float64
+        m = float(d.max()) if d.numel() else 0.0
+        d_sq, b_sq = float((d * d).sum(dtype=torch.float64)), float((b * b).sum(dtype=torch.float64))
+        max_abs, abs_sum, n_elems = max(max_abs, m), abs_sum + float(d.sum(dtype=torch.float64)), n_elems + d.numel()
+        diff_sq, base_sq = diff_sq + d_sq, base_sq + b_sq
+        if m > 0:
+            changed.append(name)
+            changed_sq += b_sq
+            top.append((math.sqrt(d_sq / b_sq) if b_sq else math.inf, name))
+    return {"tensors": len(shared), "tensors_changed": len(changed), "max_abs": max_abs,
+            "mean_abs": abs_sum / n_elems if n_elems else 0.0,
+            "relative_frobenius": math.sqrt(diff_sq / base_sq) if base_sq else None,
+            "relative_frobenius_changed": math.sqrt(diff_sq / changed_sq) if changed_sq else 0.0,
+            "most_changed": [{"tensor": n, "relative_frobenius": r} for r, n in sorted(top, reverse=True)[:5]],
+            "only_in_one": len(set(mine) ^ set(theirs))}
+
+
+def _pair_ids(tokenizer, prompt: Any, answer: Any) -> tuple[list[int], list[int]]:
+    """(prompt ids, answer ids) for one TRL-format row half: conversational (chat template) or plain strings."""
+    from measure.prompts import encode_prompt
+    if isinstance(prompt, list):
+        prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+        full = tokenizer.apply_chat_template(prompt + answer, tokenize=False)
+        if not full.startswith(prompt_text):
+            raise UsageError("the chat template renders the prompt differently alone and with its answer; "
+                             "cannot split the answer's tokens off")
+        answer_text = full[len(prompt_text):]
+    else:
+        prompt_text, answer_text = prompt, answer
+    return encode_prompt(tokenizer, prompt_text), tokenizer(answer_text, add_special_tokens=False)["input_ids"]
+
+
+def answer_logprobs(model, sequences: list[tuple[list[int], list[int]]], *, pad_id: int,
+                    batch_size: int = 4) -> list[tuple[float, int]]:
+    """(summed log-probability of the answer tokens given the prompt, number of answer tokens) per sequence."""
+    import torch
+    out: list[tuple[float, int]] = []
+    model.eval()
+    for start in range(0, len(sequences), batch_size):
+        chunk = sequences[start:start + batch_size]
+        width = max(len(p) + len(a) for p, a in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for i, (p, a) in enumerate(chunk):  # right padding: positions are those of training
+            ids[i, :len(p) + len(a)] = torch.tensor(p + a)
+            mask[i, :len(p) + len(a)] = 1
+        with torch.no_grad():
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            for i, (p, a) in enumerate(chunk):  # log-softmax over the answer positions only (a 262k vocabulary)
+                logp = torch.log_softmax(logits[i, len(p) - 1:len(p) + len(a) - 1].float(), dim=-1)
+                out.append((float(logp.gather(-1, torch.tensor(a)[:, None]).sum()), len(a)))
+    return out
+
+
+def heldout_logprobs(recipe: dict, stage: str, *, batch_size: int = 4) -> dict:
+    """Policy vs parent on the stage's `heldout` pairs (see the module docstring)."""
+    import dataclasses
+    from measure.backends import load_tokenizer
+    from train.data import load_training_data
+    from train.recipe import stage_prompt_format
+    from train.stages import TRAINER_SPECS
+    spec = recipe["stages"][stage]
+    rows, fingerprints = load_training_data(spec["heldout"], trainer="dpo", prompt_format=stage_prompt_format(recipe, stage),
+                                            base_dir=Path(recipe["_recipe_path"]).parent, where=f"stages.{stage}.heldout")
+    defaults = {f.name: f.default for f in dataclasses.fields(TRAINER_SPECS["dpo"].config_class())}
+    beta = spec["args"].get("beta", defaults["beta"])
+    max_length = spec["args"].get("max_length", defaults["max_length"])
+    tokenizer = load_tokenizer(str(ckpt.stage_dir(recipe, stage)))
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sequences, kept = [], []
+    for i, row in enumerate(rows):
+        pair = [_pair_ids(tokenizer, row["prompt"], row[k]) for k in ("chosen", "rejected")]
+        if max_length is not None:  # keep_start, as TRL truncates prompt + answer
+            pair = [(p[:max_length], a[:max(0, max_length - len(p))]) for p, a in pair]
+        if all(a for _, a in pair):
+            sequences += pair
+            kept.append(i)
+    if not kept:
+        return {"pairs": 0, "skipped": len(rows), "note": "every held-out answer is cut away at max_length"}
+    scores = {}
+    for who, source in (("policy", str(ckpt.stage_dir(recipe, stage))), ("parent", ckpt.model_source(recipe, spec["from"]))):
+        model = ckpt.load_model(source, recipe["model"].get("dtype"))
+        scores[who] = answer_logprobs(model, sequences, pad_id=pad_id, batch_size=batch_size)
+        del model
+    delta = [pol - par for (pol, _), (par, _) in zip(scores["policy"], scores["parent"])]
+    tokens = [n for _, n in scores["policy"]]
+    chosen, rejected = delta[0::2], delta[1::2]
+    margins = [beta * (c - r) for c, r in zip(chosen, rejected)]
+    return {"pairs": len(kept), "skipped": len(rows) - len(kept), "beta": beta, "max_length": max_length,
+            "dataset": [fp for fp in fingerprints if "combined_sha256" not in fp],
+            "mean_abs_delta_logp": _mean([abs(d) for d in delta]),
+            "mean_abs_delta_logp_per_token": sum(abs(d) for d in delta) / sum(tokens),
+            "mean_delta_logp_chosen": _mean(chosen), "mean_delta_logp_rejected": _mean(rejected),
+            "mean_margin": _mean(margins), "margin_accuracy": _mean([float(m > 0) for m in margins])}
+
+
+def stage_effect(recipe: dict, stage: str, *, heldout: bool = True) -> dict:
+    manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, stage))
+    log = (manifest.get("train_metrics") or {}).get("log_history") or []
+    parent = recipe["stages"][stage]["from"]
+    out = {"stage": stage, "parent": parent, "margins": margin_trajectory(log),
+           "weights": weight_difference(ckpt.stage_dir(recipe, stage), Path(ckpt.model_source(recipe, parent)))}
+    if heldout and recipe["stages"][stage].get("heldout") is not None:
+        out["heldout"] = heldout_logprobs(recipe, stage)
+    out["acted"] = bool(out["margins"].get("moved")) and out["weights"].get("tensors_changed", 0) > 0
+    return out
+
+
+def dpo_effect(recipe: dict, *, heldout: bool = True) -> dict:
+    """The report for every finished `trainer: dpo` stage of the recipe (empty `stages` when there is none)."""
+    stages = [s for s, spec in recipe["stages"].items() if spec["trainer"] == "dpo" and ckpt.is_finished(recipe, s)]
+    return {"name": recipe["name"], "stages": {s: stage_effect(recipe, s, heldout=heldout) for s in stages}}
+
+
+def summary(report: dict) -> str:
+    """A few lines for the end of a chain run."""
+    lines = []
+    for stage, r in report["stages"].items():
+        m, w = r["margins"], r["weights"]
+        line = f"[dpo effect] {stage}: {'ACTED' if r['acted'] else 'did NOT act'}"
+        if m.get("n_logged"):
+            line += (f"; train reward margin {m['first']['rewards/margins']:.4f} -> {m['last']['rewards/margins']:.4f} "
+                     f"(mean of first/last {m['quarter']} logs {m['early_mean_margin']:.4f} -> {m['late_mean_margin']:.4f}), "
+                     f"reward accuracy {m['early_mean_accuracy']:.2f} -> {m['late_mean_accuracy']:.2f}")
+        if "max_abs" in w:
+            line += (f"; weights vs {r['parent']}: {w['tensors_changed']}/{w['tensors']} tensors changed, "
+                     f"max |dw| {w['max_abs']:.3g}, relative ||dW|| {w['relative_frobenius']:.3g} "
+                     f"({w['relative_frobenius_changed']:.3g} over the changed tensors)")
+        h = r.get("heldout")
+        if h and h.get("pairs"):
+            line += (f"; held-out ({h['pairs']} pairs): mean |d logp| {h['mean_abs_delta_logp']:.3f} per answer, "
+                     f"margin {h['mean_margin']:.4f}, margin > 0 on {h['margin_accuracy']:.0%}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def write_report(recipe: dict, *, heldout: bool = True) -> dict | None:
+    """dpo_effect.json beside chain.json (nothing when the recipe has no finished DPO stage); prints the summary."""
+    report = dpo_effect(recipe, heldout=heldout)
+    if not report["stages"]:
+        return None
+    write_json(ckpt.chain_dir(recipe) / REPORT, report)
+    print(summary(report))
+    return report
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> None:
+    from measure.overrides import parse_overrides, pop_known
+    from train.recipe import load_recipe
+    overrides = parse_overrides(sys.argv[1:] if argv is None else argv)
+    opts = pop_known(overrides, {"recipe": None, "heldout": True})
+    if not opts["recipe"]:
+        raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
+    if write_report(load_recipe(opts["recipe"], overrides), heldout=opts["heldout"]) is None:
+        raise UsageError("the recipe has no finished 'trainer: dpo' stage to report on")
+
+
+if __name__ == "__main__":
+    main()
