@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-real test bench bench-peers sweep-demo clean-demo venv
+.PHONY: demo demo-real test test-fast bench bench-peers sweep-demo clean-demo venv
 
 venv: $(STAMP)
 
@@ -24,6 +24,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup
+
+# the fast loop while editing: everything but the end-to-end runs marked `slow` (make test runs all)
+test-fast: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/toy.yaml

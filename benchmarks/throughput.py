@@ -44,7 +44,8 @@ from measure.records import Question, QuestionSamples
 from measure import sample as toolkit_sample
 from measure.prompts import encode_prompt, format_prompt, stop_strings
 from measure.decode import step_statistics
-from measure.sample import StopOnText, count_forward_calls, eos_ids, sample_questions
+from measure.prompts import answer_end_ids
+from measure.sample import StopOnText, count_forward_calls, sample_questions
 
 from benchmarks.subject import median, timed
 
@@ -113,7 +114,7 @@ def recording(model, tokenizer) -> Iterator[Recorder]:
     from measure import decode as decoding
     recorder = Recorder()
     original_generate, original_compact = model.generate, decoding.decode_compact
-    eos = eos_ids(model, tokenizer)
+    eos = answer_end_ids(model.generation_config.eos_token_id, tokenizer)
 
     def snapshot():
         return torch.get_rng_state(), torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
@@ -192,7 +193,7 @@ def run_loop(model, tokenizer, questions: list[Question], settings: MeasureSetti
     """Reference-style per-sample loop; returns counts (generate calls, forward passes, answer tokens)."""
     import transformers
     stop = stop_strings(settings.stop, prompt_format)
-    eos = eos_ids(model, tokenizer)
+    eos = answer_end_ids(model.generation_config.eos_token_id, tokenizer)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     common = dict(max_new_tokens=settings.max_new_tokens, num_return_sequences=1, eos_token_id=eos,
                   pad_token_id=pad, num_beams=1, min_new_tokens=0, **NEUTRAL)

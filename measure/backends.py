@@ -28,6 +28,7 @@ from typing import Any, Sequence
 from measure.config import MeasureSettings
 from measure.errors import UsageError, choose
 from measure.model_source import resolve_model
+from measure.prompts import answer_end_ids
 from measure.records import Generation, Question, QuestionSamples
 
 EXACT_ENTROPY = "exact full-vocabulary"
@@ -56,19 +57,15 @@ def load_tokenizer(source: str):
     return tok
 
 
-def eos_token_ids(source: str | None, tokenizer) -> list[int]:
-    """The ids that end an answer: the generation config's (often several for instruct models) + the tokenizer's."""
-    ids: list[int] = []
-    if source is not None:
-        from transformers import GenerationConfig
-        try:
-            found = GenerationConfig.from_pretrained(source).eos_token_id
-            ids = [found] if isinstance(found, int) else list(found or [])
-        except OSError:  # no generation_config.json: the tokenizer's EOS alone
-            pass
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    return ids
+def eos_token_ids(source: str, tokenizer) -> list[int]:
+    """measure.prompts.answer_end_ids with the generation config read from a checkpoint dir (vLLM holds no
+    transformers model to ask); a checkpoint without generation_config.json: the tokenizer's EOS alone."""
+    from transformers import GenerationConfig
+    try:
+        configured = GenerationConfig.from_pretrained(source).eos_token_id
+    except OSError:
+        configured = None
+    return answer_end_ids(configured, tokenizer)
 
 
 def aligned_weights(model, alignment: int = 64):
@@ -187,7 +184,7 @@ class VLLMBackend:
         from vllm import SamplingParams
         from measure.prompts import encode_prompt
         from measure.batching import derive_seed
-        eos_ids = getattr(self, "eos_ids", None) or eos_token_ids(None, tokenizer)
+        eos_ids = getattr(self, "eos_ids", None) or answer_end_ids(None, tokenizer)
         inputs = [{"prompt_token_ids": encode_prompt(tokenizer, prompts[q.id])} for q in batch]
         # stop strings end a request early; the text is cut by _cut exactly as in the HF backend
         common = dict(max_tokens=settings.max_new_tokens, logprobs=self.k, stop=list(stop) or None,

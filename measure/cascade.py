@@ -26,7 +26,7 @@ import numpy as np
 from measure.cascade_costs import CostModel, finite as _finite, resolve_costs
 from measure.compare_render import fmt, png_bytes, to_markdown, write_images
 from measure.errors import UsageError
-from measure.io import provenance, write_json, write_text
+from measure.io import provenance, refuse_overwrite, write_json, write_text
 from measure.metrics import auroc, aurc, prr
 from measure.measured_run import load_run, measure_dir
 
@@ -243,9 +243,7 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
     (default <measure dir>/cascade/). Returns the cascade.json content."""
     mdir = measure_dir(Path(measure_dir_or_samples))
     out_dir = Path(out_dir) if out_dir is not None else mdir / "cascade"
-    existing = [n for n in OUTPUTS if (out_dir / n).exists()]
-    if existing and not overwrite:
-        raise UsageError(f"{out_dir} already holds cascade outputs ({', '.join(existing)}); pass overwrite=true to replace them")
+    refuse_overwrite(out_dir, OUTPUTS, overwrite=overwrite, what="cascade outputs")
     run = load_run(mdir, mdir.name, need_report=False)
     records, report = list(run.records), run.report
     names, notes = select_signals(records, signals)

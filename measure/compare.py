@@ -23,7 +23,7 @@ import numpy as np
 
 from measure.compare_render import render
 from measure.errors import UsageError
-from measure.io import provenance, read_json
+from measure.io import provenance, read_json, refuse_overwrite
 from measure.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.metrics import scr
 from measure.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
@@ -116,10 +116,7 @@ def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[dict]:
 # ---------------------------------------------------------------- the engine
 
 def _check_outputs(out_dir: Path, overwrite: bool) -> None:
-    existing = [n for n in OUTPUTS if (Path(out_dir) / n).exists()]
-    if existing and not overwrite:
-        raise UsageError(f"{out_dir} already holds comparison outputs ({', '.join(existing)}); "
-                         "pass overwrite=true to replace them")
+    refuse_overwrite(out_dir, OUTPUTS, overwrite=overwrite, what="comparison outputs")
 
 
 def _setting_notes(stages: list[MeasuredRun]) -> list[str]:

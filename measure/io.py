@@ -61,6 +61,16 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def refuse_overwrite(directory: str | os.PathLike, names: Iterable[str], *, overwrite: bool, what: str,
+                     again: str = "replace them") -> list[str]:
+    """The one overwrite guard (reports, comparisons, cascades, stages): finished outputs in `directory` are
+    never replaced without overwrite=true. Returns the names that exist (to clear when overwriting)."""
+    existing = [n for n in names if (Path(directory) / n).exists()]
+    if existing and not overwrite:
+        raise UsageError(f"{directory} already holds {what} ({', '.join(existing)}); pass overwrite=true to {again}")
+    return existing
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n")
 

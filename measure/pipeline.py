@@ -27,6 +27,7 @@ from measure.config import BenchmarkSpec, MeasureSettings
 from measure.correctness import make_judge, resolve_labels, summarize_judgements
 from measure.errors import UsageError
 from measure.io import provenance as make_provenance
+from measure.io import refuse_overwrite
 from measure.model_source import resolve_model
 from measure.ranks import ranks
 from measure.records import QuestionRecord, QuestionSamples, read_samples, write_samples
@@ -121,8 +122,7 @@ def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path,
 
 
 def guard_report(out_dir: Path, overwrite: bool) -> None:
-    if (out_dir / "report.json").exists() and not overwrite:
-        raise UsageError(f"{out_dir / 'report.json'} exists; pass overwrite=true to measure again")
+    refuse_overwrite(out_dir, ("report.json",), overwrite=overwrite, what="a finished measurement", again="measure again")
 
 
 def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSettings, out_dir: Path, *,

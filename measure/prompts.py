@@ -42,6 +42,18 @@ def stop_strings(stop: Sequence[str], prompt_format: str) -> tuple[str, ...]:
     return out + (QA_STOP,) if prompt_format == "qa" and QA_STOP not in out else out
 
 
+def answer_end_ids(configured, tokenizer) -> list[int]:
+    """The token ids that end an answer: the generation config's `eos_token_id` (an int, a list -- instruct
+    models often have several, e.g. <|im_end|> and <|endoftext|> -- or None) plus the tokenizer's EOS.
+    The one EOS rule of both backends; none at all is a UsageError (generation could never stop)."""
+    ids = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
+    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
+        ids.append(tokenizer.eos_token_id)
+    if not ids:
+        raise UsageError("the model and tokenizer define no EOS token; generation could not stop")
+    return ids
+
+
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
     """Prompt token ids. A chat template already starts with BOS when the model wants one; adding
     another would double it, so special tokens are added only to prompts that lack it."""

@@ -44,7 +44,7 @@ from measure.batching import batch_plan, calls, decode_plan, derive_seed  # noqa
 from measure.config import DECODERS, MeasureSettings
 from measure.errors import UsageError, suggest
 from measure.io import to_jsonable
-from measure.prompts import encode_left_padded, format_prompt, stop_strings
+from measure.prompts import answer_end_ids, encode_left_padded, format_prompt, stop_strings
 from measure.records import Generation, Question, QuestionSamples
 from measure.sample_cache import append_cache, cache_settings, open_cache
 
@@ -84,16 +84,6 @@ def token_statistics(step_logits: Sequence[torch.Tensor], tokens: torch.Tensor) 
         return empty, empty
     per_step = [decoding.step_statistics(logits, tokens[:, t]) for t, logits in enumerate(step_logits)]
     return torch.stack([lp for lp, _ in per_step], 1), torch.stack([h for _, h in per_step], 1)
-
-
-def eos_ids(model, tokenizer) -> list[int]:
-    ids = getattr(model.generation_config, "eos_token_id", None)
-    ids = [] if ids is None else [ids] if isinstance(ids, int) else list(ids)
-    if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
-        ids.append(tokenizer.eos_token_id)
-    if not ids:
-        raise UsageError("the model and tokenizer define no EOS token; generation could not stop")
-    return ids
 
 
 class StopOnText:
@@ -165,7 +155,7 @@ def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float
         raise ValueError("greedy=True adds a greedy row to a sampling call of the compact decoder")
     if not prompts:
         return []
-    eos = eos_ids(model, tokenizer)
+    eos = answer_end_ids(model.generation_config.eos_token_id, tokenizer)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos[0]
     input_ids, mask = encode_left_padded(tokenizer, prompts, pad_id)
     stopper = StopOnText(tokenizer, stop, input_ids.shape[1])

@@ -14,7 +14,7 @@ from benchmarks.run import main, parse_options
 from benchmarks.throughput import answer_lengths
 from measure.errors import UsageError
 
-pytestmark = pytest.mark.xdist_group("benchmarks_smoke")   # one worker builds the module fixture once
+pytestmark = [pytest.mark.xdist_group("benchmarks_smoke"), pytest.mark.slow]   # one worker builds the module fixture once
 
 
 @pytest.fixture(scope="module")

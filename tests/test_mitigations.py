@@ -22,7 +22,7 @@ from train.data import load_training_data, unpair_rows
 from train.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.xdist_group("mitigations")
+pytestmark = [pytest.mark.xdist_group("mitigations"), pytest.mark.slow]
 
 
 def _recipe_file(tmp: Path) -> Path:

@@ -16,6 +16,8 @@ from measure.errors import UsageError
 from train import checkpoint as ckpt
 from train.recipe import load_recipe, stage_prompt_format
 
+pytestmark = pytest.mark.slow  # end-to-end runs through the real entry points (make test runs them)
+
 REPO = Path(__file__).resolve().parents[1]
 CHAINS = {
     "zephyr": ["mistralai/Mistral-7B-v0.1", "HuggingFaceH4/mistral-7b-sft-beta", "HuggingFaceH4/zephyr-7b-beta"],
@@ -95,7 +97,7 @@ def test_measure_only_stages_are_finished_guarded_and_reused(local_chain, capsys
     recipe, _ = local_chain
     out = Path(recipe["output_dir"])
     assert all(ckpt.is_finished(recipe, s) for s in ("base", "sft", "dpo"))
-    with pytest.raises(UsageError, match=r"stage 'sft' is already finished.*overwrite=true"):
+    with pytest.raises(UsageError, match=r"stage 'sft', which is already finished.*overwrite=true"):
         ckpt.guard_overwrite(recipe, "sft", False)
     with pytest.raises(UsageError, match="already finished"):
         run_stage(recipe, "dpo")

@@ -17,6 +17,8 @@ import yaml
 from measure.config import BenchmarkSpec, parse_measure_settings
 from measure.errors import UsageError
 
+pytestmark = pytest.mark.slow  # end-to-end runs through the real entry points (make test runs them)
+
 REPO = Path(__file__).resolve().parents[1]
 EVAL = REPO / "tests/data/eval.jsonl"
 RUN_ARGS = ["benchmark=jsonl", f"benchmark_path={EVAL}", "n_samples=3", "max_new_tokens=5", "batch_size=5",

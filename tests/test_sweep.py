@@ -19,7 +19,7 @@ from train.sweep_report import pareto
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["stage=dpo", "grid.stages.dpo.args.beta=[0.1,0.5]", "grid.stages.dpo.args.loss_type=[[sigmoid],[ipo]]"]
 NAMES = ["beta=0.1,loss_type=sigmoid", "beta=0.1,loss_type=ipo", "beta=0.5,loss_type=sigmoid", "beta=0.5,loss_type=ipo"]
-pytestmark = pytest.mark.xdist_group("sweep")
+pytestmark = [pytest.mark.xdist_group("sweep"), pytest.mark.slow]
 
 
 def _recipe_file(tmp: Path, out: Path) -> Path:

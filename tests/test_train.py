@@ -23,7 +23,7 @@ from train.recipe import load_recipe
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-pytestmark = pytest.mark.xdist_group("train")
+pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
 
 
 def launch(script: str, *args: str) -> subprocess.CompletedProcess:

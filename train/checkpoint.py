@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from measure.errors import UsageError
-from measure.io import provenance, read_json, sha256_json, write_json
+from measure.io import provenance, read_json, refuse_overwrite, sha256_json, write_json
 from measure.model_source import PACKAGE_PREFIX, is_hub_id, resolve_model
 from train.recipe import resolve_path, stage_names
 
@@ -47,10 +47,8 @@ def manifest_hash(directory: Path) -> str:
 def guard_overwrite(recipe: dict, stage: str, overwrite: bool) -> None:
     """Refuse to touch a finished stage unless overwrite=true; with it, clear the stage dir."""
     directory = stage_dir(recipe, stage)
-    if (directory / MANIFEST).exists():
-        if not overwrite:
-            raise UsageError(f"stage {stage!r} is already finished at {directory} (stage.json exists); "
-                             "pass overwrite=true to train it again")
+    if refuse_overwrite(directory, (MANIFEST,), overwrite=overwrite, what=f"stage {stage!r}, which is already finished",
+                        again="train it again"):
         shutil.rmtree(directory)
 
 
