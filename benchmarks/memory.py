@@ -56,15 +56,17 @@ def sft_rows_from_pairs(rows: list[dict]) -> list[dict]:
 def _train(run: str, *, model, model_dir: str, tokenizer, dataset, args: dict, lora: dict, out: Path):
     """train.stages.train_with_trl for sft/dpo; the control builds the same DPO trainer with a ref copy."""
     from train import checkpoint as ckpt
+    from train.recipe import LoraSpec
     from train.stages import build_config, lora_config, train_with_trl
     from train.trainers import TRAINER_SPECS
+    peft_config = lora_config(LoraSpec(**lora))
     if run != "dpo_ref_copy":
         return train_with_trl(run, model=model, tokenizer=tokenizer, dataset=dataset, args=args, out=out, seed=0,
-                              peft_config=lora_config(lora))[0]
+                              peft_config=peft_config)[0]
     ref = ckpt.load_model(model_dir).to(model.device)
     trainer = TRAINER_SPECS["dpo"].trainer_class()(
         model=model, ref_model=ref, args=build_config("dpo", args, out / "trainer", 0), train_dataset=dataset,
-        processing_class=tokenizer, peft_config=lora_config(lora))
+        processing_class=tokenizer, peft_config=peft_config)
     trainer.train()
     return trainer
 
@@ -167,7 +169,7 @@ def benchmark_memory(model_dir: Path, pairs: Path, prompt_format: str, *, lora: 
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    from train.recipe import LORA_DEFAULTS
+    from train.recipe import LoraSpec
     opts = parse_overrides(sys.argv[1:] if argv is None else argv)
     known = pop_known(opts, {"run": None, "model": None, "pairs": None, "prompt_format": "qa", "steps": 4,
                              "pair_batch": 4, "max_length": 64, "lora": None, "threads": 1, "out": None})
@@ -176,7 +178,7 @@ def main(argv: list[str] | None = None) -> None:
     if known["run"] not in RUNS or not known["model"] or not known["pairs"] or not known["out"]:
         raise UsageError(f"usage: python -m benchmarks.memory run={'|'.join(RUNS)} model=<dir> pairs=<jsonl> out=<json> "
                          "[prompt_format=qa] [steps=4] [pair_batch=4] [max_length=64] [lora={...}] [threads=1]")
-    lora = {**LORA_DEFAULTS, **(known["lora"] if isinstance(known["lora"], dict) else json.loads(known["lora"] or "{}"))}
+    lora = LoraSpec(**(known["lora"] if isinstance(known["lora"], dict) else json.loads(known["lora"] or "{}"))).settings()
     result = child(known["run"], str(known["model"]), str(known["pairs"]), known["prompt_format"],
                    steps=int(known["steps"]), pair_batch=int(known["pair_batch"]), max_length=int(known["max_length"]),
                    lora=lora, threads=int(known["threads"]))

@@ -249,9 +249,9 @@ def model_parts(opts: dict, workdir: Path, info: dict) -> dict[str, Any]:
                                                      embedding_model=settings.embedding_model)
     if "memory" in only:
         from benchmarks.memory import benchmark_memory
-        from train.recipe import LORA_DEFAULTS
+        from train.recipe import LoraSpec
         recipe_lora = (subject.recipe or {}).get("lora")
-        lora = {**LORA_DEFAULTS, **(recipe_lora if isinstance(recipe_lora, dict) else {})}
+        lora = LoraSpec(**(recipe_lora if isinstance(recipe_lora, dict) else {})).settings()
         memory_model = memory_model_for(opts, subject, workdir, info)
         print(f"[bench] 3. memory (SFT / DPO with LoRA, a subprocess each) on {info['memory_model_note']} ...", flush=True)
         results["memory"] = benchmark_memory(memory_model, subject.preference_path, prompt_format, lora=lora,

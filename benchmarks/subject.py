@@ -128,16 +128,15 @@ def measure_settings(subject: Subject, tokenizer, *, n_samples: int, max_new_tok
     raw: dict[str, Any] = {}
     fmt = prompt_format
     if subject.recipe is not None:
-        from train.recipe import stage_prompt_format
+        from train.recipe import BASE, Recipe
         measure = subject.recipe.get("measure") or {}
         raw = {k: measure[k] for k in ("temperature", "top_p", "batch_size", "stop", "fewshot", "seed",
                                                        "embedding_model") if k in measure}
         if fmt is None:
-            try:
-                fmt = stage_prompt_format(subject.recipe, subject.stage) if subject.stage else None
-            except KeyError:
+            try:  # the recipe as its stage.json recorded it, typed like a loaded one
+                fmt = Recipe.from_mapping(subject.recipe, TOY_RECIPE).prompt_format_of(subject.stage or BASE)
+            except (KeyError, TypeError, UsageError):
                 fmt = None
-            fmt = fmt or subject.recipe.get("prompt_format")
     if fmt is None:
         fmt = "chat" if getattr(tokenizer, "chat_template", None) else "qa"
     raw.update(n_samples=n_samples, max_new_tokens=max_new_tokens)

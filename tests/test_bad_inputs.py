@@ -103,7 +103,7 @@ def test_aliases_are_copies_not_shared(tmp_path):
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     assert "*id001" in path.read_text()
     recipe = load_recipe(path, {"stages.sft.args.max_steps": 2})
-    assert recipe["stages"]["sft"]["args"]["max_steps"] == 2 and recipe["stages"]["dpo"]["args"]["max_steps"] == 3
+    assert recipe.stages["sft"].args["max_steps"] == 2 and recipe.stages["dpo"].args["max_steps"] == 3
 
 
 def test_non_utf8_recipe_and_directory_via_the_real_cli(tmp_path):

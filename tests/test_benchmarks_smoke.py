@@ -115,7 +115,8 @@ def test_chain_stage_uses_its_recipe_settings_and_world(tiny_model_dir, tmp_path
     import shutil
     stage = tmp_path / "chain" / "dpo"
     shutil.copytree(tiny_model_dir, stage)
-    recipe = {"name": "t", "prompt_format": "chat", "stages": {"dpo": {"trainer": "dpo", "prompt_format": "qa"}},
+    recipe = {"name": "t", "model": {"path": "org/base"}, "prompt_format": "chat",
+              "stages": {"dpo": {"trainer": "dpo", "prompt_format": "qa"}},
               "measure": {"batch_size": 4, "stop": ["\n"], "fewshot": [], "temperature": 0.7}}
     (stage / "stage.json").write_text(json.dumps({"stage": "dpo", "recipe": recipe}))
     world = tmp_path / "chain" / "world"

@@ -47,7 +47,7 @@ def chain(tmp_path_factory) -> tuple[Path, Path]:
     recipe = load_recipe(path)
     run_base(recipe, measure=False)
     stages.run_stage(recipe, "sft", measure=False)
-    return path, Path(recipe["output_dir"])
+    return path, Path(recipe.output_dir)
 
 
 def _check_trained(out: Path, stage: str, parent: str = "sft") -> dict:
@@ -89,13 +89,13 @@ def test_trainer_trains_measures_and_loads(chain, case):
     path, out = chain
     stage, overrides, expected = CASES[case]
     recipe = load_recipe(path, overrides)
-    trainer = recipe["stages"][stage]["trainer"]
-    config = stages.build_config(trainer, recipe["stages"][stage]["args"], out / "unused", 0)
+    trainer = recipe.stages[stage].trainer
+    config = stages.build_config(trainer, recipe.stages[stage].args, out / "unused", 0)
     assert {k: getattr(config, k) for k in expected} == expected  # TRL received the args 1:1
     stages.run_stage(recipe, stage, measure=True, overwrite=True)  # two cases share the `dpo` stage
     manifest = _check_trained(out, stage)
     assert manifest["trainer"] == trainer and manifest["mode"] == "merge"
-    assert manifest["recipe"]["stages"][stage]["args"] == recipe["stages"][stage]["args"]
+    assert manifest["recipe"]["stages"][stage]["args"] == recipe.stages[stage].args
 
 
 def test_kto_script_trains_from_paired_data(chain):

@@ -14,7 +14,7 @@ import pytest
 
 from measure.errors import UsageError
 from train import checkpoint as ckpt
-from train.recipe import load_recipe, stage_prompt_format
+from train.recipe import load_recipe
 
 pytestmark = pytest.mark.slow  # end-to-end runs through the real entry points (make test runs them)
 
@@ -34,13 +34,13 @@ TINY_MEASURE = {"benchmarks": [{"name": "jsonl", "path": str(REPO / "tests/data/
 def test_public_recipe_is_a_measure_only_chain(name, monkeypatch):
     monkeypatch.chdir(REPO)
     recipe = load_recipe(REPO / "recipes" / f"{name}.yaml")
-    assert [recipe["model"]["path"], *(s["model"] for s in recipe["stages"].values())] == CHAINS[name]
-    assert all(s["trainer"] == "measure" for s in recipe["stages"].values())
-    assert [s["from"] for s in recipe["stages"].values()] == ["base", *list(recipe["stages"])[:-1]]
+    assert [recipe.model.path, *(s.model for s in recipe.stages.values())] == CHAINS[name]
+    assert all(s.trainer == "measure" for s in recipe.stages.values())
+    assert [s.parent for s in recipe.stages.values()] == ["base", *list(recipe.stages)[:-1]]
     # hub ids, not local paths: the base is measured where it is, nothing is pretrained
-    assert ckpt.model_source(recipe, "base") == CHAINS[name][0] and "pretrain" not in recipe["model"]
-    assert [stage_prompt_format(recipe, s) for s in ["base", *recipe["stages"]]] == ["qa"] + ["chat"] * len(recipe["stages"])
-    m = recipe["measure"]
+    assert ckpt.model_source(recipe, "base") == CHAINS[name][0] and recipe.model.pretrain is None
+    assert [recipe.prompt_format_of(s) for s in recipe.stage_names] == ["qa"] + ["chat"] * len(recipe.stages)
+    m = recipe.to_dict()["measure"]
     assert m["benchmarks"] == ["truthfulqa", "gsm8k"] and (m["n_samples"], m["temperature"], m["max_new_tokens"]) == (10, 1.0, 40)
     assert m["clusterers"] == ["exact", "jaccard", "embedding", "nli"]
     header = (REPO / "recipes" / f"{name}.yaml").read_text().splitlines()[1]
@@ -69,7 +69,7 @@ def local_chain(tiny_model_dir, tmp_path_factory):
 
 def test_chain_measures_every_stage_and_compares(local_chain):
     recipe, dirs = local_chain
-    out = Path(recipe["output_dir"])
+    out = Path(recipe.output_dir)
     base = json.loads((out / "base" / "stage.json").read_text())
     assert base["external"] is True and base["merged_model"] == str(dirs[0]) and base["parent"] is None
     for stage, model_dir, fmt in (("base", dirs[0], "qa"), ("sft", dirs[1], "chat"), ("dpo", dirs[2], "chat")):
@@ -95,7 +95,7 @@ def test_measure_only_stages_are_finished_guarded_and_reused(local_chain, capsys
     from train.chain import run_chain
     from train.stages import run_stage
     recipe, _ = local_chain
-    out = Path(recipe["output_dir"])
+    out = Path(recipe.output_dir)
     assert all(ckpt.is_finished(recipe, s) for s in ("base", "sft", "dpo"))
     with pytest.raises(UsageError, match=r"stage 'sft', which is already finished.*overwrite=true"):
         ckpt.guard_overwrite(recipe, "sft", False)

@@ -22,18 +22,55 @@ RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 def test_every_shipped_recipe_validates(path, monkeypatch):
     monkeypatch.chdir(REPO)
     recipe = load_recipe(path)
-    assert recipe["name"] and recipe["output_dir"]
-    for spec in recipe["stages"].values():
-        assert spec["from"] in ["base", *recipe["stages"]]
+    assert recipe.name and recipe.output_dir
+    for spec in recipe.stages.values():
+        assert spec.parent in recipe.stage_names[:recipe.stage_names.index(spec.name)]
 
 
 def test_defaults_and_overrides(monkeypatch):
     monkeypatch.chdir(REPO)
     recipe = load_recipe("recipes/tiny.yaml", parse_overrides(["stages.dpo.args.beta=0.05", "seed=3"]))
-    assert recipe["stages"]["dpo"]["args"]["beta"] == 0.05
-    assert recipe["seed"] == 3
-    assert recipe["output_dir"] == "checkpoints/tiny"
-    assert recipe["stages"]["sft"]["from"] == "base" and recipe["stages"]["dpo"]["mode"] == "merge"
+    assert recipe.stages["dpo"].args["beta"] == 0.05
+    assert recipe.seed == 3
+    assert recipe.output_dir == "checkpoints/tiny"
+    assert recipe.stages["sft"].parent == "base" and recipe.stages["dpo"].mode == "merge"
+
+
+def test_the_typed_recipe_is_frozen_and_its_defaults_come_from_the_dataclasses(tmp_path):
+    """A recipe that leaves every optional key out gets each default from its dataclass field; to_dict() is the
+    YAML as written plus those defaults (what stage.json records), and reading that record back gives the same
+    typed recipe (train/reuse.py compares a recorded and a current recipe this way)."""
+    import dataclasses
+    from train.recipe import LoraSpec, Quantization, Recipe, StageSpec
+    raw = {"name": "r", "model": {"path": str(REPO / "tests")},
+           "lora": {"r": 4}, "stages": {"sft": {"trainer": "sft", "dataset": str(REPO / "tests/data/sft.jsonl")},
+                                        "dpo": {"trainer": "dpo", "dataset": str(REPO / "tests/data/dpo.jsonl"),
+                                                "lora": {"alpha": 8}, "prompt_format": "qa"},
+                                        "full": {"trainer": "sft", "dataset": str(REPO / "tests/data/sft.jsonl"),
+                                                 "lora": False}}}
+    recipe = Recipe.from_mapping(raw, tmp_path / "r.yaml")
+    assert (recipe.seed, recipe.prompt_format, recipe.output_dir) == (Recipe.seed, Recipe.prompt_format, "checkpoints/r")
+    sft, dpo, full = recipe.stages.values()
+    assert (sft.parent, dpo.parent, full.parent) == ("base", "sft", "dpo")      # `from`: the stage before
+    assert sft.mode == "merge" and sft.args == {} and sft.prompt_format == "chat" and dpo.prompt_format == "qa"
+    assert sft.lora == LoraSpec(r=4) and dpo.lora == LoraSpec(r=4, alpha=8) and full.lora is None
+    assert LoraSpec().settings() == {"r": 8, "alpha": 16, "dropout": 0.0, "target_modules": "all-linear"}
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        sft.mode = "continue"
+    recorded = recipe.to_dict()
+    assert list(recorded) == ["name", "model", "lora", "stages", "seed", "prompt_format", "output_dir"]  # as written, then defaults
+    assert recorded["stages"]["sft"] == {**raw["stages"]["sft"], "from": "base", "mode": "merge", "args": {}}
+    assert raw["stages"]["sft"] == {"trainer": "sft", "dataset": str(REPO / "tests/data/sft.jsonl")}  # not mutated
+    assert Recipe.from_mapping(recorded, tmp_path / "r.yaml") == recipe
+    assert isinstance(recipe.stages["dpo"], StageSpec) and recipe.prompt_format_of("base") == "chat"
+    q = Recipe.from_mapping({**raw, "model": {**raw["model"], "quantization": {"load_in_4bit": True}}}, tmp_path)
+    assert q.model.quantization == Quantization() and Quantization().bnb_4bit_quant_type == "nf4"
+
+
+def test_unknown_stage_names_the_stages():
+    recipe = load_recipe(REPO / "recipes/tiny.yaml")
+    with pytest.raises(UsageError, match=r"unknown stage 'dop' \(did you mean 'dpo'\?\); valid choices: dpo, sft"):
+        recipe.stage("dop")
 
 
 def test_override_parser():

@@ -231,13 +231,20 @@ def test_qlora_cli_exit_2(capsys):
 
 
 def test_quantization_config_object():
+    from train.recipe import Recipe
     from train.stages import quantization_config
-    recipe = {"model": {"quantization": {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4",
-                                         "bnb_4bit_compute_dtype": "bfloat16", "bnb_4bit_use_double_quant": True}}}
-    config = quantization_config(recipe)
-    assert config.load_in_4bit and config.bnb_4bit_quant_type == "nf4" and config.bnb_4bit_use_double_quant
-    assert config.bnb_4bit_compute_dtype == torch.bfloat16
-    assert quantization_config({"model": {}}) is None
+
+    def recipe(model: dict) -> Recipe:
+        return Recipe.from_mapping({"name": "q", "model": {"path": "org/base", **model}}, "q.yaml")
+    config = quantization_config(recipe({"quantization": {"load_in_4bit": True, "bnb_4bit_quant_type": "fp4",
+                                                          "bnb_4bit_compute_dtype": "float16",
+                                                          "bnb_4bit_use_double_quant": True}}))
+    assert config.load_in_4bit and config.bnb_4bit_quant_type == "fp4" and config.bnb_4bit_use_double_quant
+    assert config.bnb_4bit_compute_dtype == torch.float16
+    defaults = quantization_config(recipe({"quantization": {"load_in_4bit": True}}))   # train.recipe.Quantization's
+    assert defaults.bnb_4bit_quant_type == "nf4" and defaults.bnb_4bit_compute_dtype == torch.bfloat16
+    assert not defaults.bnb_4bit_use_double_quant
+    assert quantization_config(recipe({})) is None
 
 
 # ---------------------------------------------------------------- accelerate configs

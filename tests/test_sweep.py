@@ -175,6 +175,6 @@ def test_shipped_sweep_sections_plan(monkeypatch):
     shipped = [p for p in sorted((REPO / "recipes").glob("*.yaml")) if yaml.safe_load(p.read_text()).get("sweep")]
     assert shipped, "no recipe ships a sweep section"
     for path in shipped:
-        stage, grid, _ = sweep_spec(load_recipe(path)["sweep"], {"grid": {}, "stage": None, "signal": None})
+        stage, grid, _ = sweep_spec(load_recipe(path).sweep, {"grid": {}, "stage": None, "signal": None})
         _, variants = plan(str(path), {}, stage, grid)
         assert len(variants) >= 4 and len({v.name for v in variants}) == len(variants)

@@ -134,7 +134,7 @@ def test_chain_reuses_finished_stages(chain_dir):
     assert proc.stdout.count("finished, reusing") == 3
     assert stamps == {s: (chain_dir / s / "stage.json").stat().st_mtime_ns for s in ("base", "sft", "dpo")}
     assert json.loads((chain_dir / "chain.json").read_text())["stages"] == ["base", "sft", "dpo"]
-    assert recipe["name"] == "tiny"
+    assert recipe.name == "tiny"
     effect = json.loads((chain_dir / "dpo_effect.json").read_text())   # written after the chain, beside chain.json
     assert list(effect["stages"]) == ["dpo"] and "heldout" not in effect["stages"]["dpo"]  # tiny names no heldout
     assert "[dpo effect] dpo:" in proc.stdout

@@ -177,7 +177,7 @@ def test_unknown_key_lists_valid_choices():
 def test_toy_recipe_validates_and_errors_name_the_recipe_key(tmp_path):
     from train.recipe import load_recipe
     recipe = load_recipe(ROOT / "recipes" / "toy.yaml")
-    W.validate_world(recipe["world"])
-    assert recipe["prompt_format"] in ("chat", "qa")
+    W.validate_world(recipe.world)
+    assert recipe.prompt_format in ("chat", "qa")
     with pytest.raises(UsageError, match=r"world\.people"):
         load_recipe(ROOT / "recipes" / "toy.yaml", {"world.people": "lots"})

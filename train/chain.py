@@ -20,46 +20,41 @@ import time
 from measure.errors import UsageError, exit_on_usage_error
 from measure.io import read_json, write_json
 from measure.overrides import parse_overrides, pop_known
+from measure.backends import load_tokenizer
 from train import checkpoint as ckpt
-from train.recipe import load_recipe, stage_names
+from train.data import load_training_data
+from train.dpo_effect import write_report
+from train.measure_stage import compare_and_cascade
+from train.pretrain import run_base
+from train.recipe import BASE, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_reusable
+from train.stages import check_chat_template, measure_after, run_stage
 
 
-def preflight(recipe: dict) -> None:
+def preflight(recipe: Recipe) -> None:
     """Load every file/hub dataset once before anything is written, so a malformed row fails first.
     (Generated toy-world splits are checked when they are generated.)"""
-    from pathlib import Path
-    from train.data import load_training_data
-    from train.recipe import stage_prompt_format
-    jobs = [(f"stages.{s}.dataset", spec["dataset"], spec["trainer"]) for s, spec in recipe["stages"].items()
-            if spec["trainer"] != "measure"]
-    if "pretrain" in recipe["model"]:
-        jobs.append(("model.pretrain.dataset", recipe["model"]["pretrain"]["dataset"], "pretrain"))
-    for where, spec, trainer in jobs:
+    jobs = [(f"stages.{s}.dataset", spec.dataset, spec.trainer, spec.prompt_format)
+            for s, spec in recipe.stages.items() if not spec.external]
+    if recipe.model.pretrain is not None:
+        jobs.append(("model.pretrain.dataset", recipe.model.pretrain.dataset, "pretrain", recipe.prompt_format))
+    for where, spec, trainer, prompt_format in jobs:
         specs = spec if isinstance(spec, list) else [spec]
         if any(isinstance(one, dict) and "world" in one for one in specs):
             continue
-        stage = where.split(".")[1] if where.startswith("stages.") else "base"
-        load_training_data(spec, trainer=trainer, prompt_format=stage_prompt_format(recipe, stage),
-                           base_dir=Path(recipe["_recipe_path"]).parent, where=where)
+        load_training_data(spec, trainer=trainer, prompt_format=prompt_format, base_dir=recipe.base_dir, where=where)
     # a chat stage on a given base model without a chat template (a pretrained base): fail now, not after
     # the base is measured (a built/pretrained base gets its tokenizer later; train/stages.py checks it then)
-    chat_on_base = [s for s, spec in recipe["stages"].items() if spec["trainer"] != "measure" and spec["from"] == "base"
-                    and stage_prompt_format(recipe, s) == "chat"]
-    if chat_on_base and ckpt.external_model(recipe, "base") is not None:
-        from measure.backends import load_tokenizer
-        from train.recipe import resolved_args
-        from train.stages import check_chat_template
-        tokenizer = load_tokenizer(ckpt.model_source(recipe, "base"))
+    chat_on_base = [s for s, spec in recipe.stages.items() if not spec.external and spec.parent == BASE
+                    and spec.prompt_format == "chat"]
+    if chat_on_base and ckpt.external_model(recipe, BASE) is not None:
+        tokenizer = load_tokenizer(ckpt.model_source(recipe, BASE))
         for stage in chat_on_base:
-            check_chat_template(recipe, stage, tokenizer,
-                                resolved_args(recipe["stages"][stage]["args"], Path(recipe["_recipe_path"]).parent))
+            check_chat_template(recipe, stage, tokenizer, resolved_args(recipe.stages[stage].args, recipe.base_dir))
 
 
-def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, compare: bool = True,
+def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, compare: bool = True,
               effect: bool = True) -> dict:
-    from train.pretrain import run_base
-    from train.stages import measure_after, run_stage
     preflight(recipe)
     timings_path = ckpt.chain_dir(recipe) / "chain_timings.json"
     # a reused stage keeps the seconds of the run that trained it, so the file always tells real cost
@@ -67,13 +62,13 @@ def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, co
     timings: dict[str, float] = {}
     reused: list[str] = []
     if not overwrite:  # before anything is written: a finished stage is reused only if it matches the recipe
-        for stage in stage_names(recipe):
+        for stage in recipe.stage_names:
             if ckpt.is_finished(recipe, stage):
                 check_reusable(recipe, stage, chain_hint(recipe))
-    write_json(ckpt.chain_dir(recipe) / "chain.json", {"name": recipe["name"], "stages": stage_names(recipe),
+    write_json(ckpt.chain_dir(recipe) / "chain.json", {"name": recipe.name, "stages": recipe.stage_names,
                                                        "output_dir": str(ckpt.chain_dir(recipe).resolve()),
-                                                       "recipe": ckpt.public_recipe(recipe)})
-    for stage in stage_names(recipe):
+                                                       "recipe": recipe.to_dict()})
+    for stage in recipe.stage_names:
         started = time.time()
         if ckpt.is_finished(recipe, stage) and not overwrite:
             print(f"[chain] {stage}: finished, reusing {ckpt.stage_dir(recipe, stage)}")
@@ -82,7 +77,7 @@ def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, co
                 measure_after(recipe, stage, shard=True)  # every process is here: resume or reuse, sharded
         else:
             print(f"[chain] {stage}: running")
-            if stage == "base":
+            if stage == BASE:
                 run_base(recipe, overwrite=overwrite, measure=measure)
             else:
                 run_stage(recipe, stage, overwrite=overwrite, measure=measure)
@@ -91,14 +86,11 @@ def run_chain(recipe: dict, *, overwrite: bool = False, measure: bool = True, co
         print(f"[chain] {stage}: done in {timings[stage]:.1f}s")
         if stage in reused and isinstance(previous.get(stage), (int, float)):
             timings[stage] = previous[stage]
-    benchmarks = (recipe.get("measure") or {}).get("benchmarks") or []
-    if measure and compare and benchmarks and len(stage_names(recipe)) > 1:
-        from train.measure_stage import compare_and_cascade
+    if measure and compare and recipe.measure.benchmarks and len(recipe.stage_names) > 1:
         started = time.time()
         compare_and_cascade(recipe, overwrite=True)  # derived from the stage reports: always rebuilt
         timings["compare+cascade"] = round(time.time() - started, 2)
-    if effect and any(spec["trainer"] == "dpo" for spec in recipe["stages"].values()):
-        from train.dpo_effect import write_report
+    if effect and any(spec.trainer == "dpo" for spec in recipe.stages.values()):
         started = time.time()
         write_report(recipe)  # <chain>/dpo_effect.json: did DPO move its margins and its weights
         timings["dpo_effect"] = round(time.time() - started, 2)

@@ -15,24 +15,25 @@ from typing import Any
 from measure.errors import UsageError
 from measure.io import provenance, read_json, refuse_overwrite, sha256_json, write_json
 from measure.model_source import PACKAGE_PREFIX, is_hub_id, resolve_model
-from train.recipe import resolve_path, stage_names
+from train.paths import resolve_path
+from train.recipe import BASE, Recipe
 
 MANIFEST = "stage.json"
 
 
-def chain_dir(recipe: dict) -> Path:
-    return Path(recipe["output_dir"])
+def chain_dir(recipe: Recipe) -> Path:
+    return Path(recipe.output_dir)
 
 
-def stage_dir(recipe: dict, stage: str) -> Path:
+def stage_dir(recipe: Recipe, stage: str) -> Path:
     return chain_dir(recipe) / stage
 
 
-def world_dir(recipe: dict) -> Path | None:
-    return chain_dir(recipe) / "world" if recipe.get("world") else None
+def world_dir(recipe: Recipe) -> Path | None:
+    return chain_dir(recipe) / "world" if recipe.world else None
 
 
-def is_finished(recipe: dict, stage: str) -> bool:
+def is_finished(recipe: Recipe, stage: str) -> bool:
     return (stage_dir(recipe, stage) / MANIFEST).exists()
 
 
@@ -44,7 +45,7 @@ def manifest_hash(directory: Path) -> str:
     return sha256_json(read_manifest(directory))
 
 
-def guard_overwrite(recipe: dict, stage: str, overwrite: bool) -> None:
+def guard_overwrite(recipe: Recipe, stage: str, overwrite: bool) -> None:
     """Refuse to touch a finished stage unless overwrite=true; with it, clear the stage dir."""
     directory = stage_dir(recipe, stage)
     if refuse_overwrite(directory, (MANIFEST,), overwrite=overwrite, what=f"stage {stage!r}, which is already finished",
@@ -52,45 +53,42 @@ def guard_overwrite(recipe: dict, stage: str, overwrite: bool) -> None:
         shutil.rmtree(directory)
 
 
-def public_recipe(recipe: dict) -> dict:
-    return {k: v for k, v in recipe.items() if not k.startswith("_")}
-
-
-def write_manifest(recipe: dict, stage: str, **fields: Any) -> dict:
-    """stage.json: resolved recipe, parent + its hash, git commit, package versions, seed, and `fields`."""
-    names = stage_names(recipe)
-    spec = recipe["stages"].get(stage, {})
-    parent = spec.get("from") if stage != "base" else None
+def write_manifest(recipe: Recipe, stage: str, **fields: Any) -> dict:
+    """stage.json: resolved recipe, parent + its hash, git commit, package versions, seed, and `fields`
+    (the base stage passes its `trainer`: pretrain or none)."""
+    parent = recipe.parent_of(stage)
+    given = fields.pop("trainer", None)
+    trainer = given if stage == BASE else recipe.stages[stage].trainer
     manifest = {
-        "name": recipe["name"], "stage": stage, "chain_index": names.index(stage),
+        "name": recipe.name, "stage": stage, "chain_index": recipe.stage_names.index(stage),
         "output_dir": str(chain_dir(recipe).resolve()),
-        "trainer": spec.get("trainer", fields.pop("trainer", None)), "parent": parent,
+        "trainer": trainer, "parent": parent,
         "parent_hash": manifest_hash(stage_dir(recipe, parent)) if parent else None,
-        **fields, **provenance(seed=recipe["seed"], recipe=public_recipe(recipe)),
+        **fields, **provenance(seed=recipe.seed, recipe=recipe.to_dict()),
     }
     write_json(stage_dir(recipe, stage) / MANIFEST, manifest)
     return manifest
 
 
-def external_model(recipe: dict, stage: str) -> str | None:
+def external_model(recipe: Recipe, stage: str) -> str | None:
     """The model reference a stage names itself (the base's model.path, a `measure` stage's model), with a
     local path resolved from the recipe's folder; None for a stage the chain trains."""
-    if stage == "base":
-        path = recipe["model"]["path"] if "path" in recipe["model"] and "pretrain" not in recipe["model"] else None
+    if stage == BASE:
+        path = recipe.model.path if recipe.model.pretrain is None else None
     else:
-        path = recipe["stages"][stage]["model"] if recipe["stages"][stage].get("trainer") == "measure" else None
+        path = recipe.stages[stage].model if recipe.stages[stage].external else None
     if path is None or is_hub_id(path) or path.startswith(PACKAGE_PREFIX):
         return path
-    return str(resolve_path(path, Path(recipe.get("_recipe_path", ".")).parent))
+    return str(resolve_path(path, recipe.base_dir))
 
 
-def external_model_files(recipe: dict, stage: str) -> dict:
+def external_model_files(recipe: Recipe, stage: str) -> dict:
     """What an external stage's stage.json records of its model: the reference, a GGUF's name, sha256, size
     and quantization, and the sha256 of every checkpoint file loaded (measure/model_source.py)."""
     return resolve_model(external_model(recipe, stage), f"{stage}.model").provenance()
 
 
-def model_source(recipe: dict, stage: str) -> str:
+def model_source(recipe: Recipe, stage: str) -> str:
     """Where `stage`'s full (merged) model loads from: a stage dir, or the loadable checkpoint of an external
     model (a hub id, a local dir, or a GGUF file / package converted once; measure/model_source.py)."""
     external = external_model(recipe, stage)
@@ -99,12 +97,12 @@ def model_source(recipe: dict, stage: str) -> str:
     return str(stage_dir(recipe, stage))
 
 
-def require_finished_parent(recipe: dict, stage: str) -> str:
-    parent = recipe["stages"][stage]["from"]
+def require_finished_parent(recipe: Recipe, stage: str) -> str:
+    parent = recipe.stages[stage].parent
     if not is_finished(recipe, parent):
         raise UsageError(f"stage {stage!r} starts from {parent!r}, which is not finished "
                          f"({stage_dir(recipe, parent) / MANIFEST} is missing); run that stage first "
-                         f"(python -m train.chain recipe={recipe['_recipe_path']} runs the whole chain)")
+                         f"(python -m train.chain recipe={recipe.path} runs the whole chain)")
     return parent
 
 

@@ -36,7 +36,7 @@ import datasets
 from measure.errors import UsageError
 from measure.io import iter_rows, read_text, sha256_file
 from measure.prompts import format_prompt
-from train.recipe import looks_local, resolve_path
+from train.paths import looks_local, resolve_path
 
 REQUIRED = {"text": ("text",), "prompt_completion": ("prompt", "completion"), "messages": ("messages",),
             "preference": ("prompt", "chosen", "rejected"), "hh": ("chosen", "rejected"),

@@ -22,14 +22,21 @@ the held-out margin is reported beside it, not folded in (on a CPU-sized run it 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import sys
 from pathlib import Path
 from typing import Any
 
+from measure.backends import load_tokenizer
 from measure.errors import UsageError, exit_on_usage_error
 from measure.io import write_json
+from measure.overrides import parse_overrides, pop_known
+from measure.prompts import encode_prompt
 from train import checkpoint as ckpt
+from train.data import load_training_data
+from train.recipe import Recipe, load_recipe
+from train.trainers import TRAINER_SPECS
 
 REPORT = "dpo_effect.json"
 
@@ -100,7 +107,6 @@ def weight_difference(model_dir: Path, parent_dir: Path) -> dict:
 
 def _pair_ids(tokenizer, prompt: Any, answer: Any) -> tuple[list[int], list[int]]:
     """(prompt ids, answer ids) for one TRL-format row half: conversational (chat template) or plain strings."""
-    from measure.prompts import encode_prompt
     if isinstance(prompt, list):
         prompt_text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
         full = tokenizer.apply_chat_template(prompt + answer, tokenize=False)
@@ -135,19 +141,14 @@ def answer_logprobs(model, sequences: list[tuple[list[int], list[int]]], *, pad_
     return out
 
 
-def heldout_logprobs(recipe: dict, stage: str, *, batch_size: int = 4) -> dict:
+def heldout_logprobs(recipe: Recipe, stage: str, *, batch_size: int = 4) -> dict:
     """Policy vs parent on the stage's `heldout` pairs (see the module docstring)."""
-    import dataclasses
-    from measure.backends import load_tokenizer
-    from train.data import load_training_data
-    from train.recipe import stage_prompt_format
-    from train.stages import TRAINER_SPECS
-    spec = recipe["stages"][stage]
-    rows, fingerprints = load_training_data(spec["heldout"], trainer="dpo", prompt_format=stage_prompt_format(recipe, stage),
-                                            base_dir=Path(recipe["_recipe_path"]).parent, where=f"stages.{stage}.heldout")
+    spec = recipe.stages[stage]
+    rows, fingerprints = load_training_data(spec.heldout, trainer="dpo", prompt_format=spec.prompt_format,
+                                            base_dir=recipe.base_dir, where=f"stages.{stage}.heldout")
     defaults = {f.name: f.default for f in dataclasses.fields(TRAINER_SPECS["dpo"].config_class())}
-    beta = spec["args"].get("beta", defaults["beta"])
-    max_length = spec["args"].get("max_length", defaults["max_length"])
+    beta = spec.args.get("beta", defaults["beta"])   # TRL's own default where the recipe sets none
+    max_length = spec.args.get("max_length", defaults["max_length"])
     tokenizer = load_tokenizer(str(ckpt.stage_dir(recipe, stage)))
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sequences, kept = [], []
@@ -161,8 +162,8 @@ def heldout_logprobs(recipe: dict, stage: str, *, batch_size: int = 4) -> dict:
     if not kept:
         return {"pairs": 0, "skipped": len(rows), "note": "every held-out answer is cut away at max_length"}
     scores = {}
-    for who, source in (("policy", str(ckpt.stage_dir(recipe, stage))), ("parent", ckpt.model_source(recipe, spec["from"]))):
-        model = ckpt.load_model(source, recipe["model"].get("dtype"))
+    for who, source in (("policy", str(ckpt.stage_dir(recipe, stage))), ("parent", ckpt.model_source(recipe, spec.parent))):
+        model = ckpt.load_model(source, recipe.model.dtype)
         scores[who] = answer_logprobs(model, sequences, pad_id=pad_id, batch_size=batch_size)
         del model
     delta = [pol - par for (pol, _), (par, _) in zip(scores["policy"], scores["parent"])]
@@ -177,22 +178,22 @@ def heldout_logprobs(recipe: dict, stage: str, *, batch_size: int = 4) -> dict:
             "mean_margin": _mean(margins), "margin_accuracy": _mean([float(m > 0) for m in margins])}
 
 
-def stage_effect(recipe: dict, stage: str, *, heldout: bool = True) -> dict:
+def stage_effect(recipe: Recipe, stage: str, *, heldout: bool = True) -> dict:
     manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, stage))
     log = (manifest.get("train_metrics") or {}).get("log_history") or []
-    parent = recipe["stages"][stage]["from"]
+    parent = recipe.stages[stage].parent
     out = {"stage": stage, "parent": parent, "margins": margin_trajectory(log),
            "weights": weight_difference(ckpt.stage_dir(recipe, stage), Path(ckpt.model_source(recipe, parent)))}
-    if heldout and recipe["stages"][stage].get("heldout") is not None:
+    if heldout and recipe.stages[stage].heldout is not None:
         out["heldout"] = heldout_logprobs(recipe, stage)
     out["acted"] = bool(out["margins"].get("moved")) and out["weights"].get("tensors_changed", 0) > 0
     return out
 
 
-def dpo_effect(recipe: dict, *, heldout: bool = True) -> dict:
+def dpo_effect(recipe: Recipe, *, heldout: bool = True) -> dict:
     """The report for every finished `trainer: dpo` stage of the recipe (empty `stages` when there is none)."""
-    stages = [s for s, spec in recipe["stages"].items() if spec["trainer"] == "dpo" and ckpt.is_finished(recipe, s)]
-    return {"name": recipe["name"], "stages": {s: stage_effect(recipe, s, heldout=heldout) for s in stages}}
+    stages = [s for s, spec in recipe.stages.items() if spec.trainer == "dpo" and ckpt.is_finished(recipe, s)]
+    return {"name": recipe.name, "stages": {s: stage_effect(recipe, s, heldout=heldout) for s in stages}}
 
 
 def summary(report: dict) -> str:
@@ -217,7 +218,7 @@ def summary(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_report(recipe: dict, *, heldout: bool = True) -> dict | None:
+def write_report(recipe: Recipe, *, heldout: bool = True) -> dict | None:
     """dpo_effect.json beside chain.json (nothing when the recipe has no finished DPO stage); prints the summary."""
     report = dpo_effect(recipe, heldout=heldout)
     if not report["stages"]:
@@ -229,8 +230,6 @@ def write_report(recipe: dict, *, heldout: bool = True) -> dict | None:
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    from measure.overrides import parse_overrides, pop_known
-    from train.recipe import load_recipe
     overrides = parse_overrides(sys.argv[1:] if argv is None else argv)
     opts = pop_known(overrides, {"recipe": None, "heldout": True})
     if not opts["recipe"]:

@@ -17,7 +17,7 @@ from measure.cascade import run_cascade
 from measure.cli import print_summary
 from measure.compare import compare_chain
 from measure.compare_render import stage_table
-from measure.config import BenchmarkSpec, parse_measure_settings
+from measure.config import BenchmarkSpec
 from measure.errors import UsageError, exit_on_usage_error, suggest
 from measure.io import provenance
 from measure.overrides import parse_overrides, pop_known
@@ -25,19 +25,20 @@ from measure.pipeline import measure_model, measured_with
 from measure.ranks import leave_process_group, ranks
 from measure.report import load_report
 from train import checkpoint as ckpt
-from train.recipe import load_recipe, resolve_path, stage_names, stage_prompt_format
+from train.paths import resolve_path
+from train.recipe import Recipe, load_recipe
 
 
-def measure_dir(recipe: dict, stage: str, benchmark: str) -> Path:
+def measure_dir(recipe: Recipe, stage: str, benchmark: str) -> Path:
     return ckpt.stage_dir(recipe, stage) / "measure" / benchmark
 
 
-def resolve_benchmark_path(spec: BenchmarkSpec, recipe: dict) -> BenchmarkSpec:
+def resolve_benchmark_path(spec: BenchmarkSpec, recipe: Recipe) -> BenchmarkSpec:
     """Benchmark paths may name the chain's generated world or output dir: "{world}/eval.jsonl"."""
     if spec.path is None:
         return spec
     path = spec.path.format(world=ckpt.world_dir(recipe), output_dir=ckpt.chain_dir(recipe))
-    return dataclasses.replace(spec, path=str(resolve_path(path, Path(recipe["_recipe_path"]).parent)))
+    return dataclasses.replace(spec, path=str(resolve_path(path, recipe.base_dir)))
 
 
 def reusable_report(out: Path, model_info: dict, stage: str) -> dict:
@@ -54,19 +55,19 @@ def reusable_report(out: Path, model_info: dict, stage: str) -> dict:
     return report
 
 
-def measure_stage(recipe: dict, stage: str, *, overwrite: bool = False, shard: bool = True) -> dict[str, dict]:
+def measure_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, shard: bool = True) -> dict[str, dict]:
     """Measure one stage on each benchmark of the recipe's `measure` section; finished reports are reused.
 
-    The stage is prompted in its own format (train.recipe.stage_prompt_format: a stage's
+    The stage is prompted in its own format (Recipe.prompt_format_of: a stage's
     `prompt_format`, else the recipe's). shard: see measure_model (True = every process calls this)."""
-    settings = parse_measure_settings(recipe.get("measure"), "measure")
+    settings = recipe.measure
     say = print if ranks(shard).main else (lambda *a, **k: None)
     reports = {}
     stage_hash = ckpt.sha256_json(ckpt.read_manifest(ckpt.stage_dir(recipe, stage)))
     for spec in settings.benchmarks:
         out, spec = measure_dir(recipe, stage, spec.name), resolve_benchmark_path(spec, recipe)
-        model_info = {"stage": stage, "chain": recipe["name"], "stage_hash": stage_hash,
-                      "measured_with": measured_with(settings, spec, stage_prompt_format(recipe, stage))}
+        model_info = {"stage": stage, "chain": recipe.name, "stage_hash": stage_hash,
+                      "measured_with": measured_with(settings, spec, recipe.prompt_format_of(stage))}
         if (out / "report.json").exists() and not overwrite:
             reports[spec.name] = reusable_report(out, model_info, stage)
             say(f"[measure] {stage}/{spec.name}: report exists, reusing {out}")
@@ -74,15 +75,15 @@ def measure_stage(recipe: dict, stage: str, *, overwrite: bool = False, shard: b
         say(f"[measure] {stage}/{spec.name}: measuring")
         reports[spec.name] = measure_model(
             ckpt.model_source(recipe, stage), spec, settings, out,
-            prompt_format=stage_prompt_format(recipe, stage), overwrite=overwrite, shard=shard,
-            provenance=provenance(seed=settings.seed, recipe=ckpt.public_recipe(recipe)), model_info=model_info)
+            prompt_format=recipe.prompt_format_of(stage), overwrite=overwrite, shard=shard,
+            provenance=provenance(seed=settings.seed, recipe=recipe.to_dict()), model_info=model_info)
     return reports
 
 
-def compare_and_cascade(recipe: dict, *, overwrite: bool = True) -> None:
+def compare_and_cascade(recipe: Recipe, *, overwrite: bool = True) -> None:
     """After a chain: the cross-stage comparison per benchmark, and the cascade on the last stage."""
-    settings = parse_measure_settings(recipe.get("measure"), "measure")
-    last = stage_names(recipe)[-1]
+    settings = recipe.measure
+    last = recipe.stage_names[-1]
     for spec in settings.benchmarks:
         out = ckpt.chain_dir(recipe) / "compare" / (spec.name if len(settings.benchmarks) > 1 else "")
         result = compare_chain(ckpt.chain_dir(recipe), spec.name, out, overwrite)
@@ -102,12 +103,12 @@ def main(argv: list[str] | None = None) -> None:
         raise UsageError("give recipe=recipes/<name>.yaml stage=<stage> (e.g. python -m train.measure_stage "
                          "recipe=recipes/toy.yaml stage=dpo)")
     recipe = load_recipe(opts["recipe"], args)
-    if not (recipe.get("measure") or {}).get("benchmarks"):
+    if not recipe.measure.benchmarks:
         raise UsageError(f"{opts['recipe']}: the recipe's measure section lists no benchmarks "
                          "(add measure.benchmarks or pass measure.benchmarks=[gsm8k])")
     stage = opts["stage"]
-    if stage not in stage_names(recipe):
-        raise UsageError(f"stage={stage!r}: not a stage of {recipe['name']}{suggest(str(stage), stage_names(recipe))}")
+    if stage not in recipe.stage_names:
+        raise UsageError(f"stage={stage!r}: not a stage of {recipe.name}{suggest(str(stage), recipe.stage_names)}")
     if not ckpt.is_finished(recipe, stage):
         raise UsageError(f"stage {stage!r} has no finished checkpoint at {ckpt.stage_dir(recipe, stage)}; train it first")
     for name, report in measure_stage(recipe, stage, overwrite=opts["overwrite"]).items():

@@ -10,6 +10,7 @@ points at the hub id or local path.
 """
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -18,59 +19,59 @@ from pathlib import Path
 from measure.backends import load_tokenizer
 from measure.errors import exit_on_usage_error
 from train import checkpoint as ckpt
+from train.data import corpus_texts, load_training_data
+from train.recipe import BASE, ModelSpec, Recipe
 from train.stages import finish, measure_after, stage_main, train_with_trl
+from train.tiny import build_tiny_model
+from train.world import write_world
 
 
-def ensure_world(recipe: dict) -> None:
+def ensure_world(recipe: Recipe) -> None:
     """Generate the recipe's toy world (train/world.py) once; later stages read its splits."""
-    if recipe.get("world"):
-        from train.world import write_world
-        write_world(recipe["world"], seed=recipe["seed"], out_dir=ckpt.world_dir(recipe))
+    if recipe.world:
+        write_world(recipe.world, seed=recipe.seed, out_dir=ckpt.world_dir(recipe))
 
 
-def run_base(recipe: dict, *, overwrite: bool = False, measure: bool = True) -> dict | None:
+def run_base(recipe: Recipe, *, overwrite: bool = False, measure: bool = True) -> dict | None:
     from accelerate import PartialState
-    from train.data import corpus_texts, load_training_data
     state = PartialState()
-    out = ckpt.stage_dir(recipe, "base")
+    out = ckpt.stage_dir(recipe, BASE)
     if state.is_main_process:
-        ckpt.guard_overwrite(recipe, "base", overwrite)
+        ckpt.guard_overwrite(recipe, BASE, overwrite)
         ensure_world(recipe)
     state.wait_for_everyone()
-    model_cfg, started = recipe["model"], time.time()
-    base_dir, world = Path(recipe["_recipe_path"]).parent, ckpt.world_dir(recipe)
-    if "path" in model_cfg and "pretrain" not in model_cfg:
+    model_cfg, started = recipe.model, time.time()
+    base_dir, world = recipe.base_dir, ckpt.world_dir(recipe)
+    if model_cfg.path is not None and model_cfg.pretrain is None:
         manifest = None
         if state.is_main_process:
-            manifest = ckpt.write_manifest(recipe, "base", trainer="none", merged_model=ckpt.model_source(recipe, "base"),
-                                           external=True, model_files=ckpt.external_model_files(recipe, "base"))
+            manifest = ckpt.write_manifest(recipe, BASE, trainer="none", merged_model=ckpt.model_source(recipe, BASE),
+                                           external=True, model_files=ckpt.external_model_files(recipe, BASE))
             if measure:
-                measure_after(recipe, "base")
+                measure_after(recipe, BASE)
         state.wait_for_everyone()
         return manifest
-    if "build" in model_cfg:
-        build = dict(model_cfg["build"])
+    if model_cfg.build is not None:
+        build = dict(model_cfg.build)
         source = out / "init"
         if state.is_main_process and not (source / "config.json").exists():
-            from train.tiny import build_tiny_model
-            corpus_spec = build.pop("corpus", None) or model_cfg["pretrain"]["dataset"]
+            corpus_spec = build.pop("corpus", None) or model_cfg.pretrain.dataset
             texts = corpus_texts(corpus_spec, base_dir=base_dir, world_dir=world, where="model.build.corpus")
-            build.pop("corpus", None)
-            build_tiny_model(source, texts, seed=recipe["seed"], **build)
+            build_tiny_model(source, texts, seed=recipe.seed, **build)
         state.wait_for_everyone()
         source = str(source)
-    else:
-        source = ckpt.model_source({**recipe, "model": {"path": model_cfg["path"]}}, "base")
-    fields: dict = {"initial_model": source if "build" not in model_cfg else "built locally (train/tiny.py)",
-                    "build": model_cfg.get("build")}
+    else:  # a given model, pretrained further: load it as an external base
+        source = ckpt.model_source(dataclasses.replace(recipe, model=ModelSpec(path=model_cfg.path)), BASE)
+    fields: dict = {"initial_model": source if model_cfg.build is None else "built locally (train/tiny.py)",
+                    "build": model_cfg.build}
     tokenizer = load_tokenizer(source)
-    if "pretrain" in model_cfg:
+    if model_cfg.pretrain is not None:
         dataset, fingerprints = load_training_data(
-            model_cfg["pretrain"]["dataset"], trainer="pretrain", prompt_format=recipe["prompt_format"],
+            model_cfg.pretrain.dataset, trainer="pretrain", prompt_format=recipe.prompt_format,
             base_dir=base_dir, world_dir=world, where="model.pretrain.dataset")
-        model = ckpt.load_model(source, model_cfg.get("dtype"))
+        model = ckpt.load_model(source, model_cfg.dtype)
         trainer, metrics = train_with_trl("sft", model=model, tokenizer=tokenizer, dataset=dataset,
-                                          args=model_cfg["pretrain"].get("args", {}), out=out, seed=recipe["seed"])
+                                          args=model_cfg.pretrain.args, out=out, seed=recipe.seed)
         fields.update(finish(trainer, tokenizer, out, is_peft=False), datasets=fingerprints, train_metrics=metrics)
     elif state.is_main_process:  # a built model used untrained
         for item in Path(source).iterdir():
@@ -79,10 +80,10 @@ def run_base(recipe: dict, *, overwrite: bool = False, measure: bool = True) -> 
     manifest = None
     if state.is_main_process:
         shutil.rmtree(out / "init", ignore_errors=True)
-        manifest = ckpt.write_manifest(recipe, "base", trainer="pretrain" if "pretrain" in model_cfg else "none",
+        manifest = ckpt.write_manifest(recipe, BASE, trainer="pretrain" if model_cfg.pretrain is not None else "none",
                                        wall_time_s=round(time.time() - started, 3), **fields)
         if measure:
-            measure_after(recipe, "base")
+            measure_after(recipe, BASE)
     state.wait_for_everyone()
     return manifest
 

@@ -12,6 +12,7 @@ again), and the parent's stage.json hash (`parent_hash`) against the parent that
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -19,40 +20,39 @@ from typing import Any
 from measure.errors import UsageError
 from measure.io import sha256_file, to_jsonable
 from train import checkpoint as ckpt
-from train.recipe import lora_settings, looks_local, resolve_path, stage_prompt_format
+from train.paths import looks_local, resolve_path
+from train.recipe import BASE, Recipe
 
 
-def stage_spec(recipe: dict, stage: str) -> dict:
-    """What the weights of `stage` depend on, from a resolved recipe (current, or as a stage.json recorded it)."""
-    model = recipe["model"]
-    if stage == "base":
-        return {"model": model, "seed": recipe["seed"], "world": recipe.get("world"),
-                "prompt_format": recipe["prompt_format"] if "pretrain" in model else None}
-    spec = recipe["stages"][stage]
-    if spec["trainer"] == "measure":
-        return {"trainer": "measure", "model": spec["model"], "from": spec["from"]}
-    return {"trainer": spec["trainer"], "from": spec["from"], "mode": spec["mode"], "args": spec["args"],
-            "dataset": spec["dataset"], "lora": lora_settings(recipe, stage),
-            "prompt_format": stage_prompt_format(recipe, stage), "seed": recipe["seed"],
-            "dtype": model.get("dtype"), "quantization": model.get("quantization")}
+def stage_spec(recipe: Recipe, stage: str) -> dict:
+    """What the weights of `stage` depend on, from a typed recipe (current, or as a stage.json recorded it),
+    keyed by the recipe's own names so a difference reads like the YAML ('args.beta: 0.1 -> 0.5')."""
+    model = dataclasses.asdict(recipe.model)
+    if stage == BASE:
+        return {"model": model, "seed": recipe.seed, "world": recipe.world,
+                "prompt_format": recipe.prompt_format if recipe.model.pretrain is not None else None}
+    spec = recipe.stages[stage]
+    if spec.external:
+        return {"trainer": "measure", "model": spec.model, "from": spec.parent}
+    return {"trainer": spec.trainer, "from": spec.parent, "mode": spec.mode, "args": spec.args,
+            "dataset": spec.dataset, "lora": spec.lora.settings() if spec.lora else None,
+            "prompt_format": spec.prompt_format, "seed": recipe.seed,
+            "dtype": model["dtype"], "quantization": model["quantization"]}
 
 
-def dataset_digests(recipe: dict, stage: str) -> list[str | None]:
+def dataset_digests(recipe: Recipe, stage: str) -> list[str | None]:
     """sha256 of each local / generated-world dataset file of the stage as it is now (None: a hub dataset)."""
-    if stage == "base":
-        spec = (recipe["model"].get("pretrain") or {}).get("dataset")
-    else:
-        spec = recipe["stages"][stage].get("dataset")
+    spec = (recipe.model.pretrain.dataset if recipe.model.pretrain else None) if stage == BASE \
+        else recipe.stages[stage].dataset
     if spec is None:
         return []
     out: list[str | None] = []
-    base_dir = Path(recipe["_recipe_path"]).parent
     for one in spec if isinstance(spec, list) else [spec]:
         one = {"path": one} if isinstance(one, str) else one
         if "world" in one:
             path = ckpt.world_dir(recipe) / f"{one['world']}.jsonl"
         elif looks_local(one["path"]):
-            path = resolve_path(one["path"], base_dir)
+            path = resolve_path(one["path"], recipe.base_dir)
         else:
             out.append(None)
             continue
@@ -84,13 +84,13 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [f"{prefix or 'value'}: {_show(old)} -> {_show(new)}"]
 
 
-def stale_keys(recipe: dict, stage: str) -> list[str]:
+def stale_keys(recipe: Recipe, stage: str) -> list[str]:
     """Why the finished `stage` does not match the recipe (empty: it may be reused)."""
     manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, stage))
     recorded = manifest.get("recipe") or {}
     try:
-        old = _plain(stage_spec(recorded, stage))
-    except (KeyError, TypeError):
+        old = _plain(stage_spec(Recipe.from_mapping(recorded, recipe.path), stage))
+    except (KeyError, TypeError, UsageError):
         old = None  # a stage.json from another layout: nothing to compare against
     out = differences(old, _plain(stage_spec(recipe, stage)))
     now = dataset_digests(recipe, stage)
@@ -106,7 +106,7 @@ def stale_keys(recipe: dict, stage: str) -> list[str]:
     return out
 
 
-def check_reusable(recipe: dict, stage: str, how: str) -> None:
+def check_reusable(recipe: Recipe, stage: str, how: str) -> None:
     """Refuse (exit 2) to reuse a finished stage that does not match; `how` says how to proceed."""
     stale = stale_keys(recipe, stage)
     if stale:
@@ -114,17 +114,17 @@ def check_reusable(recipe: dict, stage: str, how: str) -> None:
                          f"recipe ({'; '.join(stale)}); reusing it would misattribute its results. {how}")
 
 
-def chain_hint(recipe: dict) -> str:
+def chain_hint(recipe: Recipe) -> str:
     return ("Retrain it with overwrite=true (python -m train.chain ... overwrite=true retrains every stage; "
             "accelerate launch train/<stage>.py ... overwrite=true only that one), or keep it and write this run "
-            f"under a new name=<name> (now {recipe['name']!r}) or output_dir=<dir>.")
+            f"under a new name=<name> (now {recipe.name!r}) or output_dir=<dir>.")
 
 
-def check_lineage(recipe: dict, stage: str, how: str) -> None:
+def check_lineage(recipe: Recipe, stage: str, how: str) -> None:
     """Every finished ancestor of `stage` must match the recipe: the new stage.json records this recipe,
     so training on a stale parent would claim settings the parent was not trained with."""
-    parent = recipe["stages"][stage]["from"] if stage != "base" else None
+    parent = recipe.parent_of(stage)
     while parent is not None:
         if ckpt.is_finished(recipe, parent):
             check_reusable(recipe, parent, how)
-        parent = recipe["stages"][parent]["from"] if parent != "base" else None
+        parent = recipe.parent_of(parent)

@@ -21,7 +21,12 @@ from typing import Any, Callable
 
 from measure.backends import load_tokenizer
 from measure.errors import UsageError
+from measure.overrides import parse_overrides, pop_known
+from measure.ranks import leave_process_group
 from train import checkpoint as ckpt
+from train.data import load_training_data
+from train.measure_stage import measure_stage
+from train.recipe import LoraSpec, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_lineage
 from train.trainers import TRAINER_SPECS
 
@@ -43,29 +48,29 @@ def build_config(trainer: str, args: dict, output_dir: Path, seed: int):
         raise UsageError(f"{trainer} args rejected by {cls.__name__}: {e}") from None
 
 
-def lora_config(settings: dict):
+def lora_config(lora: LoraSpec):
     from peft import LoraConfig
-    return LoraConfig(r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
-                      target_modules=settings["target_modules"], task_type="CAUSAL_LM")
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                      target_modules=lora.target_modules, task_type="CAUSAL_LM")
 
 
-def quantization_config(recipe: dict):
+def quantization_config(recipe: Recipe):
     """QLoRA: `model.quantization` -> transformers.BitsAndBytesConfig (None when the recipe has none)."""
-    quant = recipe["model"].get("quantization")
-    if not quant:
+    quant = recipe.model.quantization
+    if quant is None:
         return None
     import torch
     from transformers import BitsAndBytesConfig
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=quant.get("bnb_4bit_quant_type", "nf4"),
-                              bnb_4bit_compute_dtype=getattr(torch, quant.get("bnb_4bit_compute_dtype", "bfloat16")),
-                              bnb_4bit_use_double_quant=quant.get("bnb_4bit_use_double_quant", False))
+    return BitsAndBytesConfig(load_in_4bit=quant.load_in_4bit, bnb_4bit_quant_type=quant.bnb_4bit_quant_type,
+                              bnb_4bit_compute_dtype=getattr(torch, quant.bnb_4bit_compute_dtype),
+                              bnb_4bit_use_double_quant=quant.bnb_4bit_use_double_quant)
 
 
-def load_parent(recipe: dict, source: str, *, quantized: bool):
+def load_parent(recipe: Recipe, source: str, *, quantized: bool):
     """The parent model: as stored, or (QLoRA) in 4 bit on this process's GPU -- bitsandbytes weights
     cannot be moved after loading, so each DDP rank loads its own copy onto its own device."""
     if not quantized:
-        return ckpt.load_model(source, recipe["model"].get("dtype"))
+        return ckpt.load_model(source, recipe.model.dtype)
     from accelerate import PartialState
     from transformers import AutoModelForCausalLM
     config = quantization_config(recipe)
@@ -73,17 +78,16 @@ def load_parent(recipe: dict, source: str, *, quantized: bool):
                                                 device_map={"": PartialState().local_process_index})
 
 
-def prepare_model(recipe: dict, stage: str):
+def prepare_model(recipe: Recipe, stage: str):
     """(model, tokenizer, peft_config, adapter_base, mode) for a training stage."""
     from peft import PeftModel
-    from train.recipe import lora_settings
-    spec = recipe["stages"][stage]
+    spec = recipe.stages[stage]
     parent = ckpt.require_finished_parent(recipe, stage)
     parent_source = ckpt.model_source(recipe, parent)
     tokenizer = load_tokenizer(parent_source)
-    lora = lora_settings(recipe, stage)
-    quantized = lora is not None and quantization_config(recipe) is not None  # QLoRA: only LoRA stages go 4-bit
-    if spec["mode"] == "continue":
+    lora = spec.lora
+    quantized = lora is not None and recipe.model.quantization is not None  # QLoRA: only LoRA stages go 4-bit
+    if spec.mode == "continue":
         parent_manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, parent))
         if not parent_manifest.get("adapter"):
             raise UsageError(f"stage {stage!r}: mode 'continue' needs a LoRA adapter in the parent {parent!r}")
@@ -97,17 +101,16 @@ def prepare_model(recipe: dict, stage: str):
     return model, tokenizer, (lora_config(lora) if lora else None), parent_source, "merge"
 
 
-def check_chat_template(recipe: dict, stage: str, tokenizer, args: dict) -> None:
+def check_chat_template(recipe: Recipe, stage: str, tokenizer, args: dict) -> None:
     """A `chat` stage renders its data with the parent tokenizer's chat template. A pretrained base model
     often has none (google/gemma-3-270m): say so before training, and how to give one, instead of
     TRL's error from inside its dataset preprocessing. An SFT stage can set it (TRL's
     `chat_template_path`); the stage then saves it with its tokenizer, so later stages inherit it."""
-    from train.recipe import stage_prompt_format
-    if stage_prompt_format(recipe, stage) != "chat" or getattr(tokenizer, "chat_template", None) \
-            or args.get("chat_template_path"):
+    spec = recipe.stages[stage]
+    if spec.prompt_format != "chat" or getattr(tokenizer, "chat_template", None) or args.get("chat_template_path"):
         return
-    parent = recipe["stages"][stage]["from"]
-    fields = {f.name for f in dataclasses.fields(TRAINER_SPECS[recipe["stages"][stage]["trainer"]].config_class())}
+    parent = spec.parent
+    fields = {f.name for f in dataclasses.fields(TRAINER_SPECS[spec.trainer].config_class())}
     fix = (f"set stages.{stage}.args.chat_template_path to a template file (recipes/chat_templates/gemma3.jinja "
            "for Gemma 3) or a tokenizer to copy it from" if "chat_template_path" in fields
            else "give an earlier SFT stage a chat template (its args.chat_template_path)")
@@ -179,42 +182,37 @@ def finish(trainer, tokenizer, out: Path, *, is_peft: bool, merge_base: str | No
     return paths
 
 
-def run_stage(recipe: dict, stage: str, *, overwrite: bool = False, measure: bool = True) -> dict | None:
+def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: bool = True) -> dict | None:
     """Train one stage of the recipe (which must be a training stage) and write its checkpoint."""
     from accelerate import PartialState
-    from train.data import load_training_data
-    from train.recipe import resolved_args, stage_prompt_format
-    spec = recipe["stages"].get(stage)
-    if spec is None:
-        raise UsageError(f"unknown stage {stage!r}; the recipe's stages are: {', '.join(recipe['stages']) or '(none)'}")
+    spec = recipe.stage(stage)
     state = PartialState()
     check_lineage(recipe, stage, chain_hint(recipe))  # before the overwrite guard clears anything
     if state.is_main_process:
         ckpt.guard_overwrite(recipe, stage, overwrite)
     state.wait_for_everyone()
-    if spec["trainer"] == "measure":
+    if spec.external:
         return register_external(recipe, stage, measure=measure)
     started = time.time()
     out = ckpt.stage_dir(recipe, stage)
     dataset, fingerprints = load_training_data(
-        spec["dataset"], trainer=spec["trainer"], prompt_format=stage_prompt_format(recipe, stage),
-        base_dir=Path(recipe["_recipe_path"]).parent, world_dir=ckpt.world_dir(recipe),
-        where=f"stages.{stage}.dataset", seed=recipe["seed"])
+        spec.dataset, trainer=spec.trainer, prompt_format=spec.prompt_format, base_dir=recipe.base_dir,
+        world_dir=ckpt.world_dir(recipe), where=f"stages.{stage}.dataset", seed=recipe.seed)
     model, tokenizer, peft_config, adapter_base, mode = prepare_model(recipe, stage)
-    args = resolved_args(spec["args"], Path(recipe["_recipe_path"]).parent)
+    args = resolved_args(spec.args, recipe.base_dir)
     check_chat_template(recipe, stage, tokenizer, args)
-    trainer, metrics = train_with_trl(spec["trainer"], model=model, tokenizer=tokenizer, dataset=dataset,
-                                      args=args, out=out, seed=recipe["seed"], peft_config=peft_config)
+    trainer, metrics = train_with_trl(spec.trainer, model=model, tokenizer=tokenizer, dataset=dataset,
+                                      args=args, out=out, seed=recipe.seed, peft_config=peft_config)
     is_peft = peft_config is not None or mode == "continue"
-    quantized = is_peft and quantization_config(recipe) is not None
+    quantized = is_peft and recipe.model.quantization is not None
     gather = quantized or (is_peft and needs_gather(trainer))  # the merge needs the adapter's unsharded base
     paths = finish(trainer, tokenizer, out, is_peft=is_peft, merge_base=adapter_base if gather else None,
-                   dtype=recipe["model"].get("dtype"))
+                   dtype=recipe.model.dtype)
     manifest = None
     if state.is_main_process:
-        from train.recipe import lora_settings
         manifest = ckpt.write_manifest(
-            recipe, stage, mode=mode, lora=lora_settings(recipe, stage), adapter_base=adapter_base if is_peft else None,
+            recipe, stage, mode=mode, lora=spec.lora.settings() if spec.lora else None,
+            adapter_base=adapter_base if is_peft else None,
             datasets=fingerprints, train_metrics=metrics, wall_time_s=round(time.time() - started, 3), **paths)
         if measure:
             measure_after(recipe, stage)
@@ -222,7 +220,7 @@ def run_stage(recipe: dict, stage: str, *, overwrite: bool = False, measure: boo
     return manifest
 
 
-def register_external(recipe: dict, stage: str, *, measure: bool) -> dict | None:
+def register_external(recipe: Recipe, stage: str, *, measure: bool) -> dict | None:
     """A measure-only stage (a public checkpoint by hub id or path): record it, then measure it.
     Every process calls this, so the measurement is sharded across them (one process: unchanged)."""
     from accelerate import PartialState
@@ -238,21 +236,17 @@ def register_external(recipe: dict, stage: str, *, measure: bool) -> dict | None
     return manifest
 
 
-def measure_after(recipe: dict, stage: str, *, shard: bool = False) -> None:
+def measure_after(recipe: Recipe, stage: str, *, shard: bool = False) -> None:
     """Measure a finished stage when the recipe has benchmarks in its `measure` section.
 
     shard=True only where every process of the launch calls this (it splits the questions across
     them and synchronizes); the training stages call it from the main process alone (shard=False)."""
-    if (recipe.get("measure") or {}).get("benchmarks"):
-        from train.measure_stage import measure_stage
+    if recipe.measure.benchmarks:
         measure_stage(recipe, stage, shard=shard)
 
 
 def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None = None) -> None:
     """Shared CLI of the stage scripts: recipe=... [stage=...] [overwrite=true] [measure=false] [dotted overrides]."""
-    from measure.overrides import parse_overrides, pop_known
-    from measure.ranks import leave_process_group
-    from train.recipe import load_recipe
     overrides = parse_overrides(argv)
     opts = pop_known(overrides, {"recipe": None, "stage": None, "overwrite": False, "measure": True})
     if not opts["recipe"]:
@@ -262,12 +256,12 @@ def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None 
         runner(recipe, overwrite=opts["overwrite"], measure=opts["measure"])
         leave_process_group()
         return
-    stages = [s for s, spec in recipe["stages"].items() if spec["trainer"] == trainer]
+    stages = [s for s, spec in recipe.stages.items() if spec.trainer == trainer]
     stage = opts["stage"] or (stages[0] if len(stages) == 1 else None)
     if stage is None:
         raise UsageError(f"the recipe has {len(stages)} {trainer!r} stages ({', '.join(stages) or 'none'}); "
                          f"pick one with stage=<name>")
-    if stage not in recipe["stages"] or recipe["stages"][stage]["trainer"] != trainer:
+    if stage not in recipe.stages or recipe.stages[stage].trainer != trainer:
         raise UsageError(f"stage={stage!r} is not a {trainer!r} stage of this recipe; its {trainer!r} stages: "
                          f"{', '.join(stages) or 'none'}")
     run_stage(recipe, stage, overwrite=opts["overwrite"], measure=opts["measure"])

@@ -43,7 +43,7 @@ from measure.errors import UsageError, exit_on_usage_error, suggest
 from measure.io import provenance, write_json
 from measure.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
-from train.recipe import load_recipe, stage_names
+from train.recipe import BASE, Recipe, load_recipe
 from train.reuse import chain_hint, check_reusable
 from train.sweep_report import mark_frontier, write_outputs
 
@@ -55,7 +55,7 @@ DEFAULT_SIGNAL = "greedy_entropy_mean"   # token-entropy AUROC: the signal homog
 class Variant:
     name: str
     values: dict[str, Any]   # grid key -> value of this combination
-    recipe: dict             # the resolved child recipe (output_dir = the variant dir)
+    recipe: Recipe           # the child recipe (output_dir = the variant dir)
 
 
 def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
@@ -127,16 +127,16 @@ def variant_name(values: dict[str, Any]) -> str:
 
 
 def plan(recipe_path: str, overrides: dict, stage: str, grid: dict[str, list], *,
-         measure: bool = True) -> tuple[dict, list[Variant]]:
+         measure: bool = True) -> tuple[Recipe, list[Variant]]:
     """The main recipe and every variant's recipe, all validated before anything is written."""
     main = load_recipe(recipe_path, overrides)
-    training = [s for s, spec in main["stages"].items() if spec["trainer"] != "measure"]
+    training = [s for s, spec in main.stages.items() if not spec.external]
     if stage not in training:
         raise UsageError(f"stage={stage!r}: not a training stage of {recipe_path}{suggest(stage, training)}")
     both = sorted(set(grid) & set(overrides))
     if both:
         raise UsageError(f"{', '.join(both)}: given both as a grid axis and as an override; give it once")
-    if measure and not (main.get("measure") or {}).get("benchmarks"):
+    if measure and not main.measure.benchmarks:
         raise UsageError(f"{recipe_path}: a sweep measures every variant, but measure.benchmarks is empty "
                          "(pass measure=false to train only)")
     root = ckpt.chain_dir(main) / "sweeps" / stage
@@ -155,23 +155,23 @@ def plan(recipe_path: str, overrides: dict, stage: str, grid: dict[str, list], *
     return main, variants
 
 
-def ancestors(recipe: dict, stage: str) -> list[str]:
+def ancestors(recipe: Recipe, stage: str) -> list[str]:
     """The stages `stage` is trained on top of, in chain order (base first)."""
-    chain, parent = [], recipe["stages"][stage]["from"]
-    while parent != "base":
+    chain, parent = [], recipe.parent_of(stage)
+    while parent != BASE:
         chain.append(parent)
-        parent = recipe["stages"][parent]["from"]
-    return ["base", *reversed(chain)]
+        parent = recipe.parent_of(parent)
+    return [BASE, *reversed(chain)]
 
 
-def check_reuse(main: dict, variants: list[Variant], stage: str, needed: set[str], *, overwrite: bool) -> None:
+def check_reuse(main: Recipe, variants: list[Variant], stage: str, needed: set[str], *, overwrite: bool) -> None:
     """Before anything runs: every finished parent, and (without overwrite) every finished variant, must
     match what the sweep asks for now (train/reuse.py), else exit 2 naming the stage and the keys."""
-    for parent in stage_names(main):
+    for parent in main.stage_names:
         if parent in needed and ckpt.is_finished(main, parent):
             check_reusable(main, parent, chain_hint(main))
     how = ("Pass overwrite=true to retrain the variants, or sweep under a new name=<name> "
-           f"(now {main['name']!r}) or output_dir=<dir>.")
+           f"(now {main.name!r}) or output_dir=<dir>.")
     for variant in variants if not overwrite else ():
         if ckpt.is_finished(variant.recipe, stage):
             try:
@@ -180,19 +180,19 @@ def check_reuse(main: dict, variants: list[Variant], stage: str, needed: set[str
                 raise UsageError(f"grid variant {variant.name}: {e}") from None
 
 
-def ensure_parents(main: dict, needed: set[str]) -> None:
+def ensure_parents(main: Recipe, needed: set[str]) -> None:
     """Train the main chain's missing ancestor stages with the runners python -m train.chain uses.
     Only the direct parents get measured (by run_sweep: they are the reference points)."""
     from train.pretrain import run_base
     from train.stages import run_stage
-    for stage in stage_names(main):
+    for stage in main.stage_names:
         if stage in needed and not ckpt.is_finished(main, stage):
             print(f"[sweep] parent {stage}: running")
-            run_base(main, measure=False) if stage == "base" else run_stage(main, stage, measure=False)
+            run_base(main, measure=False) if stage == BASE else run_stage(main, stage, measure=False)
             gc.collect()
 
 
-def link_parents(main: dict, variant: Variant, stages: list[str]) -> None:
+def link_parents(main: Recipe, variant: Variant, stages: list[str]) -> None:
     """Relative symlinks child/<ancestor> -> main chain's dir (they survive moving checkpoints/ as a whole)."""
     root = ckpt.chain_dir(variant.recipe)
     root.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ def link_parents(main: dict, variant: Variant, stages: list[str]) -> None:
             link.symlink_to(os.path.relpath(target.resolve(), root.resolve()), target_is_directory=True)
 
 
-def run_variant(main: dict, variant: Variant, stage: str, *, overwrite: bool, measure: bool) -> dict:
+def run_variant(main: Recipe, variant: Variant, stage: str, *, overwrite: bool, measure: bool) -> dict:
     """Train + measure one variant (or reuse it); never raises for a failure of the variant itself."""
     from train.measure_stage import measure_stage
     from train.stages import run_stage
@@ -239,7 +239,7 @@ def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, 
     """Plan (validating every variant), train the missing parents, run every variant, write the report."""
     from train.measure_stage import measure_stage
     main, variants = plan(recipe_path, overrides, stage, grid, measure=measure)
-    parents = sorted({v.recipe["stages"][stage]["from"] for v in variants}, key=stage_names(main).index)
+    parents = sorted({v.recipe.stages[stage].parent for v in variants}, key=main.stage_names.index)
     needed = {s for v in variants for s in ancestors(v.recipe, stage)}
     check_reuse(main, variants, stage, needed, overwrite=overwrite)
     ensure_parents(main, needed)
@@ -250,10 +250,10 @@ def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, 
     for i, variant in enumerate(variants):
         print(f"[sweep] variant {i + 1}/{len(variants)}: {variant.name}")
         rows.append(run_variant(main, variant, stage, overwrite=overwrite, measure=measure))
-    summary = {"recipe": main["name"], "stage": stage, "grid": grid, "signal": signal,
+    summary = {"recipe": main.name, "stage": stage, "grid": grid, "signal": signal,
                "out_dir": str(ckpt.chain_dir(main) / "sweeps" / stage), "references": references, "variants": rows,
                "counts": {s: sum(r["status"] == s for r in rows) for s in ("trained", "reused", "failed")},
-               "provenance": provenance(seed=main["seed"], recipe=ckpt.public_recipe(main))}
+               "provenance": provenance(seed=main.seed, recipe=main.to_dict())}
     mark_frontier(summary)
     write_outputs(Path(summary["out_dir"]), summary)
     return summary
@@ -266,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
     if not opts["recipe"]:
         raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
     cli_grid = {k.removeprefix("grid."): overrides.pop(k) for k in list(overrides) if k.startswith("grid.")}
-    section = load_recipe(opts["recipe"], overrides).get("sweep")
+    section = load_recipe(opts["recipe"], overrides).sweep
     stage, grid, signal = sweep_spec(section, {"grid": cli_grid, "stage": opts["stage"], "signal": opts["signal"]})
     summary = run_sweep(opts["recipe"], overrides, stage=stage, grid=grid, signal=signal,
                         overwrite=opts["overwrite"], measure=opts["measure"])

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from measure.intervals import ci_label
 from measure.io import atomic_path, write_json, write_text
 
 
@@ -48,7 +49,6 @@ def _with_ci(v: Any, ci: Any) -> str:
 
 def _ci_methods(rows: list[dict]) -> str:
     """Which interval each column carries, from the reports (older reports: the bootstrap throughout)."""
-    from measure.intervals import ci_label
     reports = [m for r in rows for m in r["reports"].values() if m]
     parts = [f"{what}: {ci_label(m.get(key) for m in reports)}" for what, key in
              (("accuracy", "accuracy_ci_method"), ("AUROC", "auroc_ci_method"), ("SCR", "scr_ci_method"))]

@@ -1,7 +1,7 @@
 """The offline toy world: a fictional knowledge base, generated from the recipe's seed, that a tiny
 model can learn in a minute on a CPU and be checked on.
 
-    write_world(recipe["world"], seed=recipe["seed"], out_dir=checkpoints/<name>/world)
+    write_world(recipe.world, seed=recipe.seed, out_dir=checkpoints/<name>/world)
 
 writes corpus.jsonl ({"text"}: pretraining + tokenizer), sft.jsonl (prompt/completion), dpo.jsonl
 (prompt/chosen/rejected), eval.jsonl (the measurement benchmark in the generic `jsonl` format: id,
@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from measure.errors import UsageError, suggest
-from measure.io import read_json, write_json, write_jsonl
+from measure.io import provenance, read_json, write_json, write_jsonl
 
 VERSION = 2  # bump when the generator's output changes for the same config + seed
 
@@ -304,7 +304,6 @@ def write_world(raw: dict | None, *, seed: int, out_dir: str | Path) -> Path:
     data = generate_world(raw, seed)
     for split in SPLITS:
         write_jsonl(out / f"{split}.jsonl", data[split])
-    from measure.io import provenance
     # last: its presence means the splits are complete; provenance says which code generated them
     write_json(marker, {**data["world"], "provenance": provenance(seed=seed)})
     return out

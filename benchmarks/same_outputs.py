@@ -1,0 +1,80 @@
+"""Are two chain runs the same? Every file of one output dir against the other, byte for byte.
+
+    python -m benchmarks.same_outputs a=/tmp/run1/toy b=/tmp/run2/toy
+
+What a run may not reproduce is its clock and its code version: git commit, wall times, Trainer
+throughput, the seconds per question a report records (and what is computed from them: the cascade's
+default costs), and the stage.json hashes that therefore differ (stage_hash, parent_hash). Those
+values are masked -- in JSON by key, in markdown/HTML by the same keys' text -- and everything else must
+match exactly: samples, per-question records, reports, plots, comparison, weights. Prints one line per
+file that differs and a summary; exit 1 when anything else differs (a refactor that changed a result).
+"""
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from measure.errors import UsageError, exit_on_usage_error
+from measure.overrides import parse_overrides, pop_known
+
+CLOCK_KEYS = {"git_commit", "stage_hash", "parent_hash", "wall_time_s", "train_runtime", "train_samples_per_second",
+              "train_steps_per_second", "timing", "seconds_per_question"}
+CLOCK_FILES = {"chain_timings.json"}          # nothing but wall times
+CLOCK_DEPENDENT = ("cascade/",)                # default costs are measured seconds: compared, reported apart
+TEXT = (".json", ".jsonl", ".md", ".html", ".txt", ".jinja")
+CLOCK_TEXT = re.compile(r'("?(?:%s)"?\s*[:=]\s*)("[^"]*"|[-+0-9.eE]+)' % "|".join(sorted(CLOCK_KEYS)))
+
+
+def scrub(value):
+    if isinstance(value, dict):
+        return {k: "<clock>" if k in CLOCK_KEYS else scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+def normalized(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix == ".json":
+        return json.dumps(scrub(json.loads(data)), sort_keys=True).encode()
+    if path.suffix in TEXT:
+        return CLOCK_TEXT.sub(r"\1<clock>", data.decode("utf-8")).encode()
+    return data
+
+
+def compare_dirs(a: Path, b: Path) -> dict:
+    files_a = {p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file()}
+    files_b = {p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file()}
+    out: dict = {"only_in_a": sorted(files_a - files_b), "only_in_b": sorted(files_b - files_a),
+                 "identical_bytes": [], "identical_but_clock": [], "differ": [], "differ_clock_dependent": []}
+    for rel in sorted(files_a & files_b):
+        pa, pb = a / rel, b / rel
+        if pa.read_bytes() == pb.read_bytes():
+            out["identical_bytes"].append(rel)
+        elif Path(rel).name in CLOCK_FILES or normalized(pa) == normalized(pb):
+            out["identical_but_clock"].append(rel)
+        else:
+            out["differ_clock_dependent" if any(c in rel for c in CLOCK_DEPENDENT) else "differ"].append(rel)
+    return out
+
+
+@exit_on_usage_error
+def main(argv: list[str] | None = None) -> None:
+    opts = pop_known(parse_overrides(sys.argv[1:] if argv is None else argv), {"a": None, "b": None})
+    if not opts["a"] or not opts["b"] or not Path(opts["a"]).is_dir() or not Path(opts["b"]).is_dir():
+        raise UsageError("usage: python -m benchmarks.same_outputs a=<output dir> b=<output dir> (two existing dirs)")
+    result = compare_dirs(Path(opts["a"]), Path(opts["b"]))
+    for key in ("only_in_a", "only_in_b", "differ", "differ_clock_dependent"):
+        for rel in result[key]:
+            print(f"{key}: {rel}")
+    print(f"{len(result['identical_bytes'])} files byte-identical, {len(result['identical_but_clock'])} identical "
+          f"except clock/commit fields, {len(result['differ'])} differ, {len(result['differ_clock_dependent'])} "
+          "clock-dependent (cascade costs) differ, "
+          f"{len(result['only_in_a']) + len(result['only_in_b'])} in one run only")
+    sys.exit(1 if result["differ"] or result["only_in_a"] or result["only_in_b"] else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""The recipe schema: every key, type and value a recipe may hold, checked on the YAML mapping before
+anything runs (train/recipe.py builds the typed recipe from a mapping that passed here).
+
+Validation is total: unknown keys anywhere (including inside a stage's `args`, checked against the
+installed TRL config class), wrong types, missing local files and a `from:` that names no earlier
+stage all raise UsageError (exit 2) naming the key path and the valid choices -- before any file is
+written. So do non-finite numbers and integers beyond 64 bits anywhere, seeds outside 0..2**32-1, out of
+range TRL step/epoch/learning-rate values (ARG_BOUNDS), and a `name` that is not a plain name. Defaults
+are not set here: each lives once, on the dataclass field in train/recipe.py.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import trl
+
+from measure.config import parse_measure_settings
+from measure.errors import UsageError, suggest
+from measure.model_source import PACKAGE_PREFIX, check_reference, is_hub_id
+from measure.prompts import PROMPT_FORMATS
+from measure.values import as_int, as_number, as_seed, check_numbers
+from train.paths import looks_local, resolve_path
+from train.tiny import ARCHITECTURES
+from train.trainers import TRAINER_SPECS
+from train.world import validate_world
+
+TRAINERS = tuple(TRAINER_SPECS)  # stage trainer names (train/trainers.py)
+CHAIN_MODES = ("merge", "continue")
+DATASET_FORMATS = ("auto", "text", "prompt_completion", "messages", "preference", "hh", "unpaired_preference")
+
+# key -> (allowed python types, required?)   `None` in types means null is allowed
+TOP_KEYS = {"name": ((str,), True), "seed": ((int,), False), "output_dir": ((str,), False),
+            "model": ((dict,), True), "prompt_format": ((str,), False), "lora": ((dict, type(None)), False),
+            "stages": ((dict,), False), "measure": ((dict, type(None)), False), "world": ((dict, type(None)), False),
+            "sweep": ((dict, type(None)), False)}
+MODEL_KEYS = {"path": ((str,), False), "build": ((dict,), False), "pretrain": ((dict,), False),
+              "dtype": ((str,), False), "quantization": ((dict, type(None)), False)}
+# QLoRA: the parent of every LoRA stage is loaded in 4 bit (bitsandbytes); see train/stages.py
+QUANT_KEYS = {"load_in_4bit": ((bool,), True), "bnb_4bit_quant_type": ((str,), False),
+              "bnb_4bit_compute_dtype": ((str,), False), "bnb_4bit_use_double_quant": ((bool,), False)}
+QUANT_TYPES = ("nf4", "fp4")
+COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
+BUILD_KEYS = {"architecture": ((str,), False), "hidden_size": ((int,), False), "num_layers": ((int,), False),
+              "num_heads": ((int,), False), "intermediate_size": ((int,), False), "vocab_size": ((int,), False),
+              "max_position_embeddings": ((int,), False), "corpus": ((str, dict, list), False)}
+PRETRAIN_KEYS = {"dataset": ((str, dict, list), True), "args": ((dict,), False)}
+LORA_KEYS = {"r": ((int,), False), "alpha": ((int, float), False), "dropout": ((int, float), False),
+             "target_modules": ((list, str), False)}
+STAGE_KEYS = {"trainer": ((str,), True), "from": ((str,), False), "dataset": ((str, dict, list), False),
+              "mode": ((str,), False), "args": ((dict,), False), "lora": ((bool, dict), False),
+              "model": ((str,), False), "prompt_format": ((str,), False), "heldout": ((str, dict, list), False)}
+DATASET_KEYS = {"path": ((str,), False), "world": ((str,), False), "name": ((str,), False),
+                "split": ((str,), False), "format": ((str,), False), "limit": ((int,), False),
+                "offset": ((int,), False), "columns": ((dict,), False)}
+
+
+def _check_keys(node: Any, schema: dict, where: str) -> None:
+    if not isinstance(node, dict):
+        raise UsageError(f"{where}: expected a mapping with keys {', '.join(schema)}, got {type(node).__name__}")
+    for key in node:
+        if key not in schema:
+            raise UsageError(f"{where}: unknown key {key!r}{suggest(str(key), schema)}")
+    for key, (kinds, required) in schema.items():
+        if key not in node:
+            if required:
+                raise UsageError(f"{where}: missing required key {key!r}")
+            continue
+        value = node[key]
+        if value is None and type(None) in kinds:
+            continue
+        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise UsageError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+
+
+def _simple_types(annotation: Any) -> tuple[type, ...] | None:
+    """The plain types a TRL config field accepts (None when it is too rich to check here)."""
+    if isinstance(annotation, str):
+        try:
+            annotation = eval(annotation, {**vars(typing), "Literal": typing.Literal})  # noqa: S307 - TRL's own hints
+        except Exception:
+            return None
+    origin = typing.get_origin(annotation)
+    args = typing.get_args(annotation) if origin in (typing.Union, types.UnionType) else (annotation,)
+    out: list[type] = []
+    for a in args:
+        a_origin = typing.get_origin(a) or a
+        if a is type(None):
+            out.append(type(None))
+        elif a_origin in (int, float, bool, str, list, dict):
+            out.append(a_origin)
+        else:
+            return None
+    if float in out:
+        out.append(int)
+    return tuple(out)
+
+
+def config_class(trainer: str):
+    """The TRL config class whose field names a stage's `args` must use."""
+    return TRAINER_SPECS[trainer].config_class()
+
+
+def field_choices(field: dataclasses.Field) -> tuple[str, ...] | None:
+    """The values a TRL config field allows: its `choices` metadata, or -- for DPOConfig.loss_type, a list
+    field TRL leaves unchecked until the first training step -- the values its help lists."""
+    if field.metadata.get("choices"):
+        return tuple(str(c) for c in field.metadata["choices"])
+    text = field.metadata.get("help", "")
+    if field.name == "loss_type" and "Possible values are:" in text:
+        return tuple(re.findall(r"`'(\w+)'`", text.split("Possible values are:", 1)[1].split(". ", 1)[0])) or None
+    return None
+
+
+def validate_trainer_args(trainer: str, args: dict, where: str) -> None:
+    cls = config_class(trainer)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls) if hasattr(cls, "__annotations__") else {}
+    for key, value in args.items():
+        if key not in fields:
+            raise UsageError(f"{where}.{key}: not a {cls.__name__} argument (TRL "
+                             f"{trl.__version__}){suggest(key, fields)}")
+        if key == "output_dir":
+            raise UsageError(f"{where}.output_dir: set by the stage layout (checkpoints/<name>/<stage>/); "
+                             "use the recipe's top-level output_dir instead")
+        kinds = _simple_types(hints.get(key, fields[key].type))
+        if kinds and value is not None and not (isinstance(value, kinds) and not (isinstance(value, bool) and bool not in kinds)):
+            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
+            raise UsageError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+        if key in ARG_BOUNDS and value is not None:  # the type is checked above
+            lo, hi = ARG_BOUNDS[key]
+            (as_int if isinstance(value, int) else as_number)(value, f"{where}.{key}", lo, hi)
+        choices = field_choices(fields[key])
+        for item in (value if isinstance(value, list) else [value]) if choices and value is not None else []:
+            if str(item) not in choices:
+                raise UsageError(f"{where}.{key}: {item!r} is not a {cls.__name__} {key} (TRL "
+                                 f"{trl.__version__}){suggest(str(item), choices)}")
+
+
+def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> None:
+    specs = spec if isinstance(spec, list) else [spec]
+    if not specs:
+        raise UsageError(f"{where}: give at least one dataset")
+    for i, one in enumerate(specs):
+        w = f"{where}[{i}]" if isinstance(spec, list) else where
+        if isinstance(one, str):
+            one = {"path": one}
+        _check_keys(one, DATASET_KEYS, w)
+        if ("path" in one) == ("world" in one):
+            raise UsageError(f"{w}: give exactly one of 'path' (file or hub id) or 'world' (generated toy-world split)")
+        if "world" in one and not has_world:
+            raise UsageError(f"{w}.world: the recipe has no 'world' section to generate {one['world']!r} from")
+        if "offset" in one:
+            as_int(one["offset"], f"{w}.offset", 0)
+        if "limit" in one:
+            as_int(one["limit"], f"{w}.limit", 1)
+        if "format" in one and one["format"] not in DATASET_FORMATS:
+            raise UsageError(f"{w}.format: unknown format {one['format']!r}{suggest(one['format'], DATASET_FORMATS)}")
+        path = one.get("path")
+        if path and looks_local(path) and not resolve_path(path, base_dir).exists():
+            raise UsageError(f"{w}.path: file not found: {resolve_path(path, base_dir)}")
+
+
+def check_model(reference: Any, where: str, base_dir: Path) -> None:
+    """A model reference (hub id, local dir, .gguf, pkg:<package>) that can be loaded, checked without loading it."""
+    if not isinstance(reference, str) or not reference:
+        raise UsageError(f"{where}: expected a model reference (hub id org/name, local dir, .gguf file or "
+                         f"pkg:<package>), got {reference!r}")
+    if is_hub_id(reference) or reference.startswith(PACKAGE_PREFIX):
+        check_reference(reference, where)
+    else:
+        check_reference(str(resolve_path(reference, base_dir)), where)
+
+
+TEMPLATE_SUFFIXES = (".jinja", ".j2")  # TRL reads a chat_template_path with these endings as a template file
+
+
+def check_quantization(quant: dict, where: str) -> None:
+    """model.quantization: its keys and values (what QLoRA needs beyond them is recipe.check_rules')."""
+    _check_keys(quant, QUANT_KEYS, where)
+    if quant["load_in_4bit"] is not True:
+        raise UsageError(f"{where}.load_in_4bit: only 4-bit QLoRA is supported; set it to true or drop model.quantization")
+    for key, choices in (("bnb_4bit_quant_type", QUANT_TYPES), ("bnb_4bit_compute_dtype", COMPUTE_DTYPES)):
+        if key in quant and quant[key] not in choices:
+            raise UsageError(f"{where}.{key}: unknown {quant[key]!r}{suggest(quant[key], choices)}")
+
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
+# TRL config fields with bounds TRL only enforces (if at all) when training starts -- after the parent stages
+# have trained for minutes. Step and epoch caps are far beyond any real run and far below "never ends".
+ARG_BOUNDS = {"learning_rate": (0, None), "max_steps": (-1, 10**9), "num_train_epochs": (0, 10**6),
+              "per_device_train_batch_size": (1, None), "gradient_accumulation_steps": (1, None)}
+
+
+def check_name(name: str, where: str) -> None:
+    """`name` becomes a directory (checkpoints/<name>): a plain name, so outputs cannot leave checkpoints/."""
+    if not NAME_PATTERN.fullmatch(name):
+        raise UsageError(f"{where}: {name!r} is not a plain name (letters, digits, '_', '.', '-'; no path "
+                         "separators or '..'; at most 100 characters); to write elsewhere set output_dir")
+
+
+def check_shape(raw: dict, where: str, base_dir: Path) -> None:
+    """Every key, type and value of a recipe mapping, and the files it names (not the rules across keys)."""
+    _check_keys(raw, TOP_KEYS, where)
+    check_name(raw["name"], f"{where}.name")
+    if "seed" in raw:
+        as_seed(raw["seed"], f"{where}.seed")
+    if "prompt_format" in raw and raw["prompt_format"] not in PROMPT_FORMATS:
+        raise UsageError(f"{where}.prompt_format: unknown {raw['prompt_format']!r}{suggest(raw['prompt_format'], PROMPT_FORMATS)}")
+    model = raw["model"]
+    _check_keys(model, MODEL_KEYS, f"{where}.model")
+    if ("path" in model) == ("build" in model):
+        raise UsageError(f"{where}.model: give exactly one of 'path' (hub id or local dir) or 'build' (a tiny local model)")
+    if "build" in model:
+        _check_keys(model["build"], BUILD_KEYS, f"{where}.model.build")
+        arch = model["build"].get("architecture")
+        if arch is not None and arch not in ARCHITECTURES:
+            raise UsageError(f"{where}.model.build.architecture: unknown {arch!r}{suggest(arch, ARCHITECTURES)}")
+        if "corpus" not in model["build"] and "pretrain" not in model:
+            raise UsageError(f"{where}.model.build: needs 'corpus' (tokenizer training text) or a model.pretrain dataset")
+        if "corpus" in model["build"]:
+            _check_dataset(model["build"]["corpus"], f"{where}.model.build.corpus", base_dir, bool(raw.get("world")))
+    else:
+        check_model(model["path"], f"{where}.model.path", base_dir)
+    if "pretrain" in model:
+        _check_keys(model["pretrain"], PRETRAIN_KEYS, f"{where}.model.pretrain")
+        _check_dataset(model["pretrain"]["dataset"], f"{where}.model.pretrain.dataset", base_dir, bool(raw.get("world")))
+        validate_trainer_args("sft", model["pretrain"].get("args", {}), f"{where}.model.pretrain.args")
+    if raw.get("lora") is not None:
+        _check_keys(raw["lora"], LORA_KEYS, f"{where}.lora")
+    earlier = ["base"]
+    for stage, spec in (raw.get("stages") or {}).items():
+        w = f"{where}.stages.{stage}"
+        if stage in ("base", "compare", "sweeps", "world") or not str(stage).isidentifier():
+            raise UsageError(f"{w}: {stage!r} is reserved or not a valid stage name (use letters, digits, _)")
+        _check_keys(spec, STAGE_KEYS, w)
+        if spec["trainer"] not in TRAINERS and spec["trainer"] != "measure":
+            raise UsageError(f"{w}.trainer: unknown trainer {spec['trainer']!r}{suggest(spec['trainer'], (*TRAINERS, 'measure'))}")
+        parent = spec.get("from", earlier[-1])
+        if parent not in earlier:
+            raise UsageError(f"{w}.from: {parent!r} is not an earlier stage{suggest(parent, earlier)}")
+        if spec["trainer"] == "measure":  # a measure-only stage: an existing checkpoint, by hub id or path
+            if "model" not in spec:
+                raise UsageError(f"{w}: a 'measure' stage needs 'model' (hub id, local dir, .gguf file or "
+                                 "pkg:<package> of the checkpoint)")
+            check_model(spec["model"], f"{w}.model", base_dir)
+        else:
+            if "dataset" not in spec:
+                raise UsageError(f"{w}: missing required key 'dataset'")
+            _check_dataset(spec["dataset"], f"{w}.dataset", base_dir, bool(raw.get("world")))
+            validate_trainer_args(spec["trainer"], spec.get("args", {}), f"{w}.args")
+            if "heldout" in spec:
+                if spec["trainer"] != "dpo":
+                    raise UsageError(f"{w}.heldout: held-out preference pairs are read by the DPO effect report "
+                                     f"(train/dpo_effect.py), for 'dpo' stages only; this stage is {spec['trainer']!r}")
+                _check_dataset(spec["heldout"], f"{w}.heldout", base_dir, bool(raw.get("world")))
+            template = (spec.get("args") or {}).get("chat_template_path")
+            if isinstance(template, str) and template.endswith(TEMPLATE_SUFFIXES) \
+                    and not resolve_path(template, base_dir).is_file():
+                raise UsageError(f"{w}.args.chat_template_path: file not found: {resolve_path(template, base_dir)}")
+        if "mode" in spec and spec["mode"] not in CHAIN_MODES:
+            raise UsageError(f"{w}.mode: unknown chaining mode {spec['mode']!r}{suggest(spec['mode'], CHAIN_MODES)}")
+        if isinstance(spec.get("lora"), dict):
+            _check_keys(spec["lora"], LORA_KEYS, f"{w}.lora")
+        if "prompt_format" in spec and spec["prompt_format"] not in PROMPT_FORMATS:
+            raise UsageError(f"{w}.prompt_format: unknown {spec['prompt_format']!r}{suggest(spec['prompt_format'], PROMPT_FORMATS)}")
+        earlier.append(stage)
+    if model.get("quantization") is not None:
+        check_quantization(model["quantization"], f"{where}.model.quantization")
+    check_numbers(raw, where)   # NaN / infinities / integers beyond 64 bits, anywhere else in the recipe
+    if raw.get("measure") is not None:
+        parse_measure_settings(raw["measure"], f"{where}.measure")
+    if raw.get("world") is not None:
+        validate_world(raw["world"], f"{where}.world")
