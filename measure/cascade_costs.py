@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from measure.errors import UsageError
-from measure.signals import signal_work
+from measure.signals import SignalKey, signal_work
 
 UNIT_COSTS = "response_length 1; greedy_* 2; <signal>@nli* 100; other <signal>@<clusterer> 10; anything else 10"
 
@@ -29,8 +29,9 @@ def unit_cost(signal: str) -> float:
         return 1.0
     if signal.startswith("greedy_"):
         return 2.0
-    if "@" in signal:
-        return 100.0 if signal.split("@", 1)[1].startswith("nli") else 10.0
+    clusterer = SignalKey.parse(signal).clusterer
+    if clusterer is not None:
+        return 100.0 if clusterer.startswith("nli") else 10.0
     return 10.0
 
 

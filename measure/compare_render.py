@@ -20,9 +20,16 @@ from measure.intervals import ci_label
 from measure.io import atomic_path, write_json, write_text
 from measure.measured_run import MeasuredRun
 from measure.report import load_report
+from measure.signals import SIGNALS, SignalKey
 
 
-ROC_SIGNALS = ("greedy_entropy_mean", "response_length", "semantic_entropy@{c}", "n_clusters@{c}")
+ROC_SIGNALS = ("greedy_entropy_mean", "response_length", "semantic_entropy", "n_clusters")  # per-clusterer: the first
+
+
+def roc_keys(clusterer: str) -> list[str]:
+    """The signal keys drawn in roc.png, a per-clusterer signal under `clusterer`."""
+    keys = (SignalKey(n, clusterer if SIGNALS[n].per_clusterer else None) for n in ROC_SIGNALS)
+    return list(dict.fromkeys(str(k) for k in keys))
 
 
 def fmt(v: Any, digits: int = 3) -> str:
@@ -132,7 +139,7 @@ def _plots(result: dict, stages: list[MeasuredRun]) -> dict[str, bytes]:
 
     fig, axes = _grid(len(stages))
     for ax, st in zip(axes, stages):
-        for name in dict.fromkeys(sig.format(c=cls[0]) for sig in ROC_SIGNALS):
+        for name in roc_keys(cls[0]):
             rows = [(r.signals.get(name), not r.label) for r in st.records if r.label is not None]
             rows = [(v, y) for v, y in rows if isinstance(v, (int, float)) and math.isfinite(v)]
             ys = [y for _, y in rows]
