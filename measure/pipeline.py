@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from measure.cluster import make_clusterer
 from measure.config import BenchmarkSpec, MeasureSettings
@@ -50,9 +50,19 @@ def recorded_settings(samples_path: Path) -> dict:
     return (read_json(report).get("settings") or {}) if report.exists() else {}
 
 
-def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: str) -> tuple[list[QuestionRecord], dict, dict, dict]:
-    """Cluster every question's samples with every clusterer, compute signals, judge the greedy answer.
-    Returns (records, skipped-signal reasons, clusterer settings by label, seconds per stage of work)."""
+@dataclass(frozen=True)
+class ScoredRows:
+    """What score_rows computed from a samples file."""
+    records: list[QuestionRecord]
+    skipped: dict[str, str]                 # signal key -> why no question has it
+    clusterers: dict[str, dict]             # clusterer label -> Clusterer.settings(), in settings order
+    clusterer_seconds: dict[str, float]     # clusterer label -> seconds clustering every question
+    judge_seconds: float                    # seconds judging every greedy answer
+    judge: dict                             # the judge's settings (Judge.settings())
+
+
+def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: str) -> ScoredRows:
+    """Cluster every question's samples with every clusterer, compute signals, judge the greedy answer."""
     clusterers = [make_clusterer(spec, embedding_model=settings.embedding_model, nli_model=settings.nli_model,
                                  nli_batch_size=settings.nli_batch_size) for spec in settings.clusterers]
     labels = [c.label for c in clusterers]
@@ -84,7 +94,8 @@ def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: st
                for i, r in enumerate(rows)]
     # a key is "skipped" only if no question has it
     skipped = {k: why for k, why in skipped.items() if all(v.get(k) is None for v in values_per_question)}
-    return records, skipped, {c.label: c.settings() for c in clusterers}, {**seconds, "judge_s": judge_s, "judge": judge_obj.settings()}
+    return ScoredRows(records, skipped, {c.label: c.settings() for c in clusterers}, seconds, judge_s,
+                      judge_obj.settings())
 
 
 def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, extra: dict | None = None) -> dict:
@@ -94,7 +105,7 @@ def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, ext
     return block
 
 
-def timing_block(n_questions: int, gen: dict[str, float], seconds: dict[str, Any], labels: list[str],
+def timing_block(n_questions: int, gen: dict[str, float], clusterer_seconds: dict[str, float], judge_seconds: float,
                  signal_keys: list[str]) -> dict:
     """Seconds per question of each piece of work (greedy pass, sampling, each clusterer, the judge), the
     work each signal needs (measure.signals.signal_work: greedy signals the greedy pass, lexical
@@ -103,7 +114,7 @@ def timing_block(n_questions: int, gen: dict[str, float], seconds: dict[str, Any
     over the UNION of their work, each piece paid once (measure.cascade); the judge is never a signal's cost."""
     per_q = lambda s: s / max(n_questions, 1)  # noqa: E731
     parts = {"greedy": per_q(gen.get("greedy_s", 0.0)), "sampling": per_q(gen.get("sampling_s", 0.0)),
-             **{lb: per_q(seconds[lb]) for lb in labels}, "judge": per_q(seconds.get("judge_s", 0.0))}
+             **{lb: per_q(s) for lb, s in clusterer_seconds.items()}, "judge": per_q(judge_seconds)}
     work = {key: list(w) for key in signal_keys if (w := signal_work(key)) is not None}
     # 0 s means "not measured" (a scored samples file has no generation time): no standalone cost then
     standalone = {key: sum(parts[u] for u in w) for key, w in work.items() if all(parts.get(u, 0) > 0 for u in w)}
@@ -112,13 +123,14 @@ def timing_block(n_questions: int, gen: dict[str, float], seconds: dict[str, Any
 
 def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path, *, judge: str,
           provenance: dict, extra_settings: dict | None = None, generation_timing: dict | None = None) -> dict:
-    records, skipped, clusterers, seconds = score_rows(rows, settings, judge)
-    labels = list(clusterers)
-    signal_keys = sorted({k for r in records for k in r.signals})
-    extra = {"timing": timing_block(len(rows), generation_timing or {}, seconds, labels, signal_keys),
-             "judgements": summarize_judgements([r.judgement for r in records])}
-    return write_report(out_dir, records, settings_block(settings, clusterers, seconds["judge"], extra_settings),
-                        provenance, labels, skipped, n_boot=settings.bootstrap, seed=settings.seed, extra=extra)
+    scored = score_rows(rows, settings, judge)
+    signal_keys = sorted({k for r in scored.records for k in r.signals})
+    extra = {"timing": timing_block(len(rows), generation_timing or {}, scored.clusterer_seconds,
+                                    scored.judge_seconds, signal_keys),
+             "judgements": summarize_judgements([r.judgement for r in scored.records])}
+    return write_report(out_dir, scored.records, settings_block(settings, scored.clusterers, scored.judge, extra_settings),
+                        provenance, list(scored.clusterers), scored.skipped, n_boot=settings.bootstrap,
+                        seed=settings.seed, extra=extra)
 
 
 def guard_report(out_dir: Path, overwrite: bool) -> None:
