@@ -32,6 +32,7 @@ from measure.model_source import resolve_model
 from measure.ranks import ranks
 from measure.records import QuestionRecord, QuestionSamples, read_samples, write_samples
 from measure.report import write_report
+from measure.results import Report, ReportSettings, read_report, report_to_json, settings_from_json
 from measure.sample_cache import cache_files, claim_cache, model_identity
 from measure.signals import compute_signals, signal_work
 
@@ -43,11 +44,11 @@ def auto_judge(rows: list[QuestionSamples]) -> str:
     return "short_qa" if any(r.question.answers for r in rows) else "none"
 
 
-def recorded_settings(samples_path: Path) -> dict:
-    """The settings of the `measure run` that made these samples (its report.json beside samples.jsonl)."""
-    from measure.io import read_json
-    report = samples_path.parent / "report.json"
-    return (read_json(report).get("settings") or {}) if report.exists() else {}
+def recorded_settings(samples_path: Path) -> ReportSettings:
+    """The settings of the `measure run` that made these samples (its report.json beside samples.jsonl;
+    an empty block when there is none)."""
+    here = samples_path.parent
+    return read_report(here).settings if (here / "report.json").exists() else settings_from_json({}, [])
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def timing_block(n_questions: int, gen: dict[str, float], clusterer_seconds: dic
 
 
 def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path, *, judge: str,
-          provenance: dict, extra_settings: dict | None = None, generation_timing: dict | None = None) -> dict:
+          provenance: dict, extra_settings: dict | None = None, generation_timing: dict | None = None) -> Report:
     scored = score_rows(rows, settings, judge)
     signal_keys = sorted({k for r in scored.records for k in r.signals})
     extra = {"timing": timing_block(len(rows), generation_timing or {}, scored.clusterer_seconds,
@@ -146,7 +147,8 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     Sharded (`accelerate launch -m measure run ...`): each rank loads the model on its device and samples
     its batches into its own resume cache; rank 0 gathers the rows in question order, writes
     samples.jsonl and scores; every rank returns the report. shard=False: a process measuring alone
-    while other processes of its launch do something else (the training scripts' main process)."""
+    while other processes of its launch do something else (the training scripts' main process).
+    Returns report.json's content as a dict (what train/ reads; measure.results.report_from_json types it)."""
     from measure.backends import make_backend
     from measure.benchmarks import BENCHMARKS, load_benchmark
     out_dir = Path(out_dir)
@@ -184,9 +186,9 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
                  "prompt_format": prompt_format,
                  "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(model_info or {}),
                  **({"decode_plan": plan} if plan else {})}
-        report = score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
-                       provenance={**provenance, "processes": where.world}, extra_settings=extra,
-                       generation_timing=gen_timing)
+        report = report_to_json(score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
+                                      provenance={**provenance, "processes": where.world}, extra_settings=extra,
+                                      generation_timing=gen_timing))
     return where.broadcast(report)
 
 
@@ -203,7 +205,7 @@ def measured_with(settings: MeasureSettings, spec: BenchmarkSpec, prompt_format:
 
 
 def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, judge: str | None,
-               overwrite: bool) -> dict:
+               overwrite: bool) -> Report:
     """Score a samples file. N is what the file holds; T, top_p and max_new_tokens come from the
     report of the run that sampled it when one sits beside it, else they are recorded as unknown."""
     out_dir = Path(out_dir)
@@ -211,13 +213,13 @@ def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, 
     samples_path = Path(samples_path)
     rows = read_samples(samples_path)
     recorded = recorded_settings(samples_path)
-    recorded_judge = recorded.get("judge", {}).get("name") if isinstance(recorded.get("judge"), dict) else None
-    judge = judge or recorded_judge or auto_judge(rows)
+    judge = judge or recorded.judge_name or auto_judge(rows)
     counts = sorted({len(r.samples) for r in rows})
     n = counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     extra = {"samples": str(samples_path), "N": n, "n_samples": n,
-             **{k: recorded.get(k) for k in ("T", "temperature", "top_p", "max_new_tokens", "model", "benchmark",
-                                              "prompt_format", "backend")},
+             "T": recorded.temperature, "temperature": recorded.temperature, "top_p": recorded.top_p,
+             "max_new_tokens": recorded.max_new_tokens,
+             **{k: recorded.get(k) for k in ("model", "benchmark", "prompt_format", "backend")},
              "entropy": recorded.get("entropy", "as recorded in the samples file")}
     return score(rows, settings, out_dir, judge=judge, provenance=make_provenance(seed=settings.seed),
                  extra_settings=extra)
