@@ -29,6 +29,7 @@ from measure.errors import UsageError
 from measure.io import provenance, refuse_overwrite, write_json, write_text
 from measure.metrics import auroc, aurc, prr
 from measure.measured_run import load_run, measure_dir
+from measure.results import CascadeResult, cascade_to_json
 
 DEFAULT_SIGNALS = ("response_length", "greedy_entropy_mean", "n_clusters@embedding", "n_clusters@nli")
 TARGETS = (0.3, 0.5, 0.8)
@@ -238,16 +239,16 @@ def select_signals(records, signals: Sequence[str] | None) -> tuple[list[str], l
 
 def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, costs: list[float] | None = None,
                 out_dir: Path | None = None, seed: int = 0, calib_fraction: float = 0.5,
-                cv_folds: int | None = None, overwrite: bool = False) -> dict:
+                cv_folds: int | None = None, overwrite: bool = False) -> CascadeResult:
     """Fit and evaluate the cascade; writes cascade.json, cascade.md and risk_coverage.png into out_dir
-    (default <measure dir>/cascade/). Returns the cascade.json content."""
+    (default <measure dir>/cascade/). Returns the cascade.json content as a CascadeResult."""
     mdir = measure_dir(Path(measure_dir_or_samples))
     out_dir = Path(out_dir) if out_dir is not None else mdir / "cascade"
     refuse_overwrite(out_dir, OUTPUTS, overwrite=overwrite, what="cascade outputs")
     run = load_run(mdir, mdir.name, need_report=False)
-    records, report = list(run.records), run.report
+    records = list(run.records)
     names, notes = select_signals(records, signals)
-    model, cost_source, cost_notes = resolve_costs(names, costs, report)
+    model, cost_source, cost_notes = resolve_costs(names, costs, run.report.timing if run.report else None)
     order = sorted(range(len(names)), key=lambda j: model.standalone()[j])   # stable: ties keep the given order
     names, model = [names[j] for j in order], model.subset(order)
     cost_list = model.standalone()
@@ -260,57 +261,58 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
     folds = [analyze_split(X, y, names, cost_list, f, e, model) for f, e in splits]
     methods = combine(folds)
     ids = [r.id for r in rows]
-    result = {
-        "source": str(mdir), "definition": CASCADE_DEFINITION, "signals": names,
-        "costs": dict(zip(names, cost_list)), "cost_source": cost_source, "cost_accounting": model.accounting(names),
-        "n_questions": len(records), "n_used": len(rows), "excluded": excluded,
-        "split": {"mode": f"{cv_folds}-fold cross-validation" if cv_folds is not None else "hold-out", "seed": seed,
-                  "calib_fraction": None if cv_folds is not None else calib_fraction,
-                  "folds": [{"n_calibration": f["n_fit"], "n_evaluation": f["n_eval"],
-                             "evaluation_ids": [ids[i] for i in e]} for f, (_, e) in zip(folds, splits)]},
-        "base_accuracy": _avg(f["base_accuracy"] for f in folds), "targets": list(TARGETS),
-        "cascade": methods.pop("cascade"), "baselines": methods, "notes": [*notes, *cost_notes], "provenance": provenance(seed)}
-    result["notes"] += baseline_notes({"cascade": result["cascade"], **methods})
+    cascade = methods.pop("cascade")
+    result = CascadeResult(
+        source=str(mdir), definition=CASCADE_DEFINITION, signals=names,
+        costs=dict(zip(names, cost_list)), cost_source=cost_source, cost_accounting=model.accounting(names),
+        n_questions=len(records), n_used=len(rows), excluded=excluded,
+        split={"mode": f"{cv_folds}-fold cross-validation" if cv_folds is not None else "hold-out", "seed": seed,
+               "calib_fraction": None if cv_folds is not None else calib_fraction,
+               "folds": [{"n_calibration": f["n_fit"], "n_evaluation": f["n_eval"],
+                          "evaluation_ids": [ids[i] for i in e]} for f, (_, e) in zip(folds, splits)]},
+        base_accuracy=_avg(f["base_accuracy"] for f in folds), targets=list(TARGETS), cascade=cascade, baselines=methods,
+        notes=[*notes, *cost_notes, *baseline_notes({"cascade": cascade, **methods})], provenance=provenance(seed),
+        out_dir=str(out_dir))
     _write(result, out_dir)
-    return {**result, "out_dir": str(out_dir)}
+    return result
 
 
-def _write(result: dict, out_dir: Path) -> None:
+def _write(result: CascadeResult, out_dir: Path) -> None:
     from matplotlib.figure import Figure
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.subplots()
-    for name, entry in [("cascade", result["cascade"]), *result["baselines"].items()]:
+    for name, entry in [("cascade", result.cascade), *result.baselines.items()]:
         pts = sorted((p for p in entry["curve"] if p["accuracy"] is not None), key=lambda p: p["coverage"])
         ax.plot([p["coverage"] for p in pts], [1 - p["accuracy"] for p in pts], marker="o",
                 lw=2.5 if name == "cascade" else 1, label=name)
-    ax.axhline(1 - result["base_accuracy"], color="grey", ls=":", label="answer everything")
+    ax.axhline(1 - result.base_accuracy, color="grey", ls=":", label="answer everything")
     ax.set(xlabel="coverage (evaluation split)", ylabel="risk (error rate)", title="Risk-coverage, thresholds fit on calibration")
     ax.legend(fontsize=8)
     images = {"risk_coverage.png": png_bytes(fig)}
     targets = [str(c) for c in TARGETS]
     table = [[name, *[f"{fmt(e['at_coverage'][c]['accuracy'])} ({fmt(e['at_coverage'][c]['coverage'], 2)})" for c in targets],
               e["at_coverage"]["0.5"]["relative_cost"], e["aurc_grid"], e.get("aurc"), e.get("prr"), e.get("auroc")]
-             for name, e in [("cascade", result["cascade"]), *result["baselines"].items()]]
-    split, acc = result["split"], result["cost_accounting"]
-    blocks = [("h1", "Cheapest-first cascade"), ("p", result["definition"]),
-              ("p", f"Source: {result['source']}. Signals, cheapest first by standalone cost; costs: {result['cost_source']}."),
+             for name, e in [("cascade", result.cascade), *result.baselines.items()]]
+    split, acc = result.split, result.cost_accounting
+    blocks = [("h1", "Cheapest-first cascade"), ("p", result.definition),
+              ("p", f"Source: {result.source}. Signals, cheapest first by standalone cost; costs: {result.cost_source}."),
               ("table", ["stage", "signal", "work it needs", "cost alone", "cost added after the earlier stages"],
                [[j + 1, s, ", ".join(acc["work"][s]), acc["standalone"][s], acc["added_in_order"][s]]
-                for j, s in enumerate(result["signals"])]),
+                for j, s in enumerate(result.signals)]),
               ("p", "Work units: " + ", ".join(f"{u} = {fmt(c)}" for u, c in acc["unit_cost"].items())
                     + f"; every signal, each unit once: {fmt(acc['every_signal'])} (the denominator of relative cost)."),
               ("p", f"Split: {split['mode']}, seed {split['seed']}; calibration/evaluation sizes "
                     + "; ".join(f"{f['n_calibration']}/{f['n_evaluation']}" for f in split["folds"])
-                    + f"; {result['n_used']} of {result['n_questions']} questions used (excluded: "
-                    + ", ".join(f"{k} {v}" for k, v in result["excluded"].items()) + ")."),
+                    + f"; {result.n_used} of {result.n_questions} questions used (excluded: "
+                    + ", ".join(f"{k} {v}" for k, v in result.excluded.items()) + ")."),
               ("table", ["method", *[f"accuracy @{float(c):.0%} (realized coverage)" for c in targets],
                          "relative cost @50%", "AURC (grid)", "AURC", "PRR", "AUROC"], table),
-              ("table", ["target coverage", *result["signals"]],
-               [[c, *["; ".join(fmt(th[s]) if th[s] is not None else "off" for th in result["cascade"]["at_coverage"][c]["thresholds"])
-                      for s in result["signals"]]] for c in targets]),
+              ("table", ["target coverage", *result.signals],
+               [[c, *["; ".join(fmt(th[s]) if th[s] is not None else "off" for th in result.cascade["at_coverage"][c]["thresholds"])
+                      for s in result.signals]] for c in targets]),
               ("img", "risk_coverage.png")]
-    if result["notes"]:
-        blocks += [("h2", "Notes"), *[("p", "- " + n) for n in result["notes"]]]
+    if result.notes:
+        blocks += [("h2", "Notes"), *[("p", "- " + n) for n in result.notes]]
     write_images(out_dir, images)
-    write_json(out_dir / "cascade.json", result)
+    write_json(out_dir / "cascade.json", cascade_to_json(result))
     write_text(out_dir / "cascade.md", to_markdown(blocks))

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 from measure.errors import UsageError
-from measure.signals import signal_work
+from measure.signals import SignalKey, signal_work
 
 UNIT_COSTS = "response_length 1; greedy_* 2; <signal>@nli* 100; other <signal>@<clusterer> 10; anything else 10"
 
@@ -29,8 +29,9 @@ def unit_cost(signal: str) -> float:
         return 1.0
     if signal.startswith("greedy_"):
         return 2.0
-    if "@" in signal:
-        return 100.0 if signal.split("@", 1)[1].startswith("nli") else 10.0
+    clusterer = SignalKey.parse(signal).clusterer
+    if clusterer is not None:
+        return 100.0 if clusterer.startswith("nli") else 10.0
     return 10.0
 
 
@@ -83,14 +84,16 @@ def finite(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def resolve_costs(names: list[str], costs: Sequence[float] | None, report: dict) -> tuple[CostModel, str, list[str]]:
-    """(cost model, source, notes): given costs, else measured work units from report.json, else unit costs."""
+def resolve_costs(names: list[str], costs: Sequence[float] | None,
+                  recorded_timing: Mapping[str, Any] | None) -> tuple[CostModel, str, list[str]]:
+    """(cost model, source, notes): given costs, else measured work units from report.json's timing block
+    (Report.timing; None when the report has none or there is no report), else unit costs."""
     if costs is not None:
         if len(costs) != len(names) or not all(finite(c) and c >= 0 for c in costs) or sum(costs) <= 0:
             raise UsageError(f"costs: give {len(names)} non-negative numbers (not all 0), one per signal in "
                              f"this order: {', '.join(names)}; got {list(costs)}")
         return CostModel.additive(names, costs), "given (per signal, additive)", []
-    block = report.get("timing") or {}
+    block = recorded_timing or {}
     timing = block.get("seconds_per_question") or {}
     recorded = block.get("work") or {}
     work = {s: recorded.get(s) or signal_work(s) for s in names}

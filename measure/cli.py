@@ -23,10 +23,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from measure.errors import UsageError, exit_on_usage_error, suggest
 from measure.overrides import parse_overrides, pop_known
+from measure.results import Report, report_from_json
 from measure.values import as_int, as_seed
 
 
@@ -35,21 +36,23 @@ def _settings(raw: dict[str, Any], where: str):
     return parse_measure_settings(raw, where)
 
 
-def print_summary(report: dict, out: Path) -> None:
+def print_summary(report: Report | Mapping[str, Any], out: Path) -> None:
+    """Print a report's headline numbers. `report`: a Report, or report.json's content as measure_model
+    returns it (train/ passes that), read into a Report here."""
     from accelerate import PartialState
     if not PartialState().is_main_process:  # sharded runs: every rank has the report, one prints it
         return
-    s = report["settings"]
-    judge = s.get("judge", {}).get("name") if isinstance(s.get("judge"), dict) else s.get("judge")
-    print(f"{out}/report.json: {report['n_questions']} questions, N={s['N']}, T={s['T']}, "
-          f"max_new_tokens={s.get('max_new_tokens')}, judge {judge}")
-    for label, value in report["scr"].items():
-        lo, hi = report["scr_ci"].get(label) or (None, None)
-        ci = f" [{lo:.3f}, {hi:.3f}] ({report.get('scr_ci_method') or 'bootstrap'} 95% CI)" if lo is not None else ""
-        print(f"  SCR[{label}] = {value:.3f}{ci}   mean clusters {report['mean_clusters'][label]:.2f}")
-    acc = report.get("accuracy")
-    print(f"  accuracy {acc:.3f} over {report['n_labelled']} labelled ({report['n_ambiguous']} ambiguous)"
-          if acc is not None else f"  no labelled questions ({report['n_ambiguous']} ambiguous)")
+    report = report if isinstance(report, Report) else report_from_json(report)
+    s = report.settings
+    print(f"{out}/report.json: {report.n_questions} questions, N={s.n_samples}, T={s.temperature}, "
+          f"max_new_tokens={s.max_new_tokens}, judge {s.judge_name}")
+    for label, value in report.scr.items():
+        lo, hi = report.scr_ci.get(label) or (None, None)
+        ci = f" [{lo:.3f}, {hi:.3f}] ({report.scr_ci_method or 'bootstrap'} 95% CI)" if lo is not None else ""
+        print(f"  SCR[{label}] = {value:.3f}{ci}   mean clusters {report.mean_clusters[label]:.2f}")
+    acc = report.accuracy
+    print(f"  accuracy {acc:.3f} over {report.n_labelled} labelled ({report.n_ambiguous} ambiguous)"
+          if acc is not None else f"  no labelled questions ({report.n_ambiguous} ambiguous)")
 
 
 def cmd_run(args: dict[str, Any]) -> None:
@@ -109,7 +112,7 @@ def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:
                               opts["overwrite"])
     else:
         raise UsageError("compare: give a chain dir (python -m measure compare checkpoints/<name>) or runs=[dirA,dirB]")
-    print(result.get("verdict", {}).get("text", "comparison written"))
+    print(result.verdict.get("text", "comparison written"))
 
 
 def cmd_cascade(args: dict[str, Any], positional: list[str]) -> None:
@@ -125,9 +128,9 @@ def cmd_cascade(args: dict[str, Any], positional: list[str]) -> None:
                          seed=as_seed(opts["seed"], "seed"), calib_fraction=opts["calib_fraction"],
                          cv_folds=None if opts["cv_folds"] is None else as_int(opts["cv_folds"], "cv_folds"),
                          overwrite=opts["overwrite"])
-    for note in result.get("notes", []):
+    for note in result.notes:
         print(f"note: {note}")
-    print(f"wrote {result.get('out_dir', 'cascade outputs')}")
+    print(f"wrote {result.out_dir}")
 
 
 COMMANDS: dict[str, Callable] = {"run": cmd_run, "score": cmd_score, "compare": cmd_compare, "cascade": cmd_cascade}

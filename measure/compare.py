@@ -28,6 +28,7 @@ from measure.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.metrics import scr
 from measure.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.measured_run import MeasuredRun, load_run, measure_dir
+from measure.results import ClustererStats, Comparison, StageSummary
 from measure.sensitivity import sensitivity
 
 OUTPUTS = ("compare.json", "compare.md", "compare.html")
@@ -78,21 +79,24 @@ def _mean(values) -> float | None:
     return float(np.mean(v)) if v else None
 
 
-def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> dict:
+def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> StageSummary:
     labels = [r.label for r in stage.records if r.label is not None]
     per = {}
     for c in clusterers:
         d = counts(stage, c)
-        per[c] = {"scr": scr(d), "scr_ci": proportion_ci(int((d == 1).sum()), len(d)), "scr_ci_method": PROPORTION_CI_METHOD,
-                  "mean_clusters": float(d.mean()), "n_single": int((d == 1).sum()),
-                  "count_hist": {str(k): int((d == k).sum()) for k in range(1, int(d.max()) + 1)}}
-    return {"path": str(stage.path), "n_questions": len(stage.records),
-            "n_samples": max(len(v) for r in stage.records for v in r.clusters.values()) if stage.records[0].clusters else None,
-            "accuracy": float(np.mean(labels)) if labels else None, "n_labelled": len(labels),
-            "n_ambiguous": sum(r.judgement == "ambiguous" for r in stage.records),
-            "token_entropy_mean": _mean(r.signals.get("greedy_entropy_mean") for r in stage.records),
-            "auroc": stage.report.get("auroc", {}), "auroc_single_cluster": stage.report.get("auroc_single_cluster", {}),
-            "clusterers": per}
+        per[c] = ClustererStats(scr=scr(d), scr_ci=proportion_ci(int((d == 1).sum()), len(d)),
+                                scr_ci_method=PROPORTION_CI_METHOD, mean_clusters=float(d.mean()),
+                                n_single=int((d == 1).sum()),
+                                count_hist={str(k): int((d == k).sum()) for k in range(1, int(d.max()) + 1)})
+    report = stage.report
+    return StageSummary(
+        path=str(stage.path), n_questions=len(stage.records),
+        n_samples=max(len(v) for r in stage.records for v in r.clusters.values()) if stage.records[0].clusters else None,
+        accuracy=float(np.mean(labels)) if labels else None, n_labelled=len(labels),
+        n_ambiguous=sum(r.judgement == "ambiguous" for r in stage.records),
+        token_entropy_mean=_mean(r.signals.get("greedy_entropy_mean") for r in stage.records),
+        auroc=report.auroc if report else {}, auroc_single_cluster=report.auroc_single_cluster if report else {},
+        clusterers=per)
 
 
 # ---------------------------------------------------------------- transitions and clusterer agreement
@@ -122,7 +126,7 @@ def _check_outputs(out_dir: Path, overwrite: bool) -> None:
 def _setting_notes(stages: list[MeasuredRun]) -> list[str]:
     notes = []
     for key in ("n_samples", "temperature", "top_p", "max_new_tokens"):
-        vals = {st.label: (st.report.get("settings") or {}).get(key) for st in stages}
+        vals = {st.label: getattr(st.report.settings, key) if st.report else None for st in stages}
         if len({repr(v) for v in vals.values()}) > 1:
             notes.append(f"stages differ in {key}: " + ", ".join(f"{k}={v}" for k, v in vals.items())
                          + " (SCR depends on it; differences may not be due to training)")
@@ -130,7 +134,7 @@ def _setting_notes(stages: list[MeasuredRun]) -> list[str]:
 
 
 def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *, alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
-                   notes: Sequence[str] = (), benchmark: str | None = None) -> dict:
+                   notes: Sequence[str] = (), benchmark: str | None = None) -> Comparison:
     """Compare loaded stages (in order) and write compare.json/md/html + plots into out_dir."""
     out_dir = Path(out_dir)
     _check_outputs(out_dir, overwrite)
@@ -142,23 +146,23 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
     clusterers, cl_notes = common_clusterers(stages)
     rows, family = stage_transitions(stages, clusterers, alpha=alpha)
     sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers)
-    result = {
-        "benchmark": benchmark, "stages": [st.label for st in stages], "n_questions": len(stages[0].records), "clusterers": clusterers,
-        "per_stage": {st.label: stage_summary(st, clusterers) for st in stages},
-        "transitions": rows, "holm": {"method": "holm", "family_size": family, "alpha": alpha,
-                                      "family": "every McNemar and Wilcoxon test, every transition and clusterer"},
-        "verdict": verdict(rows, clusterers, alpha),
-        "agreement": {st.label: stage_agreement(st, clusterers) for st in stages},
-        "sensitivity": sens, "notes": [*notes, *cl_notes, *_setting_notes(stages), *s_notes],
-        "settings": {"alpha": alpha, "seed": seed}, "provenance": provenance(seed)}
+    result = Comparison(
+        benchmark=benchmark, stages=[st.label for st in stages], n_questions=len(stages[0].records), clusterers=clusterers,
+        per_stage={st.label: stage_summary(st, clusterers) for st in stages},
+        transitions=rows, holm={"method": "holm", "family_size": family, "alpha": alpha,
+                                "family": "every McNemar and Wilcoxon test, every transition and clusterer"},
+        verdict=verdict(rows, clusterers, alpha),
+        agreement={st.label: stage_agreement(st, clusterers) for st in stages},
+        sensitivity=sens, notes=[*notes, *cl_notes, *_setting_notes(stages), *s_notes],
+        settings={"alpha": alpha, "seed": seed}, provenance=provenance(seed), out_dir=str(out_dir))
     render(result, stages, out_dir)
-    return {**result, "out_dir": str(out_dir)}
+    return result
 
 
 # ---------------------------------------------------------------- entry points (the CLI calls these)
 
 def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool = False, *,
-                 alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> dict:
+                 alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> Comparison:
     """Compare any measured runs in the given order; labels default to the stage/dir names
     (<stage>/measure/<benchmark> -> <stage>). sensitivity_clusterers: threshold grids to re-cluster
     (None -> jaccard, plus embedding when used in every stage; [] -> none)."""
@@ -202,7 +206,7 @@ def chain_order(chain_dir: Path) -> list[str]:
 
 
 def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path | None = None, overwrite: bool = False, *,
-                  alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> dict:
+                  alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> Comparison:
     """Every measured stage of checkpoints/<name>/ for one benchmark, in chain order -> <chain>/compare/."""
     chain_dir = Path(chain_dir)
     order = chain_order(chain_dir)

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from measure.errors import UsageError
-from measure.io import read_json
 from measure.records import QuestionRecord, read_question_records
+from measure.results import Report, read_report
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,7 @@ class MeasuredRun:
     label: str
     path: Path                          # the measure dir
     records: tuple[QuestionRecord, ...]
-    report: dict                        # its report.json ({} when scored elsewhere without one)
+    report: Report | None               # its report.json (None when scored elsewhere without one)
 
 
 def measure_dir(path: Path) -> Path:
@@ -50,5 +50,5 @@ def load_run(path: Path, label: str, *, need_report: bool = True) -> MeasuredRun
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})
         raise UsageError(f"{path / 'questions.jsonl'}: duplicate question ids {', '.join(dup[:5])}")
-    report = read_json(path / "report.json") if need_report or (path / "report.json").exists() else {}
+    report = read_report(path) if need_report or (path / "report.json").exists() else None
     return MeasuredRun(label, path, tuple(records), report)

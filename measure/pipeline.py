@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from measure.cluster import make_clusterer
 from measure.config import BenchmarkSpec, MeasureSettings
@@ -32,6 +32,7 @@ from measure.model_source import resolve_model
 from measure.ranks import ranks
 from measure.records import QuestionRecord, QuestionSamples, read_samples, write_samples
 from measure.report import write_report
+from measure.results import Report, ReportSettings, read_report, report_to_json, settings_from_json
 from measure.sample_cache import cache_files, claim_cache, model_identity
 from measure.signals import compute_signals, signal_work
 
@@ -43,16 +44,26 @@ def auto_judge(rows: list[QuestionSamples]) -> str:
     return "short_qa" if any(r.question.answers for r in rows) else "none"
 
 
-def recorded_settings(samples_path: Path) -> dict:
-    """The settings of the `measure run` that made these samples (its report.json beside samples.jsonl)."""
-    from measure.io import read_json
-    report = samples_path.parent / "report.json"
-    return (read_json(report).get("settings") or {}) if report.exists() else {}
+def recorded_settings(samples_path: Path) -> ReportSettings:
+    """The settings of the `measure run` that made these samples (its report.json beside samples.jsonl;
+    an empty block when there is none)."""
+    here = samples_path.parent
+    return read_report(here).settings if (here / "report.json").exists() else settings_from_json({}, [])
 
 
-def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: str) -> tuple[list[QuestionRecord], dict, dict, dict]:
-    """Cluster every question's samples with every clusterer, compute signals, judge the greedy answer.
-    Returns (records, skipped-signal reasons, clusterer settings by label, seconds per stage of work)."""
+@dataclass(frozen=True)
+class ScoredRows:
+    """What score_rows computed from a samples file."""
+    records: list[QuestionRecord]
+    skipped: dict[str, str]                 # signal key -> why no question has it
+    clusterers: dict[str, dict]             # clusterer label -> Clusterer.settings(), in settings order
+    clusterer_seconds: dict[str, float]     # clusterer label -> seconds clustering every question
+    judge_seconds: float                    # seconds judging every greedy answer
+    judge: dict                             # the judge's settings (Judge.settings())
+
+
+def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: str) -> ScoredRows:
+    """Cluster every question's samples with every clusterer, compute signals, judge the greedy answer."""
     clusterers = [make_clusterer(spec, embedding_model=settings.embedding_model, nli_model=settings.nli_model,
                                  nli_batch_size=settings.nli_batch_size) for spec in settings.clusterers]
     labels = [c.label for c in clusterers]
@@ -84,7 +95,8 @@ def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: st
                for i, r in enumerate(rows)]
     # a key is "skipped" only if no question has it
     skipped = {k: why for k, why in skipped.items() if all(v.get(k) is None for v in values_per_question)}
-    return records, skipped, {c.label: c.settings() for c in clusterers}, {**seconds, "judge_s": judge_s, "judge": judge_obj.settings()}
+    return ScoredRows(records, skipped, {c.label: c.settings() for c in clusterers}, seconds, judge_s,
+                      judge_obj.settings())
 
 
 def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, extra: dict | None = None) -> dict:
@@ -94,7 +106,7 @@ def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, ext
     return block
 
 
-def timing_block(n_questions: int, gen: dict[str, float], seconds: dict[str, Any], labels: list[str],
+def timing_block(n_questions: int, gen: dict[str, float], clusterer_seconds: dict[str, float], judge_seconds: float,
                  signal_keys: list[str]) -> dict:
     """Seconds per question of each piece of work (greedy pass, sampling, each clusterer, the judge), the
     work each signal needs (measure.signals.signal_work: greedy signals the greedy pass, lexical
@@ -103,7 +115,7 @@ def timing_block(n_questions: int, gen: dict[str, float], seconds: dict[str, Any
     over the UNION of their work, each piece paid once (measure.cascade); the judge is never a signal's cost."""
     per_q = lambda s: s / max(n_questions, 1)  # noqa: E731
     parts = {"greedy": per_q(gen.get("greedy_s", 0.0)), "sampling": per_q(gen.get("sampling_s", 0.0)),
-             **{lb: per_q(seconds[lb]) for lb in labels}, "judge": per_q(seconds.get("judge_s", 0.0))}
+             **{lb: per_q(s) for lb, s in clusterer_seconds.items()}, "judge": per_q(judge_seconds)}
     work = {key: list(w) for key in signal_keys if (w := signal_work(key)) is not None}
     # 0 s means "not measured" (a scored samples file has no generation time): no standalone cost then
     standalone = {key: sum(parts[u] for u in w) for key, w in work.items() if all(parts.get(u, 0) > 0 for u in w)}
@@ -111,14 +123,15 @@ def timing_block(n_questions: int, gen: dict[str, float], seconds: dict[str, Any
 
 
 def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path, *, judge: str,
-          provenance: dict, extra_settings: dict | None = None, generation_timing: dict | None = None) -> dict:
-    records, skipped, clusterers, seconds = score_rows(rows, settings, judge)
-    labels = list(clusterers)
-    signal_keys = sorted({k for r in records for k in r.signals})
-    extra = {"timing": timing_block(len(rows), generation_timing or {}, seconds, labels, signal_keys),
-             "judgements": summarize_judgements([r.judgement for r in records])}
-    return write_report(out_dir, records, settings_block(settings, clusterers, seconds["judge"], extra_settings),
-                        provenance, labels, skipped, n_boot=settings.bootstrap, seed=settings.seed, extra=extra)
+          provenance: dict, extra_settings: dict | None = None, generation_timing: dict | None = None) -> Report:
+    scored = score_rows(rows, settings, judge)
+    signal_keys = sorted({k for r in scored.records for k in r.signals})
+    extra = {"timing": timing_block(len(rows), generation_timing or {}, scored.clusterer_seconds,
+                                    scored.judge_seconds, signal_keys),
+             "judgements": summarize_judgements([r.judgement for r in scored.records])}
+    return write_report(out_dir, scored.records, settings_block(settings, scored.clusterers, scored.judge, extra_settings),
+                        provenance, list(scored.clusterers), scored.skipped, n_boot=settings.bootstrap,
+                        seed=settings.seed, extra=extra)
 
 
 def guard_report(out_dir: Path, overwrite: bool) -> None:
@@ -134,7 +147,8 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     Sharded (`accelerate launch -m measure run ...`): each rank loads the model on its device and samples
     its batches into its own resume cache; rank 0 gathers the rows in question order, writes
     samples.jsonl and scores; every rank returns the report. shard=False: a process measuring alone
-    while other processes of its launch do something else (the training scripts' main process)."""
+    while other processes of its launch do something else (the training scripts' main process).
+    Returns report.json's content as a dict (what train/ reads; measure.results.report_from_json types it)."""
     from measure.backends import make_backend
     from measure.benchmarks import BENCHMARKS, load_benchmark
     out_dir = Path(out_dir)
@@ -172,9 +186,9 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
                  "prompt_format": prompt_format,
                  "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(model_info or {}),
                  **({"decode_plan": plan} if plan else {})}
-        report = score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
-                       provenance={**provenance, "processes": where.world}, extra_settings=extra,
-                       generation_timing=gen_timing)
+        report = report_to_json(score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
+                                      provenance={**provenance, "processes": where.world}, extra_settings=extra,
+                                      generation_timing=gen_timing))
     return where.broadcast(report)
 
 
@@ -191,7 +205,7 @@ def measured_with(settings: MeasureSettings, spec: BenchmarkSpec, prompt_format:
 
 
 def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, judge: str | None,
-               overwrite: bool) -> dict:
+               overwrite: bool) -> Report:
     """Score a samples file. N is what the file holds; T, top_p and max_new_tokens come from the
     report of the run that sampled it when one sits beside it, else they are recorded as unknown."""
     out_dir = Path(out_dir)
@@ -199,13 +213,13 @@ def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, 
     samples_path = Path(samples_path)
     rows = read_samples(samples_path)
     recorded = recorded_settings(samples_path)
-    recorded_judge = recorded.get("judge", {}).get("name") if isinstance(recorded.get("judge"), dict) else None
-    judge = judge or recorded_judge or auto_judge(rows)
+    judge = judge or recorded.judge_name or auto_judge(rows)
     counts = sorted({len(r.samples) for r in rows})
     n = counts[0] if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
     extra = {"samples": str(samples_path), "N": n, "n_samples": n,
-             **{k: recorded.get(k) for k in ("T", "temperature", "top_p", "max_new_tokens", "model", "benchmark",
-                                              "prompt_format", "backend")},
+             "T": recorded.temperature, "temperature": recorded.temperature, "top_p": recorded.top_p,
+             "max_new_tokens": recorded.max_new_tokens,
+             **{k: recorded.get(k) for k in ("model", "benchmark", "prompt_format", "backend")},
              "entropy": recorded.get("entropy", "as recorded in the samples file")}
     return score(rows, settings, out_dir, judge=judge, provenance=make_provenance(seed=settings.seed),
                  extra_settings=extra)

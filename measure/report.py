@@ -5,9 +5,9 @@ are then renamed into place with report.json LAST, so a failure at any step leav
 outputs untouched and never a report.json that disagrees with (or lacks) the rest. report.json
 therefore doubles as the "this measurement is complete" marker that `load_report` reads.
 
-`settings` is recorded verbatim; the report.md header reads N from `n_samples` (or `N`), T from
-`temperature` (or `T`), `max_new_tokens`, and the clusterers from `clusterers`: a mapping
-label -> Clusterer.settings(), or a list of settings dicts in the order of `clusterer_labels`.
+`settings` is recorded verbatim; the report.md header reads N, T, max_new_tokens and the clusterers
+from it as measure.results.ReportSettings (the one reader of a settings block and its spellings).
+`load_report` returns report.json as written (a dict); `read_report` (measure.results) the typed Report.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from measure.intervals import ci_label
 from measure.io import atomic_path, read_json, to_jsonable, write_json, write_jsonl, write_text
 from measure.metrics import COVERAGES, risk_coverage, signal_data, signal_names, summarize
 from measure.records import QuestionRecord
+from measure.results import Report, ReportSettings, report_to_json, settings_from_json
 
 PLOTS = ("cluster_hist.png", "roc.png", "risk_coverage.png")
 
@@ -121,66 +122,63 @@ def _ci(v) -> str:
     return "" if v is None else f" [{v[0]:.3f}, {v[1]:.3f}]"
 
 
-def _clusterer_desc(settings: dict, labels: list[str]) -> dict[str, str]:
-    spec = settings.get("clusterers")
-    if isinstance(spec, list) and len(spec) == len(labels):
-        spec = dict(zip(labels, spec))
+def _clusterer_desc(settings: ReportSettings, labels: list[str]) -> dict[str, str]:
     out = {}
     for label in labels:
-        params = spec.get(label) if isinstance(spec, dict) else None
+        params = settings.clusterers.get(label)
         extra = ", ".join(f"{k}={v}" for k, v in params.items() if k != "name") if isinstance(params, dict) else ""
         out[label] = f"{label} ({extra})" if extra else label
     return out
 
 
-def render_markdown(report: dict, labels: list[str]) -> str:
-    st = report["settings"]
-    get = lambda *keys: next((st[k] for k in keys if st.get(k) is not None), "n/a")  # noqa: E731
+def render_markdown(report: Report, labels: list[str]) -> str:
+    st = report.settings
+    shown = lambda v: "n/a" if v is None else v  # noqa: E731
     desc = _clusterer_desc(st, labels)
     lines = ["# Measurement report", "",
-             f"SCR measured with N={get('n_samples', 'N')}, T={get('temperature', 'T')}, "
-             f"max_new_tokens={get('max_new_tokens')}; clusterers: {', '.join(desc.values()) or 'none'}.",
-             f"{report['n_questions']} questions, {report['n_samples']} samples.", "",
+             f"SCR measured with N={shown(st.n_samples)}, T={shown(st.temperature)}, "
+             f"max_new_tokens={shown(st.max_new_tokens)}; clusterers: {', '.join(desc.values()) or 'none'}.",
+             f"{report.n_questions} questions, {report.n_samples} samples.", "",
              "## Homogenization per clusterer", "",
-             f"| clusterer | SCR [{ci_label([report.get('scr_ci_method')])}] | mean clusters | tax index (1 - D/N) "
+             f"| clusterer | SCR [{ci_label([report.scr_ci_method])}] | mean clusters | tax index (1 - D/N) "
              "| single-cluster questions |",
              "|---|---|---|---|---|"]
     for label in labels:
-        lines.append(f"| {desc[label]} | {_f(report['scr'][label])}{_ci(report['scr_ci'][label])} | "
-                     f"{_f(report['mean_clusters'][label], 2)} | {_f(report['alignment_tax_index'][label])} | "
-                     f"{report['n_single_cluster'][label]} |")
+        lines.append(f"| {desc[label]} | {_f(report.scr[label])}{_ci(report.scr_ci[label])} | "
+                     f"{_f(report.mean_clusters[label], 2)} | {_f(report.alignment_tax_index[label])} | "
+                     f"{report.n_single_cluster[label]} |")
     lines += ["", "## Correctness (greedy answer)", "",
-              f"- accuracy: {_f(report['accuracy'])}{_ci(report.get('accuracy_ci'))} "
-              f"({ci_label([report.get('accuracy_ci_method')])}) over "
-              f"{report['n_labelled']} labelled questions ({report['n_correct']} correct, "
-              f"{report['n_incorrect']} incorrect)",
-              f"- ambiguous judgements: {report['n_ambiguous']} (policy: {get('ambiguous')})",
-              f"- unlabelled (excluded from signal metrics): {report['n_unlabelled']}", "",
+              f"- accuracy: {_f(report.accuracy)}{_ci(report.accuracy_ci)} "
+              f"({ci_label([report.accuracy_ci_method])}) over "
+              f"{report.n_labelled} labelled questions ({report.n_correct} correct, "
+              f"{report.n_incorrect} incorrect)",
+              f"- ambiguous judgements: {report.n_ambiguous} (policy: {shown(st.ambiguous)})",
+              f"- unlabelled (excluded from signal metrics): {report.n_unlabelled}", "",
               "## Uncertainty signals (higher = more uncertain; positive class = incorrect)", "",
-              f"| signal | n | AUROC [{ci_label([report.get('auroc_ci_method')])}] | Cohen's d | PRR | AURC | "
+              f"| signal | n | AUROC [{ci_label([report.auroc_ci_method])}] | Cohen's d | PRR | AURC | "
               + " | ".join(f"acc@{c:.0%}" for c in COVERAGES) + " |",
               "|---|---|---|---|---|---|" + "---|" * len(COVERAGES)]
-    for name in report["auroc"]:
-        acc = report["accuracy_at_coverage"][name]
-        lines.append(f"| {name} | {report['auroc_n'][name]} | {_f(report['auroc'][name])}"
-                     f"{_ci(report['auroc_ci'][name])} | {_f(report['cohens_d'][name], 2)} | "
-                     f"{_f(report['prr'][name])} | {_f(report['aurc'][name])} | "
+    for name in report.auroc:
+        acc = report.accuracy_at_coverage[name]
+        lines.append(f"| {name} | {report.auroc_n[name]} | {_f(report.auroc[name])}"
+                     f"{_ci(report.auroc_ci[name])} | {_f(report.cohens_d[name], 2)} | "
+                     f"{_f(report.prr[name])} | {_f(report.aurc[name])} | "
                      + " | ".join(_f(acc[str(c)]) for c in COVERAGES) + " |")
-    n = report["auroc_single_cluster_n"]
+    n = report.auroc_single_cluster_n
     lines += ["", "## AUROC on single-cluster questions", "",
               "0.500 (constant) = the signal takes one value on those questions; – = a class is missing.", "",
               "| signal | " + " | ".join(f"{lb} (n={n[lb]['n']}, incorrect={n[lb]['n_incorrect']})"
                                         for lb in labels) + " |",
               "|---|" + "---|" * len(labels)]
-    for name in report["auroc"]:
-        cells = [_f(report["auroc_single_cluster"][lb][name])
-                 + (" (constant)" if name in report["single_cluster_constant"][lb] else "") for lb in labels]
+    for name in report.auroc:
+        cells = [_f(report.auroc_single_cluster[lb][name])
+                 + (" (constant)" if name in report.single_cluster_constant[lb] else "") for lb in labels]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Skipped signals", ""]
-    lines += [f"- {k}: {v}" for k, v in report["skipped_signals"].items()] or ["none"]
+    lines += [f"- {k}: {v}" for k, v in report.skipped_signals.items()] or ["none"]
     lines += ["", "## Plots", ""]
-    lines += [f"![{p}]({p})" if why is None else f"- {p} not drawn: {why}" for p, why in report["plots"].items()]
-    lines += ["", "## Settings", "", "```json", json.dumps(st, indent=2, default=str), "```", ""]
+    lines += [f"![{p}]({p})" if why is None else f"- {p} not drawn: {why}" for p, why in report.plots.items()]
+    lines += ["", "## Settings", "", "```json", json.dumps(st.recorded, indent=2, default=str), "```", ""]
     return "\n".join(lines)
 
 
@@ -188,7 +186,7 @@ def render_markdown(report: dict, labels: list[str]) -> str:
 
 def write_report(out_dir: Path, records: list[QuestionRecord], settings: dict, provenance: dict,
                  clusterer_labels: list[str], skipped: dict[str, str], *, n_boot: int, seed: int,
-                 extra: dict | None = None) -> dict:
+                 extra: dict | None = None) -> Report:
     """Write questions.jsonl, report.json, report.md and the plots into out_dir; return the report.
 
     `extra`: further top-level report.json keys from the caller, e.g. "timing": {"seconds_per_question":
@@ -198,20 +196,22 @@ def write_report(out_dir: Path, records: list[QuestionRecord], settings: dict, p
     labels = list(clusterer_labels)
     metrics = summarize(records, labels, n_boot=n_boot, seed=seed)
     per_q = [_n_per_question(r, labels) for r in records]
-    report = {"n_questions": len(records), "n_samples": int(sum(per_q)),
-              "samples_per_question": {"min": min(per_q), "max": max(per_q)},
-              "settings": settings, **metrics, "skipped_signals": dict(skipped)}
     has_roc = any(v is not None for v in metrics["auroc"].values())
-    report["plots"] = {
+    plots = {
         "cluster_hist.png": None if labels else "no clusterer",
         "roc.png": None if has_roc else "no signal has both correct and incorrect labelled questions",
         "risk_coverage.png": None if metrics["n_labelled"] and metrics["auroc"] else "no labelled questions or no signals"}
-    clash = sorted(set(extra or {}) & (set(report) | {"provenance"}))
+    extra = dict(extra or {})
+    clash = sorted(set(extra) & ({"n_questions", "n_samples", "samples_per_question", "settings", *metrics,
+                                  "skipped_signals", "plots", "provenance"}))
     if clash:
         raise ValueError(f"extra report keys would replace computed ones: {', '.join(clash)}")
-    report.update(extra or {})
-    report["provenance"] = provenance
-    report = to_jsonable(report)
+    report = Report(n_questions=len(records), n_samples=int(sum(per_q)),
+                    samples_per_question={"min": min(per_q), "max": max(per_q)},
+                    settings=settings_from_json(to_jsonable(settings), labels), **to_jsonable(metrics),
+                    skipped_signals=dict(skipped), plots=plots, timing=to_jsonable(extra.pop("timing", None)),
+                    judgements=to_jsonable(extra.pop("judgements", None)), extra=to_jsonable(extra),
+                    provenance=to_jsonable(provenance))
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out_dir))
@@ -221,10 +221,10 @@ def write_report(out_dir: Path, records: list[QuestionRecord], settings: dict, p
                 "roc.png": lambda p: _plot_roc(p, records, metrics["auroc"]),
                 "risk_coverage.png": lambda p: _plot_risk_coverage(p, records, signal_names(records))}
         for name in PLOTS:
-            if report["plots"][name] is None:
+            if report.plots[name] is None:
                 draw[name](stage / name)
         write_text(stage / "report.md", render_markdown(report, labels))
-        write_json(stage / "report.json", report)
+        write_json(stage / "report.json", report_to_json(report))
         # report.json goes first out and last in: if a rename fails midway there is no report.json
         # claiming a complete measurement over a mix of old and new files.
         (out_dir / "report.json").unlink(missing_ok=True)

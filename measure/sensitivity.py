@@ -18,6 +18,7 @@ import numpy as np
 from measure.errors import UsageError
 from measure.measured_run import MeasuredRun
 from measure.metrics import scr
+from measure.results import Report
 
 
 THRESHOLD_GRIDS = {"jaccard": (0.2, 0.3, 0.4, 0.5, 0.6), "embedding": (0.75, 0.8, 0.85, 0.9, 0.95)}
@@ -57,9 +58,8 @@ def sample_items(stage: MeasuredRun) -> list[tuple[str, list[str]]] | None:
     return [(rows[r.id].question.text, [s.text for s in rows[r.id].samples]) for r in stage.records]
 
 
-def embedding_model_of(report: dict) -> str | None:
-    settings = report.get("settings") or {}
-    return settings.get("embedding_model")
+def embedding_model_of(report: Report | None) -> str | None:
+    return report.settings.embedding_model if report is not None else None
 
 
 def sensitivity(stages: list[MeasuredRun], clusterers: list[str], names: Sequence[str] | None) -> tuple[dict, list[str]]:

@@ -30,6 +30,23 @@ CLUSTERER = "<clusterer>"   # a work unit standing for the clusterer named after
 
 
 @dataclass(frozen=True)
+class SignalKey:
+    """A signal key as written in questions.jsonl and report.json: the signal's name, and for a
+    per-clusterer signal the clusterer label after the first "@" ("n_clusters@jaccard@0.3" ->
+    SignalKey("n_clusters", "jaccard@0.3"); "greedy_nll" -> SignalKey("greedy_nll", None))."""
+    name: str
+    clusterer: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "SignalKey":
+        name, sep, label = text.partition("@")   # signal names contain no "@": the FIRST "@" splits
+        return cls(name, label if sep else None)
+
+    def __str__(self) -> str:
+        return self.name if self.clusterer is None else f"{self.name}@{self.clusterer}"
+
+
+@dataclass(frozen=True)
 class Signal:
     name: str
     needs: tuple[str, ...]      # inputs checked by _missing before fn runs
@@ -161,11 +178,11 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
 def signal_work(key: str) -> tuple[str, ...] | None:
     """The work units a signal key needs ("n_clusters@embedding" -> ("sampling", "embedding")); None for a
     name that is not a registered signal (its work is unknown)."""
-    name, _, label = key.partition("@")
-    sig = SIGNALS.get(name)
-    if sig is None or sig.per_clusterer != bool(label):
+    parsed = SignalKey.parse(key)
+    sig = SIGNALS.get(parsed.name)
+    if sig is None or sig.per_clusterer != bool(parsed.clusterer):
         return None
-    return tuple(label if unit == CLUSTERER else unit for unit in sig.work)
+    return tuple(parsed.clusterer if unit == CLUSTERER else unit for unit in sig.work)
 
 
 def compute_signals(qs: QuestionSamples, clusters: dict[str, list[int]],
@@ -185,7 +202,8 @@ def compute_signals(qs: QuestionSamples, clusters: dict[str, list[int]],
         sig = SIGNALS[name]
         if sig.per_clusterer and not clusters:
             values[name], skipped[name] = None, "no clusterer ran"
-        targets = [(f"{name}@{label}", ids) for label, ids in clusters.items()] if sig.per_clusterer else [(name, None)]
+        targets = ([(str(SignalKey(name, label)), ids) for label, ids in clusters.items()] if sig.per_clusterer
+                   else [(name, None)])
         for key, ids in targets:
             reason = next((r for r in (_missing(n, qs, ids) for n in sig.needs) if r), None)
             value = None if reason else sig.fn(qs, ids)

@@ -177,30 +177,30 @@ def test_run_cascade_end_to_end_with_unit_costs(tmp_path):
     d = write_measure(tmp_path / "m")
     res = run_cascade(d, None, None, None, seed=3)
     out = d / "cascade"
-    assert res["out_dir"] == str(out)
+    assert res.out_dir == str(out)
     for name in ("cascade.json", "cascade.md", "risk_coverage.png"):
         assert (out / name).exists()
     assert (out / "risk_coverage.png").read_bytes()[:4] == b"\x89PNG"
-    assert res["signals"] == ["response_length", "greedy_entropy_mean", "n_clusters@embedding"]
-    assert res["costs"] == {"response_length": 1.0, "greedy_entropy_mean": 2.0, "n_clusters@embedding": 10.0}
-    assert res["cost_source"] == "unit costs" and any("unit costs" in n for n in res["notes"])
-    assert any("'n_clusters@nli' is not in the data" in n for n in res["notes"])
+    assert res.signals == ["response_length", "greedy_entropy_mean", "n_clusters@embedding"]
+    assert res.costs == {"response_length": 1.0, "greedy_entropy_mean": 2.0, "n_clusters@embedding": 10.0}
+    assert res.cost_source == "unit costs" and any("unit costs" in n for n in res.notes)
+    assert any("'n_clusters@nli' is not in the data" in n for n in res.notes)
     n_unlabelled = sum(1 for i in range(120) if i % 17 == 0)
-    assert res["excluded"]["unlabelled"] == n_unlabelled and res["excluded"]["missing n_clusters@embedding"] == 1
-    fold, = res["split"]["folds"]
-    assert fold["n_calibration"] + fold["n_evaluation"] == res["n_used"] == 120 - n_unlabelled - 1
+    assert res.excluded["unlabelled"] == n_unlabelled and res.excluded["missing n_clusters@embedding"] == 1
+    fold, = res.split["folds"]
+    assert fold["n_calibration"] + fold["n_evaluation"] == res.n_used == 120 - n_unlabelled - 1
     assert fold["n_evaluation"] == len(set(fold["evaluation_ids"]))
-    for method in [res["cascade"], *res["baselines"].values()]:
+    for method in [res.cascade, *res.baselines.values()]:
         assert set(method["at_coverage"]) == {"0.3", "0.5", "0.8"}
-    assert set(res["baselines"]) == set(res["signals"]) and "prr" in res["baselines"]["greedy_entropy_mean"]
+    assert set(res.baselines) == set(res.signals) and "prr" in res.baselines["greedy_entropy_mean"]
     # The entropy signal separates by construction: the cascade beats answering everything at 50%.
-    assert res["cascade"]["at_coverage"]["0.5"]["accuracy"] > res["base_accuracy"]
+    assert res.cascade["at_coverage"]["0.5"]["accuracy"] > res.base_accuracy
     md = (out / "cascade.md").read_text()
     assert cas.CASCADE_DEFINITION in md and "accuracy @50%" in md
     saved = json.loads((out / "cascade.json").read_text())
     assert saved["split"]["seed"] == 3
     again = run_cascade(d, None, None, tmp_path / "again", seed=3)
-    assert again["cascade"]["at_coverage"] == res["cascade"]["at_coverage"]          # seeded: reproducible
+    assert again.cascade["at_coverage"] == res.cascade["at_coverage"]          # seeded: reproducible
 
 
 def test_overwrite_refusal_and_samples_path(tmp_path):
@@ -223,21 +223,21 @@ def test_costs_from_timing_given_costs_and_cv(tmp_path):
     d = write_measure(tmp_path / "m", timing=timing)
     res = run_cascade(d, None, None, tmp_path / "a", seed=0, cv_folds=3)
     # measured seconds reorder the cascade: embedding clusters (0.1 + 0.2 s) before the greedy pass (0.5 s)
-    assert res["signals"] == ["n_clusters@embedding", "response_length", "greedy_entropy_mean"]
-    assert res["cost_source"].startswith("measured seconds")
-    acc = res["cost_accounting"]
+    assert res.signals == ["n_clusters@embedding", "response_length", "greedy_entropy_mean"]
+    assert res.cost_source.startswith("measured seconds")
+    acc = res.cost_accounting
     assert acc["added_in_order"] == pytest.approx({"n_clusters@embedding": 0.3, "response_length": 0.5,
                                                    "greedy_entropy_mean": 0.0})   # the greedy pass is paid once
     assert acc["every_signal"] == pytest.approx(0.8) and "judge" not in acc["unit_cost"]
-    assert res["costs"] == pytest.approx({"n_clusters@embedding": 0.3, "response_length": 0.5, "greedy_entropy_mean": 0.5})
+    assert res.costs == pytest.approx({"n_clusters@embedding": 0.3, "response_length": 0.5, "greedy_entropy_mean": 0.5})
     md = (tmp_path / "a" / "cascade.md").read_text()
     assert "| 3 | greedy_entropy_mean | greedy | 0.500 | 0.000 |" in md and "every signal, each unit once: 0.800" in md
-    assert res["split"]["mode"] == "3-fold cross-validation" and len(res["split"]["folds"]) == 3
-    ids = [i for f in res["split"]["folds"] for i in f["evaluation_ids"]]
-    assert len(ids) == len(set(ids)) == res["n_used"]                                   # each evaluated once
-    assert len(res["cascade"]["at_coverage"]["0.5"]["thresholds"]) == 3                  # one fit per fold
+    assert res.split["mode"] == "3-fold cross-validation" and len(res.split["folds"]) == 3
+    ids = [i for f in res.split["folds"] for i in f["evaluation_ids"]]
+    assert len(ids) == len(set(ids)) == res.n_used                                   # each evaluated once
+    assert len(res.cascade["at_coverage"]["0.5"]["thresholds"]) == 3                  # one fit per fold
     res = run_cascade(d, ["greedy_entropy_mean", "response_length"], [3.0, 4.0], tmp_path / "b", seed=0)
-    assert res["signals"] == ["greedy_entropy_mean", "response_length"] and res["cost_source"].startswith("given")
+    assert res.signals == ["greedy_entropy_mean", "response_length"] and res.cost_source.startswith("given")
     with pytest.raises(UsageError, match="costs: give 2"):
         run_cascade(d, ["greedy_entropy_mean", "response_length"], [1.0], tmp_path / "c", seed=0)
     with pytest.raises(UsageError, match="valid choices: .*greedy_entropy_mean"):
@@ -245,17 +245,17 @@ def test_costs_from_timing_given_costs_and_cv(tmp_path):
     scored = write_measure(tmp_path / "s", timing={"seconds_per_question": {**timing["seconds_per_question"], "greedy": 0.0},
                                                    "measured_generation": False})
     res = run_cascade(scored, None, None, None, seed=0)
-    assert res["cost_source"] == "unit costs" and any("no measured generation" in n for n in res["notes"])
+    assert res.cost_source == "unit costs" and any("no measured generation" in n for n in res.notes)
     partial = write_measure(tmp_path / "p", timing={"seconds_per_question": {"greedy": 0.5}})
     res = run_cascade(partial, None, None, None, seed=0)
-    assert res["cost_source"] == "unit costs"
-    assert any("no timing for response_length" not in n and "no timing for n_clusters@embedding" in n for n in res["notes"])
+    assert res.cost_source == "unit costs"
+    assert any("no timing for response_length" not in n and "no timing for n_clusters@embedding" in n for n in res.notes)
 
 
 def test_timing_block_declares_each_signals_work():
     from measure.pipeline import timing_block
     keys = ["response_length", "lexical_dissimilarity", "n_clusters@jaccard", "greedy_nll"]
-    t = timing_block(10, {"greedy_s": 5.0, "sampling_s": 3.0}, {"jaccard": 1.0, "judge_s": 2.0}, ["jaccard"], keys)
+    t = timing_block(10, {"greedy_s": 5.0, "sampling_s": 3.0}, {"jaccard": 1.0}, 2.0, keys)
     assert t["work"] == {"response_length": ["greedy"], "lexical_dissimilarity": ["sampling"],   # the samples,
                          "n_clusters@jaccard": ["sampling", "jaccard"], "greedy_nll": ["greedy"]}  # not the greedy pass
     sp = t["seconds_per_question"]
@@ -263,7 +263,7 @@ def test_timing_block_declares_each_signals_work():
     assert sp["lexical_dissimilarity"] == pytest.approx(0.3) and sp["n_clusters@jaccard"] == pytest.approx(0.4)
     # every signal together: 0.5 + 0.3 + 0.1, not the sum of the standalone costs (0.5 + 0.3 + 0.4 + 0.5)
     from measure.cascade_costs import resolve_costs
-    model, source, _ = resolve_costs(keys, None, {"timing": t})
+    model, source, _ = resolve_costs(keys, None, t)
     assert model.total() == pytest.approx(0.9) and source.startswith("measured")
-    scored = timing_block(10, {}, {"jaccard": 1.0}, ["jaccard"], keys)   # a scored samples file: no generation time
+    scored = timing_block(10, {}, {"jaccard": 1.0}, 0.0, keys)   # a scored samples file: no generation time
     assert "response_length" not in scored["seconds_per_question"] and scored["measured_generation"] is False

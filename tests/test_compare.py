@@ -228,25 +228,25 @@ def test_compare_runs_end_to_end(tmp_path):
     runs = [write_stage(tmp_path / "base", 0), write_stage(tmp_path / "sft", 12), write_stage(tmp_path / "dpo", 16)]
     out = tmp_path / "cmp"
     res = compare_runs(runs, ["base", "sft", "dpo"], out, overwrite=False)
-    assert res["stages"] == ["base", "sft", "dpo"] and res["clusterers"] == ["exact", "jaccard"]
-    assert res["holm"]["family_size"] == 8                          # 2 transitions x 2 clusterers x 2 tests
-    first = next(t for t in res["transitions"] if t["from"] == "base" and t["clusterer"] == "exact")
+    assert res.stages == ["base", "sft", "dpo"] and res.clusterers == ["exact", "jaccard"]
+    assert res.holm["family_size"] == 8                          # 2 transitions x 2 clusterers x 2 tests
+    first = next(t for t in res.transitions if t["from"] == "base" and t["clusterer"] == "exact")
     assert (first["b_single_to_multi"], first["c_multi_to_single"]) == (0, 12)
     assert first["mcnemar_p"] == pytest.approx(2 * 0.5 ** 12)
     assert first["mcnemar_p_holm"] <= 8 * first["mcnemar_p"] + 1e-12 and first["mcnemar_p_holm"] < 0.05
     assert first["scr_diff"] == pytest.approx(0.6)
-    later = next(t for t in res["transitions"] if t["from"] == "sft" and t["clusterer"] == "jaccard")
+    later = next(t for t in res.transitions if t["from"] == "sft" and t["clusterer"] == "jaccard")
     assert later["mcnemar_p"] == pytest.approx(2 * 0.5 ** 4)         # 0.125: not significant
-    assert res["verdict"]["transition"] == "base -> sft" and res["verdict"]["agree"] == ["exact", "jaccard"]
-    assert res["per_stage"]["sft"]["clusterers"]["exact"]["scr"] == pytest.approx(0.6)
-    assert res["per_stage"]["base"]["accuracy"] == pytest.approx(13 / 20)
-    assert res["agreement"]["sft"][0]["kappa"] == pytest.approx(1.0)
-    assert res["agreement"]["sft"][0]["ari_mean"] == pytest.approx(1.0)
+    assert res.verdict["transition"] == "base -> sft" and res.verdict["agree"] == ["exact", "jaccard"]
+    assert res.per_stage["sft"].clusterers["exact"].scr == pytest.approx(0.6)
+    assert res.per_stage["base"].accuracy == pytest.approx(13 / 20)
+    assert res.agreement["sft"][0]["kappa"] == pytest.approx(1.0)
+    assert res.agreement["sft"][0]["ari_mean"] == pytest.approx(1.0)
     # Sensitivity from the saved samples: identical texts stay one cluster at every jaccard threshold.
-    thr = res["sensitivity"]["threshold"]["jaccard"]["stages"]["sft"]
+    thr = res.sensitivity["threshold"]["jaccard"]["stages"]["sft"]
     assert [p["scr"] for p in thr] == pytest.approx([0.6] * 5)
-    assert "embedding" not in res["sensitivity"]["threshold"]          # not used in the run: no model loaded
-    assert not res["sensitivity"]["n_samples"]["jaccard"]["approximate"]
+    assert "embedding" not in res.sensitivity["threshold"]          # not used in the run: no model loaded
+    assert not res.sensitivity["n_samples"]["jaccard"]["approximate"]
 
     for name in ("compare.json", "compare.md", "compare.html", "scr_by_stage.png", "cluster_counts.png",
                  "roc.png", "sensitivity.png"):
@@ -258,8 +258,8 @@ def test_compare_runs_end_to_end(tmp_path):
     # every interval names its method; SCR 0 of 20 at base keeps a non-zero Clopper-Pearson upper bound
     assert "SCR exact [95% CI, Clopper-Pearson exact]" in md
     assert "| 95% CI, Newcombe hybrid score (paired, method 10) |" in md and "| Wilcoxon method |" in md
-    base = res["per_stage"]["base"]["clusterers"]["exact"]
-    assert base["scr"] == 0.0 and base["scr_ci"] == pytest.approx([0.0, 1 - 0.025 ** (1 / 20)])
+    base = res.per_stage["base"].clusterers["exact"]
+    assert base.scr == 0.0 and base.scr_ci == pytest.approx([0.0, 1 - 0.025 ** (1 / 20)])
     page = (out / "compare.html").read_text()
     uris = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
     assert len(uris) == 4 and all(base64.b64decode(u)[:8] == b"\x89PNG\r\n\x1a\n" for u in uris)
@@ -278,7 +278,7 @@ def test_overwrite_refusal(tmp_path):
     runs = [write_stage(tmp_path / "x" / "measure" / "toy", 0), write_stage(tmp_path / "y" / "measure" / "toy", 5)]
     out = tmp_path / "cmp"
     res = compare_runs(runs, None, out, overwrite=False, sensitivity_clusterers=[])
-    assert res["stages"] == ["x", "y"]                                 # labels from <stage>/measure/<benchmark>
+    assert res.stages == ["x", "y"]                                 # labels from <stage>/measure/<benchmark>
     before = (out / "compare.json").read_text()
     with pytest.raises(UsageError, match="overwrite=true"):
         compare_runs(runs, None, out, overwrite=False)
@@ -314,9 +314,9 @@ def _chain(tmp_path: Path, benchmarks=("toy",)) -> Path:
 def test_compare_chain_orders_by_chain_index(tmp_path):
     chain = _chain(tmp_path)
     res = compare_chain(chain, None, None, overwrite=False)
-    assert res["stages"] == ["base", "sft", "dpo"] and res["benchmark"] == "toy"
+    assert res.stages == ["base", "sft", "dpo"] and res.benchmark == "toy"
     assert (chain / "compare" / "compare.html").exists()
-    assert res["verdict"]["transition"] == "base -> sft"
+    assert res.verdict["transition"] == "base -> sft"
     with pytest.raises(UsageError, match="overwrite=true"):
         compare_chain(chain, None, None, overwrite=False)
 
@@ -329,8 +329,8 @@ def test_compare_chain_json_order_and_benchmark_choice(tmp_path):
         compare_chain(chain, "nq_open", None, overwrite=False)
     (chain / "chain.json").write_text(json.dumps({"stages": ["base", "dpo", "sft"]}))
     res = compare_chain(chain, "gsm8k", tmp_path / "elsewhere", overwrite=False, sensitivity_clusterers=[])
-    assert res["stages"] == ["base", "dpo", "sft"]                     # chain.json wins over chain_index
-    assert res["verdict"]["transition"] == "base -> dpo"
+    assert res.stages == ["base", "dpo", "sft"]                     # chain.json wins over chain_index
+    assert res.verdict["transition"] == "base -> dpo"
 
 
 def test_compare_chain_leaves_out_unmeasured_stage(tmp_path):
@@ -338,8 +338,8 @@ def test_compare_chain_leaves_out_unmeasured_stage(tmp_path):
     (chain / "kto").mkdir()
     (chain / "kto" / "stage.json").write_text(json.dumps({"stage": "kto", "chain_index": 3}))
     res = compare_chain(chain, None, None, overwrite=False, sensitivity_clusterers=[])
-    assert res["stages"] == ["base", "sft", "dpo"]
-    assert any("'kto' has no toy measurement" in n for n in res["notes"])
+    assert res.stages == ["base", "sft", "dpo"]
+    assert any("'kto' has no toy measurement" in n for n in res.notes)
     (chain / "kto" / "stage.json").write_text(json.dumps({"stage": "kto"}))
     with pytest.raises(UsageError, match="chain_index"):
         compare_chain(chain, None, None, overwrite=True)

@@ -10,6 +10,7 @@ import measure.report as report_mod
 from measure.errors import UsageError
 from measure.records import QuestionRecord, read_question_records
 from measure.report import load_report, write_report
+from measure.results import read_report, report_to_json
 
 F, T = False, True
 LABELS = ["jaccard", "exact"]
@@ -46,7 +47,7 @@ def test_write_report_files_and_contract(tmp_path):
     for name in ("questions.jsonl", "report.json", "report.md", "cluster_hist.png", "roc.png", "risk_coverage.png"):
         assert (tmp_path / name).is_file(), name
     rep = load_report(tmp_path)
-    assert rep == returned
+    assert rep == report_to_json(returned) and read_report(tmp_path) == returned
     for key in ("n_questions", "n_samples", "settings", "scr", "scr_ci", "mean_clusters", "accuracy",
                 "n_labelled", "n_ambiguous", "auroc", "auroc_single_cluster", "cohens_d", "prr", "aurc",
                 "accuracy_at_coverage", "alignment_tax_index", "skipped_signals", "provenance"):
@@ -97,10 +98,10 @@ def test_no_labels_skips_roc_with_a_note_and_removes_stale_plot(tmp_path):
     write(tmp_path)
     unlabelled = [QuestionRecord(r.id, r.n_clusters, r.clusters, r.signals, None, None) for r in records()]
     rep = write(tmp_path, unlabelled)
-    assert rep["plots"]["roc.png"] and rep["plots"]["risk_coverage.png"]
+    assert rep.plots["roc.png"] and rep.plots["risk_coverage.png"]
     assert not (tmp_path / "roc.png").exists() and not (tmp_path / "risk_coverage.png").exists()
     assert "roc.png not drawn" in (tmp_path / "report.md").read_text()
-    assert rep["accuracy"] is None and rep["n_unlabelled"] == 5
+    assert rep.accuracy is None and rep.n_unlabelled == 5
 
 
 def test_failure_while_writing_report_json_leaves_none(tmp_path):
@@ -129,7 +130,7 @@ def test_load_report_missing_is_usage_error(tmp_path):
 
 def test_extra_keys_are_recorded_but_cannot_replace_computed_ones(tmp_path):
     timing = {"seconds_per_question": {"greedy": 0.5, "jaccard": 0.01}}
-    assert write(tmp_path, extra={"timing": timing})["timing"] == timing
+    assert write(tmp_path, extra={"timing": timing}).timing == timing
     assert load_report(tmp_path)["timing"] == timing
     with pytest.raises(ValueError, match="scr"):
         write(tmp_path / "other", extra={"scr": {}})

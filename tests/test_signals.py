@@ -9,8 +9,10 @@ import pytest
 from measure.cluster import make_clusterer
 from measure.errors import UsageError
 from measure.records import Generation, Question, QuestionSamples
-from measure.signals import (SIGNALS, _missing, cluster_log_probs, compute_signals, entropy_of_counts,
-                             likelihood_weighted_entropy, mean_pairwise_dissimilarity)
+from measure.cascade_costs import unit_cost
+from measure.compare_render import roc_keys
+from measure.signals import (SIGNALS, SignalKey, _missing, cluster_log_probs, compute_signals, entropy_of_counts,
+                             likelihood_weighted_entropy, mean_pairwise_dissimilarity, signal_work)
 
 
 def qs(samples, greedy=None, qid="q1"):
@@ -140,3 +142,40 @@ def test_signals_from_a_real_clusterer():
     assert ids == [0, 0, 1]
     assert values == {"n_clusters@jaccard": 2.0,
                       "semantic_entropy@jaccard": pytest.approx(-(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)))}
+
+
+# ------------------------------------------------------------------ signal keys
+
+@pytest.mark.parametrize("text, name, clusterer", [
+    ("greedy_entropy_mean", "greedy_entropy_mean", None),
+    ("n_clusters@exact", "n_clusters", "exact"),
+    ("n_clusters@jaccard@0.3", "n_clusters", "jaccard@0.3"),                      # the FIRST "@" splits
+    ("semantic_entropy@embedding:mpnet@0.8", "semantic_entropy", "embedding:mpnet@0.8"),
+    ("semantic_entropy_lw@nli-nonstrict", "semantic_entropy_lw", "nli-nonstrict"),
+])
+def test_signal_key_parse_and_str_round_trip(text, name, clusterer):
+    key = SignalKey.parse(text)
+    assert (key.name, key.clusterer) == (name, clusterer)
+    assert str(key) == text and SignalKey.parse(str(key)) == key
+
+
+def test_every_key_compute_signals_writes_round_trips():
+    qs = QuestionSamples(Question("q", "?"), Generation("a b", (-0.1, -0.2), (0.5, 0.7)),
+                         tuple(Generation(t, (-0.3,), (0.1,)) for t in ("a b", "a c", "a b")))
+    labels = ["exact", "jaccard@0.3", "embedding:mpnet@0.8"]
+    values, _ = compute_signals(qs, {lb: [0, 1, 0] for lb in labels})
+    for text in values:
+        key = SignalKey.parse(text)
+        assert str(key) == text and key.name in SIGNALS
+        assert (key.clusterer in labels) == SIGNALS[key.name].per_clusterer
+    assert "n_clusters@jaccard@0.3" in values
+
+
+def test_consumers_split_at_the_first_at():
+    assert signal_work("n_clusters@jaccard@0.3") == ("sampling", "jaccard@0.3")
+    assert signal_work("greedy_nll") == ("greedy",) and signal_work("greedy_nll@exact") is None
+    assert signal_work("n_clusters") is None and signal_work("nope@exact") is None
+    assert unit_cost("semantic_entropy@nli-nonstrict") == 100.0 and unit_cost("n_clusters@jaccard@0.3") == 10.0
+    assert unit_cost("response_length") == 1.0 and unit_cost("greedy_nll") == 2.0
+    assert roc_keys("embedding@0.8") == ["greedy_entropy_mean", "response_length", "semantic_entropy@embedding@0.8",
+                                         "n_clusters@embedding@0.8"]

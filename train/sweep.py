@@ -92,8 +92,8 @@ def sweep_spec(section: dict | None, cli: dict[str, Any]) -> tuple[str, dict[str
         seen = [json.dumps(v, sort_keys=True) for v in values]
         if len(set(seen)) != len(seen):
             raise UsageError(f"grid.{key}: a value is listed twice ({values!r})")
-    from measure.signals import SIGNALS
-    if signal.partition("@")[0] not in SIGNALS:
+    from measure.signals import SIGNALS, SignalKey
+    if SignalKey.parse(signal).name not in SIGNALS:
         raise UsageError(f"signal: unknown {signal!r}{suggest(signal, SIGNALS)}")
     return stage, grid, signal
 
