@@ -27,7 +27,7 @@ from measure.io import provenance, read_json, refuse_overwrite
 from measure.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.metrics import scr
 from measure.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
-from measure.measured_run import MeasuredRun, load_run, measure_dir
+from measure.measured_run import MeasuredRun, benchmark_dir, load_run, measure_dir, stage_benchmarks
 from measure.results import ClustererStats, Comparison, StageSummary
 from measure.sensitivity import sensitivity
 
@@ -210,8 +210,7 @@ def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path |
     """Every measured stage of checkpoints/<name>/ for one benchmark, in chain order -> <chain>/compare/."""
     chain_dir = Path(chain_dir)
     order = chain_order(chain_dir)
-    measured = {s: sorted(d.name for d in (chain_dir / s / "measure").glob("*") if (d / "questions.jsonl").exists())
-                for s in order if (chain_dir / s / "measure").is_dir()}
+    measured = {s: stage_benchmarks(chain_dir / s) for s in order}
     benchmarks = sorted({b for bs in measured.values() for b in bs})
     if not benchmarks:
         raise UsageError(f"{chain_dir}: no measured stage (no <stage>/measure/<benchmark>/questions.jsonl)")
@@ -225,6 +224,6 @@ def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path |
     notes = [f"stage {s!r} has no {benchmark} measurement; left out" for s in order if s not in use]
     out_dir = Path(out_dir) if out_dir is not None else chain_dir / "compare"
     _check_outputs(out_dir, overwrite)
-    stages = [load_run(chain_dir / s / "measure" / benchmark, s) for s in use]
+    stages = [load_run(benchmark_dir(chain_dir / s, benchmark), s) for s in use]
     return compare_stages(stages, out_dir, overwrite, notes=notes, benchmark=benchmark, alpha=alpha, seed=seed,
                           sensitivity_clusterers=sensitivity_clusterers)

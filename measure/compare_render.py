@@ -19,6 +19,7 @@ import numpy as np
 from measure.intervals import ci_label
 from measure.io import atomic_path, write_json, write_text
 from measure.measured_run import MeasuredRun
+from measure.metrics import auroc
 from measure.results import Comparison, comparison_to_json, read_report
 from measure.signals import SIGNALS, SignalKey
 
@@ -111,8 +112,6 @@ def _scr_ci_label(result: Comparison) -> str:
 
 def _plots(result: Comparison, stages: list[MeasuredRun]) -> dict[str, bytes]:
     from sklearn.metrics import roc_curve
-
-    from measure.metrics import auroc
     labels, cls, per = result.stages, result.clusterers, result.per_stage
     images = {}
     fig, (ax,) = _grid(1, 6, 4)

@@ -9,7 +9,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from measure.benchmarks import BENCHMARKS, BenchmarkSpec  # noqa: F401  (BenchmarkSpec: part of the settings)
+from measure.cluster import validate_clusterer_spec
 from measure.errors import UsageError, suggest
+from measure.signals import SIGNALS
 from measure.values import as_seed, check_numbers
 
 AMBIGUOUS_POLICIES = ("exclude", "incorrect", "correct")
@@ -75,8 +77,6 @@ def _benchmark(value: Any, where: str) -> BenchmarkSpec:
 
 def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureSettings:
     """Validate a `measure:` mapping. `where` prefixes key names in errors (e.g. 'recipes/x.yaml: measure')."""
-    from measure.cluster import validate_clusterer_spec
-    from measure.signals import SIGNALS
     raw = dict(raw or {})
     fields = {f.name: f for f in dataclasses.fields(MeasureSettings)}
     for key in raw:

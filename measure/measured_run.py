@@ -22,14 +22,27 @@ class MeasuredRun:
     report: Report | None               # its report.json (None when scored elsewhere without one)
 
 
+MEASURE_SUBDIR = "measure"   # <stage dir>/measure/<benchmark>/: where a chain stage's measurements live
+
+
+def benchmark_dir(stage_dir: Path, benchmark: str) -> Path:
+    """The measure dir of one benchmark of a stage (the layout measure_dir and compare_chain read)."""
+    return Path(stage_dir) / MEASURE_SUBDIR / benchmark
+
+
+def stage_benchmarks(stage_dir: Path) -> list[str]:
+    """The benchmarks measured in a stage dir (those with a questions.jsonl), sorted."""
+    runs = Path(stage_dir) / MEASURE_SUBDIR
+    return sorted(d.name for d in runs.glob("*") if (d / "questions.jsonl").exists()) if runs.is_dir() else []
+
+
 def measure_dir(path: Path) -> Path:
     """The measure dir a user means by `path` (see the module docstring); anything else -> UsageError."""
     path = Path(path)
     directory = path.parent if path.is_file() else path
     if (directory / "questions.jsonl").exists():
         return directory
-    runs = directory / "measure"
-    found = sorted(d for d in runs.glob("*") if (d / "questions.jsonl").exists()) if runs.is_dir() else []
+    found = [benchmark_dir(directory, b) for b in stage_benchmarks(directory)]
     if len(found) == 1:
         return found[0]
     if found:

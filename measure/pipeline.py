@@ -27,12 +27,12 @@ from measure.config import BenchmarkSpec, MeasureSettings
 from measure.correctness import make_judge, resolve_labels, summarize_judgements
 from measure.errors import UsageError
 from measure.io import provenance as make_provenance
-from measure.io import refuse_overwrite
+from measure.io import refuse_overwrite, sha256_file, to_jsonable
 from measure.model_source import resolve_model
 from measure.ranks import ranks
 from measure.records import QuestionRecord, QuestionSamples, read_samples, write_samples
 from measure.report import write_report
-from measure.results import Report, ReportSettings, read_report, report_to_json, settings_from_json
+from measure.results import Report, ReportSettings, read_report, settings_from_json
 from measure.sample_cache import cache_files, claim_cache, model_identity
 from measure.signals import compute_signals, signal_work
 
@@ -140,7 +140,7 @@ def guard_report(out_dir: Path, overwrite: bool) -> None:
 
 def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSettings, out_dir: Path, *,
                   prompt_format: str, provenance: dict, overwrite: bool = False, model_info: dict | None = None,
-                  shard: bool = True, backend: str | None = None, vllm_logprobs: int | None = None) -> dict:
+                  shard: bool = True, backend: str | None = None, vllm_logprobs: int | None = None) -> Report:
     """Sample `model_source` (a merged dir, a PEFT adapter dir, a hub id, a .gguf file or pkg:<package>;
     measure/model_source.py) on one benchmark and score it.
 
@@ -148,7 +148,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     its batches into its own resume cache; rank 0 gathers the rows in question order, writes
     samples.jsonl and scores; every rank returns the report. shard=False: a process measuring alone
     while other processes of its launch do something else (the training scripts' main process).
-    Returns report.json's content as a dict (what train/ reads; measure.results.report_from_json types it)."""
+    Returns the Report (measure.results) that report.json holds."""
     from measure.backends import make_backend
     from measure.benchmarks import BENCHMARKS, load_benchmark
     out_dir = Path(out_dir)
@@ -186,16 +186,15 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
                  "prompt_format": prompt_format,
                  "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(model_info or {}),
                  **({"decode_plan": plan} if plan else {})}
-        report = report_to_json(score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
-                                      provenance={**provenance, "processes": where.world}, extra_settings=extra,
-                                      generation_timing=gen_timing))
+        report = score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
+                       provenance={**provenance, "processes": where.world}, extra_settings=extra,
+                       generation_timing=gen_timing)
     return where.broadcast(report)
 
 
 def measured_with(settings: MeasureSettings, spec: BenchmarkSpec, prompt_format: str) -> dict:
     """What a stage's report depends on besides the model: every setting that changes samples or scores
     (batch sizes and rows per call do not), the prompt format, and the benchmark -- its file by content."""
-    from measure.io import sha256_file, to_jsonable
     block = {k: v for k, v in dataclasses.asdict(settings).items()
              if k not in ("benchmarks", "batch_size", "rows_per_call", "nli_batch_size")}
     bench = dataclasses.asdict(spec)

@@ -15,9 +15,11 @@ from typing import Sequence
 
 import numpy as np
 
+from measure.cluster import make_clusterer
 from measure.errors import UsageError
 from measure.measured_run import MeasuredRun
 from measure.metrics import scr
+from measure.records import read_samples
 from measure.results import Report
 
 
@@ -39,7 +41,6 @@ def scr_by_n(assignments: Sequence[Sequence[int]]) -> list[dict]:
 def scr_by_threshold(items: list[tuple[str, list[str]]], name: str, thresholds: Sequence[float],
                      embedding_model: str | None = None) -> list[dict]:
     """Re-cluster saved sample texts at each threshold (no re-sampling)."""
-    from measure.cluster import make_clusterer
     out = []
     for t in thresholds:
         ids = make_clusterer({"name": name, "threshold": t}, embedding_model=embedding_model).cluster_many(items)
@@ -48,7 +49,6 @@ def scr_by_threshold(items: list[tuple[str, list[str]]], name: str, thresholds: 
 
 
 def sample_items(stage: MeasuredRun) -> list[tuple[str, list[str]]] | None:
-    from measure.records import read_samples
     path = stage.path / "samples.jsonl"
     if not path.exists():
         return None

@@ -200,3 +200,29 @@ def test_real_model_options_and_greedy_agreement():
     assert result["ratios"]["toolkit_over_polygraph"] == 3.0 and result["targets"]["loop_over_toolkit"]["met"] is True
     assert result["targets"]["toolkit_over_raw_generate"]["met"] is True   # 1.5 >= 1.3
     assert result["targets"]["greedy_entropy_max_abs_diff"]["met"] is True
+
+
+def test_same_outputs_masks_the_clock_and_nothing_else(tmp_path, capsys):
+    """benchmarks.same_outputs: wall times / commits / cascade costs may differ between two runs; a result may not."""
+    from benchmarks.same_outputs import compare_dirs
+    from benchmarks.same_outputs import main as same
+    for run, (seconds, commit, cost) in {"a": (1.5, "abc", 0.1), "b": (2.5, "def", 0.2)}.items():
+        d = tmp_path / run / "dpo" / "measure" / "jsonl"
+        (d / "cascade").mkdir(parents=True)
+        (d / "report.json").write_text(json.dumps({"scr": {"exact": 0.25}, "timing": {"seconds_per_question": {"greedy": seconds}},
+                                                   "provenance": {"git_commit": commit, "seed": 0}}))
+        (d / "report.md").write_text(f'SCR 0.250\n"git_commit": "{commit}"\n')
+        (d / "cascade" / "cascade.json").write_text(json.dumps({"costs": {"x": cost}, "cascade": {"accuracy": 0.7}}))
+        (d / "samples.jsonl").write_text('{"id": "q1"}\n')
+    result = compare_dirs(tmp_path / "a", tmp_path / "b")
+    assert result["identical_bytes"] == ["dpo/measure/jsonl/samples.jsonl"] and result["differ"] == []
+    assert result["identical_but_clock"] == ["dpo/measure/jsonl/report.json", "dpo/measure/jsonl/report.md"]
+    assert result["identical_but_costs"] == ["dpo/measure/jsonl/cascade/cascade.json"]
+    with pytest.raises(SystemExit) as same_exit:
+        same([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"])
+    assert same_exit.value.code == 0
+    (tmp_path / "b" / "dpo" / "measure" / "jsonl" / "report.json").write_text(json.dumps(
+        {"scr": {"exact": 0.30}, "timing": {}, "provenance": {"git_commit": "def", "seed": 0}}))   # a result changed
+    with pytest.raises(SystemExit) as same_exit:
+        same([f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"])
+    assert same_exit.value.code == 1 and "differ: dpo/measure/jsonl/report.json" in capsys.readouterr().out

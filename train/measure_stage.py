@@ -21,16 +21,17 @@ from measure.config import BenchmarkSpec
 from measure.errors import UsageError, exit_on_usage_error, suggest
 from measure.io import provenance
 from measure.overrides import parse_overrides, pop_known
+from measure.measured_run import benchmark_dir
 from measure.pipeline import measure_model, measured_with
 from measure.ranks import leave_process_group, ranks
-from measure.report import load_report
+from measure.results import Report, read_report
 from train import checkpoint as ckpt
 from train.paths import resolve_path
 from train.recipe import Recipe, load_recipe
 
 
 def measure_dir(recipe: Recipe, stage: str, benchmark: str) -> Path:
-    return ckpt.stage_dir(recipe, stage) / "measure" / benchmark
+    return benchmark_dir(ckpt.stage_dir(recipe, stage), benchmark)
 
 
 def resolve_benchmark_path(spec: BenchmarkSpec, recipe: Recipe) -> BenchmarkSpec:
@@ -41,11 +42,10 @@ def resolve_benchmark_path(spec: BenchmarkSpec, recipe: Recipe) -> BenchmarkSpec
     return dataclasses.replace(spec, path=str(resolve_path(path, recipe.base_dir)))
 
 
-def reusable_report(out: Path, model_info: dict, stage: str) -> dict:
+def reusable_report(out: Path, model_info: dict, stage: str) -> Report:
     """The finished report of a stage, if it was measured on this stage's model with these settings."""
-    report = load_report(out)
-    old = report.get("settings") or {}
-    stale = [k for k in ("stage_hash", "measured_with") if old.get(k) != model_info[k]]
+    report = read_report(out)
+    stale = [k for k in ("stage_hash", "measured_with") if report.settings.get(k) != model_info[k]]
     if stale:
         what = {"stage_hash": f"another {stage} model (its stage.json changed)",
                 "measured_with": "other measurement settings"}
@@ -55,7 +55,7 @@ def reusable_report(out: Path, model_info: dict, stage: str) -> dict:
     return report
 
 
-def measure_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, shard: bool = True) -> dict[str, dict]:
+def measure_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, shard: bool = True) -> dict[str, Report]:
     """Measure one stage on each benchmark of the recipe's `measure` section; finished reports are reused.
 
     The stage is prompted in its own format (Recipe.prompt_format_of: a stage's

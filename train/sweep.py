@@ -40,11 +40,16 @@ from pathlib import Path
 from typing import Any
 
 from measure.errors import UsageError, exit_on_usage_error, suggest
-from measure.io import provenance, write_json
+from measure.io import provenance, sha256_json, write_json
 from measure.overrides import parse_overrides, pop_known
+from measure.results import Report
+from measure.signals import SIGNALS, SignalKey
 from train import checkpoint as ckpt
+from train.measure_stage import measure_stage
+from train.pretrain import run_base
 from train.recipe import BASE, Recipe, load_recipe
 from train.reuse import chain_hint, check_reusable
+from train.stages import run_stage
 from train.sweep_report import mark_frontier, write_outputs
 
 SWEEP_KEYS = {"stage": str, "grid": dict, "signal": str}
@@ -92,7 +97,6 @@ def sweep_spec(section: dict | None, cli: dict[str, Any]) -> tuple[str, dict[str
         seen = [json.dumps(v, sort_keys=True) for v in values]
         if len(set(seen)) != len(seen):
             raise UsageError(f"grid.{key}: a value is listed twice ({values!r})")
-    from measure.signals import SIGNALS, SignalKey
     if SignalKey.parse(signal).name not in SIGNALS:
         raise UsageError(f"signal: unknown {signal!r}{suggest(signal, SIGNALS)}")
     return stage, grid, signal
@@ -121,7 +125,6 @@ def variant_name(values: dict[str, Any]) -> str:
     name = ",".join(f"{labels[k]}={_fmt(values[k])}" for k in keys)
     name = re.sub(r"[^A-Za-z0-9._+=,-]", "-", name)
     if len(name) > 120:  # keep paths short; the hash keeps truncated names distinct
-        from measure.io import sha256_json
         name = name[:110] + "-" + sha256_json(values)[:8]
     return name
 
@@ -183,8 +186,6 @@ def check_reuse(main: Recipe, variants: list[Variant], stage: str, needed: set[s
 def ensure_parents(main: Recipe, needed: set[str]) -> None:
     """Train the main chain's missing ancestor stages with the runners python -m train.chain uses.
     Only the direct parents get measured (by run_sweep: they are the reference points)."""
-    from train.pretrain import run_base
-    from train.stages import run_stage
     for stage in main.stage_names:
         if stage in needed and not ckpt.is_finished(main, stage):
             print(f"[sweep] parent {stage}: running")
@@ -205,8 +206,6 @@ def link_parents(main: Recipe, variant: Variant, stages: list[str]) -> None:
 
 def run_variant(main: Recipe, variant: Variant, stage: str, *, overwrite: bool, measure: bool) -> dict:
     """Train + measure one variant (or reuse it); never raises for a failure of the variant itself."""
-    from train.measure_stage import measure_stage
-    from train.stages import run_stage
     child, started = variant.recipe, time.time()
     row: dict[str, Any] = {"name": variant.name, "values": variant.values, "dir": str(ckpt.stage_dir(child, stage))}
     try:
@@ -227,17 +226,19 @@ def run_variant(main: Recipe, variant: Variant, stage: str, *, overwrite: bool, 
     return row
 
 
-def point(report: dict) -> dict:
-    """The frontier coordinates of one report.json: SCR per clusterer, accuracy, every signal's AUROC, with CIs."""
-    keys = ("scr", "scr_ci", "scr_ci_method", "accuracy", "accuracy_ci", "accuracy_ci_method", "auroc", "auroc_ci",
-            "auroc_ci_method", "n_questions", "n_labelled")
-    return {k: report.get(k) for k in keys}
+POINT = ("scr", "scr_ci", "scr_ci_method", "accuracy", "accuracy_ci", "accuracy_ci_method", "auroc", "auroc_ci",
+         "auroc_ci_method", "n_questions", "n_labelled")
+
+
+def point(report: Report) -> dict:
+    """The frontier coordinates of one report (sweep.json's row): SCR per clusterer, accuracy, every signal's
+    AUROC, with CIs -- the Report attributes of those names."""
+    return {k: getattr(report, k) for k in POINT}
 
 
 def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, list], signal: str,
               overwrite: bool = False, measure: bool = True) -> dict:
     """Plan (validating every variant), train the missing parents, run every variant, write the report."""
-    from train.measure_stage import measure_stage
     main, variants = plan(recipe_path, overrides, stage, grid, measure=measure)
     parents = sorted({v.recipe.stages[stage].parent for v in variants}, key=main.stage_names.index)
     needed = {s for v in variants for s in ancestors(v.recipe, stage)}
