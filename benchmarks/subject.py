@@ -21,6 +21,7 @@ from typing import Any, Callable, Sequence
 
 from measure.config import BenchmarkSpec, MeasureSettings, parse_measure_settings
 from measure.errors import UsageError
+from train.checkpoint import MANIFEST, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 TOY_CHAIN = REPO / "checkpoints" / "toy"
@@ -49,14 +50,11 @@ class Subject:
 
 
 def read_stage_manifest(model_dir: Path) -> tuple[dict | None, str | None]:
-    path = model_dir / "stage.json"
-    if not path.exists():
+    """(the recorded recipe, the stage) of a chain stage dir; (None, None) for any other model dir."""
+    if not (model_dir / MANIFEST).exists():
         return None, None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise UsageError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
-    return manifest.get("recipe"), manifest.get("stage")
+    manifest = read_manifest(model_dir)   # invalid JSON: a UsageError naming file:line
+    return manifest.recipe or None, manifest.stage
 
 
 def toy_recipe() -> dict:

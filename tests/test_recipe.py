@@ -73,6 +73,26 @@ def test_unknown_stage_names_the_stages():
         recipe.stage("dop")
 
 
+def test_stage_manifest_reads_todays_and_older_files(tmp_path):
+    """stage.json -> StageManifest: typed fields, absent keys at their defaults, hashed exactly as written."""
+    import hashlib
+    from train.checkpoint import read_manifest
+    content = {"name": "c", "stage": "dpo", "chain_index": 2, "output_dir": "/x", "trainer": "dpo", "parent": "sft",
+               "parent_hash": "ab", "mode": "merge", "adapter": "/x/dpo/adapter", "train_metrics": {"global_step": 3},
+               "recipe": {"name": "c"}, "extra_key": [1, 2]}
+    (tmp_path / "stage.json").write_text(json.dumps(content, indent=2))
+    m = read_manifest(tmp_path)
+    assert (m.stage, m.parent, m.parent_hash, m.adapter, m.train_metrics["global_step"]) == ("dpo", "sft", "ab", "/x/dpo/adapter", 3)
+    assert m.datasets == [] and m.adapter_base is None and m.external is False and m.recorded["extra_key"] == [1, 2]
+    assert m.hash == hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
+    (tmp_path / "stage.json").write_text(json.dumps({"name": "old", "stage": "base"}))   # an older, sparser file
+    old = read_manifest(tmp_path)
+    assert old.parent is None and old.recipe == {} and old.trainer is None
+    (tmp_path / "stage.json").write_text("[1]")
+    with pytest.raises(UsageError, match=r"stage.json: a stage.json is a JSON object"):
+        read_manifest(tmp_path)
+
+
 def test_override_parser():
     assert parse_overrides(["a.b=1", "c=[x, y]", "d=true", "e=run1"]) == {"a.b": 1, "c": ["x", "y"], "d": True, "e": "run1"}
     with pytest.raises(UsageError, match="key=value"):

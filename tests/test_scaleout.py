@@ -310,7 +310,7 @@ def test_gathered_save_merges_the_adapter_into_the_unsharded_parent(tiny_model_d
     monkeypatch.setattr(stages, "needs_gather", lambda trainer: True)
     manifest = stages.run_stage(recipe, "sft", measure=False)
     out = tmp_path / "out" / "sft"
-    assert not (out / "gathered").exists() and manifest["adapter"] == str(out / "adapter")
+    assert not (out / "gathered").exists() and manifest.adapter == str(out / "adapter")
     expected = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), out / "adapter").merge_and_unload()
     merged = load_file(out / "model.safetensors")
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir).state_dict()

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from measure.errors import UsageError
 from train import checkpoint as ckpt
 from train.sweep import flatten, main, sweep_spec, variant_name
+from train.sweep_records import read_sweep, sweep_to_json
 from train.sweep_report import pareto
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,10 +70,10 @@ def test_grid_trains_measures_and_reports_every_variant(swept):
         d = root / row["name"]
         assert (d / "sft").is_symlink() and (d / "sft").resolve() == (out / "sft").resolve()
         manifest = ckpt.read_manifest(d / "dpo")
-        args = manifest["recipe"]["stages"]["dpo"]["args"]
+        args = manifest.recipe["stages"]["dpo"]["args"]
         assert {"beta": args["beta"], "loss_type": args["loss_type"]} == {
             "beta": row["values"]["stages.dpo.args.beta"], "loss_type": row["values"]["stages.dpo.args.loss_type"]}
-        assert manifest["parent_hash"] == ckpt.manifest_hash(out / "sft")
+        assert manifest.parent_hash == ckpt.manifest_hash(out / "sft")
         assert row["reports"]["jsonl"]["n_questions"] == 3 and (d / "dpo/measure/jsonl/report.json").exists()
         weights.append(load_file(d / "dpo" / "model.safetensors"))
     for i in range(4):  # each variant trained its own model
@@ -82,6 +83,10 @@ def test_grid_trains_measures_and_reports_every_variant(swept):
     md = (root / "sweep.md").read_text()
     assert all(f"| {name} | trained |" in md for name in NAMES) and "| P | parent: sft | reference |" in md
     assert "Intervals: accuracy: 95% CI, Clopper-Pearson exact; AUROC: 95% CI, percentile bootstrap" in md
+    typed = read_sweep(root)   # the one reader; the one writer gives the file back
+    assert sweep_to_json(typed) == report and [r.name for r in typed.variants] == NAMES
+    assert typed.references[0].reports["jsonl"].n_questions == 3 and typed.variants[0].values == report["variants"][0]["values"]
+    assert (root / "sweep.json").read_text() == json.dumps(sweep_to_json(typed), indent=2) + "\n"
 
 
 def test_rerun_reuses_finished_variants(swept):

@@ -235,9 +235,9 @@ def test_interrupted_stage_resumes_from_last_checkpoint(chain_dir, tmp_path, mon
     (out / "sft" / "trainer" / "checkpoint-2" / "trainer_state.json").unlink()
     monkeypatch.setitem(trainers.TRAINER_SPECS, "sft", spec_with(CountSteps()))
     manifest = stages.run_stage(load_recipe(REPO / "recipes/tiny.yaml", overrides), "sft", measure=False)
-    assert manifest["train_metrics"]["resumed_from"].endswith("checkpoint-1")  # the newest complete one
+    assert manifest.train_metrics["resumed_from"].endswith("checkpoint-1")  # the newest complete one
     assert CountSteps.ran == [2, 3, 4]  # only the steps after it ran
-    assert [e["step"] for e in manifest["train_metrics"]["log_history"] if "loss" in e] == [1, 2, 3, 4]
+    assert [e["step"] for e in manifest.train_metrics["log_history"] if "loss" in e] == [1, 2, 3, 4]
 
 
 def test_measure_run_accepts_an_adapter_dir(chain_dir, tmp_path):

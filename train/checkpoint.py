@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from measure.errors import UsageError
-from measure.io import provenance, read_json, refuse_overwrite, sha256_json, write_json
+from measure.io import provenance, read_json, refuse_overwrite, to_jsonable, write_json
 from measure.model_source import PACKAGE_PREFIX, is_hub_id, resolve_model
+from train.manifest import StageManifest, manifest_from_json
 from train.paths import resolve_path
 from train.recipe import BASE, Recipe
 
@@ -37,12 +38,17 @@ def is_finished(recipe: Recipe, stage: str) -> bool:
     return (stage_dir(recipe, stage) / MANIFEST).exists()
 
 
-def read_manifest(directory: Path) -> dict:
-    return read_json(Path(directory) / MANIFEST)
+def read_manifest(directory: Path) -> StageManifest:
+    path = Path(directory) / MANIFEST
+    content = read_json(path)
+    if not isinstance(content, dict):
+        raise UsageError(f"{path}: a stage.json is a JSON object (name, stage, parent, recipe, ...), "
+                         f"got {type(content).__name__}")
+    return manifest_from_json(content)
 
 
 def manifest_hash(directory: Path) -> str:
-    return sha256_json(read_manifest(directory))
+    return read_manifest(directory).hash
 
 
 def guard_overwrite(recipe: Recipe, stage: str, overwrite: bool) -> None:
@@ -53,7 +59,7 @@ def guard_overwrite(recipe: Recipe, stage: str, overwrite: bool) -> None:
         shutil.rmtree(directory)
 
 
-def write_manifest(recipe: Recipe, stage: str, **fields: Any) -> dict:
+def write_manifest(recipe: Recipe, stage: str, **fields: Any) -> StageManifest:
     """stage.json: resolved recipe, parent + its hash, git commit, package versions, seed, and `fields`
     (the base stage passes its `trainer`: pretrain or none)."""
     parent = recipe.parent_of(stage)
@@ -67,7 +73,7 @@ def write_manifest(recipe: Recipe, stage: str, **fields: Any) -> dict:
         **fields, **provenance(seed=recipe.seed, recipe=recipe.to_dict()),
     }
     write_json(stage_dir(recipe, stage) / MANIFEST, manifest)
-    return manifest
+    return manifest_from_json(to_jsonable(manifest))
 
 
 def external_model(recipe: Recipe, stage: str) -> str | None:

@@ -180,7 +180,7 @@ def heldout_logprobs(recipe: Recipe, stage: str, *, batch_size: int = 4) -> dict
 
 def stage_effect(recipe: Recipe, stage: str, *, heldout: bool = True) -> dict:
     manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, stage))
-    log = (manifest.get("train_metrics") or {}).get("log_history") or []
+    log = manifest.train_metrics.get("log_history") or []
     parent = recipe.stages[stage].parent
     out = {"stage": stage, "parent": parent, "margins": margin_trajectory(log),
            "weights": weight_difference(ckpt.stage_dir(recipe, stage), Path(ckpt.model_source(recipe, parent)))}

@@ -63,7 +63,7 @@ def measure_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, shard:
     settings = recipe.measure
     say = print if ranks(shard).main else (lambda *a, **k: None)
     reports = {}
-    stage_hash = ckpt.sha256_json(ckpt.read_manifest(ckpt.stage_dir(recipe, stage)))
+    stage_hash = ckpt.manifest_hash(ckpt.stage_dir(recipe, stage))
     for spec in settings.benchmarks:
         out, spec = measure_dir(recipe, stage, spec.name), resolve_benchmark_path(spec, recipe)
         model_info = {"stage": stage, "chain": recipe.name, "stage_hash": stage_hash,

@@ -20,6 +20,7 @@ from typing import Any
 from measure.errors import UsageError
 from measure.io import sha256_file, to_jsonable
 from train import checkpoint as ckpt
+from train.manifest import StageManifest
 from train.paths import looks_local, resolve_path
 from train.recipe import BASE, Recipe
 
@@ -60,8 +61,8 @@ def dataset_digests(recipe: Recipe, stage: str) -> list[str | None]:
     return out
 
 
-def recorded_digests(manifest: dict) -> list[str | None]:
-    sources = [fp for fp in manifest.get("datasets") or [] if "combined_sha256" not in fp]
+def recorded_digests(manifest: StageManifest) -> list[str | None]:
+    sources = [fp for fp in manifest.datasets if "combined_sha256" not in fp]
     return [fp.get("sha256") for fp in sources]
 
 
@@ -87,9 +88,8 @@ def differences(old: Any, new: Any, prefix: str = "") -> list[str]:
 def stale_keys(recipe: Recipe, stage: str) -> list[str]:
     """Why the finished `stage` does not match the recipe (empty: it may be reused)."""
     manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, stage))
-    recorded = manifest.get("recipe") or {}
     try:
-        old = _plain(stage_spec(Recipe.from_mapping(recorded, recipe.path), stage))
+        old = _plain(stage_spec(Recipe.from_mapping(manifest.recipe, recipe.path), stage))
     except (KeyError, TypeError, UsageError):
         old = None  # a stage.json from another layout: nothing to compare against
     out = differences(old, _plain(stage_spec(recipe, stage)))
@@ -97,11 +97,11 @@ def stale_keys(recipe: Recipe, stage: str) -> list[str]:
     before = recorded_digests(manifest)
     if [d for d in now if d is not None] != [d for d in before if d is not None]:
         out.append("datasets: the content of a dataset file changed since the stage was trained")
-    parent = manifest.get("parent")
+    parent = manifest.parent
     if parent is not None:
         if not ckpt.is_finished(recipe, parent):
             out.append(f"parent_hash: the parent {parent!r} is not finished (it will be trained anew)")
-        elif manifest.get("parent_hash") != ckpt.manifest_hash(ckpt.stage_dir(recipe, parent)):
+        elif manifest.parent_hash != ckpt.manifest_hash(ckpt.stage_dir(recipe, parent)):
             out.append(f"parent_hash: {parent!r} was retrained after this stage was trained on it")
     return out
 

@@ -89,12 +89,12 @@ def prepare_model(recipe: Recipe, stage: str):
     quantized = lora is not None and recipe.model.quantization is not None  # QLoRA: only LoRA stages go 4-bit
     if spec.mode == "continue":
         parent_manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, parent))
-        if not parent_manifest.get("adapter"):
+        if not parent_manifest.adapter:
             raise UsageError(f"stage {stage!r}: mode 'continue' needs a LoRA adapter in the parent {parent!r}")
-        base = load_parent(recipe, parent_manifest["adapter_base"], quantized=quantized)
-        model = PeftModel.from_pretrained(base, parent_manifest["adapter"], is_trainable=True)
+        base = load_parent(recipe, parent_manifest.adapter_base, quantized=quantized)
+        model = PeftModel.from_pretrained(base, parent_manifest.adapter, is_trainable=True)
         # TRL adds a frozen 'ref' copy of this adapter as the reference model
-        return model, tokenizer, None, parent_manifest["adapter_base"], "continue"
+        return model, tokenizer, None, parent_manifest.adapter_base, "continue"
     model = load_parent(recipe, parent_source, quantized=quantized)
     # merge: the parent is already merged into `model`; a fresh adapter trains on top, and with the
     # adapter disabled the model *is* the parent, which TRL uses as the reference (no second copy)

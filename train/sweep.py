@@ -42,7 +42,6 @@ from typing import Any
 from measure.errors import UsageError, exit_on_usage_error, suggest
 from measure.io import provenance, sha256_json, write_json
 from measure.overrides import parse_overrides, pop_known
-from measure.results import Report
 from measure.signals import SIGNALS, SignalKey
 from train import checkpoint as ckpt
 from train.measure_stage import measure_stage
@@ -50,6 +49,7 @@ from train.pretrain import run_base
 from train.recipe import BASE, Recipe, load_recipe
 from train.reuse import chain_hint, check_reusable
 from train.stages import run_stage
+from train.sweep_records import SweepPoint, SweepResult, SweepRow
 from train.sweep_report import mark_frontier, write_outputs
 
 SWEEP_KEYS = {"stage": str, "grid": dict, "signal": str}
@@ -204,60 +204,52 @@ def link_parents(main: Recipe, variant: Variant, stages: list[str]) -> None:
             link.symlink_to(os.path.relpath(target.resolve(), root.resolve()), target_is_directory=True)
 
 
-def run_variant(main: Recipe, variant: Variant, stage: str, *, overwrite: bool, measure: bool) -> dict:
+def run_variant(main: Recipe, variant: Variant, stage: str, *, overwrite: bool, measure: bool) -> SweepRow:
     """Train + measure one variant (or reuse it); never raises for a failure of the variant itself."""
     child, started = variant.recipe, time.time()
-    row: dict[str, Any] = {"name": variant.name, "values": variant.values, "dir": str(ckpt.stage_dir(child, stage))}
     try:
         link_parents(main, variant, ancestors(child, stage))
         write_json(ckpt.chain_dir(child) / "variant.json", {"name": variant.name, "values": variant.values})
         if ckpt.is_finished(child, stage) and not overwrite:  # matches the recipe: check_reuse ran first
-            row["status"] = "reused"
+            status = "reused"
         else:
             run_stage(child, stage, overwrite=overwrite, measure=False)
-            row["status"] = "trained"
-        row["reports"] = {b: point(r) for b, r in measure_stage(child, stage).items()} if measure else {}
-        row["error"] = None
+            status = "trained"
+        reports = points(child, stage) if measure else {}
+        error = None
     except Exception as e:  # noqa: BLE001 - one variant's failure is reported, the sweep goes on
-        row.update(status="failed", error=f"{type(e).__name__}: {e}", reports={})
-        print(f"[sweep] {variant.name}: FAILED: {row['error']}", file=sys.stderr)
-    row["wall_time_s"] = round(time.time() - started, 2)
+        status, reports, error = "failed", {}, f"{type(e).__name__}: {e}"
+        print(f"[sweep] {variant.name}: FAILED: {error}", file=sys.stderr)
+    row = SweepRow(name=variant.name, values=variant.values, dir=str(ckpt.stage_dir(child, stage)), status=status,
+                   reports=reports, error=error, wall_time_s=round(time.time() - started, 2))
     gc.collect()
     return row
 
 
-POINT = ("scr", "scr_ci", "scr_ci_method", "accuracy", "accuracy_ci", "accuracy_ci_method", "auroc", "auroc_ci",
-         "auroc_ci_method", "n_questions", "n_labelled")
-
-
-def point(report: Report) -> dict:
-    """The frontier coordinates of one report (sweep.json's row): SCR per clusterer, accuracy, every signal's
-    AUROC, with CIs -- the Report attributes of those names."""
-    return {k: getattr(report, k) for k in POINT}
+def points(recipe: Recipe, stage: str) -> dict[str, SweepPoint]:
+    """The stage measured (or its finished reports reused) -> each benchmark's frontier coordinates."""
+    return {b: SweepPoint.of(r) for b, r in measure_stage(recipe, stage).items()}
 
 
 def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, list], signal: str,
-              overwrite: bool = False, measure: bool = True) -> dict:
+              overwrite: bool = False, measure: bool = True) -> SweepResult:
     """Plan (validating every variant), train the missing parents, run every variant, write the report."""
     main, variants = plan(recipe_path, overrides, stage, grid, measure=measure)
     parents = sorted({v.recipe.stages[stage].parent for v in variants}, key=main.stage_names.index)
     needed = {s for v in variants for s in ancestors(v.recipe, stage)}
     check_reuse(main, variants, stage, needed, overwrite=overwrite)
     ensure_parents(main, needed)
-    references = [{"name": f"parent: {p}", "stage": p, "status": "reference", "dir": str(ckpt.stage_dir(main, p)),
-                   "reports": {b: point(r) for b, r in measure_stage(main, p).items()} if measure else {}}
-                  for p in parents]
+    references = [SweepRow(name=f"parent: {p}", stage=p, status="reference", dir=str(ckpt.stage_dir(main, p)),
+                           reports=points(main, p) if measure else {}) for p in parents]
     rows = []
     for i, variant in enumerate(variants):
         print(f"[sweep] variant {i + 1}/{len(variants)}: {variant.name}")
         rows.append(run_variant(main, variant, stage, overwrite=overwrite, measure=measure))
-    summary = {"recipe": main.name, "stage": stage, "grid": grid, "signal": signal,
-               "out_dir": str(ckpt.chain_dir(main) / "sweeps" / stage), "references": references, "variants": rows,
-               "counts": {s: sum(r["status"] == s for r in rows) for s in ("trained", "reused", "failed")},
-               "provenance": provenance(seed=main.seed, recipe=main.to_dict())}
-    mark_frontier(summary)
-    write_outputs(Path(summary["out_dir"]), summary)
-    return summary
+    summary = SweepResult(recipe=main.name, stage=stage, grid=grid, signal=signal,
+                          out_dir=str(ckpt.chain_dir(main) / "sweeps" / stage), references=references, variants=rows,
+                          counts={s: sum(r.status == s for r in rows) for s in ("trained", "reused", "failed")},
+                          provenance=provenance(seed=main.seed, recipe=main.to_dict()))
+    return write_outputs(Path(summary.out_dir), mark_frontier(summary))
 
 
 @exit_on_usage_error
@@ -271,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
     stage, grid, signal = sweep_spec(section, {"grid": cli_grid, "stage": opts["stage"], "signal": opts["signal"]})
     summary = run_sweep(opts["recipe"], overrides, stage=stage, grid=grid, signal=signal,
                         overwrite=opts["overwrite"], measure=opts["measure"])
-    if summary["counts"]["failed"]:
+    if summary.counts["failed"]:
         raise SystemExit(1)  # the report is written; a non-zero exit tells scripts that a variant failed
 
 
