@@ -322,3 +322,20 @@ def test_stale_measurement_report_is_not_reused(chain_dir, capsys, monkeypatch):
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "sft/measure/jsonl/report.json was measured on other measurement settings" in err
     assert "overwrite=true" in err and tree_snapshot(chain_dir) == before
+
+
+def test_trl_configs_get_cpu_safe_defaults_without_deprecated_names(tmp_path):
+    """Checkpointing is off by default under the name the installed transformers has (no FutureWarning for the
+    deprecated alias), and a recipe that sets it under either name keeps its choice."""
+    import warnings
+    from train.stages import build_config
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*gradient_checkpointing.*deprecated", category=FutureWarning)
+        config = build_config("sft", {}, tmp_path, 0)
+        assert config.gradient_checkpointing is False and config.report_to in ([], "none", ["none"])
+    assert getattr(config, "activation_checkpointing", False) is False and config.seed == config.data_seed == 0
+    for name in ("gradient_checkpointing", "activation_checkpointing"):
+        if hasattr(config, name):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)   # the recipe chose the old name itself
+                assert getattr(build_config("dpo", {name: True}, tmp_path, 0), "gradient_checkpointing") is True

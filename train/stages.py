@@ -31,17 +31,26 @@ from train.reuse import chain_hint, check_lineage
 from train.trainers import TRAINER_SPECS
 
 
-def cpu_safe_defaults() -> dict[str, Any]:
+# transformers 5.x renamed gradient checkpointing (the old name is a deprecated alias until v6): set the
+# name the installed config class has, and leave both alone when the recipe's args name either
+CHECKPOINTING = ("activation_checkpointing", "gradient_checkpointing")
+
+
+def cpu_safe_defaults(config_class, args: dict) -> dict[str, Any]:
     """Defaults that keep a CPU run working: TRL defaults bf16 and gradient checkpointing on."""
     import torch
     has_gpu = torch.cuda.is_available()
-    return {"bf16": has_gpu and torch.cuda.is_bf16_supported(), "gradient_checkpointing": False,
-            "report_to": "none", "save_total_limit": 2, "use_cpu": not has_gpu}
+    defaults = {"bf16": has_gpu and torch.cuda.is_bf16_supported(), "report_to": "none", "save_total_limit": 2,
+                "use_cpu": not has_gpu}
+    names = {f.name for f in dataclasses.fields(config_class)}
+    if not any(k in args for k in CHECKPOINTING):
+        defaults[next(n for n in CHECKPOINTING if n in names)] = False
+    return defaults
 
 
 def build_config(trainer: str, args: dict, output_dir: Path, seed: int):
     cls = TRAINER_SPECS[trainer].config_class()
-    values = {**cpu_safe_defaults(), "seed": seed, "data_seed": seed, **args, "output_dir": str(output_dir)}
+    values = {**cpu_safe_defaults(cls, args), "seed": seed, "data_seed": seed, **args, "output_dir": str(output_dir)}
     try:
         return cls(**values)
     except (TypeError, ValueError) as e:  # TRL/transformers reject a value combination
