@@ -9,8 +9,6 @@ import dataclasses
 import json
 from pathlib import Path
 
-import pytest
-
 from measure.report import render_markdown
 from measure.results import (cascade_from_json, cascade_to_json, comparison_from_json, comparison_to_json,
                              read_report, report_from_json, report_to_json, settings_from_json)
