@@ -65,15 +65,15 @@ def write_manifest(recipe: Recipe, stage: str, **fields: Any) -> StageManifest:
     parent = recipe.parent_of(stage)
     given = fields.pop("trainer", None)
     trainer = given if stage == BASE else recipe.stages[stage].trainer
-    manifest = {
+    manifest = to_jsonable({
         "name": recipe.name, "stage": stage, "chain_index": recipe.stage_names.index(stage),
         "output_dir": str(chain_dir(recipe).resolve()),
         "trainer": trainer, "parent": parent,
         "parent_hash": manifest_hash(stage_dir(recipe, parent)) if parent else None,
         **fields, **provenance(seed=recipe.seed, recipe=recipe.to_dict()),
-    }
+    })
     write_json(stage_dir(recipe, stage) / MANIFEST, manifest)
-    return manifest_from_json(to_jsonable(manifest))
+    return manifest_from_json(manifest)
 
 
 def external_model(recipe: Recipe, stage: str) -> str | None:

@@ -20,6 +20,7 @@ from measure.backends import load_tokenizer
 from measure.errors import exit_on_usage_error
 from train import checkpoint as ckpt
 from train.data import corpus_texts, load_training_data
+from train.manifest import StageManifest
 from train.recipe import BASE, ModelSpec, Recipe
 from train.stages import finish, measure_after, stage_main, train_with_trl
 from train.tiny import build_tiny_model
@@ -32,7 +33,7 @@ def ensure_world(recipe: Recipe) -> None:
         write_world(recipe.world, seed=recipe.seed, out_dir=ckpt.world_dir(recipe))
 
 
-def run_base(recipe: Recipe, *, overwrite: bool = False, measure: bool = True) -> dict | None:
+def run_base(recipe: Recipe, *, overwrite: bool = False, measure: bool = True) -> StageManifest | None:
     from accelerate import PartialState
     state = PartialState()
     out = ckpt.stage_dir(recipe, BASE)

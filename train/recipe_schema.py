@@ -5,7 +5,8 @@ Validation is total: unknown keys anywhere (including inside a stage's `args`, c
 installed TRL config class), wrong types, missing local files and a `from:` that names no earlier
 stage all raise UsageError (exit 2) naming the key path and the valid choices -- before any file is
 written. So do non-finite numbers and integers beyond 64 bits anywhere, seeds outside 0..2**32-1, out of
-range TRL step/epoch/learning-rate values (ARG_BOUNDS), and a `name` that is not a plain name. Defaults
+range TRL step/epoch/learning-rate values (ARG_BOUNDS), and a `name` that is not a plain name. The
+`measure` section is checked where it is parsed (measure.config, from Recipe.from_mapping). Defaults
 are not set here: each lives once, on the dataclass field in train/recipe.py.
 """
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 
 import trl
 
-from measure.config import parse_measure_settings
 from measure.errors import UsageError, suggest
 from measure.model_source import PACKAGE_PREFIX, check_reference, is_hub_id
 from measure.prompts import PROMPT_FORMATS
@@ -273,7 +273,6 @@ def check_shape(raw: dict, where: str, base_dir: Path) -> None:
     if model.get("quantization") is not None:
         check_quantization(model["quantization"], f"{where}.model.quantization")
     check_numbers(raw, where)   # NaN / infinities / integers beyond 64 bits, anywhere else in the recipe
-    if raw.get("measure") is not None:
-        parse_measure_settings(raw["measure"], f"{where}.measure")
+    # the `measure` section is checked where it is parsed, once: Recipe.from_mapping (measure.config)
     if raw.get("world") is not None:
         validate_world(raw["world"], f"{where}.world")

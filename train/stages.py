@@ -25,6 +25,7 @@ from measure.overrides import parse_overrides, pop_known
 from measure.ranks import leave_process_group
 from train import checkpoint as ckpt
 from train.data import load_training_data
+from train.manifest import StageManifest
 from train.measure_stage import measure_stage
 from train.recipe import LoraSpec, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_lineage
@@ -191,7 +192,7 @@ def finish(trainer, tokenizer, out: Path, *, is_peft: bool, merge_base: str | No
     return paths
 
 
-def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: bool = True) -> dict | None:
+def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: bool = True) -> StageManifest | None:
     """Train one stage of the recipe (which must be a training stage) and write its checkpoint."""
     from accelerate import PartialState
     spec = recipe.stage(stage)
@@ -229,7 +230,7 @@ def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: b
     return manifest
 
 
-def register_external(recipe: Recipe, stage: str, *, measure: bool) -> dict | None:
+def register_external(recipe: Recipe, stage: str, *, measure: bool) -> StageManifest | None:
     """A measure-only stage (a public checkpoint by hub id or path): record it, then measure it.
     Every process calls this, so the measurement is sharded across them (one process: unchanged)."""
     from accelerate import PartialState
