@@ -152,5 +152,6 @@ def main(argv: list[str] | None = None) -> None:
         COMMANDS[command](args, positional)
     else:
         COMMANDS[command](args)
-    from measure.ranks import leave_process_group
+    from measure.ranks import exit_launched_process, leave_process_group
     leave_process_group()
+    exit_launched_process()   # a launched rank ends here, past the C++ teardown that can abort it

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 from measure.errors import UsageError
+from measure.machine import machine_info
 
 TRACKED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets",
                     "sentence-transformers", "scikit-learn", "scipy", "numpy", "gguf", "alignment-tax")
@@ -214,8 +215,10 @@ def package_versions() -> dict[str, str | None]:
 
 
 def provenance(seed: int | None = None, recipe: dict | None = None) -> dict[str, Any]:
-    """The block every output file carries: seed, resolved recipe, git commit, package versions."""
-    return {"seed": seed, "recipe": recipe, "git_commit": git_commit(), "versions": package_versions()}
+    """The block every output file carries: seed, resolved recipe, git commit, package versions and the
+    machine (measure.machine: CPU, threads, torch's kernels and BLAS; what bit-identity depends on)."""
+    return {"seed": seed, "recipe": recipe, "git_commit": git_commit(), "versions": package_versions(),
+            "machine": machine_info()}
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -27,6 +27,7 @@ from measure.config import BenchmarkSpec, MeasureSettings
 from measure.correctness import make_judge, resolve_labels, summarize_judgements
 from measure.errors import UsageError
 from measure.io import provenance as make_provenance
+from measure.machine import machine_info
 from measure.io import refuse_overwrite, sha256_file, to_jsonable
 from measure.model_source import resolve_model
 from measure.ranks import ranks
@@ -187,7 +188,9 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
                  "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(model_info or {}),
                  **({"decode_plan": plan} if plan else {})}
         report = score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
-                       provenance={**provenance, "processes": where.world}, extra_settings=extra,
+                       # the machine block read again now that torch has done the arithmetic (threads, kernels)
+                       provenance={**provenance, "machine": machine_info(), "processes": where.world},
+                       extra_settings=extra,
                        generation_timing=gen_timing)
     return where.broadcast(report)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 from typing import Any
 
 from measure.records import QuestionSamples
@@ -68,6 +69,21 @@ def leave_process_group() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def exit_launched_process() -> None:
+    """End a launched rank (one that joined a process group) now that its work is written: flush and
+    os._exit(0). Even after destroy_process_group, c10d's store and gloo's threads can still be joinable when
+    the interpreter runs C++ static destructors, and std::terminate then aborts a rank whose outputs are
+    complete (seen once under load on 2 CPU cores). A process that never joined a group exits normally."""
+    import sys
+    import torch.distributed as dist
+    if not (dist.is_available() and (dist.is_initialized() or "RANK" in os.environ and "WORLD_SIZE" in os.environ)):
+        return
+    leave_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def ranks(shard: bool) -> Ranks:

@@ -250,9 +250,15 @@ def test_measure_run_accepts_an_adapter_dir(chain_dir, tmp_path):
                               cwd=REPO, capture_output=True, text=True, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
         outs[name] = [json.loads(line) for line in (tmp_path / name / "samples.jsonl").read_text().splitlines()]
-    for a, m in zip(outs["adapter"], outs["merged"]):
-        assert a["greedy"]["text"] == m["greedy"]["text"]
-        assert a["greedy"]["token_entropies"] == pytest.approx(m["greedy"]["token_entropies"], abs=1e-4)
+    # merging rounds W + BA once more: another computation of one greedy decode, compared within
+    # tests/numerics.py's bounds on the rows without a near-tie (the trained weights differ across CPUs)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from measure.prompts import format_prompt
+    from numerics import assert_same_greedy_rows, tie_free_greedy
+    model, tok = AutoModelForCausalLM.from_pretrained(chain_dir / "dpo").eval(), AutoTokenizer.from_pretrained(chain_dir / "dpo")
+    prompts = [format_prompt(tok, r["question"], "chat") for r in outs["merged"]]
+    tie_free = tie_free_greedy(model, tok, prompts, temperature=1.0, top_p=1.0, max_new_tokens=5, stop=(), seed=0)
+    assert_same_greedy_rows(outs["adapter"], outs["merged"], tie_free, model.config.vocab_size)
 
 
 def test_newest_complete_trainer_checkpoint_is_chosen(tmp_path, capsys):
