@@ -78,7 +78,7 @@ def test_the_graph_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
     graph = import_graph()
-    assert "measure.errors" in graph["measure.cli"] and "measure.pipeline" in graph["measure.cli"]
+    assert "measure.common.errors" in graph["measure.cli"] and "measure.pipeline" in graph["measure.cli"]
 
 
 def test_no_import_cycle_anywhere():
