@@ -20,10 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure.scoring.cluster import load_embedder, make_clusterer
-from measure.scoring.grouping import dedupe
-from measure.scoring.nli import NLI_LABELS, cluster_by_entailment, load_nli
-from measure.records.records import QuestionSamples
+from measure import (NLI_LABELS, QuestionSamples, cluster_by_entailment, dedupe, load_embedder, load_nli,
+                     make_clusterer)
 
 from benchmarks.subject import median
 

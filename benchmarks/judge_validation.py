@@ -36,14 +36,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from measure.data.benchmarks import load_benchmark
-from measure.scoring.config import BenchmarkSpec
-from measure.scoring.correctness import ShortQAJudge, TruthfulQAJudge, reference_judgement
+from measure import (BenchmarkSpec, Question, ShortQAJudge, TruthfulQAJudge, load_benchmark, normalize_answer,
+                     reference_judgement)
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.common.io import provenance, write_json, write_text
 from measure.common.overrides import parse_overrides
-from measure.records.records import Question
-from measure.data.text import normalize_answer
 
 REPO = Path(__file__).resolve().parent.parent
 OPTIONS: dict[str, Any] = {"data": str(REPO.parent / "shared" / "data"), "margins": [0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15],

@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure.sampling.backends import load_tokenizer
+from measure import load_tokenizer
 from measure.common.errors import UsageError, exit_on_usage_error
 from measure.common.io import write_json
 from measure.common.overrides import parse_overrides, pop_known

@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from measure.scoring.config import BenchmarkSpec, MeasureSettings
+from measure import BenchmarkSpec, MeasureSettings
 
 from benchmarks.subject import REPO, table, timed
 
@@ -88,11 +88,7 @@ def greedy_agreement(rows, peer: dict) -> dict:
 def benchmark_real_model(*, model_ref: str, questions_path: str | None, limit: int, loop_limit: int, n_samples: int,
                          max_new_tokens: int, peers: str, threads: int) -> dict:
     import torch
-    from measure.sampling.backends import HFBackend
-    from measure.sampling.batching import decode_plan
-    from measure.data.benchmarks import load_benchmark
-    from measure.sampling.model_source import resolve_model
-    from measure.sampling.prompts import format_prompt
+    from measure import HFBackend, decode_plan, format_prompt, load_benchmark, resolve_model
     from benchmarks.throughput import run_floor, run_loop, run_toolkit
     path = Path(questions_path) if questions_path else TRUTHFULQA
     if not path.exists():

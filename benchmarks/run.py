@@ -218,7 +218,7 @@ def memory_model_for(opts: dict, subject, workdir: Path, info: dict) -> Path:
 def model_parts(opts: dict, workdir: Path, info: dict) -> dict[str, Any]:
     """Every part that needs the model: throughput / forward passes / clustering on its samples / memory."""
     from benchmarks import subject as S
-    from measure.sampling.backends import HFBackend
+    from measure import HFBackend
     only, results = opts["only"], {}
     subject = S.choose_subject(opts["model"], opts["questions"], workdir)
     print(f"[bench] model: {subject.note}\n[bench] questions: {subject.questions_path}", flush=True)

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import torch
 
-from measure.sampling.decode import prefill
+from measure import prefill
 
 
 @torch.inference_mode()

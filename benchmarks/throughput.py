@@ -39,13 +39,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from measure.scoring.config import MeasureSettings
-from measure.records.records import Question, QuestionSamples
-from measure.sampling import sample as toolkit_sample
-from measure.sampling.prompts import encode_prompt, format_prompt, stop_strings
-from measure.sampling.decode import step_statistics
-from measure.sampling.prompts import answer_end_ids
-from measure.sampling.sample import StopOnText, count_forward_calls, sample_questions
+from measure import (MeasureSettings, Question, QuestionSamples, StopOnText, answer_end_ids,
+                     count_forward_calls, encode_prompt, format_prompt, sample as toolkit_sample,
+                     sample_questions, step_statistics, stop_strings)
 
 from benchmarks.subject import median, timed
 
@@ -111,7 +107,7 @@ def recording(model, tokenizer) -> Iterator[Recorder]:
     """Record every decode of the toolkit's sampling pass (kwargs for a `model.generate` replay, RNG state,
     steps, answer tokens), whichever decoder runs: measure.sampling.decode.decode_compact (the default) is
     wrapped at module level, `model.generate` (decoder=generate) on this model object only."""
-    from measure.sampling import decode as decoding
+    from measure import decode as decoding
     recorder = Recorder()
     original_generate, original_compact = model.generate, decoding.decode_compact
     eos = answer_end_ids(model.generation_config.eos_token_id, tokenizer)

@@ -17,7 +17,7 @@ import gc
 import sys
 import time
 
-from measure.sampling.backends import load_tokenizer
+from measure import load_tokenizer
 from measure.common.errors import UsageError, exit_on_usage_error
 from measure.common.io import read_json, write_json
 from measure.common.overrides import parse_overrides, pop_known

@@ -14,7 +14,7 @@ from typing import Any
 
 from measure.common.errors import UsageError
 from measure.common.io import provenance, read_json, refuse_overwrite, to_jsonable, write_json
-from measure.sampling.model_source import PACKAGE_PREFIX, is_hub_id, resolve_model
+from measure import PACKAGE_PREFIX, is_hub_id, resolve_model
 from train.manifest import StageManifest, manifest_from_json
 from train.paths import resolve_path
 from train.recipe import BASE, Recipe

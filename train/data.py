@@ -35,7 +35,7 @@ import datasets
 
 from measure.common.errors import UsageError
 from measure.common.io import iter_rows, read_text, sha256_file
-from measure.sampling.prompts import format_prompt
+from measure import format_prompt
 from train.paths import looks_local, resolve_path
 
 REQUIRED = {"text": ("text",), "prompt_completion": ("prompt", "completion"), "messages": ("messages",),

@@ -16,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from measure.sampling.backends import load_tokenizer
+from measure import load_tokenizer
 from measure.common.errors import exit_on_usage_error
 from train import checkpoint as ckpt
 from train.data import corpus_texts, load_training_data

@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from measure.scoring.config import MeasureSettings, parse_measure_settings
+from measure import MeasureSettings, parse_measure_settings
 from measure.common.errors import UsageError, suggest
 from measure.common.io import read_text
 from measure.common.overrides import apply_overrides

@@ -21,8 +21,7 @@ from typing import Any
 import trl
 
 from measure.common.errors import UsageError, suggest
-from measure.sampling.model_source import PACKAGE_PREFIX, check_reference, is_hub_id
-from measure.sampling.prompts import PROMPT_FORMATS
+from measure import PACKAGE_PREFIX, PROMPT_FORMATS, check_reference, is_hub_id
 from measure.common.values import as_int, as_number, as_seed, check_numbers
 from train.paths import looks_local, resolve_path
 from train.tiny import ARCHITECTURES

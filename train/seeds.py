@@ -25,7 +25,7 @@ from typing import Any
 from measure.common.errors import UsageError, exit_on_usage_error
 from measure.common.io import read_json, write_json, write_text
 from measure.common.overrides import parse_overrides, pop_known
-from measure.records.results import read_cascade, read_comparison
+from measure import read_cascade, read_comparison
 from measure.common.values import as_seed
 from train.chain import run_chain
 from train.recipe import Recipe, load_recipe

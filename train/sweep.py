@@ -42,7 +42,7 @@ from typing import Any
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.common.io import provenance, sha256_json, write_json
 from measure.common.overrides import parse_overrides, pop_known
-from measure.scoring.signals import SIGNALS, SignalKey
+from measure import SIGNALS, SignalKey
 from train import checkpoint as ckpt
 from train.measure_stage import measure_stage
 from train.pretrain import run_base

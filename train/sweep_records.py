@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from measure.common.io import read_json, to_jsonable
-from measure.records.results import Report
+from measure import Report
 
 
 @dataclass(frozen=True)
