@@ -1,7 +1,7 @@
 """Benchmark 4: clustering cost per question for every clusterer, and NLI pair evaluations vs N^2.
 
 Runs on the N samples per question that the toolkit's sampling pass produced (benchmark 1). Each
-clusterer is built with measure.cluster.make_clusterer and timed on `cluster_many` over all questions
+clusterer is built with measure.scoring.cluster.make_clusterer and timed on `cluster_many` over all questions
 (median of a few runs, after its model is loaded and warmed up; the load is timed separately).
 
 NLI: no MNLI model can be downloaded here, so a tiny randomly initialised BERT sequence classifier
@@ -20,10 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from measure.cluster import load_embedder, make_clusterer
-from measure.grouping import dedupe
-from measure.nli import NLI_LABELS, cluster_by_entailment, load_nli
-from measure.records import QuestionSamples
+from measure import (NLI_LABELS, QuestionSamples, cluster_by_entailment, dedupe, load_embedder, load_nli,
+                     make_clusterer)
 
 from benchmarks.subject import median
 

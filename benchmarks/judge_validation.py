@@ -3,7 +3,7 @@
     python -m benchmarks.judge_validation [data=../shared/data] [margins=[0,0.01,0.02,0.03,0.05,0.1,0.15]]
                                           [limit=null] [seed=0] [out=benchmarks/results/judge_validation]
 
-TruthfulQA reference judge (measure.correctness.TruthfulQAJudge), leave-one-out on TruthfulQA's references:
+TruthfulQA reference judge (measure.scoring.correctness.TruthfulQAJudge), leave-one-out on TruthfulQA's references:
 every correct reference of a question with at least two is judged against the remaining correct
 references and all incorrect ones (it should come out correct); every incorrect reference of a question
 with at least two, against all correct and the remaining incorrect ones (it should come out incorrect).
@@ -11,7 +11,7 @@ The judged text is never among its own references. Per margin: the share judged 
 among the decided ones, and the accuracy over all (ambiguous counted as not right), for the 790-question
 revision and the classic 817 (truthfulqa/TruthfulQA.csv, truthfulqa/v1/TruthfulQA.csv).
 
-Short-answer judge (measure.correctness.ShortQAJudge) on NQ-open and WebQuestions gold answers, with
+Short-answer judge (measure.scoring.correctness.ShortQAJudge) on NQ-open and WebQuestions gold answers, with
 answers a reader would accept or reject and whose truth is known without a model:
   alias      NQ-open only: each gold answer of a question with several, judged against the other gold answers
              only (should be correct: NQ-open's golds are alternative spans of ONE answer, e.g. "1945" and
@@ -23,7 +23,7 @@ answers a reader would accept or reject and whose truth is known without a model
   other      the first gold of another question, a seeded derangement (should be incorrect); pairs where
              that answer is also a gold of this question (normalized) are left out and counted.
 
-limit=k keeps a seeded subset of k questions per file (measure.benchmarks.seeded_subset, seed=).
+limit=k keeps a seeded subset of k questions per file (measure.data.benchmarks.seeded_subset, seed=).
 Writes <out>.json and <out>.md (benchmarks/results/ is git-ignored) and prints the markdown.
 """
 from __future__ import annotations
@@ -36,14 +36,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from measure.benchmarks import load_benchmark
-from measure.config import BenchmarkSpec
-from measure.correctness import ShortQAJudge, TruthfulQAJudge, reference_judgement
-from measure.errors import UsageError, exit_on_usage_error, suggest
-from measure.io import provenance, write_json, write_text
-from measure.overrides import parse_overrides
-from measure.records import Question
-from measure.text import normalize_answer
+from measure import (BenchmarkSpec, Question, ShortQAJudge, TruthfulQAJudge, load_benchmark, normalize_answer,
+                     reference_judgement)
+from measure.common.errors import UsageError, exit_on_usage_error, suggest
+from measure.common.io import provenance, write_json, write_text
+from measure.common.overrides import parse_overrides
 
 REPO = Path(__file__).resolve().parent.parent
 OPTIONS: dict[str, Any] = {"data": str(REPO.parent / "shared" / "data"), "margins": [0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15],

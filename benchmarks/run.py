@@ -33,9 +33,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from measure.errors import UsageError, exit_on_usage_error, suggest
-from measure.io import provenance, read_json, write_json
-from measure.overrides import parse_overrides
+from measure.common.errors import UsageError, exit_on_usage_error, suggest
+from measure.common.io import provenance, read_json, write_json
+from measure.common.overrides import parse_overrides
 
 from benchmarks.subject import REPO, TOY_CHAIN, settings_record, table
 
@@ -97,7 +97,7 @@ def parse_options(argv: list[str]) -> dict[str, Any]:
 def print_throughput(r: dict) -> str:
     rows = [[name, r[key]["seconds"], r[key]["cpu_seconds"], r[key]["answer_tokens"], r[key]["tokens_per_s"],
              r[key]["generate_calls"]]
-            for name, key in (("toolkit (measure.sample)", "toolkit"), ("(a) per-sample loop + 2nd pass", "loop"),
+            for name, key in (("toolkit (measure.sampling.sample)", "toolkit"), ("(a) per-sample loop + 2nd pass", "loop"),
                               ("(b) raw batched generate", "floor"),
                               ("toolkit, decoder=generate", "toolkit_decoder_generate"),
                               ("toolkit's forward passes alone", "own_forwards")) if r.get(key)]
@@ -218,7 +218,7 @@ def memory_model_for(opts: dict, subject, workdir: Path, info: dict) -> Path:
 def model_parts(opts: dict, workdir: Path, info: dict) -> dict[str, Any]:
     """Every part that needs the model: throughput / forward passes / clustering on its samples / memory."""
     from benchmarks import subject as S
-    from measure.backends import HFBackend
+    from measure import HFBackend
     only, results = opts["only"], {}
     subject = S.choose_subject(opts["model"], opts["questions"], workdir)
     print(f"[bench] model: {subject.note}\n[bench] questions: {subject.questions_path}", flush=True)

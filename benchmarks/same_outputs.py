@@ -18,8 +18,8 @@ import re
 import sys
 from pathlib import Path
 
-from measure.errors import UsageError, exit_on_usage_error
-from measure.overrides import parse_overrides, pop_known
+from measure.common.errors import UsageError, exit_on_usage_error
+from measure.common.overrides import parse_overrides, pop_known
 
 # "stage.json": the sha256 a report records of every model file it loaded, stage.json included (wall times inside)
 CLOCK_KEYS = {"git_commit", "stage_hash", "parent_hash", "wall_time_s", "train_runtime", "train_samples_per_second",

@@ -14,13 +14,13 @@ from typing import Sequence
 
 import torch
 
-from measure.decode import prefill
+from measure import prefill
 
 
 @torch.inference_mode()
 def replay_forwards(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, n: int,
                     tokens: torch.Tensor, lengths: Sequence[int]) -> int:
-    """Run one decode's forward passes (measure.decode's own prefill and step); returns how many (must
+    """Run one decode's forward passes (measure.sampling.decode's own prefill and step); returns how many (must
     equal the decode's steps)."""
     _, batch = prefill(model, input_ids, attention_mask, n)
     length, forwards = torch.tensor(list(lengths)), 1

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from measure.config import BenchmarkSpec, MeasureSettings, parse_measure_settings
-from measure.errors import UsageError
+from measure import BenchmarkSpec, MeasureSettings, parse_measure_settings
+from measure.common.errors import UsageError
 from train.checkpoint import MANIFEST, read_manifest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -144,7 +144,7 @@ def measure_settings(subject: Subject, tokenizer, *, n_samples: int, max_new_tok
 
 
 def load_questions(subject: Subject, limit: int | None, seed: int):
-    from measure.benchmarks import load_benchmark
+    from measure import load_benchmark
     return load_benchmark(BenchmarkSpec(name="jsonl", path=str(subject.questions_path), limit=limit), seed=seed)
 
 

@@ -3,7 +3,7 @@ batched-generate floor, and forward passes per decode step.
 
 Ways to get greedy + N sampled answers with full-vocabulary token entropies for the same questions:
 
-  toolkit  measure.sample.sample_questions with its default decoder (measure/decode.py): per batch of
+  toolkit  measure.sampling.sample.sample_questions with its default decoder (measure/sampling/decode.py): per batch of
            questions one greedy decode and batched sampling decodes (each prompt prefilled once, its cache
            repeated N times; finished rows leave the batch); token statistics from the logits of those
            same forward passes.
@@ -39,13 +39,9 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from measure.config import MeasureSettings
-from measure.records import Question, QuestionSamples
-from measure import sample as toolkit_sample
-from measure.prompts import encode_prompt, format_prompt, stop_strings
-from measure.decode import step_statistics
-from measure.prompts import answer_end_ids
-from measure.sample import StopOnText, count_forward_calls, sample_questions
+from measure import (MeasureSettings, Question, QuestionSamples, StopOnText, answer_end_ids,
+                     count_forward_calls, encode_prompt, format_prompt, sample as toolkit_sample,
+                     sample_questions, step_statistics, stop_strings)
 
 from benchmarks.subject import median, timed
 
@@ -109,7 +105,7 @@ def _generate_kwargs_of_compact(input_ids, attention_mask, *, n, do_sample, temp
 @contextlib.contextmanager
 def recording(model, tokenizer) -> Iterator[Recorder]:
     """Record every decode of the toolkit's sampling pass (kwargs for a `model.generate` replay, RNG state,
-    steps, answer tokens), whichever decoder runs: measure.decode.decode_compact (the default) is
+    steps, answer tokens), whichever decoder runs: measure.sampling.decode.decode_compact (the default) is
     wrapped at module level, `model.generate` (decoder=generate) on this model object only."""
     from measure import decode as decoding
     recorder = Recorder()
@@ -121,7 +117,7 @@ def recording(model, tokenizer) -> Iterator[Recorder]:
 
     def wrapped_generate(*args, **kwargs):
         if args:
-            raise TypeError("the benchmark recorder expects keyword arguments only (as measure.sample passes them)")
+            raise TypeError("the benchmark recorder expects keyword arguments only (as measure.sampling.sample passes them)")
         rng, cuda_rng = snapshot()
         started = time.perf_counter()
         out = original_generate(**kwargs)
@@ -319,7 +315,7 @@ def forward_passes_result(calls: Sequence[GenerateCall], forward_calls: int, flo
             "floor_forward_calls": floor_forward_calls,
             "note": "decode steps = generated columns summed over the sampling pass's generate calls (each step is "
                     "one batched forward pass over all rows of its call); forward calls counted with "
-                    "measure.sample.count_forward_calls around the whole sample_questions pass",
+                    "measure.sampling.sample.count_forward_calls around the whole sample_questions pass",
             "targets": {"extra_forward_calls": {"value": forward_calls - steps, "target": "== 0", "met": forward_calls == steps}}}
 
 

@@ -14,7 +14,7 @@ clusterers, signals, embedding_model, nli_model, judge_margin, ambiguous, bootst
 for `run model=...` and `score` (a recipe's stages: `python -m train.measure_stage recipe=... stage=...`,
 with `measure.<key>` overrides).
 
-Batching (measure/batching.py): a decode call holds rows_per_call rows = prompts x (greedy + N); unset, it is
+Batching (measure/sampling/batching.py): a decode call holds rows_per_call rows = prompts x (greedy + N); unset, it is
 auto (176 on a CPU; on a CUDA GPU derived from its total memory and the model's size). batch_size = questions
 per batch (the resume cache and sharding unit; default one decode call's prompts); an explicit batch_size
 keeps that unit and decodes its batch in calls of the rows budget. The report records settings.decode_plan.
@@ -25,14 +25,14 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from measure.errors import UsageError, exit_on_usage_error, suggest
-from measure.overrides import parse_overrides, pop_known
-from measure.results import Report, report_from_json
-from measure.values import as_int, as_seed
+from measure.common.errors import UsageError, exit_on_usage_error, suggest
+from measure.common.overrides import parse_overrides, pop_known
+from measure.records.results import Report, report_from_json
+from measure.common.values import as_int, as_seed
 
 
 def _settings(raw: dict[str, Any], where: str):
-    from measure.config import parse_measure_settings
+    from measure.scoring.config import parse_measure_settings
     return parse_measure_settings(raw, where)
 
 
@@ -57,13 +57,13 @@ def print_summary(report: Report | Mapping[str, Any], out: Path) -> None:
 
 def cmd_run(args: dict[str, Any]) -> None:
     from measure import pipeline
-    from measure.io import provenance
+    from measure.common.io import provenance
     if "recipe" in args:  # the library knows no recipes; the application measures its stages
         raise UsageError("`measure run recipe=...` is `python -m train.measure_stage recipe=... stage=...` (or "
                          "`accelerate launch -m train.measure_stage ...`); `measure run` takes model=... benchmark=... out=...")
     opts = pop_known(args, {"model": None, "benchmark": None, "benchmark_path": None, "limit": None, "split": None,
                             "out": None, "prompt_format": "chat", "overwrite": False,
-                            "backend": None, "vllm_logprobs": None})  # backends: see measure/backends.py
+                            "backend": None, "vllm_logprobs": None})  # backends: see measure/sampling/backends.py
     for key in ("model", "benchmark", "out"):
         if not opts[key]:
             raise UsageError(f"missing {key}=...; `measure run` takes recipe=... stage=..., or model=... benchmark=... out=...")
@@ -71,7 +71,7 @@ def cmd_run(args: dict[str, Any]) -> None:
         raise UsageError(f"prompt_format: unknown {opts['prompt_format']!r}; valid choices: chat, qa")
     settings = _settings({**args, "benchmarks": [{"name": opts["benchmark"], "path": opts["benchmark_path"],
                                                   "limit": opts["limit"], "split": opts["split"]}]}, "run")
-    from measure.model_source import check_reference
+    from measure.sampling.model_source import check_reference
     check_reference(str(opts["model"]))  # after the settings, before anything is loaded or written
     out = Path(opts["out"])
     report = pipeline.measure_model(str(opts["model"]), settings.benchmarks[0], settings, out,
@@ -84,7 +84,7 @@ def cmd_run(args: dict[str, Any]) -> None:
 
 def cmd_score(args: dict[str, Any]) -> None:
     from measure import pipeline
-    from measure.correctness import JUDGES
+    from measure.scoring.correctness import JUDGES
     opts = pop_known(args, {"samples": None, "out": None, "judge": None, "overwrite": False})
     if not opts["samples"] or not opts["out"]:
         raise UsageError("`measure score` needs samples=<samples.jsonl> and out=<dir>")
@@ -97,7 +97,7 @@ def cmd_score(args: dict[str, Any]) -> None:
 
 
 def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:
-    from measure.compare import compare_chain, compare_runs
+    from measure.analysis.compare import compare_chain, compare_runs
     opts = pop_known(args, {"runs": None, "labels": None, "out": None, "benchmark": None, "overwrite": False})
     if args:
         raise UsageError(f"compare: unknown option(s) {', '.join(args)}; valid: runs, labels, out, benchmark, overwrite")
@@ -116,7 +116,7 @@ def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:
 
 
 def cmd_cascade(args: dict[str, Any], positional: list[str]) -> None:
-    from measure.cascade import run_cascade
+    from measure.analysis.cascade import run_cascade
     opts = pop_known(args, {"signals": None, "costs": None, "out": None, "seed": 0, "calib_fraction": 0.5,
                             "cv_folds": None, "overwrite": False})
     if args:
@@ -152,6 +152,6 @@ def main(argv: list[str] | None = None) -> None:
         COMMANDS[command](args, positional)
     else:
         COMMANDS[command](args)
-    from measure.ranks import exit_launched_process, leave_process_group
+    from measure.sampling.ranks import exit_launched_process, leave_process_group
     leave_process_group()
     exit_launched_process()   # a launched rank ends here, past the C++ teardown that can abort it

@@ -22,20 +22,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from measure.cluster import make_clusterer
-from measure.config import BenchmarkSpec, MeasureSettings
-from measure.correctness import make_judge, resolve_labels, summarize_judgements
-from measure.errors import UsageError
-from measure.io import provenance as make_provenance
-from measure.machine import machine_info
-from measure.io import refuse_overwrite, sha256_file, to_jsonable
-from measure.model_source import resolve_model
-from measure.ranks import ranks
-from measure.records import QuestionRecord, QuestionSamples, read_samples, write_samples
-from measure.report import write_report
-from measure.results import Report, ReportSettings, read_report, settings_from_json
-from measure.sample_cache import cache_files, claim_cache, model_identity
-from measure.signals import compute_signals, signal_work
+from measure.scoring.cluster import make_clusterer
+from measure.scoring.config import BenchmarkSpec, MeasureSettings
+from measure.scoring.correctness import make_judge, resolve_labels, summarize_judgements
+from measure.common.errors import UsageError
+from measure.common.io import provenance as make_provenance
+from measure.common.machine import machine_info
+from measure.common.io import refuse_overwrite, sha256_file, to_jsonable
+from measure.sampling.model_source import resolve_model
+from measure.sampling.ranks import ranks
+from measure.records.records import QuestionRecord, QuestionSamples, read_samples, write_samples
+from measure.scoring.report import write_report
+from measure.records.results import Report, ReportSettings, read_report, settings_from_json
+from measure.sampling.sample_cache import cache_files, claim_cache, model_identity
+from measure.scoring.signals import compute_signals, signal_work
 
 def auto_judge(rows: list[QuestionSamples]) -> str:
     """Judge for a samples file of unknown origin: reference judge when wrong answers are listed,
@@ -110,10 +110,10 @@ def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, ext
 def timing_block(n_questions: int, gen: dict[str, float], clusterer_seconds: dict[str, float], judge_seconds: float,
                  signal_keys: list[str]) -> dict:
     """Seconds per question of each piece of work (greedy pass, sampling, each clusterer, the judge), the
-    work each signal needs (measure.signals.signal_work: greedy signals the greedy pass, lexical
+    work each signal needs (measure.scoring.signals.signal_work: greedy signals the greedy pass, lexical
     dissimilarity the samples, a clusterer's signals sampling + that clusterer) and each signal's
     standalone cost, the sum of its work. Signals computed together share work: their cost is the sum
-    over the UNION of their work, each piece paid once (measure.cascade); the judge is never a signal's cost."""
+    over the UNION of their work, each piece paid once (measure.analysis.cascade); the judge is never a signal's cost."""
     per_q = lambda s: s / max(n_questions, 1)  # noqa: E731
     parts = {"greedy": per_q(gen.get("greedy_s", 0.0)), "sampling": per_q(gen.get("sampling_s", 0.0)),
              **{lb: per_q(s) for lb, s in clusterer_seconds.items()}, "judge": per_q(judge_seconds)}
@@ -143,15 +143,15 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
                   prompt_format: str, provenance: dict, overwrite: bool = False, model_info: dict | None = None,
                   shard: bool = True, backend: str | None = None, vllm_logprobs: int | None = None) -> Report:
     """Sample `model_source` (a merged dir, a PEFT adapter dir, a hub id, a .gguf file or pkg:<package>;
-    measure/model_source.py) on one benchmark and score it.
+    measure/sampling/model_source.py) on one benchmark and score it.
 
     Sharded (`accelerate launch -m measure run ...`): each rank loads the model on its device and samples
     its batches into its own resume cache; rank 0 gathers the rows in question order, writes
     samples.jsonl and scores; every rank returns the report. shard=False: a process measuring alone
     while other processes of its launch do something else (the training scripts' main process).
-    Returns the Report (measure.results) that report.json holds."""
-    from measure.backends import make_backend
-    from measure.benchmarks import BENCHMARKS, load_benchmark
+    Returns the Report (measure.records.results) that report.json holds."""
+    from measure.sampling.backends import make_backend
+    from measure.data.benchmarks import BENCHMARKS, load_benchmark
     out_dir = Path(out_dir)
     where = ranks(shard)
     engine = make_backend(backend or getattr(settings, "backend", "hf"),

@@ -67,9 +67,9 @@ def torch_threads(n: int) -> Iterator[None]:
 
 
 def spy_rows(monkeypatch) -> list[list[int]]:
-    """Record the generated token ids of every row (as handed to measure.sample._cut, in row order:
+    """Record the generated token ids of every row (as handed to measure.sampling.sample._cut, in row order:
     prompt-major), whichever decoder made them, for the rest of the test."""
-    import measure.sample as sample
+    import measure.sampling.sample as sample
     seen: list[list[int]] = []
     real = sample._cut
     monkeypatch.setattr(sample, "_cut", lambda tok, tokens, *rest: seen.append(list(tokens)) or real(tok, tokens, *rest))
@@ -77,8 +77,8 @@ def spy_rows(monkeypatch) -> list[list[int]]:
 
 
 def rows_with_tokens(monkeypatch, fn, *args, **kwargs):
-    """Call measure.sample.generate-like `fn`, returning (its rows, every row's generated token ids)."""
-    import measure.sample as sample
+    """Call measure.sampling.sample.generate-like `fn`, returning (its rows, every row's generated token ids)."""
+    import measure.sampling.sample as sample
     real = sample._cut
     seen = spy_rows(monkeypatch)
     try:
@@ -116,11 +116,11 @@ def comparable_steps(model, prompt_ids: Sequence[int], a: Sequence[int], b: Sequ
 
 
 def tie_free_greedy(model, tokenizer, prompts: Sequence[str], **kwargs) -> list[bool]:
-    """For each prompt: True when its greedy answer (measure.sample.generate, compact decoder) has no
+    """For each prompt: True when its greedy answer (measure.sampling.sample.generate, compact decoder) has no
     near-tie, so every computation within the bound produces exactly this text. For outputs that keep no
     token ids (samples.jsonl), this says which rows may be compared by text."""
-    from measure.prompts import encode_prompt
-    from measure.sample import generate
+    from measure.sampling.prompts import encode_prompt
+    from measure.sampling.sample import generate
     with pytest.MonkeyPatch.context() as mp:
         rows, seen = rows_with_tokens(mp, generate, model, tokenizer, list(prompts), n=1, do_sample=False, **kwargs)
     return [first_near_tie(model, encode_prompt(tokenizer, p), ids[:len(row[0].token_logprobs)]) is None
@@ -143,7 +143,7 @@ def assert_same_greedy_rows(rows_a: Sequence[dict], rows_b: Sequence[dict], tie_
 def assert_same_greedy(model, tok, prompts, rows_a, ids_a, rows_b, ids_b) -> None:
     """Greedy rows (n=1) of two computations: tokens equal up to the first near-tie (the whole answer, and
     so the text, when there is none), statistics within the bounds up to there."""
-    from measure.prompts import encode_prompt
+    from measure.sampling.prompts import encode_prompt
     for prompt, (a,), (b,), ta, tb in zip(prompts, rows_a, rows_b, ids_a, ids_b):
         k = comparable_steps(model, encode_prompt(tok, prompt), tb[:len(b.token_logprobs)], ta[:len(a.token_logprobs)])
         if k == len(b.token_logprobs):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from measure.cli import main as measure_main
-from measure.io import write_jsonl
+from measure.common.io import write_jsonl
 from train import chain, sweep
 
 from conftest import tree_snapshot as snapshot

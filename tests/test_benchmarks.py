@@ -6,11 +6,11 @@ import json
 import datasets
 import pytest
 
-from measure.benchmarks import BENCHMARKS, gsm8k_gold, load_benchmark, parse_target_value, seeded_subset
-from measure.config import BenchmarkSpec
-from measure.correctness import JUDGES
-from measure.errors import UsageError
-from measure.records import Question
+from measure.data.benchmarks import BENCHMARKS, gsm8k_gold, load_benchmark, parse_target_value, seeded_subset
+from measure.scoring.config import BenchmarkSpec
+from measure.scoring.correctness import JUDGES
+from measure.common.errors import UsageError
+from measure.records.records import Question
 
 
 def load(name: str, path, **kw) -> list[Question]:
@@ -73,7 +73,7 @@ def test_gsm8k_gold_normalization():
     assert gsm8k_gold("so 1,000 + 25 = 1,025\n#### 1,025") == "1025"
     assert gsm8k_gold("#### $18") == "18"
     assert gsm8k_gold("#### -3") == "-3"
-    assert gsm8k_gold("a #### 1\n#### 2") == "1"   # the first marker wins, as in measure.text.answer_number
+    assert gsm8k_gold("a #### 1\n#### 2") == "1"   # the first marker wins, as in measure.data.text.answer_number
     assert gsm8k_gold("no marker 5") is None and gsm8k_gold("#### five") is None
 
 

@@ -12,7 +12,7 @@ from benchmarks.clustering import pair_bounds
 from benchmarks.memory import sft_rows_from_pairs
 from benchmarks.run import main, parse_options
 from benchmarks.throughput import answer_lengths
-from measure.errors import UsageError
+from measure.common.errors import UsageError
 
 pytestmark = [pytest.mark.xdist_group("benchmarks_smoke"), pytest.mark.slow]   # one worker builds the module fixture once
 
@@ -155,9 +155,9 @@ def test_forward_replay_runs_the_decoders_passes(tiny_model):
     """benchmarks/schedule.py replays a compact decode with the same number of forward passes and the same
     batch sizes per step (the matched floor of the throughput benchmark)."""
     from benchmarks.schedule import replay_forwards
-    from measure import decode
-    from measure.prompts import encode_left_padded, format_prompt
-    from measure.sample import StopOnText
+    from measure.sampling import decode
+    from measure.sampling.prompts import encode_left_padded, format_prompt
+    from measure.sampling.sample import StopOnText
     model, tok = tiny_model
     ids, mask = encode_left_padded(tok, [format_prompt(tok, q, "chat") for q in ("Why?", "What is 2 plus 5?")],
                                    tok.pad_token_id)
@@ -183,7 +183,7 @@ def test_real_model_options_and_greedy_agreement():
     from types import SimpleNamespace
     from benchmarks.real_model import greedy_agreement, with_targets
     from benchmarks.run import parse_options
-    from measure.errors import UsageError
+    from measure.common.errors import UsageError
     opts = parse_options(["only=[real_model]", "peers=false", "real_limit=2"])
     assert opts["only"] == ["real_model"] and opts["peers"] == "false" and opts["real_limit"] == 2
     with pytest.raises(UsageError, match="peers: expected auto, true or false"):

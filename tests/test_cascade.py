@@ -1,4 +1,4 @@
-"""measure/cascade.py: hand cases of the cascade rule and its cost, recovery of the known order and
+"""measure/analysis/cascade.py: hand cases of the cascade rule and its cost, recovery of the known order and
 thresholds on synthetic data, leakage (fit rows never scored), CV, costs, notes and the file edges."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from measure import cascade as cas
-from measure.cascade_costs import CostModel
-from measure.cascade import (Cascade, analyze_split, apply_cascade, baseline_notes, cv_splits, evaluate, fit_cascade,
+from measure.analysis import cascade as cas
+from measure.analysis.cascade_costs import CostModel
+from measure.analysis.cascade import (Cascade, analyze_split, apply_cascade, baseline_notes, cv_splits, evaluate, fit_cascade,
                              holdout_split, run_cascade)
-from measure.errors import UsageError
+from measure.common.errors import UsageError
 
 
 def test_apply_cascade_answers_and_cost_by_hand():
@@ -262,7 +262,7 @@ def test_timing_block_declares_each_signals_work():
     assert (sp["greedy"], sp["sampling"], sp["jaccard"], sp["judge"]) == pytest.approx((0.5, 0.3, 0.1, 0.2))
     assert sp["lexical_dissimilarity"] == pytest.approx(0.3) and sp["n_clusters@jaccard"] == pytest.approx(0.4)
     # every signal together: 0.5 + 0.3 + 0.1, not the sum of the standalone costs (0.5 + 0.3 + 0.4 + 0.5)
-    from measure.cascade_costs import resolve_costs
+    from measure.analysis.cascade_costs import resolve_costs
     model, source, _ = resolve_costs(keys, None, t)
     assert model.total() == pytest.approx(0.9) and source.startswith("measured")
     scored = timing_block(10, {}, {"jaccard": 1.0}, 0.0, keys)   # a scored samples file: no generation time

@@ -8,11 +8,11 @@ import random
 import pytest
 import torch
 
-from measure import cluster as C
-from measure.cluster import (CLUSTERERS, clusterer_label, greedy_cluster, jaccard_similarity, leader_cluster,
+from measure.scoring import cluster as C
+from measure.scoring.cluster import (CLUSTERERS, clusterer_label, greedy_cluster, jaccard_similarity, leader_cluster,
                              make_clusterer, validate_clusterer_spec, word_bigrams)
-from measure.errors import UsageError
-from measure.nli import cluster_by_entailment, entailment_equivalent, load_nli
+from measure.common.errors import UsageError
+from measure.scoring.nli import cluster_by_entailment, entailment_equivalent, load_nli
 
 Q = "What is the capital of France?"
 

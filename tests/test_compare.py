@@ -1,4 +1,4 @@
-"""measure/compare.py: paired tests with hand-computed p-values, Holm, every verdict branch, clusterer
+"""measure/analysis/compare.py: paired tests with hand-computed p-values, Holm, every verdict branch, clusterer
 agreement on hand-made assignments, sensitivity properties, and compare_runs/compare_chain end to end."""
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from measure.compare import compare_chain, compare_runs
-from measure.sensitivity import scr_by_n, scr_by_threshold
-from measure.errors import UsageError
-from measure.intervals import paired_difference_ci
-from measure.paired_stats import VERDICT_RULE, apply_holm, pair_agreement, paired_tests, rank_biserial, verdict
+from measure.analysis.compare import compare_chain, compare_runs
+from measure.analysis.sensitivity import scr_by_n, scr_by_threshold
+from measure.common.errors import UsageError
+from measure.scoring.intervals import paired_difference_ci
+from measure.analysis.paired_stats import VERDICT_RULE, apply_holm, pair_agreement, paired_tests, rank_biserial, verdict
 
 CLS = ["exact", "jaccard", "embedding"]
 

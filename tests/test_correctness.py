@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from measure.benchmarks import load_benchmark
-from measure.config import BenchmarkSpec
-from measure.correctness import (JUDGES, make_judge, reference_judgement, resolve_labels, short_answer_match,
+from measure.data.benchmarks import load_benchmark
+from measure.scoring.config import BenchmarkSpec
+from measure.scoring.correctness import (JUDGES, make_judge, reference_judgement, resolve_labels, short_answer_match,
                                  summarize_judgements)
-from measure.errors import UsageError
-from measure.records import Question
+from measure.common.errors import UsageError
+from measure.records.records import Question
 
 
 def q(answers=(), incorrect=(), label=None, qid="q") -> Question:
@@ -93,7 +93,7 @@ def test_truthfulqa_judge_real_row(shared_data):
 
 def test_default_margin_is_the_validated_one():
     # 0.02: the gap band where the judge is at chance on TruthfulQA's own references (benchmarks/judge_validation.py)
-    from measure.config import MeasureSettings
+    from measure.scoring.config import MeasureSettings
     assert MeasureSettings().judge_margin == 0.02 and make_judge("truthfulqa").margin == 0.02
     assert reference_judgement(0.61, 0.60, MeasureSettings().judge_margin) == "ambiguous"
     assert reference_judgement(0.63, 0.60, MeasureSettings().judge_margin) == "correct"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from measure.errors import UsageError
+from measure.common.errors import UsageError
 from train.data import detect_format, hh_to_messages, load_training_data, split_hh
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,4 @@
-"""measure/decode.py across architectures: the compact decoder's greedy answers and token statistics equal
+"""measure/sampling/decode.py across architectures: the compact decoder's greedy answers and token statistics equal
 `model.generate`'s (left padding, rows leaving the batch at different steps), whatever the position
 scheme (rotary, learned absolute, ALiBi) and cache layout (full, sliding-window, mixed layers)."""
 from __future__ import annotations
@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from measure.prompts import encode_prompt, format_prompt
-from measure.sample import generate
+from measure.sampling.prompts import encode_prompt, format_prompt
+from measure.sampling.sample import generate
 from numerics import assert_same_greedy, comparable_steps, entropy_atol, logprob_atol, rows_with_tokens, torch_threads
 
 QUESTIONS = ["What is 2 plus 5?", "Who wrote Hamlet?", "Name a colour of the sky, please.", "Why?"]
@@ -58,7 +58,7 @@ def test_prefill_projects_only_the_last_position(tiny_model):
     """The prefill asks for the last position's logits only (a long prompt never materializes
     prompt_len x vocabulary logits), through a PEFT wrapper too."""
     from peft import LoraConfig, get_peft_model
-    from measure.decode import _last_logits_only
+    from measure.sampling.decode import _last_logits_only
     model, tok = tiny_model
     assert _last_logits_only(model) == {"logits_to_keep": 1}
     shapes: list[tuple[int, ...]] = []
@@ -101,8 +101,8 @@ def test_integer_temperature_and_unsupported_models(tiny_model):
     with a pointer to decoder=generate (PEFT prompt learning; recurrent caches)."""
     import copy
     from peft import PromptTuningConfig, get_peft_model
-    from measure.config import parse_measure_settings
-    from measure.errors import UsageError
+    from measure.scoring.config import parse_measure_settings
+    from measure.common.errors import UsageError
     model, tok = tiny_model
     settings = parse_measure_settings({"temperature": 1, "top_p": 1})
     assert isinstance(settings.temperature, float) and isinstance(settings.top_p, float)
@@ -174,7 +174,7 @@ def test_cache_argument_both_names(tiny_model):
     warning on the new name."""
     import logging
     from types import SimpleNamespace
-    from measure import decode as decoding
+    from measure.sampling import decode as decoding
     model, tok = tiny_model
     assert decoding.cache_argument(model) in ("cache", "past_key_values")
 

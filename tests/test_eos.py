@@ -1,12 +1,12 @@
-"""The one EOS rule (measure.prompts.answer_end_ids), shared by the HF and vLLM backends and the benchmarks."""
+"""The one EOS rule (measure.sampling.prompts.answer_end_ids), shared by the HF and vLLM backends and the benchmarks."""
 from __future__ import annotations
 
 from types import SimpleNamespace
 
 import pytest
 
-from measure.errors import UsageError
-from measure.prompts import answer_end_ids
+from measure.common.errors import UsageError
+from measure.sampling.prompts import answer_end_ids
 
 
 def test_generation_config_ids_first_then_the_tokenizers_once():

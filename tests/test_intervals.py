@@ -1,10 +1,10 @@
-"""measure/intervals.py: Clopper-Pearson at the boundaries and Newcombe's paired interval on published values."""
+"""measure/scoring/intervals.py: Clopper-Pearson at the boundaries and Newcombe's paired interval on published values."""
 from __future__ import annotations
 
 import pytest
 from scipy.stats import beta
 
-from measure.intervals import paired_difference_ci, proportion_ci
+from measure.scoring.intervals import paired_difference_ci, proportion_ci
 
 
 @pytest.mark.parametrize("count, n, expected", [

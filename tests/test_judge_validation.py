@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from benchmarks import judge_validation as jv
-from measure import correctness
-from measure.errors import UsageError
-from measure.records import Question
+from measure.scoring import correctness
+from measure.common.errors import UsageError
+from measure.records.records import Question
 
 
 def test_leave_one_out_never_judges_a_reference_against_itself():

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from measure.cli import main
-from measure.io import write_jsonl
-from measure.prompts import format_prompt
+from measure.common.io import write_jsonl
+from measure.sampling.prompts import format_prompt
 from numerics import assert_same_greedy_rows, tie_free_greedy
 
 REPO = Path(__file__).resolve().parents[1]
@@ -50,7 +50,7 @@ def test_measure_run_on_a_tiny_local_model(tiny_model_dir, tiny_model, tmp_path)
         assert q["n_clusters"]["exact"] == len(set(q["clusters"]["exact"]))
     assert report["scr"]["exact"] == sum(q["n_clusters"]["exact"] == 1 for q in questions) / 12
     assert report["provenance"]["versions"]["torch"] and "git_commit" in report["provenance"]
-    machine = report["provenance"]["machine"]   # what bit-identity depends on (measure/machine.py)
+    machine = report["provenance"]["machine"]   # what bit-identity depends on (measure/common/machine.py)
     assert machine["cpu"] and machine["cores"] >= 1 and machine["torch"]["num_threads"] >= 1
     assert machine["torch"]["cpu_capability"] and machine["torch"]["blas"]
     timing = report["timing"]["seconds_per_question"]
@@ -163,7 +163,7 @@ def test_cli_bad_arguments(args, pattern, tmp_path, capsys):
 
 def test_interrupted_sampling_resumes(tiny_model_dir, tmp_path, monkeypatch):
     """A run killed after its first batch keeps that batch; the re-run samples only the rest."""
-    from measure import ranks, sample
+    from measure.sampling import ranks, sample
     calls: list[int] = []
     killed: list[bool] = []
     real = sample._sample_batch
@@ -193,8 +193,8 @@ def test_interrupted_sampling_resumes(tiny_model_dir, tmp_path, monkeypatch):
 
 def test_a_cache_of_another_model_is_never_resumed(tmp_path):
     """The resume cache is tied to one model (<cache>.model.json); another model's rows are an error."""
-    from measure.errors import UsageError
-    from measure.sample_cache import cache_files, claim_cache, model_identity
+    from measure.common.errors import UsageError
+    from measure.sampling.sample_cache import cache_files, claim_cache, model_identity
     model = tmp_path / "model"
     model.mkdir()
     (model / "model.safetensors").write_bytes(b"one")

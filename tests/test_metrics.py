@@ -1,4 +1,4 @@
-"""Hand-computed cases for measure.metrics (higher score = more uncertain; positive = incorrect)."""
+"""Hand-computed cases for measure.scoring.metrics (higher score = more uncertain; positive = incorrect)."""
 from __future__ import annotations
 
 import math
@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from measure.errors import UsageError
-from measure.metrics import (accuracy_at_coverage, aurc, auroc, bootstrap_ci, cohens_d, prr, risk_coverage,
+from measure.common.errors import UsageError
+from measure.scoring.metrics import (accuracy_at_coverage, aurc, auroc, bootstrap_ci, cohens_d, prr, risk_coverage,
                              scr, summarize)
-from measure.records import QuestionRecord
+from measure.records.records import QuestionRecord
 
 F, T = False, True
 

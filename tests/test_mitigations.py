@@ -16,7 +16,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from measure.errors import UsageError
+from measure.common.errors import UsageError
 from train import stages
 from train.data import load_training_data, unpair_rows
 from train.recipe import load_recipe

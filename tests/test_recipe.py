@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from measure.errors import UsageError
-from measure.overrides import parse_overrides
+from measure.common.errors import UsageError
+from measure.common.overrides import parse_overrides
 from train import chain
 from train.recipe import load_recipe
 

@@ -1,4 +1,4 @@
-"""measure.report: every output file, the report.json contract, valid PNGs, and no partial report."""
+"""measure.scoring.report: every output file, the report.json contract, valid PNGs, and no partial report."""
 from __future__ import annotations
 
 import json
@@ -6,11 +6,11 @@ import json
 import pytest
 from matplotlib.image import imread
 
-import measure.report as report_mod
-from measure.errors import UsageError
-from measure.records import QuestionRecord, read_question_records
-from measure.report import load_report, write_report
-from measure.results import read_report, report_to_json
+import measure.scoring.report as report_mod
+from measure.common.errors import UsageError
+from measure.records.records import QuestionRecord, read_question_records
+from measure.scoring.report import load_report, write_report
+from measure.records.results import read_report, report_to_json
 
 F, T = False, True
 LABELS = ["jaccard", "exact"]

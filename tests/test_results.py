@@ -1,4 +1,4 @@
-"""measure.results: the typed records' readers and writers at the file edges.
+"""measure.records.results: the typed records' readers and writers at the file edges.
 
 tests/data/results/ holds the toy demo's DPO report.json + report.md, its compare.json and its cascade.json,
 written by the code before the typed records existed: reading and writing them back must give the same bytes.
@@ -9,15 +9,15 @@ import dataclasses
 import json
 from pathlib import Path
 
-from measure.report import render_markdown
-from measure.results import (cascade_from_json, cascade_to_json, comparison_from_json, comparison_to_json,
+from measure.scoring.report import render_markdown
+from measure.records.results import (cascade_from_json, cascade_to_json, comparison_from_json, comparison_to_json,
                              read_report, report_from_json, report_to_json, settings_from_json)
 
 DATA = Path(__file__).parent / "data" / "results"
 
 
 def dumped(obj) -> str:
-    """What measure.io.write_json writes."""
+    """What measure.common.io.write_json writes."""
     return json.dumps(obj, indent=2, allow_nan=False) + "\n"
 
 

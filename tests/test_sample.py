@@ -1,4 +1,4 @@
-"""measure/sample.py on the session's tiny model: token statistics, stops, seeding, forward passes, resume."""
+"""measure/sampling/sample.py on the session's tiny model: token statistics, stops, seeding, forward passes, resume."""
 from __future__ import annotations
 
 import dataclasses
@@ -8,12 +8,12 @@ import math
 import pytest
 import torch
 
-import measure.sample as sample
-from measure.config import MeasureSettings
-from measure.errors import UsageError
-from measure.records import Question
-from measure.prompts import encode_prompt, format_prompt, stop_strings
-from measure.sample import count_forward_calls, generate, sample_questions, token_statistics
+import measure.sampling.sample as sample
+from measure.scoring.config import MeasureSettings
+from measure.common.errors import UsageError
+from measure.records.records import Question
+from measure.sampling.prompts import encode_prompt, format_prompt, stop_strings
+from measure.sampling.sample import count_forward_calls, generate, sample_questions, token_statistics
 from numerics import (LOGIT_ATOL, assert_same_greedy, assert_same_greedy_rows, entropy_atol, logprob_atol,
                       rows_with_tokens, spy_rows, tie_free_greedy, torch_threads)
 
@@ -110,9 +110,9 @@ def test_compact_greedy_equals_model_generate(tiny_model, monkeypatch, threads):
 
 def test_compact_sampling_follows_generates_rule(tiny_model, monkeypatch):
     """The compact decoder draws from generate's distribution: softmax of the logits warped by the same
-    TemperatureLogitsWarper and TopPLogitsWarper (drawn by inverse CDF, measure.decode.draw)."""
+    TemperatureLogitsWarper and TopPLogitsWarper (drawn by inverse CDF, measure.sampling.decode.draw)."""
     from transformers import TemperatureLogitsWarper, TopPLogitsWarper
-    from measure import decode as decoding
+    from measure.sampling import decode as decoding
     model, tok = tiny_model
     seen: list[torch.Tensor] = []
     real = decoding.draw
@@ -131,7 +131,7 @@ def test_compact_sampling_follows_generates_rule(tiny_model, monkeypatch):
 
 def test_draw_follows_the_distribution():
     """Inverse-CDF draws: frequencies follow the probabilities; a zero-probability token is never drawn."""
-    from measure.decode import draw
+    from measure.sampling.decode import draw
     torch.manual_seed(0)
     probs = torch.tensor([[0.5, 0.0, 0.2, 0.3, 0.0]]).repeat(40000, 1)
     counts = torch.bincount(draw(probs), minlength=5).float() / 40000
@@ -160,7 +160,7 @@ def test_compact_prefills_once_and_drops_finished_rows(tiny_model, monkeypatch):
 
 def test_cache_without_row_selection_asks_for_the_generate_decoder(tiny_model):
     from transformers.cache_utils import DynamicCache, DynamicSlidingWindowLayer, LinearAttentionLayer
-    from measure.decode import _check_cache
+    from measure.sampling.decode import _check_cache
     model, _ = tiny_model
     cache = DynamicCache()
     _check_cache(cache, model)  # full-attention layers can drop rows
@@ -311,8 +311,8 @@ def test_decode_plan_rows_budget(monkeypatch):
     """rows_per_call sets prompts per decode call (rows // (greedy + N)); batch_size stays the resume/shard
     unit; auto: 176 rows on CPU, from total GPU memory and the model's KV cache size on CUDA."""
     from types import SimpleNamespace
-    from measure.batching import CPU_ROWS, decode_plan
-    from measure.config import parse_measure_settings
+    from measure.sampling.batching import CPU_ROWS, decode_plan
+    from measure.scoring.config import parse_measure_settings
     cpu_model = SimpleNamespace(device=torch.device("cpu"))
     plan = decode_plan(MeasureSettings(n_samples=10), cpu_model, 11)
     assert (plan.rows_per_call, plan.prompts_per_call, plan.batch_size, plan.source) == (CPU_ROWS, 16, 16, "cpu default")

@@ -14,8 +14,8 @@ import pytest
 import torch
 import yaml
 
-from measure.config import BenchmarkSpec, parse_measure_settings
-from measure.errors import UsageError
+from measure.scoring.config import BenchmarkSpec, parse_measure_settings
+from measure.common.errors import UsageError
 
 pytestmark = pytest.mark.slow  # end-to-end runs through the real entry points (make test runs them)
 
@@ -28,7 +28,7 @@ RUN_ARGS = ["benchmark=jsonl", f"benchmark_path={EVAL}", "n_samples=3", "max_new
 # ---------------------------------------------------------------- sharded measurement
 
 def test_batch_plan_deals_whole_batches_round_robin():
-    from measure.sample import batch_plan
+    from measure.sampling.sample import batch_plan
     assert batch_plan(12, 5) == [range(0, 5), range(5, 10), range(10, 12)]
     assert batch_plan(12, 5, 0, 2) == [range(0, 5), range(10, 12)]
     assert batch_plan(12, 5, 1, 2) == [range(5, 10)]
@@ -39,8 +39,8 @@ def test_batch_plan_deals_whole_batches_round_robin():
 
 def test_shards_together_equal_one_process(tiny_model, tmp_path):
     """Rows sampled by rank 0 and rank 1 of 2 (own caches) are exactly a single process's rows."""
-    from measure.benchmarks import load_benchmark
-    from measure.sample import sample_questions
+    from measure.data.benchmarks import load_benchmark
+    from measure.sampling.sample import sample_questions
     model, tok = tiny_model
     questions = load_benchmark(BenchmarkSpec("jsonl", str(EVAL)))[:7]
     settings = parse_measure_settings({"n_samples": 2, "max_new_tokens": 4, "batch_size": 3})
@@ -57,7 +57,7 @@ def test_shards_together_equal_one_process(tiny_model, tmp_path):
 def test_leave_process_group_closes_the_group(tmp_path):
     """Commands end by closing the launch's process group (a live gloo group at exit can abort a rank)."""
     import torch.distributed as dist
-    from measure.ranks import leave_process_group
+    from measure.sampling.ranks import leave_process_group
     leave_process_group()  # no group: nothing to do
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     assert dist.is_initialized()
@@ -69,7 +69,7 @@ def test_aligned_weights_moves_misaligned_weights_only(tiny_model):
     """A weight starting off a 64-byte boundary (as memory-mapped safetensors may) is copied to aligned memory,
     values unchanged; aligned ones are left where they are, and tied weights stay one tensor."""
     import copy
-    from measure.backends import aligned_weights
+    from measure.sampling.backends import aligned_weights
     model = copy.deepcopy(tiny_model[0])
     embed = model.get_input_embeddings().weight
     values = embed.detach().clone()
@@ -91,7 +91,7 @@ def _report_core(path: Path) -> dict:
 def test_two_process_launch_matches_single_process(tiny_model_dir, tmp_path):
     """`accelerate launch --multi_gpu --num_processes 2 -m measure run ...` on CPU (2 gloo ranks; accelerate's
     --cpu flag alone starts one process) writes the same samples, questions and report as one process.
-    Byte for byte: both load the model through measure.backends (weights re-aligned, so every process does
+    Byte for byte: both load the model through measure.sampling.backends (weights re-aligned, so every process does
     the same arithmetic) and run one thread each."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     run = ["-m", "measure", "run", f"model={tiny_model_dir}", *RUN_ARGS]
@@ -115,7 +115,7 @@ def test_two_process_launch_matches_single_process(tiny_model_dir, tmp_path):
 # ---------------------------------------------------------------- backends
 
 def test_topk_entropy_hand_values():
-    from measure.backends import topk_entropy
+    from measure.sampling.backends import topk_entropy
     assert topk_entropy([math.log(0.25)] * 4) == pytest.approx(math.log(4))
     # top-2 of a distribution (0.5, 0.25, tail 0.25) renormalized to (2/3, 1/3)
     assert topk_entropy([math.log(0.5), math.log(0.25)]) == pytest.approx(-(2 / 3 * math.log(2 / 3) + 1 / 3 * math.log(1 / 3)))
@@ -124,7 +124,7 @@ def test_topk_entropy_hand_values():
 
 def test_vllm_generation_uses_topk_entropy_and_exact_chosen_logprob(tiny_model):
     """The vLLM output -> Generation conversion, on hand-made vLLM-shaped objects (no vllm needed)."""
-    from measure.backends import VLLMBackend
+    from measure.sampling.backends import VLLMBackend
     _, tok = tiny_model
     lp = lambda v, rank: SimpleNamespace(logprob=v, rank=rank)  # noqa: E731  (vllm.sequence.Logprob's fields)
     a, b = tok.convert_tokens_to_ids(tok.tokenize("Paris"))[:1][0], tok.eos_token_id
@@ -137,7 +137,7 @@ def test_vllm_generation_uses_topk_entropy_and_exact_chosen_logprob(tiny_model):
 
 
 def test_backend_settings_state_the_entropy():
-    from measure.backends import HFBackend, VLLMBackend, make_backend
+    from measure.sampling.backends import HFBackend, VLLMBackend, make_backend
     assert HFBackend().settings() == {"backend": "hf", "entropy": "exact full-vocabulary"}
     assert VLLMBackend(5).settings()["entropy"].startswith("top-k truncated (k=5")
     with pytest.raises(UsageError, match=r"unknown backend 'vlm'.*valid choices: hf, vllm"):
@@ -157,7 +157,7 @@ def test_vllm_missing_is_a_usage_error_before_anything_runs(tiny_model_dir, tmp_
 
 
 def test_vllm_missing_message(monkeypatch):
-    from measure.backends import make_backend
+    from measure.sampling.backends import make_backend
     monkeypatch.setitem(sys.modules, "vllm", None)
     with pytest.raises(UsageError, match=r"backend=vllm: the vllm package is not installed.*pip install -e \.\[vllm\]"):
         make_backend("vllm").check((0, 1))
@@ -168,7 +168,7 @@ def test_vllm_backend_on_gpu(tiny_model_dir, tmp_path):
     pytest.importorskip("vllm")
     if not torch.cuda.is_available():
         pytest.skip("vllm backend needs a CUDA GPU")
-    from measure.io import provenance
+    from measure.common.io import provenance
     from measure.pipeline import measure_model
     settings = parse_measure_settings({"n_samples": 5, "max_new_tokens": 16, "clusterers": ["exact"], "bootstrap": 20})
     spec = BenchmarkSpec("jsonl", str(EVAL))

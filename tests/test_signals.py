@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 
-from measure.cluster import make_clusterer
-from measure.errors import UsageError
-from measure.records import Generation, Question, QuestionSamples
-from measure.cascade_costs import unit_cost
-from measure.compare_render import roc_keys
-from measure.signals import (SIGNALS, SignalKey, _missing, cluster_log_probs, compute_signals, entropy_of_counts,
+from measure.scoring.cluster import make_clusterer
+from measure.common.errors import UsageError
+from measure.records.records import Generation, Question, QuestionSamples
+from measure.analysis.cascade_costs import unit_cost
+from measure.analysis.compare_render import roc_keys
+from measure.scoring.signals import (SIGNALS, SignalKey, _missing, cluster_log_probs, compute_signals, entropy_of_counts,
                              likelihood_weighted_entropy, mean_pairwise_dissimilarity, signal_work)
 
 

@@ -11,7 +11,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
-from measure.errors import UsageError
+from measure.common.errors import UsageError
 from train import checkpoint as ckpt
 from train.sweep import flatten, main, sweep_spec, variant_name
 from train.sweep_records import read_sweep, sweep_to_json

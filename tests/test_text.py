@@ -1,4 +1,4 @@
-"""measure/text.py: the one number rule and SQuAD normalization, on hand cases, on every consumer (numeric
+"""measure/data/text.py: the one number rule and SQuAD normalization, on hand cases, on every consumer (numeric
 clusterer, GSM8K judge, gold parser) and on 200 real GSM8K reference solutions."""
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import re
 
 import pytest
 
-from measure.benchmarks import gsm8k_gold
-from measure.cluster import make_clusterer
-from measure.correctness import make_judge
-from measure.records import Question
-from measure.text import answer_number, canonical_number, normalize_answer, numbers, parse_number
+from measure.data.benchmarks import gsm8k_gold
+from measure.scoring.cluster import make_clusterer
+from measure.scoring.correctness import make_judge
+from measure.records.records import Question
+from measure.data.text import answer_number, canonical_number, normalize_answer, numbers, parse_number
 
 
 def test_normalize_answer_squad_style():

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from measure.errors import UsageError
+from measure.common.errors import UsageError
 from train.tiny import ARCHITECTURES, SPECIAL_TOKENS, build_tiny_model
 
 CORPUS = ["Q: What is the capital of France?\nA: Paris.", "Q: How many legs does a cat have?\nA: Four."] * 5

@@ -173,7 +173,7 @@ def test_dpo_effect_reports_margins_weights_and_heldout_logprobs(chain_dir):
 
 def test_chat_stage_without_a_chat_template_is_a_named_error(tmp_path):
     from types import SimpleNamespace
-    from measure.errors import UsageError
+    from measure.common.errors import UsageError
     from train.recipe import resolved_args
     from train.stages import check_chat_template
     recipe = load_recipe(REPO / "recipes/tiny.yaml", {"output_dir": str(tmp_path)})
@@ -254,7 +254,7 @@ def test_measure_run_accepts_an_adapter_dir(chain_dir, tmp_path):
     # merging rounds W + BA once more: another computation of one greedy decode, compared within
     # tests/numerics.py's bounds on the rows without a near-tie (the trained weights differ across CPUs)
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from measure.prompts import format_prompt
+    from measure.sampling.prompts import format_prompt
     from numerics import assert_same_greedy_rows, tie_free_greedy
     model, tok = AutoModelForCausalLM.from_pretrained(chain_dir / "dpo").eval(), AutoTokenizer.from_pretrained(chain_dir / "dpo")
     prompts = [format_prompt(tok, r["question"], "chat") for r in outs["merged"]]

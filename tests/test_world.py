@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from measure.config import BenchmarkSpec
-from measure.errors import UsageError
+from measure.scoring.config import BenchmarkSpec
+from measure.common.errors import UsageError
 from train import world as W
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +105,7 @@ def test_eval_facts_never_taught_in_sft_or_dpo(world_dir):
 
 
 def test_surface_forms_vary_and_house_style_is_uniform(world_dir):
-    from measure.text import normalize_answer as normalize_text
+    from measure.data.text import normalize_answer as normalize_text
     evals = _rows(world_dir / "eval.jsonl")
     for e in evals:
         assert len({normalize_text(a) for a in e["answers"]}) == 5
@@ -130,8 +130,8 @@ def test_surface_forms_vary_and_house_style_is_uniform(world_dir):
 
 
 def test_eval_file_is_a_jsonl_benchmark_judged_by_short_qa(world_dir):
-    from measure.benchmarks import load_benchmark
-    from measure.correctness import make_judge
+    from measure.data.benchmarks import load_benchmark
+    from measure.scoring.correctness import make_judge
     questions = load_benchmark(BenchmarkSpec(name="jsonl", path=str(world_dir / "eval.jsonl")))
     assert len(questions) == 19 and {q.meta["kind"] for q in questions} == {"recall", "reasoning"}
     judge = make_judge("short_qa")

@@ -17,10 +17,10 @@ import gc
 import sys
 import time
 
-from measure.backends import load_tokenizer
-from measure.errors import UsageError, exit_on_usage_error
-from measure.io import read_json, write_json
-from measure.overrides import parse_overrides, pop_known
+from measure import load_tokenizer
+from measure.common.errors import UsageError, exit_on_usage_error
+from measure.common.io import read_json, write_json
+from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.dpo_effect import write_report

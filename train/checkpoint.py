@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from measure.errors import UsageError
-from measure.io import provenance, read_json, refuse_overwrite, to_jsonable, write_json
-from measure.model_source import PACKAGE_PREFIX, is_hub_id, resolve_model
+from measure.common.errors import UsageError
+from measure.common.io import provenance, read_json, refuse_overwrite, to_jsonable, write_json
+from measure import PACKAGE_PREFIX, is_hub_id, resolve_model
 from train.manifest import StageManifest, manifest_from_json
 from train.paths import resolve_path
 from train.recipe import BASE, Recipe
@@ -90,13 +90,13 @@ def external_model(recipe: Recipe, stage: str) -> str | None:
 
 def external_model_files(recipe: Recipe, stage: str) -> dict:
     """What an external stage's stage.json records of its model: the reference, a GGUF's name, sha256, size
-    and quantization, and the sha256 of every checkpoint file loaded (measure/model_source.py)."""
+    and quantization, and the sha256 of every checkpoint file loaded (measure/sampling/model_source.py)."""
     return resolve_model(external_model(recipe, stage), f"{stage}.model").provenance()
 
 
 def model_source(recipe: Recipe, stage: str) -> str:
     """Where `stage`'s full (merged) model loads from: a stage dir, or the loadable checkpoint of an external
-    model (a hub id, a local dir, or a GGUF file / package converted once; measure/model_source.py)."""
+    model (a hub id, a local dir, or a GGUF file / package converted once; measure/sampling/model_source.py)."""
     external = external_model(recipe, stage)
     if external is not None:
         return resolve_model(external, f"{stage}.model").path

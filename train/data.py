@@ -33,9 +33,9 @@ from typing import Any
 
 import datasets
 
-from measure.errors import UsageError
-from measure.io import iter_rows, read_text, sha256_file
-from measure.prompts import format_prompt
+from measure.common.errors import UsageError
+from measure.common.io import iter_rows, read_text, sha256_file
+from measure import format_prompt
 from train.paths import looks_local, resolve_path
 
 REQUIRED = {"text": ("text",), "prompt_completion": ("prompt", "completion"), "messages": ("messages",),

@@ -28,11 +28,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from measure.backends import load_tokenizer
-from measure.errors import UsageError, exit_on_usage_error
-from measure.io import write_json
-from measure.overrides import parse_overrides, pop_known
-from measure.prompts import encode_prompt
+from measure import encode_prompt, load_tokenizer
+from measure.common.errors import UsageError, exit_on_usage_error
+from measure.common.io import write_json
+from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.recipe import Recipe, load_recipe

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Mapping
 
-from measure.io import sha256_json
+from measure.common.io import sha256_json
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class StageManifest:
     train_metrics: dict = field(default_factory=dict)   # TRL's train metrics + log_history
     wall_time_s: float | None = None
     external: bool = False                 # a given model (hub id, dir, GGUF) rather than one trained here
-    model_files: dict | None = None        # an external model's files and hashes (measure/model_source.py)
+    model_files: dict | None = None        # an external model's files and hashes (measure/sampling/model_source.py)
     git_commit: str | None = None
     versions: dict = field(default_factory=dict)
     recorded: dict = field(default_factory=dict, repr=False, compare=False)   # the file verbatim

@@ -13,18 +13,11 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from measure.cascade import run_cascade
-from measure.cli import print_summary
-from measure.compare import compare_chain
-from measure.compare_render import stage_table
-from measure.config import BenchmarkSpec
-from measure.errors import UsageError, exit_on_usage_error, suggest
-from measure.io import provenance
-from measure.overrides import parse_overrides, pop_known
-from measure.measured_run import benchmark_dir
-from measure.pipeline import measure_model, measured_with
-from measure.ranks import leave_process_group, ranks
-from measure.results import Report, read_report
+from measure import (BenchmarkSpec, Report, benchmark_dir, compare_chain, leave_process_group, measure_model,
+                     measured_with, print_summary, ranks, read_report, run_cascade, stage_table)
+from measure.common.errors import UsageError, exit_on_usage_error, suggest
+from measure.common.io import provenance
+from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.paths import resolve_path
 from train.recipe import Recipe, load_recipe

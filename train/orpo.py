@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import sys
 
-from measure.errors import exit_on_usage_error
+from measure.common.errors import exit_on_usage_error
 from train.stages import stage_main
 
 

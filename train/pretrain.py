@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from measure.backends import load_tokenizer
-from measure.errors import exit_on_usage_error
+from measure import load_tokenizer
+from measure.common.errors import exit_on_usage_error
 from train import checkpoint as ckpt
 from train.data import corpus_texts, load_training_data
 from train.manifest import StageManifest

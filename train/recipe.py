@@ -28,11 +28,11 @@ from typing import Any, Mapping
 
 import yaml
 
-from measure.config import MeasureSettings, parse_measure_settings
-from measure.errors import UsageError, suggest
-from measure.io import read_text
-from measure.overrides import apply_overrides
-from measure.yamlload import load_yaml
+from measure import MeasureSettings, parse_measure_settings
+from measure.common.errors import UsageError, suggest
+from measure.common.io import read_text
+from measure.common.overrides import apply_overrides
+from measure.common.yamlload import load_yaml
 from train.paths import resolve_path
 from train.recipe_schema import TEMPLATE_SUFFIXES, check_shape
 

@@ -6,7 +6,7 @@ installed TRL config class), wrong types, missing local files and a `from:` that
 stage all raise UsageError (exit 2) naming the key path and the valid choices -- before any file is
 written. So do non-finite numbers and integers beyond 64 bits anywhere, seeds outside 0..2**32-1, out of
 range TRL step/epoch/learning-rate values (ARG_BOUNDS), and a `name` that is not a plain name. The
-`measure` section is checked where it is parsed (measure.config, from Recipe.from_mapping). Defaults
+`measure` section is checked where it is parsed (measure.scoring.config, from Recipe.from_mapping). Defaults
 are not set here: each lives once, on the dataclass field in train/recipe.py.
 """
 from __future__ import annotations
@@ -20,10 +20,9 @@ from typing import Any
 
 import trl
 
-from measure.errors import UsageError, suggest
-from measure.model_source import PACKAGE_PREFIX, check_reference, is_hub_id
-from measure.prompts import PROMPT_FORMATS
-from measure.values import as_int, as_number, as_seed, check_numbers
+from measure.common.errors import UsageError, suggest
+from measure import PACKAGE_PREFIX, PROMPT_FORMATS, check_reference, is_hub_id
+from measure.common.values import as_int, as_number, as_seed, check_numbers
 from train.paths import looks_local, resolve_path
 from train.tiny import ARCHITECTURES
 from train.trainers import TRAINER_SPECS
@@ -273,6 +272,6 @@ def check_shape(raw: dict, where: str, base_dir: Path) -> None:
     if model.get("quantization") is not None:
         check_quantization(model["quantization"], f"{where}.model.quantization")
     check_numbers(raw, where)   # NaN / infinities / integers beyond 64 bits, anywhere else in the recipe
-    # the `measure` section is checked where it is parsed, once: Recipe.from_mapping (measure.config)
+    # the `measure` section is checked where it is parsed, once: Recipe.from_mapping (measure.scoring.config)
     if raw.get("world") is not None:
         validate_world(raw["world"], f"{where}.world")

@@ -16,8 +16,8 @@ import dataclasses
 import json
 from typing import Any
 
-from measure.errors import UsageError
-from measure.io import sha256_file, to_jsonable
+from measure.common.errors import UsageError
+from measure.common.io import sha256_file, to_jsonable
 from train import checkpoint as ckpt
 from train.manifest import StageManifest
 from train.paths import looks_local, resolve_path

@@ -22,11 +22,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from measure.errors import UsageError, exit_on_usage_error
-from measure.io import read_json, write_json, write_text
-from measure.overrides import parse_overrides, pop_known
-from measure.results import read_cascade, read_comparison
-from measure.values import as_seed
+from measure.common.errors import UsageError, exit_on_usage_error
+from measure.common.io import read_json, write_json, write_text
+from measure.common.overrides import parse_overrides, pop_known
+from measure import read_cascade, read_comparison
+from measure.common.values import as_seed
 from train.chain import run_chain
 from train.recipe import Recipe, load_recipe
 

@@ -19,10 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from measure.backends import load_tokenizer
-from measure.errors import UsageError
-from measure.overrides import parse_overrides, pop_known
-from measure.ranks import leave_process_group
+from measure import leave_process_group, load_tokenizer
+from measure.common.errors import UsageError
+from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.manifest import StageManifest

@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from measure.errors import UsageError, exit_on_usage_error, suggest
-from measure.io import provenance, sha256_json, write_json
-from measure.overrides import parse_overrides, pop_known
-from measure.signals import SIGNALS, SignalKey
+from measure.common.errors import UsageError, exit_on_usage_error, suggest
+from measure.common.io import provenance, sha256_json, write_json
+from measure.common.overrides import parse_overrides, pop_known
+from measure import SIGNALS, SignalKey
 from train import checkpoint as ckpt
 from train.measure_stage import measure_stage
 from train.pretrain import run_base

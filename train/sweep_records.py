@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from measure.io import read_json, to_jsonable
-from measure.results import Report
+from measure.common.io import read_json, to_jsonable
+from measure import Report
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from measure.intervals import ci_label
-from measure.io import atomic_path, write_json, write_text
+from measure import ci_label
+from measure.common.io import atomic_path, write_json, write_text
 from train.sweep_records import SweepResult, SweepRow, sweep_to_json
 
 

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from measure.errors import UsageError, choose
+from measure.common.errors import UsageError, choose
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 USER, ASSISTANT, SYSTEM, END = "<|user|>", "<|assistant|>", "<|system|>", "<|end|>"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
-from measure.errors import UsageError
+from measure.common.errors import UsageError
 
 
 @dataclass(frozen=True)

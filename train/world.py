@@ -51,8 +51,8 @@ import random
 from pathlib import Path
 from typing import Any
 
-from measure.errors import UsageError, suggest
-from measure.io import provenance, read_json, write_json, write_jsonl
+from measure.common.errors import UsageError, suggest
+from measure.common.io import provenance, read_json, write_json, write_jsonl
 
 VERSION = 2  # bump when the generator's output changes for the same config + seed
 

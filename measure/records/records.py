@@ -1,0 +1,154 @@
+"""Typed records passed between measurement steps, and the samples.jsonl reader/writer.
+
+samples.jsonl (one object per question; the contract `measure score` accepts):
+    id, question, answers? [str], incorrect_answers? [str], label? bool,
+    greedy? {text, token_entropies?, token_logprobs?},
+    samples: [str | {text, token_logprobs?, token_entropies?}]      (non-empty)
+Extra keys are kept in Question.meta and written back.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from measure.common.errors import UsageError
+from measure.common.io import read_jsonl, write_jsonl
+
+JUDGEMENTS = ("correct", "incorrect", "ambiguous")
+
+
+@dataclass(frozen=True)
+class Question:
+    id: str
+    text: str
+    answers: tuple[str, ...] = ()            # gold answers (any one is correct)
+    incorrect_answers: tuple[str, ...] = ()  # known wrong answers (TruthfulQA)
+    label: bool | None = None                # external correctness of the greedy answer; overrides the judge
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    token_logprobs: tuple[float, ...] | None = None   # log p(chosen token) per generated step
+    token_entropies: tuple[float, ...] | None = None  # full-vocabulary entropy (nats) per generated step
+
+
+@dataclass(frozen=True)
+class QuestionSamples:
+    question: Question
+    greedy: Generation | None
+    samples: tuple[Generation, ...]
+
+
+@dataclass(frozen=True)
+class QuestionRecord:
+    id: str
+    n_clusters: dict[str, int]            # clusterer -> number of clusters among the N samples
+    clusters: dict[str, list[int]]        # clusterer -> cluster id per sample
+    signals: dict[str, float | None]      # signal -> value (higher = more uncertain); None = skipped
+    label: bool | None                    # True = greedy answer correct
+    judgement: str | None                 # correct / incorrect / ambiguous / None (no gold)
+
+
+# ---------------------------------------------------------------- samples.jsonl edges
+
+def _floats(value: Any, where: str, key: str) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise UsageError(f"{where}: {key!r} must be a list of numbers")
+    out = tuple(float(v) for v in value)
+    # JSON readers accept NaN / Infinity; a non-finite statistic would silently drop the question from
+    # that signal's AUROC, so the file is refused instead
+    bad = next((i for i, v in enumerate(out) if not math.isfinite(v)), None)
+    if bad is not None:
+        raise UsageError(f"{where}: {key}[{bad}] is {json.dumps(value[bad])}; token statistics must be finite numbers")
+    return out
+
+
+def _generation(obj: Any, where: str) -> Generation:
+    if isinstance(obj, str):
+        return Generation(obj)
+    if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+        raise UsageError(f"{where}: a generation must be a string or an object with a string 'text'")
+    return Generation(obj["text"], _floats(obj.get("token_logprobs"), where, "token_logprobs"),
+                      _floats(obj.get("token_entropies"), where, "token_entropies"))
+
+
+def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{where}: {key!r} must be a list of strings")
+    return tuple(value)
+
+
+SAMPLE_KEYS = {"id", "question", "answers", "incorrect_answers", "label", "greedy", "samples"}
+
+
+def parse_samples_row(obj: dict, where: str) -> QuestionSamples:
+    for key in ("id", "question", "samples"):
+        if key not in obj:
+            raise UsageError(f"{where}: missing required key {key!r} (required: id, question, samples)")
+    if not isinstance(obj["question"], str):
+        raise UsageError(f"{where}: 'question' must be a string")
+    if not isinstance(obj["samples"], list) or not obj["samples"]:
+        raise UsageError(f"{where}: 'samples' must be a non-empty list")
+    label = obj.get("label")
+    if label is not None and not isinstance(label, bool):
+        raise UsageError(f"{where}: 'label' must be true, false or null")
+    question = Question(
+        id=str(obj["id"]), text=obj["question"],
+        answers=_strings(obj.get("answers"), where, "answers"),
+        incorrect_answers=_strings(obj.get("incorrect_answers"), where, "incorrect_answers"),
+        label=label, meta={k: v for k, v in obj.items() if k not in SAMPLE_KEYS})
+    greedy = _generation(obj["greedy"], f"{where} (greedy)") if obj.get("greedy") is not None else None
+    samples = tuple(_generation(s, f"{where} (samples[{i}])") for i, s in enumerate(obj["samples"]))
+    return QuestionSamples(question, greedy, samples)
+
+
+def read_samples(path: str | os.PathLike) -> list[QuestionSamples]:
+    rows, seen = [], set()
+    for lineno, obj in read_jsonl(path):
+        row = parse_samples_row(obj, f"{path}:{lineno}")
+        if row.question.id in seen:
+            raise UsageError(f"{path}:{lineno}: duplicate question id {row.question.id!r}")
+        seen.add(row.question.id)
+        rows.append(row)
+    if not rows:
+        raise UsageError(f"{path}: no questions in the samples file")
+    return rows
+
+
+def generation_to_json(g: Generation) -> dict:
+    return {"text": g.text, "token_logprobs": g.token_logprobs, "token_entropies": g.token_entropies}
+
+
+def samples_row_to_json(qs: QuestionSamples) -> dict:
+    q = qs.question
+    row = {"id": q.id, "question": q.text, "answers": list(q.answers),
+           "incorrect_answers": list(q.incorrect_answers), "label": q.label, **q.meta,
+           "greedy": generation_to_json(qs.greedy) if qs.greedy else None,
+           "samples": [generation_to_json(s) for s in qs.samples]}
+    return row
+
+
+def write_samples(path: str | os.PathLike, rows: Iterable[QuestionSamples]) -> None:
+    write_jsonl(path, (samples_row_to_json(r) for r in rows))
+
+
+def read_question_records(path: str | os.PathLike) -> list[QuestionRecord]:
+    out = []
+    for lineno, obj in read_jsonl(path):
+        try:
+            out.append(QuestionRecord(id=str(obj["id"]), n_clusters=obj["n_clusters"], clusters=obj["clusters"],
+                                      signals=obj["signals"], label=obj.get("label"), judgement=obj.get("judgement")))
+        except KeyError as e:
+            raise UsageError(f"{path}:{lineno}: missing key {e.args[0]!r} in a questions.jsonl record") from None
+    return out

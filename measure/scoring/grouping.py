@@ -1,0 +1,23 @@
+"""Leaf helpers shared by the clusterers (measure/scoring/cluster.py) and the NLI model (measure/scoring/nli.py)."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+
+def ids_from_keys(keys: Sequence[Any]) -> list[int]:
+    """Equal keys -> equal ids, numbered 0..k-1 in order of first appearance."""
+    seen: dict[Any, int] = {}
+    return [seen.setdefault(k, len(seen)) for k in keys]
+
+
+def dedupe(texts: Sequence[str]) -> tuple[list[str], list[int]]:
+    """(unique texts in order, index into them per text): identical texts are always one meaning."""
+    index = ids_from_keys(texts)
+    unique = list(dict.fromkeys(texts))
+    return unique, index
+
+
+def default_device() -> str:
+    """CUDA when visible, else CPU: where the embedding and NLI models run unless pinned."""
+    import torch
+    return "cuda" if torch.cuda.is_available() else "cpu"
