@@ -25,6 +25,7 @@ _NAMES: dict[str, str] = {
     # records: pure data
     "Question": "measure.records.records",
     "QuestionSamples": "measure.records.records",
+    "RunIdentity": "measure.records.records",
     "Report": "measure.records.results",
     "read_report": "measure.records.results",
     "read_comparison": "measure.records.results",

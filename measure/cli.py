@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.common.overrides import parse_overrides, pop_known
-from measure.records.results import Report, report_from_json
+from measure.records.results import Report
 from measure.common.values import as_int, as_seed
 
 
@@ -36,13 +36,11 @@ def _settings(raw: dict[str, Any], where: str):
     return parse_measure_settings(raw, where)
 
 
-def print_summary(report: Report | Mapping[str, Any], out: Path) -> None:
-    """Print a report's headline numbers. `report`: a Report, or report.json's content as measure_model
-    returns it (train/ passes that), read into a Report here."""
+def print_summary(report: Report, out: Path) -> None:
+    """Print a report's headline numbers (on the main process only)."""
     from accelerate import PartialState
     if not PartialState().is_main_process:  # sharded runs: every rank has the report, one prints it
         return
-    report = report if isinstance(report, Report) else report_from_json(report)
     s = report.settings
     print(f"{out}/report.json: {report.n_questions} questions, N={s.n_samples}, T={s.temperature}, "
           f"max_new_tokens={s.max_new_tokens}, judge {s.judge_name}")
@@ -66,7 +64,8 @@ def cmd_run(args: dict[str, Any]) -> None:
                             "backend": None, "vllm_logprobs": None})  # backends: see measure/sampling/backends.py
     for key in ("model", "benchmark", "out"):
         if not opts[key]:
-            raise UsageError(f"missing {key}=...; `measure run` takes recipe=... stage=..., or model=... benchmark=... out=...")
+            raise UsageError(f"missing {key}=...; `measure run` takes model=... benchmark=... out=... (a recipe's stage: "
+                             "python -m train.measure_stage recipe=... stage=...)")
     if opts["prompt_format"] not in ("chat", "qa"):
         raise UsageError(f"prompt_format: unknown {opts['prompt_format']!r}; valid choices: chat, qa")
     settings = _settings({**args, "benchmarks": [{"name": opts["benchmark"], "path": opts["benchmark_path"],

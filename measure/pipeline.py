@@ -31,7 +31,7 @@ from measure.common.machine import machine_info
 from measure.common.io import refuse_overwrite, sha256_file, to_jsonable
 from measure.sampling.model_source import resolve_model
 from measure.sampling.ranks import ranks
-from measure.records.records import QuestionRecord, QuestionSamples, read_samples, write_samples
+from measure.records.records import QuestionRecord, QuestionSamples, RunIdentity, read_samples, write_samples
 from measure.scoring.report import write_report
 from measure.records.results import Report, ReportSettings, read_report, settings_from_json
 from measure.sampling.sample_cache import cache_files, claim_cache, model_identity
@@ -140,7 +140,7 @@ def guard_report(out_dir: Path, overwrite: bool) -> None:
 
 
 def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSettings, out_dir: Path, *,
-                  prompt_format: str, provenance: dict, overwrite: bool = False, model_info: dict | None = None,
+                  prompt_format: str, provenance: dict, overwrite: bool = False, identity: RunIdentity | None = None,
                   shard: bool = True, backend: str | None = None, vllm_logprobs: int | None = None) -> Report:
     """Sample `model_source` (a merged dir, a PEFT adapter dir, a hub id, a .gguf file or pkg:<package>;
     measure/sampling/model_source.py) on one benchmark and score it.
@@ -149,7 +149,9 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     its batches into its own resume cache; rank 0 gathers the rows in question order, writes
     samples.jsonl and scores; every rank returns the report. shard=False: a process measuring alone
     while other processes of its launch do something else (the training scripts' main process).
-    Returns the Report (measure.records.results) that report.json holds."""
+    identity: the caller's name for this run (measure.records.records.RunIdentity): its model_key ties the
+    resume cache to the model, its labels are recorded in the report's settings. Returns the Report
+    (measure.records.results) that report.json holds."""
     from measure.sampling.backends import make_backend
     from measure.data.benchmarks import BENCHMARKS, load_benchmark
     out_dir = Path(out_dir)
@@ -170,10 +172,10 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
         resolved = resolve_model(model_source)
         model, tokenizer = engine.load(resolved.path, str(where.state.device) if where.world > 1 else None)
     gen_timing: dict[str, float] = {}
-    claim_cache(cache, model_identity(resolved.path, model_info))  # never resume another model's samples
+    claim_cache(cache, model_identity(resolved.path, identity))  # never resume another model's samples
     rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, timing=gen_timing,
                          shard=(where.rank, where.world))
-    plan = engine.plan(model, settings) if hasattr(engine, "plan") else None   # batches and rows per decode call
+    plan = engine.plan(model, settings)   # batches and rows per decode call (None: the backend schedules)
     del model
     rows, gen_timing = where.gather(rows, gen_timing, questions)
     if where.main:
@@ -185,7 +187,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     if where.main:
         extra = {"benchmark": dataclasses.asdict(spec), "model": model_source, "model_files": resolved.provenance(),
                  "prompt_format": prompt_format,
-                 "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(model_info or {}),
+                 "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(identity.labels if identity else {}),
                  **({"decode_plan": plan} if plan else {})}
         report = score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
                        # the machine block read again now that torch has done the arithmetic (threads, kernels)

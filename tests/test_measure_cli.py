@@ -194,6 +194,7 @@ def test_interrupted_sampling_resumes(tiny_model_dir, tmp_path, monkeypatch):
 def test_a_cache_of_another_model_is_never_resumed(tmp_path):
     """The resume cache is tied to one model (<cache>.model.json); another model's rows are an error."""
     from measure.common.errors import UsageError
+    from measure.records.records import RunIdentity
     from measure.sampling.sample_cache import cache_files, claim_cache, model_identity
     model = tmp_path / "model"
     model.mkdir()
@@ -206,5 +207,5 @@ def test_a_cache_of_another_model_is_never_resumed(tmp_path):
     with pytest.raises(UsageError, match="made with another model"):
         claim_cache(cache, model_identity(str(model), None))
     with pytest.raises(UsageError, match="made with another model"):
-        claim_cache(cache, model_identity(str(model), {"stage_hash": "abc"}))
+        claim_cache(cache, model_identity(str(model), RunIdentity(model_key="abc")))
     assert json.loads(marker.read_text())["model"] == str(model)

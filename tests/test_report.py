@@ -9,7 +9,7 @@ from matplotlib.image import imread
 import measure.scoring.report as report_mod
 from measure.common.errors import UsageError
 from measure.records.records import QuestionRecord, read_question_records
-from measure.scoring.report import load_report, write_report
+from measure.scoring.report import write_report
 from measure.records.results import read_report, report_to_json
 
 F, T = False, True
@@ -46,7 +46,7 @@ def test_write_report_files_and_contract(tmp_path):
     returned = write(tmp_path)
     for name in ("questions.jsonl", "report.json", "report.md", "cluster_hist.png", "roc.png", "risk_coverage.png"):
         assert (tmp_path / name).is_file(), name
-    rep = load_report(tmp_path)
+    rep = json.loads((tmp_path / "report.json").read_text())
     assert rep == report_to_json(returned) and read_report(tmp_path) == returned
     for key in ("n_questions", "n_samples", "settings", "scr", "scr_ci", "mean_clusters", "accuracy",
                 "n_labelled", "n_ambiguous", "auroc", "auroc_single_cluster", "cohens_d", "prr", "aurc",
@@ -123,14 +123,14 @@ def test_failure_mid_write_keeps_previous_outputs(tmp_path, monkeypatch):
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
 
 
-def test_load_report_missing_is_usage_error(tmp_path):
+def test_read_report_missing_is_usage_error(tmp_path):
     with pytest.raises(UsageError, match="report.json"):
-        load_report(tmp_path)
+        read_report(tmp_path)
 
 
 def test_extra_keys_are_recorded_but_cannot_replace_computed_ones(tmp_path):
     timing = {"seconds_per_question": {"greedy": 0.5, "jaccard": 0.01}}
     assert write(tmp_path, extra={"timing": timing}).timing == timing
-    assert load_report(tmp_path)["timing"] == timing
+    assert read_report(tmp_path).timing == timing
     with pytest.raises(ValueError, match="scr"):
         write(tmp_path / "other", extra={"scr": {}})

@@ -162,7 +162,3 @@ def summarize_log(log_history: list[dict]) -> dict:
     final = next((e for e in reversed(log_history) if "train_runtime" in e), {})
     return {"first_loss": losses[0] if losses else None, "last_loss": losses[-1] if losses else None,
             "n_logged": len(losses), **final, "log_history": log_history}
-
-
-def dump(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)

@@ -13,8 +13,8 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from measure import (BenchmarkSpec, Report, benchmark_dir, compare_chain, leave_process_group, measure_model,
-                     measured_with, print_summary, ranks, read_report, run_cascade, stage_table)
+from measure import (BenchmarkSpec, Report, RunIdentity, benchmark_dir, compare_chain, leave_process_group,
+                     measure_model, measured_with, print_summary, ranks, read_report, run_cascade, stage_table)
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.common.io import provenance
 from measure.common.overrides import parse_overrides, pop_known
@@ -35,10 +35,10 @@ def resolve_benchmark_path(spec: BenchmarkSpec, recipe: Recipe) -> BenchmarkSpec
     return dataclasses.replace(spec, path=str(resolve_path(path, recipe.base_dir)))
 
 
-def reusable_report(out: Path, model_info: dict, stage: str) -> Report:
+def reusable_report(out: Path, identity: RunIdentity, stage: str) -> Report:
     """The finished report of a stage, if it was measured on this stage's model with these settings."""
     report = read_report(out)
-    stale = [k for k in ("stage_hash", "measured_with") if report.settings.get(k) != model_info[k]]
+    stale = [k for k in ("stage_hash", "measured_with") if report.settings.get(k) != identity.labels[k]]
     if stale:
         what = {"stage_hash": f"another {stage} model (its stage.json changed)",
                 "measured_with": "other measurement settings"}
@@ -59,17 +59,19 @@ def measure_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, shard:
     stage_hash = ckpt.manifest_hash(ckpt.stage_dir(recipe, stage))
     for spec in settings.benchmarks:
         out, spec = measure_dir(recipe, stage, spec.name), resolve_benchmark_path(spec, recipe)
-        model_info = {"stage": stage, "chain": recipe.name, "stage_hash": stage_hash,
-                      "measured_with": measured_with(settings, spec, recipe.prompt_format_of(stage))}
+        # the library records these labels verbatim and keys its resume cache on the stage.json hash
+        identity = RunIdentity(model_key=stage_hash, labels={
+            "stage": stage, "chain": recipe.name, "stage_hash": stage_hash,
+            "measured_with": measured_with(settings, spec, recipe.prompt_format_of(stage))})
         if (out / "report.json").exists() and not overwrite:
-            reports[spec.name] = reusable_report(out, model_info, stage)
+            reports[spec.name] = reusable_report(out, identity, stage)
             say(f"[measure] {stage}/{spec.name}: report exists, reusing {out}")
             continue
         say(f"[measure] {stage}/{spec.name}: measuring")
         reports[spec.name] = measure_model(
             ckpt.model_source(recipe, stage), spec, settings, out,
             prompt_format=recipe.prompt_format_of(stage), overwrite=overwrite, shard=shard,
-            provenance=provenance(seed=settings.seed, recipe=recipe.to_dict()), model_info=model_info)
+            provenance=provenance(seed=settings.seed, recipe=recipe.to_dict()), identity=identity)
     return reports
 
 

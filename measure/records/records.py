@@ -54,6 +54,19 @@ class QuestionRecord:
     judgement: str | None                 # correct / incorrect / ambiguous / None (no gold)
 
 
+@dataclass(frozen=True)
+class RunIdentity:
+    """What a caller says a measured run is; the library interprets neither field.
+
+    model_key: when set, what a resume cache must match to be resumed (instead of the model files' names,
+        sizes and times): e.g. a hash of the manifest the caller trained the model under.
+    labels: recorded verbatim in the report's settings, after the library's own keys, so the caller can
+        read them back (Report.settings.get) to decide whether a finished report is still its run.
+    """
+    model_key: str | None = None
+    labels: dict[str, Any] = field(default_factory=dict)
+
+
 # ---------------------------------------------------------------- samples.jsonl edges
 
 def _floats(value: Any, where: str, key: str) -> tuple[float, ...] | None:

@@ -23,7 +23,7 @@ import importlib
 import math
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 from measure.scoring.config import MeasureSettings
 from measure.common.errors import UsageError, choose
@@ -79,6 +79,27 @@ def aligned_weights(model, alignment: int = 64):
         if param.device.type == "cpu" and param.data_ptr() % alignment:
             param.data = param.data.clone()
     return model
+
+
+class Backend(Protocol):
+    """What the pipeline needs of a sampling backend (HFBackend, VLLMBackend; `make_backend` picks one)."""
+    name: str
+
+    def check(self, shard: tuple[int, int]) -> None:
+        """Refuse (UsageError) what this backend cannot run, before anything is loaded."""
+
+    def settings(self) -> dict[str, Any]:
+        """The keys the report's settings record for this backend."""
+
+    def load(self, source: str, device: str | None = None) -> tuple[Any, Any]:
+        """(model, tokenizer) for a model reference."""
+
+    def sample(self, model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str, *,
+               cache_path: Path | None, timing: dict[str, float], shard: tuple[int, int]) -> list[QuestionSamples]:
+        """Greedy + N samples per question, in question order."""
+
+    def plan(self, model, settings: MeasureSettings) -> dict[str, Any] | None:
+        """How sample() batches the work, for the report's settings; None when the backend decides it itself."""
 
 
 class HFBackend:
@@ -170,6 +191,10 @@ class VLLMBackend:
                                 timing=timing, shard=shard, batch_size=max(VLLM_CHUNK, settings.batch_size or 0),
                                 sampler=self._batch, cache_tag=self.settings())
 
+    def plan(self, model, settings: MeasureSettings) -> None:
+        """vLLM schedules its own batches: no plan to record."""
+        return None
+
     def _generation(self, tokenizer, completion, eos_ids: Sequence[int], stop: Sequence[str]) -> Generation:
         from measure.sampling.sample import _cut
         tokens, logprobs, entropies = list(completion.token_ids), [], []
@@ -205,7 +230,7 @@ class VLLMBackend:
 BACKENDS: dict[str, type] = {"hf": HFBackend, "vllm": VLLMBackend}
 
 
-def make_backend(name: str = "hf", *, vllm_logprobs: int = 20):
+def make_backend(name: str = "hf", *, vllm_logprobs: int = 20) -> Backend:
     """A backend by name; an unknown name is a UsageError listing the valid ones."""
     cls = choose("backend", str(name), BACKENDS)
     return cls(vllm_logprobs) if cls is VLLMBackend else cls()

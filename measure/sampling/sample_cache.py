@@ -16,7 +16,7 @@ from typing import Sequence
 from measure.scoring.config import MeasureSettings
 from measure.common.errors import UsageError
 from measure.common.io import read_json, to_jsonable, write_json
-from measure.records.records import Question, QuestionSamples, parse_samples_row, samples_row_to_json
+from measure.records.records import Question, QuestionSamples, RunIdentity, parse_samples_row, samples_row_to_json
 
 
 def cache_settings(settings: MeasureSettings, prompt_format: str, stop: Sequence[str]) -> dict:
@@ -89,12 +89,12 @@ def cache_files(path: Path) -> tuple[Path, Path, Path]:
     return path, path.with_name(path.name + ".settings.json"), path.with_name(path.name + ".model.json")
 
 
-def model_identity(model_source: str, model_info: dict | None) -> dict:
-    """What says "the same model" across a resume: a chain stage's stage.json hash, else the reference and,
-    for a local dir or file, the names, sizes and modification times of its files (hashing the weights
-    would cost as much as a batch; a retrained or replaced model has new files)."""
-    if model_info and model_info.get("stage_hash"):
-        return {"stage_hash": model_info["stage_hash"]}
+def model_identity(model_source: str, identity: RunIdentity | None) -> dict:
+    """What says "the same model" across a resume: the caller's model_key when it gives one, else the
+    reference and, for a local dir or file, the names, sizes and modification times of its files (hashing
+    the weights would cost as much as a batch; a retrained or replaced model has new files)."""
+    if identity is not None and identity.model_key:
+        return {"model_key": identity.model_key}
     path = Path(model_source)
     files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path] if path.is_file() else []
     return {"model": model_source, "files": [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]}

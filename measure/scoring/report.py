@@ -3,11 +3,11 @@
 Everything is computed first and written into a staging folder inside `out_dir`; the finished files
 are then renamed into place with report.json LAST, so a failure at any step leaves the previous
 outputs untouched and never a report.json that disagrees with (or lacks) the rest. report.json
-therefore doubles as the "this measurement is complete" marker that `load_report` reads.
+therefore doubles as the "this measurement is complete" marker that `read_report` reads.
 
 `settings` is recorded verbatim; the report.md header reads N, T, max_new_tokens and the clusterers
 from it as measure.records.results.ReportSettings (the one reader of a settings block and its spellings).
-`load_report` returns report.json as written (a dict); `read_report` (measure.records.results) the typed Report.
+`read_report` (measure.records.results) reads report.json back as the typed Report.
 """
 from __future__ import annotations
 
@@ -23,21 +23,13 @@ from matplotlib.figure import Figure   # the object API: no pyplot global state,
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
-from measure.common.errors import UsageError
 from measure.scoring.intervals import ci_label
-from measure.common.io import atomic_path, read_json, to_jsonable, write_json, write_jsonl, write_text
+from measure.common.io import atomic_path, to_jsonable, write_json, write_jsonl, write_text
 from measure.scoring.metrics import COVERAGES, risk_coverage, signal_data, signal_names, summarize
 from measure.records.records import QuestionRecord
 from measure.records.results import Report, ReportSettings, report_to_json, settings_from_json
 
 PLOTS = ("cluster_hist.png", "roc.png", "risk_coverage.png")
-
-
-def load_report(directory: str | os.PathLike) -> dict:
-    path = Path(directory) / "report.json"
-    if not path.exists():
-        raise UsageError(f"{path}: no report.json (run `python -m measure run` or `measure score` first)")
-    return read_json(path)
 
 
 def _question_row(r: QuestionRecord) -> dict:
