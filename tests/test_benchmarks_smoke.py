@@ -17,7 +17,9 @@ from measure.common.errors import UsageError
 pytestmark = [pytest.mark.xdist_group("benchmarks_smoke"), pytest.mark.slow]   # one worker builds the module fixture once
 
 
-@pytest.fixture(scope="module")
+# session-scoped: xdist may run other modules between this module's tests on one worker, and a
+# module-scoped fixture would then be built again (tens of seconds); the tests only add to it, in order
+@pytest.fixture(scope="session")
 def smoke_report(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")
     demo = root / "demo"

@@ -39,7 +39,9 @@ def _recipe_file(tmp: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
+# session-scoped: xdist may run other modules between this module's tests on one worker, and a
+# module-scoped fixture would then be built again (tens of seconds); the tests only add to it, in order
+@pytest.fixture(scope="session")
 def chain(tmp_path_factory) -> tuple[Path, Path]:
     """(recipe path, output dir) with base and sft trained once, unmeasured; the tests add the other stages."""
     from train.pretrain import run_base

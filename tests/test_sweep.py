@@ -46,7 +46,9 @@ def sweep(*args: str) -> int:
     return 0
 
 
-@pytest.fixture(scope="module")
+# session-scoped: xdist may run other modules between this module's tests on one worker, and a
+# module-scoped fixture would then be built again (tens of seconds); the tests only add to it, in order
+@pytest.fixture(scope="session")
 def swept(tmp_path_factory) -> tuple[Path, Path]:
     """(recipe, chain dir) after one 2x2 sweep, which also trained base and sft (the parent)."""
     tmp = tmp_path_factory.mktemp("sweep")

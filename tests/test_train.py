@@ -37,7 +37,9 @@ def weights(directory: Path) -> dict[str, torch.Tensor]:
     return load_file(directory / "model.safetensors")
 
 
-@pytest.fixture(scope="module")
+# session-scoped: xdist may run other modules between this module's tests on one worker, and a
+# module-scoped fixture would then be built again (tens of seconds); the tests only add to it, in order
+@pytest.fixture(scope="session")
 def chain_dir(tmp_path_factory) -> Path:
     """pretrain -> sft -> dpo, each through `accelerate launch` as a user runs it."""
     out = tmp_path_factory.mktemp("chain") / "tiny"
