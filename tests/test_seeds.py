@@ -54,3 +54,25 @@ def test_bad_seeds_exit_2_before_anything_runs(tmp_path, capsys, monkeypatch, ar
         main(["recipe=recipes/tiny.yaml", f"output_dir={tmp_path / 'x'}", *args])
     assert e.value.code == 2 and message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_world_buckets_hand_counts(tmp_path):
+    """Per-bucket SCR and accuracy of a toy-world chain: most-seen facts first, reasoning last."""
+    from measure.common.io import write_jsonl
+    from train.seeds import world_buckets
+    write_jsonl(tmp_path / "world" / "eval.jsonl", [
+        {"id": "a", "kind": "recall", "bucket": "once", "corpus_count": 1},
+        {"id": "b", "kind": "recall", "bucket": "many", "corpus_count": 8},
+        {"id": "c", "kind": "recall", "bucket": "many", "corpus_count": 8},
+        {"id": "d", "kind": "reasoning"}])
+    write_jsonl(tmp_path / "sft" / "measure" / "jsonl" / "questions.jsonl", [
+        {"id": "a", "n_clusters": {"exact": 1}, "judgement": "correct"},
+        {"id": "b", "n_clusters": {"exact": 1}, "judgement": "incorrect"},
+        {"id": "c", "n_clusters": {"exact": 3}, "judgement": "correct"},
+        {"id": "d", "n_clusters": {"exact": 2}, "judgement": "ambiguous"}])
+    table = world_buckets(tmp_path, ["sft"], "jsonl", "exact")["sft"]
+    assert list(table) == ["many", "once", "reasoning"]
+    assert table["many"] == {"n": 2, "scr": 0.5, "accuracy": 0.5}
+    assert table["once"] == {"n": 1, "scr": 1.0, "accuracy": 1.0}
+    assert table["reasoning"] == {"n": 1, "scr": 0.0, "accuracy": 0.0}   # ambiguous is not correct
+    assert world_buckets(tmp_path / "none", ["sft"], "jsonl", "exact") is None

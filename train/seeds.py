@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from measure.common.errors import UsageError, exit_on_usage_error
-from measure.common.io import read_json, write_json, write_text
+from measure.common.io import read_json, read_jsonl, write_json, write_text
 from measure.common.overrides import parse_overrides, pop_known
 from measure import read_cascade, read_comparison
 from measure.common.values import as_seed
@@ -49,6 +49,30 @@ def span(values: list[float | None]) -> dict[str, Any]:
     """min, max and every value (None where a seed has no number)."""
     known = [v for v in values if v is not None]
     return {"min": min(known) if known else None, "max": max(known) if known else None, "values": values}
+
+
+def world_buckets(run: Path, stages: list[str], bench: str, clusterer: str) -> dict[str, dict[str, dict]] | None:
+    """For a toy-world chain (<run>/world/eval.jsonl): SCR under `clusterer` and accuracy per stage and per
+    question bucket -- how often the fact was in the pretraining corpus, or `reasoning` -- from each stage's
+    questions.jsonl. None for a chain without a generated world."""
+    world = run / "world" / "eval.jsonl"
+    if not world.exists():
+        return None
+    questions = [q for _, q in read_jsonl(world)]
+    bucket = {q["id"]: q["bucket"] if q.get("kind") == "recall" else q.get("kind", "other") for q in questions}
+    # most-seen facts first, then the questions that are not recall (reasoning)
+    seen = {bucket[q["id"]]: q.get("corpus_count", -1) if q.get("kind") == "recall" else -1 for q in questions}
+    order = sorted(seen, key=lambda b: -seen[b])
+    out: dict[str, dict[str, dict]] = {}
+    for stage in stages:
+        rows = [r for _, r in read_jsonl(run / stage / "measure" / bench / "questions.jsonl")]
+        per: dict[str, dict] = {}
+        for name in [b for b in order if any(bucket[r["id"]] == b for r in rows)]:
+            mine = [r for r in rows if bucket[r["id"]] == name]
+            per[name] = {"n": len(mine), "scr": sum(r["n_clusters"][clusterer] == 1 for r in mine) / len(mine),
+                         "accuracy": sum(r.get("judgement") == "correct" for r in mine) / len(mine)}
+        out[stage] = per
+    return out
 
 
 def summarize(runs: dict[int, Recipe]) -> dict[str, Any]:
@@ -87,6 +111,12 @@ def summarize(runs: dict[int, Recipe]) -> dict[str, Any]:
             for key in ("accuracy", "coverage", "relative_cost")}
         out["benchmarks"][bench] = {"stages": stages, "clusterers": c0.clusterers, "transitions": transitions,
                                     "verdicts": dict(verdicts), "cascade_at_0.5": cascade}
+        tables = {s: world_buckets(Path(r.output_dir), c0.stages, bench, c0.clusterers[0]) for s, r in runs.items()}
+        if all(tables.values()):
+            t0 = tables[seeds[0]]
+            out["benchmarks"][bench]["buckets"] = {"clusterer": c0.clusterers[0], "stages": {
+                st: {b: {"n": t0[st][b]["n"], **{k: span([tables[s][st][b][k] for s in seeds]) for k in ("scr", "accuracy")}}
+                     for b in t0[st]} for st in c0.stages}}
     effects = {s: Path(r.output_dir) / "dpo_effect.json" for s, r in runs.items()}
     if all(p.exists() for p in effects.values()):
         reports = [read_json(p)["stages"] for p in effects.values()]
@@ -97,14 +127,14 @@ def summarize(runs: dict[int, Recipe]) -> dict[str, Any]:
 def _fmt(sp: dict[str, Any]) -> str:
     if sp["min"] is None:
         return "-"
-    return f"{sp['min']:.3f}" if sp["min"] == sp["max"] else f"{sp['min']:.3f}-{sp['max']:.3f}"
+    return f"{sp['min']:.3f}" if sp["min"] == sp["max"] else f"{sp['min']:.3f}..{sp['max']:.3f}"
 
 
 def render(summary: dict[str, Any]) -> str:
-    """seeds.md: ranges (min-max over seeds), significance counts, verdict counts, and the claims every seed supports."""
+    """seeds.md: ranges (min..max over seeds), significance counts, verdict counts, and the claims every seed supports."""
     k = len(summary["seeds"])
     lines = [f"# {k} seeds: {', '.join(map(str, summary['seeds']))}", "",
-             "Ranges are min-max over seeds; 'k / n' counts the seeds where a test is significant after Holm."]
+             "Ranges are min..max over seeds; 'k / n' counts the seeds where a test is significant after Holm."]
     for bench, b in summary["benchmarks"].items():
         labels = b["clusterers"]
         lines += ["", f"## {bench}", "", "| stage | accuracy | " + " | ".join(f"SCR {c}" for c in labels)
@@ -120,8 +150,18 @@ def render(summary: dict[str, Any]) -> str:
                   + "; ".join(f"{v}: {n} / {k}" for v, n in sorted(b["verdicts"].items(), key=lambda x: -x[1]))]
         every = [f"{t['from']} -> {t['to']} ({t['clusterer']})" for t in b["transitions"] if t["rise_significant"] == k]
         lines.append("Significant SCR rise in every seed: " + (", ".join(every) or "none") + ".")
+        if b.get("buckets"):
+            bk = b["buckets"]
+            names = list(next(iter(bk["stages"].values())))
+            lines += ["", f"SCR ({bk['clusterer']}) / accuracy by question bucket (toy world: corpus frequency of the fact, "
+                      "or a reasoning question):", "", "| stage | " + " | ".join(
+                          f"{n} ({bk['stages'][next(iter(bk['stages']))][n]['n']})" for n in names) + " |",
+                      "|---" * (1 + len(names)) + "|"]
+            for st, per in bk["stages"].items():
+                lines.append(f"| {st} | " + " | ".join(f"{_fmt(per[n]['scr'])} / {_fmt(per[n]['accuracy'])}" for n in names) + " |")
         if b["cascade_at_0.5"]:
             c = b["cascade_at_0.5"]
+            lines.append("")
             lines.append(f"Cascade at 50% target coverage: accuracy {_fmt(c['accuracy'])}, realized coverage "
                          f"{_fmt(c['coverage'])}, relative cost {_fmt(c['relative_cost'])}.")
     if "dpo_acted" in summary:
