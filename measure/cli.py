@@ -112,7 +112,7 @@ def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:
                               opts["overwrite"])
     else:
         raise UsageError("compare: give a chain dir (python -m measure compare checkpoints/<name>) or runs=[dirA,dirB]")
-    print(result.verdict.get("text", "comparison written"))
+    print(result.verdict.text or "comparison written")
 
 
 def cmd_cascade(args: dict[str, Any], positional: list[str]) -> None:

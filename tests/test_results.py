@@ -10,8 +10,10 @@ import json
 from pathlib import Path
 
 from measure.scoring.report import render_markdown
-from measure.records.results import (cascade_from_json, cascade_to_json, comparison_from_json, comparison_to_json,
-                             read_report, report_from_json, report_to_json, settings_from_json)
+from measure.records.results import (CascadeCurve, CoveragePoint, ScrAtK, ScrAtThreshold, SensitivityByN, Transition,
+                                    Verdict, VerdictRow, cascade_from_json, cascade_to_json, comparison_from_json,
+                                    comparison_to_json, inner_to_json, read_report, report_from_json, report_to_json,
+                                    settings_from_json)
 
 DATA = Path(__file__).parent / "data" / "results"
 
@@ -82,4 +84,45 @@ def test_baseline_cascade_round_trips_byte_identically():
     text = (DATA / "cascade.json").read_text()
     result = cascade_from_json(json.loads(text), "somewhere")
     assert dumped(cascade_to_json(result)) == text and result.out_dir == "somewhere"
-    assert set(result.baselines) == set(result.signals) and "0.5" in result.cascade["at_coverage"]
+    assert set(result.baselines) == set(result.signals) and "0.5" in result.cascade.at_coverage
+
+
+# ---------------------------------------------------------------- the inner records
+
+def test_comparison_inner_records_are_typed_and_round_trip():
+    obj = json.loads((DATA / "compare.json").read_text())
+    result = comparison_from_json(obj)
+    first = result.transitions[0]
+    assert isinstance(first, Transition) and first.key == ("base", "sft", "exact") and first.mcnemar_p_holm < 0.05
+    assert inner_to_json(first) == obj["transitions"][0] and list(inner_to_json(first))[:2] == ["from", "to"]
+    assert isinstance(result.verdict, Verdict) and result.verdict.transition == "base -> sft"
+    assert all(isinstance(r, VerdictRow) for r in result.verdict.per_transition)
+    assert inner_to_json(result.verdict) == obj["verdict"]
+    by_n = result.sensitivity.n_samples["exact"]
+    assert isinstance(by_n, SensitivityByN) and isinstance(by_n.stages["base"][0], ScrAtK) and by_n.stages["base"][0].k == 2
+    assert isinstance(result.sensitivity.threshold["jaccard"].stages["sft"][0], ScrAtThreshold)
+    assert inner_to_json(result.sensitivity) == obj["sensitivity"]
+
+
+def test_older_comparison_without_the_method_keys_reads_and_writes_back_the_same_bytes():
+    # compare.json before scr_diff_ci_method / wilcoxon_method / wilcoxon_n_nonzero existed (commit 23d8ccf)
+    obj = json.loads((DATA / "compare.json").read_text())
+    gone = ("scr_diff_ci_method", "wilcoxon_method", "wilcoxon_n_nonzero")
+    old = {**obj, "transitions": [{k: v for k, v in t.items() if k not in gone} for t in obj["transitions"]]}
+    result = comparison_from_json(old)
+    assert result.transitions[0].wilcoxon_method is None and result.transitions[0].absent == set(gone)
+    assert dumped(comparison_to_json(result)) == dumped(old)
+    assert result.verdict == comparison_from_json(obj).verdict
+
+
+def test_cascade_curves_are_typed_and_round_trip():
+    obj = json.loads((DATA / "cascade.json").read_text())
+    result = cascade_from_json(obj)
+    assert isinstance(result.cascade, CascadeCurve) and isinstance(result.cascade.at_coverage["0.5"], CoveragePoint)
+    assert result.cascade.at_coverage["0.5"] == next(p for p in result.cascade.curve if p.target == 0.5)
+    assert result.cascade.aurc is None and result.cascade.absent == {"aurc", "prr", "auroc"}   # the baselines' only
+    base = result.baselines["greedy_entropy_mean"]
+    assert base.prr is not None and not base.absent
+    assert inner_to_json(result.cascade) == obj["cascade"] and "aurc" not in inner_to_json(result.cascade)
+    assert inner_to_json(base) == obj["baselines"]["greedy_entropy_mean"]
+    assert list(inner_to_json(base)) == ["at_coverage", "curve", "aurc_grid", "aurc", "prr", "auroc"]

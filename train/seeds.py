@@ -69,21 +69,21 @@ def summarize(runs: dict[int, Recipe]) -> dict[str, Any]:
                           f"auroc_{SIGNAL}": span([p.auroc.get(SIGNAL) for p in per])}
         transitions = []
         for row in c0.transitions:
-            key = (row["from"], row["to"], row["clusterer"])
-            rows = [next(t for t in comps[s].transitions if (t["from"], t["to"], t["clusterer"]) == key) for s in seeds]
-            alpha = comps[seeds[0]].verdict["alpha"]
+            key = row.key
+            rows = [next(t for t in comps[s].transitions if t.key == key) for s in seeds]
+            alpha = comps[seeds[0]].verdict.alpha
             transitions.append({"from": key[0], "to": key[1], "clusterer": key[2],
-                                "scr_diff": span([r["scr_diff"] for r in rows]),
-                                "rise_significant": sum(r["mcnemar_p_holm"] < alpha and r["scr_diff"] > 0 for r in rows),
-                                "fall_significant": sum(r["mcnemar_p_holm"] < alpha and r["scr_diff"] < 0 for r in rows)})
-        verdicts = Counter(comps[s].verdict["transition"] or "none" for s in seeds)
+                                "scr_diff": span([r.scr_diff for r in rows]),
+                                "rise_significant": sum(r.mcnemar_p_holm < alpha and r.scr_diff > 0 for r in rows),
+                                "fall_significant": sum(r.mcnemar_p_holm < alpha and r.scr_diff < 0 for r in rows)})
+        verdicts = Counter(comps[s].verdict.transition or "none" for s in seeds)
         cascades = {}
         for s, r in runs.items():
             path = Path(r.output_dir) / last / "measure" / bench / "cascade"
             if (path / "cascade.json").exists():
-                cascades[s] = read_cascade(path).cascade["at_coverage"].get("0.5")
+                cascades[s] = read_cascade(path).cascade.at_coverage.get("0.5")
         cascade = None if not cascades else {
-            key: span([cascades.get(s, {}).get(key) if cascades.get(s) else None for s in seeds])
+            key: span([getattr(cascades[s], key) if cascades.get(s) else None for s in seeds])
             for key in ("accuracy", "coverage", "relative_cost")}
         out["benchmarks"][bench] = {"stages": stages, "clusterers": c0.clusterers, "transitions": transitions,
                                     "verdicts": dict(verdicts), "cascade_at_0.5": cascade}

@@ -28,7 +28,7 @@ from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.scoring.metrics import scr
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.analysis.measured_run import MeasuredRun, benchmark_dir, load_run, measure_dir, stage_benchmarks
-from measure.records.results import ClustererStats, Comparison, StageSummary
+from measure.records.results import ClustererStats, Comparison, StageSummary, Transition, transition_from_json
 from measure.analysis.sensitivity import sensitivity
 
 OUTPUTS = ("compare.json", "compare.md", "compare.html")
@@ -101,10 +101,11 @@ def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> StageSummary:
 
 # ---------------------------------------------------------------- transitions and clusterer agreement
 
-def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float) -> tuple[list[dict], int]:
+def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float) -> tuple[list[Transition], int]:
     rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c))}
             for a, b in zip(stages, stages[1:]) for c in clusterers]
-    return rows, apply_holm(rows, alpha)
+    family = apply_holm(rows, alpha)
+    return [transition_from_json(r) for r in rows], family
 
 
 def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[dict]:
