@@ -11,6 +11,7 @@ import pytest
 
 from measure.analysis import cascade as cas
 from measure.analysis.cascade_costs import CostModel
+from measure.records.records import GenerationTiming
 from measure.records.results import CascadeCurve, CoveragePoint
 from measure.analysis.cascade import (Cascade, analyze_split, apply_cascade, baseline_notes, cv_splits, evaluate, fit_cascade,
                              holdout_split, run_cascade)
@@ -258,7 +259,7 @@ def test_costs_from_timing_given_costs_and_cv(tmp_path):
 def test_timing_block_declares_each_signals_work():
     from measure.pipeline import timing_block
     keys = ["response_length", "lexical_dissimilarity", "n_clusters@jaccard", "greedy_nll"]
-    t = timing_block(10, {"greedy_s": 5.0, "sampling_s": 3.0}, {"jaccard": 1.0}, 2.0, keys)
+    t = timing_block(10, GenerationTiming(greedy_s=5.0, sampling_s=3.0, measured=True), {"jaccard": 1.0}, 2.0, keys)
     assert t["work"] == {"response_length": ["greedy"], "lexical_dissimilarity": ["sampling"],   # the samples,
                          "n_clusters@jaccard": ["sampling", "jaccard"], "greedy_nll": ["greedy"]}  # not the greedy pass
     sp = t["seconds_per_question"]
@@ -268,5 +269,5 @@ def test_timing_block_declares_each_signals_work():
     from measure.analysis.cascade_costs import resolve_costs
     model, source, _ = resolve_costs(keys, None, t)
     assert model.total() == pytest.approx(0.9) and source.startswith("measured")
-    scored = timing_block(10, {}, {"jaccard": 1.0}, 0.0, keys)   # a scored samples file: no generation time
+    scored = timing_block(10, GenerationTiming(), {"jaccard": 1.0}, 0.0, keys)   # a scored samples file: no generation time
     assert "response_length" not in scored["seconds_per_question"] and scored["measured_generation"] is False
