@@ -10,7 +10,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from measure.analysis.compare import compare_chain, compare_runs
+from measure.analysis.compare import compare_listed, compare_runs, default_labels
+from train.layout import chain_runs, compare_chain, write_run_list
 from measure.analysis.sensitivity import scr_by_n, scr_by_threshold
 from measure.common.errors import UsageError
 from measure.scoring.intervals import paired_difference_ci
@@ -332,6 +333,25 @@ def test_compare_chain_json_order_and_benchmark_choice(tmp_path):
     res = compare_chain(chain, "gsm8k", tmp_path / "elsewhere", overwrite=False, sensitivity_clusterers=[])
     assert res.stages == ["base", "dpo", "sft"]                     # chain.json wins over chain_index
     assert res.verdict.transition == "base -> dpo"
+
+
+def test_the_chain_layout_lives_in_train_and_measure_reads_a_generic_run_list(tmp_path):
+    chain = _chain(tmp_path)
+    runs, notes = chain_runs(chain, "toy")
+    assert [s for s, _ in runs] == ["base", "sft", "dpo"] and runs[1][1] == chain / "sft" / "measure" / "toy" and not notes
+    with pytest.raises(UsageError, match=r"no runs.json.*train.measure_stage.*runs=\[dirA,dirB\]"):
+        compare_listed(chain)                                            # an older chain dir: told what to do
+    path = write_run_list(chain)
+    listed = json.loads(path.read_text())
+    assert listed["runs"] == {"toy": [{"label": s, "path": f"{s}/measure/toy"} for s in ("base", "sft", "dpo")]}
+    res = compare_listed(chain, None, None, overwrite=False, sensitivity_clusterers=[])
+    via_train = compare_chain(chain, None, tmp_path / "t", overwrite=False, sensitivity_clusterers=[])
+    assert res.stages == via_train.stages == ["base", "sft", "dpo"] and res.benchmark == "toy"
+    assert (chain / "compare" / "compare.json").read_bytes().split(b'"provenance"')[0] == \
+        (tmp_path / "t" / "compare.json").read_bytes().split(b'"provenance"')[0]   # the same comparison either way
+    with pytest.raises(UsageError, match="valid choices: toy"):
+        compare_listed(chain, "gsm8k", tmp_path / "x", overwrite=False)
+    assert default_labels([tmp_path / "a" / "m" / "toy", tmp_path / "b" / "m" / "toy"]) == ["a", "b"]
 
 
 def test_compare_chain_leaves_out_unmeasured_stage(tmp_path):

@@ -27,6 +27,7 @@ from measure.common.io import read_json, write_json, write_text
 from measure.common.overrides import parse_overrides, pop_known
 from measure import read_cascade, read_comparison
 from measure.common.values import as_seed
+from train import layout
 from train.chain import run_chain
 from train.recipe import Recipe, load_recipe
 
@@ -40,9 +41,7 @@ def seed_dir(root: Path, seed: int) -> Path:
 
 def compare_dirs(recipe: Recipe) -> dict[str, Path]:
     """benchmark -> the compare dir train.measure_stage.compare_and_cascade writes for this chain."""
-    names = [b.name for b in recipe.measure.benchmarks]
-    root = Path(recipe.output_dir) / "compare"
-    return {n: root / n if len(names) > 1 else root for n in names}
+    return layout.compare_dirs(Path(recipe.output_dir), [b.name for b in recipe.measure.benchmarks])
 
 
 def span(values: list[float | None]) -> dict[str, Any]:
@@ -79,7 +78,7 @@ def summarize(runs: dict[int, Recipe]) -> dict[str, Any]:
         verdicts = Counter(comps[s].verdict.transition or "none" for s in seeds)
         cascades = {}
         for s, r in runs.items():
-            path = Path(r.output_dir) / last / "measure" / bench / "cascade"
+            path = layout.benchmark_dir(Path(r.output_dir) / last, bench) / "cascade"
             if (path / "cascade.json").exists():
                 cascades[s] = read_cascade(path).cascade.at_coverage.get("0.5")
         cascade = None if not cascades else {
