@@ -126,3 +126,44 @@ def test_cascade_curves_are_typed_and_round_trip():
     assert inner_to_json(result.cascade) == obj["cascade"] and "aurc" not in inner_to_json(result.cascade)
     assert inner_to_json(base) == obj["baselines"]["greedy_entropy_mean"]
     assert list(inner_to_json(base)) == ["at_coverage", "curve", "aurc_grid", "aurc", "prr", "auroc"]
+
+
+# ---------------------------------------------------------------- dpo_effect.json (train/dpo_effect.py)
+
+EFFECT = {"name": "tiny", "stages": {
+    "dpo": {"stage": "dpo", "parent": "sft",
+            "margins": {"n_logged": 3, "first": {"step": 1, "rewards/margins": 0.0, "rewards/accuracies": 0.0,
+                                                 "rewards/chosen": 0.0, "rewards/rejected": 0.0, "loss": 0.6931},
+                        "last": {"step": 3, "rewards/margins": 0.0123, "rewards/accuracies": 1.0, "rewards/chosen": 0.01,
+                                 "rewards/rejected": -0.0023, "loss": 0.687},
+                        "quarter": 1, "early_mean_margin": 0.0, "late_mean_margin": 0.0123, "early_mean_accuracy": 0.0,
+                        "late_mean_accuracy": 1.0, "moved": True},
+            "weights": {"tensors": 10, "tensors_changed": 4, "max_abs": 0.001, "mean_abs": 1e-05,
+                        "relative_frobenius": 0.0002, "relative_frobenius_changed": 0.0009,
+                        "most_changed": [{"tensor": "layers.0.q_proj.weight", "relative_frobenius": 0.001}], "only_in_one": 0},
+            "heldout": {"pairs": 7, "skipped": 1, "beta": 0.1, "max_length": 64,
+                        "dataset": [{"path": "tests/data/dpo.jsonl", "sha256": "ab"}], "mean_abs_delta_logp": 0.5,
+                        "mean_abs_delta_logp_per_token": 0.05, "mean_delta_logp_chosen": 0.2,
+                        "mean_delta_logp_rejected": -0.1, "mean_margin": 0.03, "margin_accuracy": 0.71},
+            "acted": True},
+    "dpo2": {"stage": "dpo2", "parent": "dpo", "margins": {"n_logged": 0, "note": "no rewards/margins"},
+             "weights": {"note": "no safetensors weights to compare in x"}, "acted": False},
+    "dpo3": {"stage": "dpo3", "parent": "dpo", "margins": {"n_logged": 0, "note": "none"},
+             "weights": {"note": "none"}, "heldout": {"pairs": 0, "skipped": 8, "note": "cut away"}, "acted": False}}}
+
+
+def test_dpo_effect_records_round_trip_byte_identically(tmp_path):
+    from train.dpo_effect import (DPOEffect, HeldoutEffect, MarginTrajectory, WeightDifference, effect_to_json,
+                                  read_effect, summary)
+    (tmp_path / "dpo_effect.json").write_text(dumped(EFFECT))
+    effect = read_effect(tmp_path)
+    assert isinstance(effect, DPOEffect) and dumped(effect_to_json(effect)) == dumped(EFFECT)
+    dpo, bare, cut = effect.stages["dpo"], effect.stages["dpo2"], effect.stages["dpo3"]
+    assert isinstance(dpo.margins, MarginTrajectory) and dpo.margins.moved and dpo.margins.first["step"] == 1
+    assert isinstance(dpo.weights, WeightDifference) and dpo.weights.most_changed[0].tensor.endswith("q_proj.weight")
+    assert isinstance(dpo.heldout, HeldoutEffect) and dpo.heldout.pairs == 7 and dpo.acted
+    assert bare.heldout is None and bare.weights.tensors is None and bare.margins.note == "no rewards/margins"
+    assert cut.heldout.pairs == 0 and cut.heldout.beta is None
+    lines = summary(effect).splitlines()
+    assert "ACTED" in lines[0] and "held-out (7 pairs)" in lines[0] and "4/10 tensors changed" in lines[0]
+    assert lines[1] == "[dpo effect] dpo2: did NOT act"

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from measure.common.errors import UsageError, exit_on_usage_error
-from measure.common.io import read_json, write_json, write_text
+from measure.common.io import write_json, write_text
 from measure.common.overrides import parse_overrides, pop_known
 from measure import read_cascade, read_comparison
 from measure.common.values import as_seed
 from train import layout
 from train.chain import run_chain
+from train.dpo_effect import REPORT, read_effect
 from train.recipe import Recipe, load_recipe
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -86,10 +87,10 @@ def summarize(runs: dict[int, Recipe]) -> dict[str, Any]:
             for key in ("accuracy", "coverage", "relative_cost")}
         out["benchmarks"][bench] = {"stages": stages, "clusterers": c0.clusterers, "transitions": transitions,
                                     "verdicts": dict(verdicts), "cascade_at_0.5": cascade}
-    effects = {s: Path(r.output_dir) / "dpo_effect.json" for s, r in runs.items()}
-    if all(p.exists() for p in effects.values()):
-        reports = [read_json(p)["stages"] for p in effects.values()]
-        out["dpo_acted"] = {st: sum(bool(r.get(st, {}).get("acted")) for r in reports) for st in reports[0]}
+    effects = {s: Path(r.output_dir) for s, r in runs.items()}
+    if all((p / REPORT).exists() for p in effects.values()):
+        reports = [read_effect(p).stages for p in effects.values()]
+        out["dpo_acted"] = {st: sum(bool(r[st].acted) if st in r else False for r in reports) for st in reports[0]}
     return out
 
 
