@@ -28,6 +28,7 @@ _NAMES: dict[str, str] = {
     "RunIdentity": "measure.records.records",
     "Report": "measure.records.results",
     "read_report": "measure.records.results",
+    "Comparison": "measure.records.results",
     "read_comparison": "measure.records.results",
     "read_cascade": "measure.records.results",
     # data: evaluation sets and normalization
@@ -70,8 +71,8 @@ _NAMES: dict[str, str] = {
     "leave_process_group": "measure.sampling.ranks",
     "ranks": "measure.sampling.ranks",
     # analysis: comparisons and the cascade
-    "benchmark_dir": "measure.analysis.measured_run",
-    "compare_chain": "measure.analysis.compare",
+    "RUN_LIST": "measure.analysis.compare",
+    "compare_runs": "measure.analysis.compare",
     "stage_table": "measure.analysis.compare_render",
     "run_cascade": "measure.analysis.cascade",
     # top floor: orchestration

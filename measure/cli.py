@@ -5,8 +5,8 @@
                           [backend=hf|vllm] [vllm_logprobs=20] [decoder=compact|generate]
     accelerate launch --num_processes 8 -m measure run ...      (questions sharded across processes)
     python -m measure score samples=<samples.jsonl> out=<dir> [clusterers=[exact,jaccard]] [judge=short_qa]
-    python -m measure compare checkpoints/<name> [benchmark=...] [out=...]
     python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir>
+    python -m measure compare <dir with runs.json, e.g. checkpoints/<name>> [benchmark=...] [out=...]
     python -m measure cascade <measure dir> [signals=[...]] [costs=[...]] [cv_folds=5]
 
 Measurement settings (n_samples, temperature, top_p, max_new_tokens, rows_per_call, batch_size, stop, decoder,
@@ -96,22 +96,22 @@ def cmd_score(args: dict[str, Any]) -> None:
 
 
 def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:
-    from measure.analysis.compare import compare_chain, compare_runs
+    from measure.analysis.compare import compare_listed, compare_runs
     opts = pop_known(args, {"runs": None, "labels": None, "out": None, "benchmark": None, "overwrite": False})
     if args:
         raise UsageError(f"compare: unknown option(s) {', '.join(args)}; valid: runs, labels, out, benchmark, overwrite")
     if positional and opts["runs"]:
         raise UsageError("compare: give a chain dir or runs=[...], not both")
     if positional:
-        result = compare_chain(Path(positional[0]), opts["benchmark"], Path(opts["out"]) if opts["out"] else None,
+        result = compare_listed(Path(positional[0]), opts["benchmark"], Path(opts["out"]) if opts["out"] else None,
                                opts["overwrite"])
     elif opts["runs"]:
         runs = opts["runs"] if isinstance(opts["runs"], list) else [opts["runs"]]
         result = compare_runs([Path(r) for r in runs], opts["labels"], Path(opts["out"]) if opts["out"] else None,
                               opts["overwrite"])
     else:
-        raise UsageError("compare: give a chain dir (python -m measure compare checkpoints/<name>) or runs=[dirA,dirB]")
-    print(result.verdict.get("text", "comparison written"))
+        raise UsageError("compare: give a dir with a runs.json (python -m measure compare checkpoints/<name>) or runs=[dirA,dirB]")
+    print(result.verdict.text or "comparison written")
 
 
 def cmd_cascade(args: dict[str, Any], positional: list[str]) -> None:

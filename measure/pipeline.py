@@ -31,7 +31,8 @@ from measure.common.machine import machine_info
 from measure.common.io import refuse_overwrite, sha256_file, to_jsonable
 from measure.sampling.model_source import resolve_model
 from measure.sampling.ranks import ranks
-from measure.records.records import QuestionRecord, QuestionSamples, RunIdentity, read_samples, write_samples
+from measure.records.records import (GenerationTiming, QuestionRecord, QuestionSamples, RunIdentity, read_samples,
+                                     write_samples)
 from measure.scoring.report import write_report
 from measure.records.results import Report, ReportSettings, read_report, settings_from_json
 from measure.sampling.sample_cache import cache_files, claim_cache, model_identity
@@ -107,7 +108,7 @@ def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, ext
     return block
 
 
-def timing_block(n_questions: int, gen: dict[str, float], clusterer_seconds: dict[str, float], judge_seconds: float,
+def timing_block(n_questions: int, gen: GenerationTiming, clusterer_seconds: dict[str, float], judge_seconds: float,
                  signal_keys: list[str]) -> dict:
     """Seconds per question of each piece of work (greedy pass, sampling, each clusterer, the judge), the
     work each signal needs (measure.scoring.signals.signal_work: greedy signals the greedy pass, lexical
@@ -115,19 +116,19 @@ def timing_block(n_questions: int, gen: dict[str, float], clusterer_seconds: dic
     standalone cost, the sum of its work. Signals computed together share work: their cost is the sum
     over the UNION of their work, each piece paid once (measure.analysis.cascade); the judge is never a signal's cost."""
     per_q = lambda s: s / max(n_questions, 1)  # noqa: E731
-    parts = {"greedy": per_q(gen.get("greedy_s", 0.0)), "sampling": per_q(gen.get("sampling_s", 0.0)),
+    parts = {"greedy": per_q(gen.greedy_s), "sampling": per_q(gen.sampling_s),
              **{lb: per_q(s) for lb, s in clusterer_seconds.items()}, "judge": per_q(judge_seconds)}
     work = {key: list(w) for key in signal_keys if (w := signal_work(key)) is not None}
     # 0 s means "not measured" (a scored samples file has no generation time): no standalone cost then
     standalone = {key: sum(parts[u] for u in w) for key, w in work.items() if all(parts.get(u, 0) > 0 for u in w)}
-    return {"seconds_per_question": {**parts, **standalone}, "work": work, "measured_generation": bool(gen)}
+    return {"seconds_per_question": {**parts, **standalone}, "work": work, "measured_generation": gen.measured}
 
 
 def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path, *, judge: str,
-          provenance: dict, extra_settings: dict | None = None, generation_timing: dict | None = None) -> Report:
+          provenance: dict, extra_settings: dict | None = None, generation_timing: GenerationTiming | None = None) -> Report:
     scored = score_rows(rows, settings, judge)
     signal_keys = sorted({k for r in scored.records for k in r.signals})
-    extra = {"timing": timing_block(len(rows), generation_timing or {}, scored.clusterer_seconds,
+    extra = {"timing": timing_block(len(rows), generation_timing or GenerationTiming(), scored.clusterer_seconds,
                                     scored.judge_seconds, signal_keys),
              "judgements": summarize_judgements([r.judgement for r in scored.records])}
     return write_report(out_dir, scored.records, settings_block(settings, scored.clusterers, scored.judge, extra_settings),
@@ -171,13 +172,14 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     with where.main_first():  # rank 0 converts a GGUF first; the other ranks then reuse its cache
         resolved = resolve_model(model_source)
         model, tokenizer = engine.load(resolved.path, str(where.state.device) if where.world > 1 else None)
-    gen_timing: dict[str, float] = {}
+    from measure.sampling.sample import GenerationClock   # torch: only where a model samples
+    clock = GenerationClock()
     claim_cache(cache, model_identity(resolved.path, identity))  # never resume another model's samples
-    rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, timing=gen_timing,
+    rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, clock=clock,
                          shard=(where.rank, where.world))
     plan = engine.plan(model, settings)   # batches and rows per decode call (None: the backend schedules)
     del model
-    rows, gen_timing = where.gather(rows, gen_timing, questions)
+    rows, gen_timing = where.gather(rows, clock.timing(), questions)
     if where.main:
         write_samples(out_dir / "samples.jsonl", rows)
     where.barrier()  # samples.jsonl is safe on disk before any rank drops its cache

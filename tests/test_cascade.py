@@ -11,6 +11,8 @@ import pytest
 
 from measure.analysis import cascade as cas
 from measure.analysis.cascade_costs import CostModel
+from measure.records.records import GenerationTiming
+from measure.records.results import CascadeCurve, CoveragePoint
 from measure.analysis.cascade import (Cascade, analyze_split, apply_cascade, baseline_notes, cv_splits, evaluate, fit_cascade,
                              holdout_split, run_cascade)
 from measure.common.errors import UsageError
@@ -145,7 +147,8 @@ def test_cv_splits_partition_and_disjoint():
 
 def test_baseline_notes_beats_and_ties():
     def m(*accs):
-        return {"at_coverage": {str(c): {"accuracy": a, "relative_cost": 0.1} for c, a in zip((0.3, 0.5, 0.8), accs)}}
+        return CascadeCurve(at_coverage={str(c): CoveragePoint(target=c, coverage=c, accuracy=a, relative_cost=0.1, thresholds=[])
+                                         for c, a in zip((0.3, 0.5, 0.8), accs)}, curve=[], aurc_grid=None)
     notes = baseline_notes({"cascade": m(0.9, 0.8, 0.7), "response_length": m(0.95, 0.8, 0.6)})
     assert len(notes) == 2
     assert "30% target coverage the trivial response_length baseline beats the cascade" in notes[0]
@@ -191,16 +194,17 @@ def test_run_cascade_end_to_end_with_unit_costs(tmp_path):
     assert fold["n_calibration"] + fold["n_evaluation"] == res.n_used == 120 - n_unlabelled - 1
     assert fold["n_evaluation"] == len(set(fold["evaluation_ids"]))
     for method in [res.cascade, *res.baselines.values()]:
-        assert set(method["at_coverage"]) == {"0.3", "0.5", "0.8"}
-    assert set(res.baselines) == set(res.signals) and "prr" in res.baselines["greedy_entropy_mean"]
+        assert set(method.at_coverage) == {"0.3", "0.5", "0.8"}
+    assert set(res.baselines) == set(res.signals) and res.baselines["greedy_entropy_mean"].prr is not None
+    assert res.cascade.absent == {"aurc", "prr", "auroc"} and not res.baselines["greedy_entropy_mean"].absent
     # The entropy signal separates by construction: the cascade beats answering everything at 50%.
-    assert res.cascade["at_coverage"]["0.5"]["accuracy"] > res.base_accuracy
+    assert res.cascade.at_coverage["0.5"].accuracy > res.base_accuracy
     md = (out / "cascade.md").read_text()
     assert cas.CASCADE_DEFINITION in md and "accuracy @50%" in md
     saved = json.loads((out / "cascade.json").read_text())
     assert saved["split"]["seed"] == 3
     again = run_cascade(d, None, None, tmp_path / "again", seed=3)
-    assert again.cascade["at_coverage"] == res.cascade["at_coverage"]          # seeded: reproducible
+    assert again.cascade.at_coverage == res.cascade.at_coverage          # seeded: reproducible
 
 
 def test_overwrite_refusal_and_samples_path(tmp_path):
@@ -235,7 +239,7 @@ def test_costs_from_timing_given_costs_and_cv(tmp_path):
     assert res.split["mode"] == "3-fold cross-validation" and len(res.split["folds"]) == 3
     ids = [i for f in res.split["folds"] for i in f["evaluation_ids"]]
     assert len(ids) == len(set(ids)) == res.n_used                                   # each evaluated once
-    assert len(res.cascade["at_coverage"]["0.5"]["thresholds"]) == 3                  # one fit per fold
+    assert len(res.cascade.at_coverage["0.5"].thresholds) == 3                  # one fit per fold
     res = run_cascade(d, ["greedy_entropy_mean", "response_length"], [3.0, 4.0], tmp_path / "b", seed=0)
     assert res.signals == ["greedy_entropy_mean", "response_length"] and res.cost_source.startswith("given")
     with pytest.raises(UsageError, match="costs: give 2"):
@@ -255,7 +259,7 @@ def test_costs_from_timing_given_costs_and_cv(tmp_path):
 def test_timing_block_declares_each_signals_work():
     from measure.pipeline import timing_block
     keys = ["response_length", "lexical_dissimilarity", "n_clusters@jaccard", "greedy_nll"]
-    t = timing_block(10, {"greedy_s": 5.0, "sampling_s": 3.0}, {"jaccard": 1.0}, 2.0, keys)
+    t = timing_block(10, GenerationTiming(greedy_s=5.0, sampling_s=3.0, measured=True), {"jaccard": 1.0}, 2.0, keys)
     assert t["work"] == {"response_length": ["greedy"], "lexical_dissimilarity": ["sampling"],   # the samples,
                          "n_clusters@jaccard": ["sampling", "jaccard"], "greedy_nll": ["greedy"]}  # not the greedy pass
     sp = t["seconds_per_question"]
@@ -265,5 +269,5 @@ def test_timing_block_declares_each_signals_work():
     from measure.analysis.cascade_costs import resolve_costs
     model, source, _ = resolve_costs(keys, None, t)
     assert model.total() == pytest.approx(0.9) and source.startswith("measured")
-    scored = timing_block(10, {}, {"jaccard": 1.0}, 0.0, keys)   # a scored samples file: no generation time
+    scored = timing_block(10, GenerationTiming(), {"jaccard": 1.0}, 0.0, keys)   # a scored samples file: no generation time
     assert "response_length" not in scored["seconds_per_question"] and scored["measured_generation"] is False

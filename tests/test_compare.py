@@ -6,10 +6,12 @@ import base64
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-from measure.analysis.compare import compare_chain, compare_runs
+from measure.analysis.compare import compare_listed, compare_runs, default_labels
+from train.layout import chain_runs, compare_chain, write_run_list
 from measure.analysis.sensitivity import scr_by_n, scr_by_threshold
 from measure.common.errors import UsageError
 from measure.scoring.intervals import paired_difference_ci
@@ -97,48 +99,48 @@ def test_holm_over_every_test_of_the_comparison():
 
 # ---------------------------------------------------------------- verdict
 
-def _rows(spec: dict) -> list[dict]:
+def _rows(spec: dict) -> list[SimpleNamespace]:
     """spec: (from, to) -> {clusterer: (holm p, scr diff)}"""
-    return [{"from": f, "to": t, "clusterer": c, "mcnemar_p_holm": p, "scr_diff": d}
+    return [SimpleNamespace(from_=f, to=t, clusterer=c, mcnemar_p_holm=p, scr_diff=d)
             for (f, t), per in spec.items() for c, (p, d) in per.items()]
 
 
 def test_verdict_rise_at_sft():
     v = verdict(_rows({("base", "sft"): {"exact": (0.001, 0.2), "jaccard": (0.01, 0.1), "embedding": (0.3, 0.05)},
                        ("sft", "dpo"): {"exact": (0.001, 0.3), "jaccard": (0.001, 0.3), "embedding": (0.001, 0.3)}}), CLS)
-    assert v["transition"] == "base -> sft"
-    assert v["agree"] == ["exact", "jaccard"] and v["disagree"] == ["embedding"]
-    assert "base -> sft" in v["text"] and "2 of 3" in v["text"]
-    assert v["rule"] == VERDICT_RULE and "strict majority" in v["rule"]
+    assert v.transition == "base -> sft"
+    assert v.agree == ["exact", "jaccard"] and v.disagree == ["embedding"]
+    assert "base -> sft" in v.text and "2 of 3" in v.text
+    assert v.rule == VERDICT_RULE and "strict majority" in v.rule
 
 
 def test_verdict_rise_at_dpo():
     v = verdict(_rows({("base", "sft"): {"exact": (0.2, 0.1), "jaccard": (0.04, 0.1), "embedding": (0.5, 0.0)},
                        ("sft", "dpo"): {"exact": (0.01, 0.2), "jaccard": (0.02, 0.2), "embedding": (0.001, 0.4)}}), CLS)
-    assert (v["from"], v["to"]) == ("sft", "dpo")
-    assert v["agree"] == CLS and v["disagree"] == []
+    assert (v.from_, v.to) == ("sft", "dpo")
+    assert v.agree == CLS and v.disagree == []
 
 
 def test_verdict_none_and_a_significant_fall_does_not_count():
     v = verdict(_rows({("base", "sft"): {c: (0.001, -0.3) for c in CLS},        # significant, but SCR FALLS
                        ("sft", "dpo"): {c: (0.2, 0.1) for c in CLS}}), CLS)
-    assert v["transition"] is None
-    assert v["text"].startswith("No significant homogenization")
-    assert "minority" not in v["text"]
+    assert v.transition is None
+    assert v.text.startswith("No significant homogenization")
+    assert "minority" not in v.text
 
 
 def test_verdict_clusterers_disagree_no_majority():
     four = CLS + ["nli"]
     v = verdict(_rows({("base", "sft"): {"exact": (0.001, 0.2), "jaccard": (0.001, 0.2),   # 2 of 4 is not > half
                                          "embedding": (0.6, 0.01), "nli": (0.9, -0.01)}}), four)
-    assert v["transition"] is None
-    assert v["per_transition"][0]["agree"] == ["exact", "jaccard"] and not v["per_transition"][0]["majority"]
-    assert "minority" in v["text"] and "2 of 4" in v["text"]
+    assert v.transition is None
+    assert v.per_transition[0].agree == ["exact", "jaccard"] and not v.per_transition[0].majority
+    assert "minority" in v.text and "2 of 4" in v.text
 
 
 def test_verdict_missing_clusterer_row_counts_as_not_significant():
     v = verdict(_rows({("base", "sft"): {"exact": (0.001, 0.2)}}), ["exact", "jaccard"])
-    assert v["transition"] is None and v["per_transition"][0]["disagree"] == ["jaccard"]
+    assert v.transition is None and v.per_transition[0].disagree == ["jaccard"]
 
 
 # ---------------------------------------------------------------- agreement
@@ -167,8 +169,8 @@ def test_kappa_undefined_when_both_constant_and_zero_when_one_is():
 
 def test_scr_by_n_hand_values_and_non_increasing():
     got = scr_by_n([[0, 0, 1, 1], [0, 1, 1, 1], [0, 0, 0, 0]])   # the LAST two ids would give SCR 1 at k=2
-    assert [p["k"] for p in got] == [2, 3, 4]
-    assert [p["scr"] for p in got] == pytest.approx([2 / 3, 1 / 3, 1 / 3])
+    assert [p.k for p in got] == [2, 3, 4]
+    assert [p.scr for p in got] == pytest.approx([2 / 3, 1 / 3, 1 / 3])
     import random
     rng = random.Random(0)
     assignments = []
@@ -178,7 +180,7 @@ def test_scr_by_n_hand_values_and_non_increasing():
             ids.append(rng.randint(0, k) if rng.random() < 0.8 else k + 1)
             k = max(k, ids[-1])
         assignments.append(ids)
-    scrs = [p["scr"] for p in scr_by_n(assignments)]
+    scrs = [p.scr for p in scr_by_n(assignments)]
     assert all(x >= y for x, y in zip(scrs, scrs[1:]))
 
 
@@ -189,7 +191,7 @@ def test_jaccard_scr_never_falls_when_threshold_is_lowered():
     items = [("q", [" ".join(rng.sample(words, 6)) for _ in range(5)]) for _ in range(30)]
     items += [("q", ["the cat sat on the mat"] * 5)]
     curve = scr_by_threshold(items, "jaccard", [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 1.0])
-    scrs = [p["scr"] for p in curve]
+    scrs = [p.scr for p in curve]
     assert all(x >= y for x, y in zip(scrs, scrs[1:]))
     assert scrs[0] == 1.0 and scrs[-1] == pytest.approx(1 / 31)   # t=0: all join; t=1: only identical texts
 
@@ -230,23 +232,23 @@ def test_compare_runs_end_to_end(tmp_path):
     res = compare_runs(runs, ["base", "sft", "dpo"], out, overwrite=False)
     assert res.stages == ["base", "sft", "dpo"] and res.clusterers == ["exact", "jaccard"]
     assert res.holm["family_size"] == 8                          # 2 transitions x 2 clusterers x 2 tests
-    first = next(t for t in res.transitions if t["from"] == "base" and t["clusterer"] == "exact")
-    assert (first["b_single_to_multi"], first["c_multi_to_single"]) == (0, 12)
-    assert first["mcnemar_p"] == pytest.approx(2 * 0.5 ** 12)
-    assert first["mcnemar_p_holm"] <= 8 * first["mcnemar_p"] + 1e-12 and first["mcnemar_p_holm"] < 0.05
-    assert first["scr_diff"] == pytest.approx(0.6)
-    later = next(t for t in res.transitions if t["from"] == "sft" and t["clusterer"] == "jaccard")
-    assert later["mcnemar_p"] == pytest.approx(2 * 0.5 ** 4)         # 0.125: not significant
-    assert res.verdict["transition"] == "base -> sft" and res.verdict["agree"] == ["exact", "jaccard"]
+    first = next(t for t in res.transitions if t.from_ == "base" and t.clusterer == "exact")
+    assert (first.b_single_to_multi, first.c_multi_to_single) == (0, 12)
+    assert first.mcnemar_p == pytest.approx(2 * 0.5 ** 12)
+    assert first.mcnemar_p_holm <= 8 * first.mcnemar_p + 1e-12 and first.mcnemar_p_holm < 0.05
+    assert first.scr_diff == pytest.approx(0.6)
+    later = next(t for t in res.transitions if t.from_ == "sft" and t.clusterer == "jaccard")
+    assert later.mcnemar_p == pytest.approx(2 * 0.5 ** 4)         # 0.125: not significant
+    assert res.verdict.transition == "base -> sft" and res.verdict.agree == ["exact", "jaccard"]
     assert res.per_stage["sft"].clusterers["exact"].scr == pytest.approx(0.6)
     assert res.per_stage["base"].accuracy == pytest.approx(13 / 20)
     assert res.agreement["sft"][0]["kappa"] == pytest.approx(1.0)
     assert res.agreement["sft"][0]["ari_mean"] == pytest.approx(1.0)
     # Sensitivity from the saved samples: identical texts stay one cluster at every jaccard threshold.
-    thr = res.sensitivity["threshold"]["jaccard"]["stages"]["sft"]
-    assert [p["scr"] for p in thr] == pytest.approx([0.6] * 5)
-    assert "embedding" not in res.sensitivity["threshold"]          # not used in the run: no model loaded
-    assert not res.sensitivity["n_samples"]["jaccard"]["approximate"]
+    thr = res.sensitivity.threshold["jaccard"].stages["sft"]
+    assert [p.scr for p in thr] == pytest.approx([0.6] * 5)
+    assert "embedding" not in res.sensitivity.threshold          # not used in the run: no model loaded
+    assert not res.sensitivity.n_samples["jaccard"].approximate
 
     for name in ("compare.json", "compare.md", "compare.html", "scr_by_stage.png", "cluster_counts.png",
                  "roc.png", "sensitivity.png"):
@@ -316,7 +318,7 @@ def test_compare_chain_orders_by_chain_index(tmp_path):
     res = compare_chain(chain, None, None, overwrite=False)
     assert res.stages == ["base", "sft", "dpo"] and res.benchmark == "toy"
     assert (chain / "compare" / "compare.html").exists()
-    assert res.verdict["transition"] == "base -> sft"
+    assert res.verdict.transition == "base -> sft"
     with pytest.raises(UsageError, match="overwrite=true"):
         compare_chain(chain, None, None, overwrite=False)
 
@@ -330,7 +332,26 @@ def test_compare_chain_json_order_and_benchmark_choice(tmp_path):
     (chain / "chain.json").write_text(json.dumps({"stages": ["base", "dpo", "sft"]}))
     res = compare_chain(chain, "gsm8k", tmp_path / "elsewhere", overwrite=False, sensitivity_clusterers=[])
     assert res.stages == ["base", "dpo", "sft"]                     # chain.json wins over chain_index
-    assert res.verdict["transition"] == "base -> dpo"
+    assert res.verdict.transition == "base -> dpo"
+
+
+def test_the_chain_layout_lives_in_train_and_measure_reads_a_generic_run_list(tmp_path):
+    chain = _chain(tmp_path)
+    runs, notes = chain_runs(chain, "toy")
+    assert [s for s, _ in runs] == ["base", "sft", "dpo"] and runs[1][1] == chain / "sft" / "measure" / "toy" and not notes
+    with pytest.raises(UsageError, match=r"no runs.json.*train.measure_stage.*runs=\[dirA,dirB\]"):
+        compare_listed(chain)                                            # an older chain dir: told what to do
+    path = write_run_list(chain)
+    listed = json.loads(path.read_text())
+    assert listed["runs"] == {"toy": [{"label": s, "path": f"{s}/measure/toy"} for s in ("base", "sft", "dpo")]}
+    res = compare_listed(chain, None, None, overwrite=False, sensitivity_clusterers=[])
+    via_train = compare_chain(chain, None, tmp_path / "t", overwrite=False, sensitivity_clusterers=[])
+    assert res.stages == via_train.stages == ["base", "sft", "dpo"] and res.benchmark == "toy"
+    assert (chain / "compare" / "compare.json").read_bytes().split(b'"provenance"')[0] == \
+        (tmp_path / "t" / "compare.json").read_bytes().split(b'"provenance"')[0]   # the same comparison either way
+    with pytest.raises(UsageError, match="valid choices: toy"):
+        compare_listed(chain, "gsm8k", tmp_path / "x", overwrite=False)
+    assert default_labels([tmp_path / "a" / "m" / "toy", tmp_path / "b" / "m" / "toy"]) == ["a", "b"]
 
 
 def test_compare_chain_leaves_out_unmeasured_stage(tmp_path):
@@ -352,6 +373,6 @@ def test_embedding_threshold_sensitivity_with_the_bundled_model():
              ("Largest planet?", ["Jupiter.", "Saturn.", "Mars.", "I do not know."]),
              ("Same?", ["yes"] * 4)]
     curve = scr_by_threshold(items, "embedding", [0.3, 0.75, 0.85, 0.95, 1.0])
-    scrs = [p["scr"] for p in curve]
+    scrs = [p.scr for p in curve]
     assert all(x >= y for x, y in zip(scrs, scrs[1:]))       # average linkage: one cluster <=> last merge under the cut
     assert scrs[-1] == 0.25                                  # threshold 1: only the identical "yes" question

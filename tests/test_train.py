@@ -144,33 +144,42 @@ def test_chain_reuses_finished_stages(chain_dir):
 
 
 def test_dpo_effect_reports_margins_weights_and_heldout_logprobs(chain_dir):
-    from train.dpo_effect import dpo_effect, margin_trajectory, summary, weight_difference
+    from train.dpo_effect import (_to as effect_to_json_part, dpo_effect, effect_from_json, effect_to_json, margin_trajectory,
+                                  read_effect, summary, weight_difference)
+
+    def dumped(obj) -> str:
+        return json.dumps(obj, indent=2, allow_nan=False) + "\n"
     recipe = load_recipe(REPO / "recipes/tiny.yaml", {"output_dir": str(chain_dir),
                                                       "stages.dpo.heldout": {"path": "tests/data/dpo.jsonl"}})
     report = dpo_effect(recipe)
-    assert list(report["stages"]) == ["dpo"]
-    r = report["stages"]["dpo"]
-    margins = r["margins"]
+    assert list(report.stages) == ["dpo"]
+    r = report.stages["dpo"]
+    margins = r.margins
     log = json.loads((chain_dir / "dpo" / "stage.json").read_text())["train_metrics"]["log_history"]
-    assert margins["n_logged"] == 3 == len([e for e in log if "rewards/margins" in e])
+    assert margins.n_logged == 3 == len([e for e in log if "rewards/margins" in e])
     # step 1 is logged before any update: the fresh adapter (B = 0) is the reference, so the margin is 0
-    assert abs(margins["first"]["rewards/margins"]) < 1e-6 and margins["first"]["step"] == 1
-    assert margins["last"]["rewards/margins"] != 0 and margins["last"]["step"] == 3
-    assert margins["moved"] == (margins["late_mean_margin"] > max(margins["early_mean_margin"], 0))
-    weights = r["weights"]
-    assert 0 < weights["tensors_changed"] < weights["tensors"] and weights["max_abs"] > 0
-    assert all(("q_proj" in t["tensor"] or "v_proj" in t["tensor"]) for t in weights["most_changed"])
-    assert r["acted"] == margins["moved"]
+    assert abs(margins.first["rewards/margins"]) < 1e-6 and margins.first["step"] == 1
+    assert margins.last["rewards/margins"] != 0 and margins.last["step"] == 3
+    assert margins.moved == (margins.late_mean_margin > max(margins.early_mean_margin, 0))
+    weights = r.weights
+    assert 0 < weights.tensors_changed < weights.tensors and weights.max_abs > 0
+    assert all(("q_proj" in t.tensor or "v_proj" in t.tensor) for t in weights.most_changed)
+    assert r.acted == margins.moved
     same = weight_difference(chain_dir / "sft", chain_dir / "sft")
-    assert same["tensors_changed"] == 0 and same["max_abs"] == 0 and same["relative_frobenius"] == 0
-    assert weights["relative_frobenius_changed"] > weights["relative_frobenius"] > 0
-    heldout = r["heldout"]
-    assert heldout["pairs"] + heldout["skipped"] == 8 and heldout["pairs"] > 0 and heldout["beta"] == 0.1
-    assert heldout["mean_abs_delta_logp"] > 0 and 0 <= heldout["margin_accuracy"] <= 1
-    assert heldout["mean_margin"] == pytest.approx(
-        0.1 * (heldout["mean_delta_logp_chosen"] - heldout["mean_delta_logp_rejected"]))
+    assert same.tensors_changed == 0 and same.max_abs == 0 and same.relative_frobenius == 0
+    assert weights.relative_frobenius_changed > weights.relative_frobenius > 0
+    heldout = r.heldout
+    assert heldout.pairs + heldout.skipped == 8 and heldout.pairs > 0 and heldout.beta == 0.1
+    assert heldout.mean_abs_delta_logp > 0 and 0 <= heldout.margin_accuracy <= 1
+    assert heldout.mean_margin == pytest.approx(0.1 * (heldout.mean_delta_logp_chosen - heldout.mean_delta_logp_rejected))
     assert "[dpo effect] dpo:" in summary(report) and "held-out (" in summary(report)
-    assert margin_trajectory([{"loss": 1.0}])["n_logged"] == 0
+    none = margin_trajectory([{"loss": 1.0}])
+    assert none.n_logged == 0 and effect_to_json_part(none) == {"n_logged": 0, "note": none.note}
+    # one reader, one writer: the chain's dpo_effect.json (no heldout) and this report round-trip byte-identically
+    text = (chain_dir / "dpo_effect.json").read_text()
+    assert dumped(effect_to_json(read_effect(chain_dir))) == text and read_effect(chain_dir).stages["dpo"].heldout is None
+    assert dumped(effect_to_json(effect_from_json(json.loads(dumped(effect_to_json(report)))))) == dumped(effect_to_json(report))
+    assert list(effect_to_json(report)["stages"]["dpo"]) == ["stage", "parent", "margins", "weights", "heldout", "acted"]
 
 
 def test_chat_stage_without_a_chat_template_is_a_named_error(tmp_path):

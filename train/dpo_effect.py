@@ -19,18 +19,26 @@ For every `trainer: dpo` stage:
 
 `acted` is true when the late margins exceed the early ones and are positive, and the weights changed;
 the held-out margin is reported beside it, not folded in (on a CPU-sized run it may stay near 0).
+
+The report is typed: DPOEffect (the file) of StageEffect (one stage) of MarginTrajectory, WeightDifference
+(with ChangedTensor rows) and HeldoutEffect. One reader (`effect_from_json`, `read_effect`) and one writer
+(`effect_to_json`): a field is its JSON key, and keys a file lacks (a check that has only a `note`, a
+stage without `heldout`) are remembered in `absent` and not written, so a file read and written back is
+byte-identical.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from measure import encode_prompt, load_tokenizer
 from measure.common.errors import UsageError, exit_on_usage_error
-from measure.common.io import write_json
+from measure.common.io import read_json, to_jsonable, write_json
 from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.data import load_training_data
@@ -40,24 +48,162 @@ from train.trainers import TRAINER_SPECS
 REPORT = "dpo_effect.json"
 
 
+# ---------------------------------------------------------------- the typed report (one reader, one writer)
+
+@dataclass(frozen=True)
+class _Record:
+    absent: frozenset[str] = field(default=frozenset(), kw_only=True, repr=False, compare=False)
+
+
+@dataclass(frozen=True)
+class MarginTrajectory(_Record):
+    """TRL's logged reward margins; with no logged margins only n_logged = 0 and note."""
+    n_logged: int
+    note: str | None = None
+    first: dict[str, float | None] | None = None     # the first logged row: step, rewards/*, loss
+    last: dict[str, float | None] | None = None
+    quarter: int | None = None                       # logs per early / late mean
+    early_mean_margin: float | None = None
+    late_mean_margin: float | None = None
+    early_mean_accuracy: float | None = None
+    late_mean_accuracy: float | None = None
+    moved: bool | None = None
+
+
+@dataclass(frozen=True)
+class ChangedTensor(_Record):
+    tensor: str
+    relative_frobenius: float
+
+
+@dataclass(frozen=True)
+class WeightDifference(_Record):
+    """|delta w| against the parent; with nothing to compare only note."""
+    note: str | None = None
+    tensors: int | None = None
+    tensors_changed: int | None = None
+    max_abs: float | None = None
+    mean_abs: float | None = None
+    relative_frobenius: float | None = None
+    relative_frobenius_changed: float | None = None
+    most_changed: list[ChangedTensor] = field(default_factory=list)
+    only_in_one: int | None = None
+
+
+@dataclass(frozen=True)
+class HeldoutEffect(_Record):
+    """Policy vs parent on held-out pairs; with no pair kept only pairs = 0, skipped and note."""
+    pairs: int
+    skipped: int
+    note: str | None = None
+    beta: float | None = None
+    max_length: int | None = None
+    dataset: list[dict[str, Any]] | None = None
+    mean_abs_delta_logp: float | None = None
+    mean_abs_delta_logp_per_token: float | None = None
+    mean_delta_logp_chosen: float | None = None
+    mean_delta_logp_rejected: float | None = None
+    mean_margin: float | None = None
+    margin_accuracy: float | None = None
+
+
+@dataclass(frozen=True)
+class StageEffect(_Record):
+    stage: str
+    parent: str
+    margins: MarginTrajectory
+    weights: WeightDifference
+    heldout: HeldoutEffect | None      # None (and not written) when the stage names no heldout pairs
+    acted: bool
+
+
+@dataclass(frozen=True)
+class DPOEffect(_Record):
+    """dpo_effect.json."""
+    name: str
+    stages: dict[str, StageEffect]
+
+
+def _from(cls, obj: Mapping[str, Any], **nested: Any):
+    names = [f.name for f in fields(cls) if f.name != "absent"]
+    values = {n: nested[n] if n in nested else obj[n] for n in names if n in nested or n in obj}
+    return cls(**values, absent=frozenset(n for n in names if n not in obj))
+
+
+def _to(record: _Record) -> dict[str, Any]:
+    return {f.name: _value(getattr(record, f.name)) for f in fields(record)
+            if f.name != "absent" and f.name not in record.absent}
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, _Record):
+        return _to(value)
+    if isinstance(value, dict):
+        return {k: _value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_value(v) for v in value]
+    return to_jsonable(value)
+
+
+def margins_from_json(obj: Mapping[str, Any]) -> MarginTrajectory:
+    return _from(MarginTrajectory, obj)
+
+
+def weights_from_json(obj: Mapping[str, Any]) -> WeightDifference:
+    return _from(WeightDifference, obj, **({"most_changed": [_from(ChangedTensor, t) for t in obj["most_changed"]]}
+                                           if "most_changed" in obj else {}))
+
+
+def heldout_from_json(obj: Mapping[str, Any]) -> HeldoutEffect:
+    return _from(HeldoutEffect, obj)
+
+
+def stage_effect_from_json(obj: Mapping[str, Any]) -> StageEffect:
+    return _from(StageEffect, obj, margins=margins_from_json(obj["margins"]), weights=weights_from_json(obj["weights"]),
+                 heldout=heldout_from_json(obj["heldout"]) if "heldout" in obj else None)
+
+
+def effect_from_json(obj: Mapping[str, Any]) -> DPOEffect:
+    """The one reader of dpo_effect.json content."""
+    return _from(DPOEffect, obj, stages={s: stage_effect_from_json(e) for s, e in obj["stages"].items()})
+
+
+def effect_to_json(effect: DPOEffect) -> dict[str, Any]:
+    """The one writer: dpo_effect.json's content, keys in today's order."""
+    return _to(effect)
+
+
+def read_effect(directory: str | os.PathLike) -> DPOEffect:
+    """<chain dir>/dpo_effect.json as a DPOEffect."""
+    path = Path(directory) / REPORT
+    if not path.exists():
+        raise UsageError(f"{path}: no {REPORT} (python -m train.dpo_effect recipe=<recipe> writes it)")
+    return effect_from_json(read_json(path))
+
+
+# ---------------------------------------------------------------- the three checks
+
+
 def _mean(values: list[float]) -> float | None:
     return sum(values) / len(values) if values else None
 
 
-def margin_trajectory(log_history: list[dict]) -> dict:
+def margin_trajectory(log_history: list[dict]) -> MarginTrajectory:
     """First / last logged DPO reward margins and accuracies, and the early / late quarter means."""
     rows = [e for e in log_history if "rewards/margins" in e]
     if not rows:
-        return {"n_logged": 0, "note": "no rewards/margins in the log history (logging_steps larger than max_steps?)"}
+        return margins_from_json({"n_logged": 0, "note": "no rewards/margins in the log history "
+                                                         "(logging_steps larger than max_steps?)"})
     quarter = max(1, len(rows) // 4)
     pick = ("step", "rewards/margins", "rewards/accuracies", "rewards/chosen", "rewards/rejected", "loss")
     early = _mean([e["rewards/margins"] for e in rows[:quarter]])
     late = _mean([e["rewards/margins"] for e in rows[-quarter:]])
-    return {"n_logged": len(rows), "first": {k: rows[0].get(k) for k in pick}, "last": {k: rows[-1].get(k) for k in pick},
+    return margins_from_json({
+            "n_logged": len(rows), "first": {k: rows[0].get(k) for k in pick}, "last": {k: rows[-1].get(k) for k in pick},
             "quarter": quarter, "early_mean_margin": early, "late_mean_margin": late,
             "early_mean_accuracy": _mean([e.get("rewards/accuracies", math.nan) for e in rows[:quarter]]),
             "late_mean_accuracy": _mean([e.get("rewards/accuracies", math.nan) for e in rows[-quarter:]]),
-            "moved": len(rows) > 1 and late > early and late > 0}
+            "moved": len(rows) > 1 and late > early and late > 0})
 
 
 def _safetensors(directory: Path) -> dict[str, Path]:
@@ -70,13 +216,13 @@ def _safetensors(directory: Path) -> dict[str, Path]:
     return where
 
 
-def weight_difference(model_dir: Path, parent_dir: Path) -> dict:
+def weight_difference(model_dir: Path, parent_dir: Path) -> WeightDifference:
     """|delta w| of a merged model against its parent, streamed tensor by tensor over the shared names."""
     import torch
     from safetensors import safe_open
     mine, theirs = _safetensors(model_dir), _safetensors(parent_dir)
     if not mine or not theirs:
-        return {"note": f"no safetensors weights to compare in {model_dir if not mine else parent_dir}"}
+        return weights_from_json({"note": f"no safetensors weights to compare in {model_dir if not mine else parent_dir}"})
     shared = sorted(set(mine) & set(theirs))
     max_abs, abs_sum, n_elems, diff_sq, base_sq, changed, top = 0.0, 0.0, 0, 0.0, 0.0, [], []
     changed_sq = 0.0  # ||W||^2 of the changed tensors only (a LoRA stage leaves e.g. the embedding untouched)
@@ -96,12 +242,12 @@ def weight_difference(model_dir: Path, parent_dir: Path) -> dict:
             changed.append(name)
             changed_sq += b_sq
             top.append((math.sqrt(d_sq / b_sq) if b_sq else math.inf, name))
-    return {"tensors": len(shared), "tensors_changed": len(changed), "max_abs": max_abs,
+    return weights_from_json({"tensors": len(shared), "tensors_changed": len(changed), "max_abs": max_abs,
             "mean_abs": abs_sum / n_elems if n_elems else 0.0,
             "relative_frobenius": math.sqrt(diff_sq / base_sq) if base_sq else None,
             "relative_frobenius_changed": math.sqrt(diff_sq / changed_sq) if changed_sq else 0.0,
             "most_changed": [{"tensor": n, "relative_frobenius": r} for r, n in sorted(top, reverse=True)[:5]],
-            "only_in_one": len(set(mine) ^ set(theirs))}
+            "only_in_one": len(set(mine) ^ set(theirs))})
 
 
 def _pair_ids(tokenizer, prompt: Any, answer: Any) -> tuple[list[int], list[int]]:
@@ -140,7 +286,7 @@ def answer_logprobs(model, sequences: list[tuple[list[int], list[int]]], *, pad_
     return out
 
 
-def heldout_logprobs(recipe: Recipe, stage: str, *, batch_size: int = 4) -> dict:
+def heldout_logprobs(recipe: Recipe, stage: str, *, batch_size: int = 4) -> HeldoutEffect:
     """Policy vs parent on the stage's `heldout` pairs (see the module docstring)."""
     spec = recipe.stages[stage]
     rows, fingerprints = load_training_data(spec.heldout, trainer="dpo", prompt_format=spec.prompt_format,
@@ -159,7 +305,7 @@ def heldout_logprobs(recipe: Recipe, stage: str, *, batch_size: int = 4) -> dict
             sequences += pair
             kept.append(i)
     if not kept:
-        return {"pairs": 0, "skipped": len(rows), "note": "every held-out answer is cut away at max_length"}
+        return heldout_from_json({"pairs": 0, "skipped": len(rows), "note": "every held-out answer is cut away at max_length"})
     scores = {}
     for who, source in (("policy", str(ckpt.stage_dir(recipe, stage))), ("parent", ckpt.model_source(recipe, spec.parent))):
         model = ckpt.load_model(source, recipe.model.dtype)
@@ -169,60 +315,60 @@ def heldout_logprobs(recipe: Recipe, stage: str, *, batch_size: int = 4) -> dict
     tokens = [n for _, n in scores["policy"]]
     chosen, rejected = delta[0::2], delta[1::2]
     margins = [beta * (c - r) for c, r in zip(chosen, rejected)]
-    return {"pairs": len(kept), "skipped": len(rows) - len(kept), "beta": beta, "max_length": max_length,
+    return heldout_from_json({"pairs": len(kept), "skipped": len(rows) - len(kept), "beta": beta, "max_length": max_length,
             "dataset": [fp for fp in fingerprints if "combined_sha256" not in fp],
             "mean_abs_delta_logp": _mean([abs(d) for d in delta]),
             "mean_abs_delta_logp_per_token": sum(abs(d) for d in delta) / sum(tokens),
             "mean_delta_logp_chosen": _mean(chosen), "mean_delta_logp_rejected": _mean(rejected),
-            "mean_margin": _mean(margins), "margin_accuracy": _mean([float(m > 0) for m in margins])}
+            "mean_margin": _mean(margins), "margin_accuracy": _mean([float(m > 0) for m in margins])})
 
 
-def stage_effect(recipe: Recipe, stage: str, *, heldout: bool = True) -> dict:
+def stage_effect(recipe: Recipe, stage: str, *, heldout: bool = True) -> StageEffect:
     manifest = ckpt.read_manifest(ckpt.stage_dir(recipe, stage))
     log = manifest.train_metrics.get("log_history") or []
     parent = recipe.stages[stage].parent
-    out = {"stage": stage, "parent": parent, "margins": margin_trajectory(log),
-           "weights": weight_difference(ckpt.stage_dir(recipe, stage), Path(ckpt.model_source(recipe, parent)))}
-    if heldout and recipe.stages[stage].heldout is not None:
-        out["heldout"] = heldout_logprobs(recipe, stage)
-    out["acted"] = bool(out["margins"].get("moved")) and out["weights"].get("tensors_changed", 0) > 0
-    return out
+    margins = margin_trajectory(log)
+    weights = weight_difference(ckpt.stage_dir(recipe, stage), Path(ckpt.model_source(recipe, parent)))
+    held = heldout_logprobs(recipe, stage) if heldout and recipe.stages[stage].heldout is not None else None
+    return StageEffect(stage=stage, parent=parent, margins=margins, weights=weights, heldout=held,
+                       acted=bool(margins.moved) and (weights.tensors_changed or 0) > 0,
+                       absent=frozenset() if held is not None else frozenset({"heldout"}))
 
 
-def dpo_effect(recipe: Recipe, *, heldout: bool = True) -> dict:
+def dpo_effect(recipe: Recipe, *, heldout: bool = True) -> DPOEffect:
     """The report for every finished `trainer: dpo` stage of the recipe (empty `stages` when there is none)."""
     stages = [s for s, spec in recipe.stages.items() if spec.trainer == "dpo" and ckpt.is_finished(recipe, s)]
-    return {"name": recipe.name, "stages": {s: stage_effect(recipe, s, heldout=heldout) for s in stages}}
+    return DPOEffect(name=recipe.name, stages={s: stage_effect(recipe, s, heldout=heldout) for s in stages})
 
 
-def summary(report: dict) -> str:
+def summary(report: DPOEffect) -> str:
     """A few lines for the end of a chain run."""
     lines = []
-    for stage, r in report["stages"].items():
-        m, w = r["margins"], r["weights"]
-        line = f"[dpo effect] {stage}: {'ACTED' if r['acted'] else 'did NOT act'}"
-        if m.get("n_logged"):
-            line += (f"; train reward margin {m['first']['rewards/margins']:.4f} -> {m['last']['rewards/margins']:.4f} "
-                     f"(mean of first/last {m['quarter']} logs {m['early_mean_margin']:.4f} -> {m['late_mean_margin']:.4f}), "
-                     f"reward accuracy {m['early_mean_accuracy']:.2f} -> {m['late_mean_accuracy']:.2f}")
-        if "max_abs" in w:
-            line += (f"; weights vs {r['parent']}: {w['tensors_changed']}/{w['tensors']} tensors changed, "
-                     f"max |dw| {w['max_abs']:.3g}, relative ||dW|| {w['relative_frobenius']:.3g} "
-                     f"({w['relative_frobenius_changed']:.3g} over the changed tensors)")
-        h = r.get("heldout")
-        if h and h.get("pairs"):
-            line += (f"; held-out ({h['pairs']} pairs): mean |d logp| {h['mean_abs_delta_logp']:.3f} per answer, "
-                     f"margin {h['mean_margin']:.4f}, margin > 0 on {h['margin_accuracy']:.0%}")
+    for stage, r in report.stages.items():
+        m, w = r.margins, r.weights
+        line = f"[dpo effect] {stage}: {'ACTED' if r.acted else 'did NOT act'}"
+        if m.n_logged:
+            line += (f"; train reward margin {m.first['rewards/margins']:.4f} -> {m.last['rewards/margins']:.4f} "
+                     f"(mean of first/last {m.quarter} logs {m.early_mean_margin:.4f} -> {m.late_mean_margin:.4f}), "
+                     f"reward accuracy {m.early_mean_accuracy:.2f} -> {m.late_mean_accuracy:.2f}")
+        if "max_abs" not in w.absent:
+            line += (f"; weights vs {r.parent}: {w.tensors_changed}/{w.tensors} tensors changed, "
+                     f"max |dw| {w.max_abs:.3g}, relative ||dW|| {w.relative_frobenius:.3g} "
+                     f"({w.relative_frobenius_changed:.3g} over the changed tensors)")
+        h = r.heldout
+        if h and h.pairs:
+            line += (f"; held-out ({h.pairs} pairs): mean |d logp| {h.mean_abs_delta_logp:.3f} per answer, "
+                     f"margin {h.mean_margin:.4f}, margin > 0 on {h.margin_accuracy:.0%}")
         lines.append(line)
     return "\n".join(lines)
 
 
-def write_report(recipe: Recipe, *, heldout: bool = True) -> dict | None:
+def write_report(recipe: Recipe, *, heldout: bool = True) -> DPOEffect | None:
     """dpo_effect.json beside chain.json (nothing when the recipe has no finished DPO stage); prints the summary."""
     report = dpo_effect(recipe, heldout=heldout)
-    if not report["stages"]:
+    if not report.stages:
         return None
-    write_json(ckpt.chain_dir(recipe) / REPORT, report)
+    write_json(ckpt.chain_dir(recipe) / REPORT, effect_to_json(report))
     print(summary(report))
     return report
 

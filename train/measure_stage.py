@@ -4,8 +4,10 @@
     accelerate launch --num_processes 8 -m train.measure_stage recipe=recipes/zephyr.yaml stage=base   (sharded)
 
 The stage scripts and the chain call `measure_stage` after training; `compare_and_cascade` runs after a
-chain. This is the application's side of measurement: it knows recipes, stage dirs and stage.json;
-`measure` (the library) only ever sees a model reference, settings and an output dir.
+chain. This is the application's side of measurement: it knows recipes, stage dirs and stage.json (the
+layout: train/layout.py); `measure` (the library) only ever sees a model reference, settings and an output
+dir, and, to compare, an explicit list of measured runs. After measuring, <chain>/runs.json lists the
+chain's measured runs (train.layout.write_run_list) for `python -m measure compare checkpoints/<name>`.
 """
 from __future__ import annotations
 
@@ -13,12 +15,13 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from measure import (BenchmarkSpec, Report, RunIdentity, benchmark_dir, compare_chain, leave_process_group,
-                     measure_model, measured_with, print_summary, ranks, read_report, run_cascade, stage_table)
+from measure import (BenchmarkSpec, Report, RunIdentity, leave_process_group, measure_model, measured_with,
+                     print_summary, ranks, read_report, run_cascade, stage_table)
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.common.io import provenance
 from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
+from train.layout import benchmark_dir, compare_chain, compare_dirs, write_run_list
 from train.paths import resolve_path
 from train.recipe import Recipe, load_recipe
 
@@ -72,6 +75,11 @@ def measure_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, shard:
             ckpt.model_source(recipe, stage), spec, settings, out,
             prompt_format=recipe.prompt_format_of(stage), overwrite=overwrite, shard=shard,
             provenance=provenance(seed=settings.seed, recipe=recipe.to_dict()), identity=identity)
+    if settings.benchmarks and ranks(shard).main:
+        try:  # <chain>/runs.json for `python -m measure compare <chain>`; a chain that cannot be ordered yet has none
+            write_run_list(ckpt.chain_dir(recipe))
+        except UsageError as e:
+            say(f"[measure] no runs.json for the chain yet: {e}")
     return reports
 
 
@@ -79,9 +87,10 @@ def compare_and_cascade(recipe: Recipe, *, overwrite: bool = True) -> None:
     """After a chain: the cross-stage comparison per benchmark, and the cascade on the last stage."""
     settings = recipe.measure
     last = recipe.stage_names[-1]
+    write_run_list(ckpt.chain_dir(recipe))
+    outs = compare_dirs(ckpt.chain_dir(recipe), [spec.name for spec in settings.benchmarks])
     for spec in settings.benchmarks:
-        out = ckpt.chain_dir(recipe) / "compare" / (spec.name if len(settings.benchmarks) > 1 else "")
-        result = compare_chain(ckpt.chain_dir(recipe), spec.name, out, overwrite)
+        result = compare_chain(ckpt.chain_dir(recipe), spec.name, outs[spec.name], overwrite)
         print(stage_table(result, spec.name))
         try:
             run_cascade(measure_dir(recipe, last, spec.name), out_dir=measure_dir(recipe, last, spec.name) / "cascade",

@@ -23,11 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from measure.common.errors import UsageError, exit_on_usage_error
-from measure.common.io import read_json, read_jsonl, write_json, write_text
+from measure.common.io import read_jsonl, write_json, write_text
 from measure.common.overrides import parse_overrides, pop_known
 from measure import read_cascade, read_comparison
 from measure.common.values import as_seed
+from train import layout
 from train.chain import run_chain
+from train.dpo_effect import REPORT, read_effect
 from train.recipe import Recipe, load_recipe
 
 DEFAULT_SEEDS = (0, 1, 2)
@@ -40,9 +42,7 @@ def seed_dir(root: Path, seed: int) -> Path:
 
 def compare_dirs(recipe: Recipe) -> dict[str, Path]:
     """benchmark -> the compare dir train.measure_stage.compare_and_cascade writes for this chain."""
-    names = [b.name for b in recipe.measure.benchmarks]
-    root = Path(recipe.output_dir) / "compare"
-    return {n: root / n if len(names) > 1 else root for n in names}
+    return layout.compare_dirs(Path(recipe.output_dir), [b.name for b in recipe.measure.benchmarks])
 
 
 def span(values: list[float | None]) -> dict[str, Any]:
@@ -93,21 +93,21 @@ def summarize(runs: dict[int, Recipe]) -> dict[str, Any]:
                           f"auroc_{SIGNAL}": span([p.auroc.get(SIGNAL) for p in per])}
         transitions = []
         for row in c0.transitions:
-            key = (row["from"], row["to"], row["clusterer"])
-            rows = [next(t for t in comps[s].transitions if (t["from"], t["to"], t["clusterer"]) == key) for s in seeds]
-            alpha = comps[seeds[0]].verdict["alpha"]
+            key = row.key
+            rows = [next(t for t in comps[s].transitions if t.key == key) for s in seeds]
+            alpha = comps[seeds[0]].verdict.alpha
             transitions.append({"from": key[0], "to": key[1], "clusterer": key[2],
-                                "scr_diff": span([r["scr_diff"] for r in rows]),
-                                "rise_significant": sum(r["mcnemar_p_holm"] < alpha and r["scr_diff"] > 0 for r in rows),
-                                "fall_significant": sum(r["mcnemar_p_holm"] < alpha and r["scr_diff"] < 0 for r in rows)})
-        verdicts = Counter(comps[s].verdict["transition"] or "none" for s in seeds)
+                                "scr_diff": span([r.scr_diff for r in rows]),
+                                "rise_significant": sum(r.mcnemar_p_holm < alpha and r.scr_diff > 0 for r in rows),
+                                "fall_significant": sum(r.mcnemar_p_holm < alpha and r.scr_diff < 0 for r in rows)})
+        verdicts = Counter(comps[s].verdict.transition or "none" for s in seeds)
         cascades = {}
         for s, r in runs.items():
-            path = Path(r.output_dir) / last / "measure" / bench / "cascade"
+            path = layout.benchmark_dir(Path(r.output_dir) / last, bench) / "cascade"
             if (path / "cascade.json").exists():
-                cascades[s] = read_cascade(path).cascade["at_coverage"].get("0.5")
+                cascades[s] = read_cascade(path).cascade.at_coverage.get("0.5")
         cascade = None if not cascades else {
-            key: span([cascades.get(s, {}).get(key) if cascades.get(s) else None for s in seeds])
+            key: span([getattr(cascades[s], key) if cascades.get(s) else None for s in seeds])
             for key in ("accuracy", "coverage", "relative_cost")}
         out["benchmarks"][bench] = {"stages": stages, "clusterers": c0.clusterers, "transitions": transitions,
                                     "verdicts": dict(verdicts), "cascade_at_0.5": cascade}
@@ -117,10 +117,10 @@ def summarize(runs: dict[int, Recipe]) -> dict[str, Any]:
             out["benchmarks"][bench]["buckets"] = {"clusterer": c0.clusterers[0], "stages": {
                 st: {b: {"n": t0[st][b]["n"], **{k: span([tables[s][st][b][k] for s in seeds]) for k in ("scr", "accuracy")}}
                      for b in t0[st]} for st in c0.stages}}
-    effects = {s: Path(r.output_dir) / "dpo_effect.json" for s, r in runs.items()}
-    if all(p.exists() for p in effects.values()):
-        reports = [read_json(p)["stages"] for p in effects.values()]
-        out["dpo_acted"] = {st: sum(bool(r.get(st, {}).get("acted")) for r in reports) for st in reports[0]}
+    effects = {s: Path(r.output_dir) for s, r in runs.items()}
+    if all((p / REPORT).exists() for p in effects.values()):
+        reports = [read_effect(p).stages for p in effects.values()]
+        out["dpo_acted"] = {st: sum(bool(r[st].acted) if st in r else False for r in reports) for st in reports[0]}
     return out
 
 

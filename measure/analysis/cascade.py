@@ -29,7 +29,7 @@ from measure.common.errors import UsageError
 from measure.common.io import provenance, refuse_overwrite, write_json, write_text
 from measure.scoring.metrics import auroc, aurc, prr
 from measure.analysis.measured_run import load_run, measure_dir
-from measure.records.results import CascadeResult, cascade_to_json
+from measure.records.results import CascadeCurve, CascadeResult, CoveragePoint, cascade_to_json
 
 DEFAULT_SIGNALS = ("response_length", "greedy_entropy_mean", "n_clusters@embedding", "n_clusters@nli")
 TARGETS = (0.3, 0.5, 0.8)
@@ -187,32 +187,31 @@ def combine(folds: list[dict]) -> dict:
     out = {}
     for name in folds[0]["methods"]:
         curves = [f["methods"][name]["curve"] for f in folds]
-        curve = [{"target": pts[0]["target"], **{k: _avg(p[k] for p in pts) for k in ("coverage", "accuracy", "relative_cost")},
-                  "thresholds": [p["thresholds"] for p in pts]} for pts in zip(*curves)]
+        curve = [CoveragePoint(target=pts[0]["target"], **{k: _avg(p[k] for p in pts) for k in ("coverage", "accuracy", "relative_cost")},
+                               thresholds=[p["thresholds"] for p in pts]) for pts in zip(*curves)]
         risks = [_avg(1 - p["accuracy"] for p in c if p["accuracy"] is not None) for c in curves]
-        entry = {"at_coverage": {str(p["target"]): p for p in curve if p["target"] in TARGETS},
-                 "curve": curve, "aurc_grid": _avg(risks)}
-        for key in ("aurc", "prr", "auroc"):
-            if key in folds[0]["methods"][name]:
-                entry[key] = _avg(f["methods"][name][key] for f in folds)
-        out[name] = entry
+        scores = {key: _avg(f["methods"][name][key] for f in folds)        # the baselines' only
+                  for key in ("aurc", "prr", "auroc") if key in folds[0]["methods"][name]}
+        out[name] = CascadeCurve(at_coverage={str(p.target): p for p in curve if p.target in TARGETS}, curve=curve,
+                                 aurc_grid=_avg(risks), **scores,
+                                 absent=frozenset(k for k in ("aurc", "prr", "auroc") if k not in scores))
     return out
 
 
-def baseline_notes(methods: dict, trivial: str = "response_length") -> list[str]:
+def baseline_notes(methods: dict[str, CascadeCurve], trivial: str = "response_length") -> list[str]:
     """An explicit note for every target coverage where the trivial baseline beats (or ties) the cascade."""
     if trivial not in methods:
         return [f"the trivial baseline {trivial!r} is not among the signals, so it could not be compared"]
     notes = []
-    for c, casc in methods["cascade"]["at_coverage"].items():
-        base = methods[trivial]["at_coverage"][c]
-        if base["accuracy"] is None or casc["accuracy"] is None:
+    for c, casc in methods["cascade"].at_coverage.items():
+        base = methods[trivial].at_coverage[c]
+        if base.accuracy is None or casc.accuracy is None:
             continue
-        verb = "beats" if base["accuracy"] > casc["accuracy"] else "ties" if base["accuracy"] == casc["accuracy"] else None
+        verb = "beats" if base.accuracy > casc.accuracy else "ties" if base.accuracy == casc.accuracy else None
         if verb:
             notes.append(f"at {float(c):.0%} target coverage the trivial {trivial} baseline {verb} the cascade: "
-                         f"accuracy {base['accuracy']:.3f} (relative cost {base['relative_cost']:.3f}) vs "
-                         f"{casc['accuracy']:.3f} (relative cost {casc['relative_cost']:.3f})")
+                         f"accuracy {base.accuracy:.3f} (relative cost {base.relative_cost:.3f}) vs "
+                         f"{casc.accuracy:.3f} (relative cost {casc.relative_cost:.3f})")
     return notes
 
 
@@ -282,16 +281,16 @@ def _write(result: CascadeResult, out_dir: Path) -> None:
     fig = Figure(figsize=(7, 5), layout="constrained")
     ax = fig.subplots()
     for name, entry in [("cascade", result.cascade), *result.baselines.items()]:
-        pts = sorted((p for p in entry["curve"] if p["accuracy"] is not None), key=lambda p: p["coverage"])
-        ax.plot([p["coverage"] for p in pts], [1 - p["accuracy"] for p in pts], marker="o",
+        pts = sorted((p for p in entry.curve if p.accuracy is not None), key=lambda p: p.coverage)
+        ax.plot([p.coverage for p in pts], [1 - p.accuracy for p in pts], marker="o",
                 lw=2.5 if name == "cascade" else 1, label=name)
     ax.axhline(1 - result.base_accuracy, color="grey", ls=":", label="answer everything")
     ax.set(xlabel="coverage (evaluation split)", ylabel="risk (error rate)", title="Risk-coverage, thresholds fit on calibration")
     ax.legend(fontsize=8)
     images = {"risk_coverage.png": png_bytes(fig)}
     targets = [str(c) for c in TARGETS]
-    table = [[name, *[f"{fmt(e['at_coverage'][c]['accuracy'])} ({fmt(e['at_coverage'][c]['coverage'], 2)})" for c in targets],
-              e["at_coverage"]["0.5"]["relative_cost"], e["aurc_grid"], e.get("aurc"), e.get("prr"), e.get("auroc")]
+    table = [[name, *[f"{fmt(e.at_coverage[c].accuracy)} ({fmt(e.at_coverage[c].coverage, 2)})" for c in targets],
+              e.at_coverage["0.5"].relative_cost, e.aurc_grid, e.aurc, e.prr, e.auroc]
              for name, e in [("cascade", result.cascade), *result.baselines.items()]]
     split, acc = result.split, result.cost_accounting
     blocks = [("h1", "Cheapest-first cascade"), ("p", result.definition),
@@ -308,7 +307,7 @@ def _write(result: CascadeResult, out_dir: Path) -> None:
               ("table", ["method", *[f"accuracy @{float(c):.0%} (realized coverage)" for c in targets],
                          "relative cost @50%", "AURC (grid)", "AURC", "PRR", "AUROC"], table),
               ("table", ["target coverage", *result.signals],
-               [[c, *["; ".join(fmt(th[s]) if th[s] is not None else "off" for th in result.cascade["at_coverage"][c]["thresholds"])
+               [[c, *["; ".join(fmt(th[s]) if th[s] is not None else "off" for th in result.cascade.at_coverage[c].thresholds)
                       for s in result.signals]] for c in targets]),
               ("img", "risk_coverage.png")]
     if result.notes:

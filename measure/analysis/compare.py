@@ -1,7 +1,17 @@
 """Cross-stage comparison: where in a training chain does homogenization appear, and under which clusterers?
 
-    python -m measure compare checkpoints/<name> [benchmark=...]       every measured stage, chain order
-    python -m measure compare runs=[dirA,dirB] labels=[a,b] out=<dir>  any measured checkpoints
+    python -m measure compare runs=[dirA,dirB] labels=[a,b] out=<dir>  any measured runs, in this order
+    python -m measure compare <dir> [benchmark=...]                    the runs <dir>/runs.json lists
+
+The library compares an explicit, ordered list of measured runs; it knows no training chain. A run list
+file (RUN_LIST, `<dir>/runs.json`) names such lists for a directory -- train/layout.py writes one into a
+chain dir, listing every measured stage in chain order, per benchmark:
+
+    {"about": "...", "runs": {"<benchmark>": [{"label": "base", "path": "base/measure/gsm8k"}, ...]},
+     "notes": {"<benchmark>": ["stage 'kto' has no gsm8k measurement; left out"]}}
+
+paths relative to <dir> (or absolute); notes (optional) are copied into compare.json. The comparison
+goes to <dir>/compare/ unless out= says otherwise.
 
 Inputs are measure dirs (questions.jsonl + report.json, optionally samples.jsonl). Questions are matched
 by id; every stage must hold exactly the same ids. Clusterers are those present in every stage.
@@ -16,6 +26,7 @@ Sensitivity (SCR vs threshold and vs N, from saved outputs only) is in measure.a
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -27,11 +38,12 @@ from measure.common.io import provenance, read_json, refuse_overwrite
 from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.scoring.metrics import scr
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
-from measure.analysis.measured_run import MeasuredRun, benchmark_dir, load_run, measure_dir, stage_benchmarks
-from measure.records.results import ClustererStats, Comparison, StageSummary
+from measure.analysis.measured_run import MeasuredRun, load_run, measure_dir
+from measure.records.results import ClustererStats, Comparison, StageSummary, Transition, transition_from_json
 from measure.analysis.sensitivity import sensitivity
 
 OUTPUTS = ("compare.json", "compare.md", "compare.html")
+RUN_LIST = "runs.json"   # <dir>/runs.json: named, ordered lists of measured runs (the module docstring)
 
 
 def _few(ids: Sequence[str], k: int = 5) -> str:
@@ -101,10 +113,11 @@ def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> StageSummary:
 
 # ---------------------------------------------------------------- transitions and clusterer agreement
 
-def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float) -> tuple[list[dict], int]:
+def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float) -> tuple[list[Transition], int]:
     rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c))}
             for a, b in zip(stages, stages[1:]) for c in clusterers]
-    return rows, apply_holm(rows, alpha)
+    family = apply_holm(rows, alpha)
+    return [transition_from_json(r) for r in rows], family
 
 
 def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[dict]:
@@ -161,69 +174,80 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
 
 # ---------------------------------------------------------------- entry points (the CLI calls these)
 
+def default_labels(dirs: list[Path]) -> list[str]:
+    """Each run's dir name, or the nearest parent name that tells the runs apart (a/x/toy, b/x/toy -> a, b);
+    runs no name tells apart are numbered (run#1, run#2)."""
+    resolved = [Path(os.path.abspath(d)) for d in dirs]
+    for depth in range(max(len(d.parts) for d in resolved)):
+        labels = [d.parts[-1 - depth] if depth < len(d.parts) else "" for d in resolved]
+        if all(labels) and len(set(labels)) == len(labels):
+            return labels
+    names = [d.name for d in dirs]
+    return [n if names.count(n) == 1 else f"{n}#{i + 1}" for i, n in enumerate(names)]
+
+
 def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool = False, *,
-                 alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> Comparison:
-    """Compare any measured runs in the given order; labels default to the stage/dir names
-    (<stage>/measure/<benchmark> -> <stage>). sensitivity_clusterers: threshold grids to re-cluster
-    (None -> jaccard, plus embedding when used in every stage; [] -> none)."""
+                 alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
+                 notes: Sequence[str] = (), benchmark: str | None = None) -> Comparison:
+    """Compare any measured runs in the given order; labels default to default_labels. sensitivity_clusterers:
+    threshold grids to re-cluster (None -> jaccard, plus embedding when used in every stage; [] -> none);
+    notes and benchmark are recorded in compare.json."""
     if not runs or len(runs) < 2:
-        raise UsageError("runs: give at least two measured dirs, e.g. runs=[checkpoints/x/base/measure/gsm8k,...]")
+        raise UsageError("runs: give at least two measured dirs, e.g. runs=[runA/measured,runB/measured]")
     if out_dir is None:
         raise UsageError("out: give the output dir for the comparison, e.g. out=compare/")
     dirs = [measure_dir(Path(r)) for r in runs]
     if labels is not None and len(labels) != len(dirs):
         raise UsageError(f"labels: {len(labels)} labels for {len(dirs)} runs")
     if labels is None:
-        labels = [d.parent.parent.name if d.parent.name == "measure" else d.name for d in dirs]
-        labels = [lab if labels.count(lab) == 1 else f"{lab}#{i + 1}" for i, lab in enumerate(labels)]
+        labels = default_labels(dirs)
     elif len(set(map(str, labels))) != len(labels):
         raise UsageError(f"labels must be unique, got {labels}")
     _check_outputs(Path(out_dir), overwrite)
     return compare_stages([load_run(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
-                          alpha=alpha, seed=seed, sensitivity_clusterers=sensitivity_clusterers)
+                          alpha=alpha, seed=seed, sensitivity_clusterers=sensitivity_clusterers, notes=notes,
+                          benchmark=benchmark)
 
 
-def chain_order(chain_dir: Path) -> list[str]:
-    """MeasuredRun names in chain order: chain.json's "stages" when present, else base then stage.json chain_index."""
-    chain_dir = Path(chain_dir)
-    if not chain_dir.is_dir():
-        raise UsageError(f"{chain_dir}: not a directory (expected checkpoints/<name>)")
-    if (chain_dir / "chain.json").exists():
-        stages = read_json(chain_dir / "chain.json").get("stages")
-        if not isinstance(stages, list) or not all(isinstance(s, str) for s in stages):
-            raise UsageError(f"{chain_dir / 'chain.json'}: 'stages' must be a list of stage names")
-        return stages
-    found = {}
-    for manifest in sorted(chain_dir.glob("*/stage.json")):
-        name = manifest.parent.name
-        index = read_json(manifest).get("chain_index")
-        if name != "base" and (isinstance(index, bool) or not isinstance(index, int)):
-            raise UsageError(f"{manifest}: no integer 'chain_index', cannot order the chain")
-        found[name] = -1 if name == "base" else index
-    if not found:
-        raise UsageError(f"{chain_dir}: no stage dirs (*/stage.json); is this checkpoints/<name>?")
-    return sorted(found, key=lambda k: (found[k], k))
+def read_run_list(directory: Path) -> dict[str, tuple[list[tuple[str, Path]], list[str]]]:
+    """The one reader of <directory>/runs.json: list name -> ([(label, run dir)] in order, notes)."""
+    directory = Path(directory)
+    path = directory / RUN_LIST
+    if not directory.is_dir():
+        raise UsageError(f"{directory}: not a directory (give a dir with a {RUN_LIST}, or runs=[dirA,dirB])")
+    if not path.exists():
+        raise UsageError(f"{directory}: no {RUN_LIST} listing the measured runs to compare. A training chain writes "
+                         "it when it measures or compares its stages: run `python -m train.measure_stage recipe=<recipe> "
+                         "stage=<stage>` (or the chain, `python -m train.chain recipe=<recipe>`) once; or compare runs "
+                         "explicitly: python -m measure compare runs=[dirA,dirB] labels=[a,b] out=<dir>")
+    obj = read_json(path)
+    lists = obj.get("runs") if isinstance(obj, dict) else None
+    ok = isinstance(lists, dict) and all(
+        isinstance(v, list) and all(isinstance(r, dict) and isinstance(r.get("label"), str) and isinstance(r.get("path"), str)
+                                    for r in v) for v in lists.values())
+    if not ok:
+        raise UsageError(f"{path}: 'runs' must map a name to a list of {{\"label\": ..., \"path\": ...}} objects")
+    notes = obj.get("notes") or {}
+    return {name: ([(r["label"], directory / r["path"]) for r in rows], list(notes.get(name) or []))
+            for name, rows in lists.items()}
 
 
-def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path | None = None, overwrite: bool = False, *,
-                  alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> Comparison:
-    """Every measured stage of checkpoints/<name>/ for one benchmark, in chain order -> <chain>/compare/."""
-    chain_dir = Path(chain_dir)
-    order = chain_order(chain_dir)
-    measured = {s: stage_benchmarks(chain_dir / s) for s in order}
-    benchmarks = sorted({b for bs in measured.values() for b in bs})
-    if not benchmarks:
-        raise UsageError(f"{chain_dir}: no measured stage (no <stage>/measure/<benchmark>/questions.jsonl)")
+def compare_listed(directory: Path, benchmark: str | None = None, out_dir: Path | None = None, overwrite: bool = False, *,
+                   alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> Comparison:
+    """Compare the runs <directory>/runs.json lists for one benchmark (the only one when it lists one)
+    -> <directory>/compare/ unless out_dir."""
+    directory = Path(directory)
+    lists = read_run_list(directory)
+    names = sorted(lists)
+    if not names:
+        raise UsageError(f"{directory / RUN_LIST}: lists no measured runs")
     if benchmark is None:
-        if len(benchmarks) > 1:
-            raise UsageError(f"{chain_dir}: several benchmarks measured; pass benchmark=<name>, one of: {', '.join(benchmarks)}")
-        benchmark = benchmarks[0]
-    elif benchmark not in benchmarks:
-        raise UsageError(f"benchmark {benchmark!r} was not measured in {chain_dir}; valid choices: {', '.join(benchmarks)}")
-    use = [s for s in order if benchmark in measured.get(s, [])]
-    notes = [f"stage {s!r} has no {benchmark} measurement; left out" for s in order if s not in use]
-    out_dir = Path(out_dir) if out_dir is not None else chain_dir / "compare"
-    _check_outputs(out_dir, overwrite)
-    stages = [load_run(benchmark_dir(chain_dir / s, benchmark), s) for s in use]
-    return compare_stages(stages, out_dir, overwrite, notes=notes, benchmark=benchmark, alpha=alpha, seed=seed,
-                          sensitivity_clusterers=sensitivity_clusterers)
+        if len(names) > 1:
+            raise UsageError(f"{directory}: several benchmarks measured; pass benchmark=<name>, one of: {', '.join(names)}")
+        benchmark = names[0]
+    elif benchmark not in lists:
+        raise UsageError(f"benchmark {benchmark!r} was not measured in {directory}; valid choices: {', '.join(names)}")
+    runs, notes = lists[benchmark]
+    out_dir = Path(out_dir) if out_dir is not None else directory / "compare"
+    return compare_runs([p for _, p in runs], [lab for lab, _ in runs], out_dir, overwrite, alpha=alpha, seed=seed,
+                        sensitivity_clusterers=sensitivity_clusterers, notes=notes, benchmark=benchmark)

@@ -150,14 +150,14 @@ def _plots(result: Comparison, stages: list[MeasuredRun]) -> dict[str, bytes]:
     images["roc.png"] = png_bytes(fig)
 
     sens = result.sensitivity
-    panels = [("n", c, v["stages"]) for c, v in sens["n_samples"].items()]
-    panels += [("threshold", c, v["stages"]) for c, v in sens["threshold"].items() if v["stages"]]
+    panels = [("n", c, v.stages) for c, v in sens.n_samples.items()]
+    panels += [("threshold", c, v.stages) for c, v in sens.threshold.items() if v.stages]
     if panels:
         fig, axes = _grid(len(panels))
         for ax, (kind, c, data) in zip(axes, panels):
             key = "k" if kind == "n" else "threshold"
             for s, pts in data.items():
-                ax.plot([p[key] for p in pts], [p["scr"] for p in pts], marker="o", label=s)
+                ax.plot([getattr(p, key) for p in pts], [p.scr for p in pts], marker="o", label=s)
             ax.set(title=f"{c}: SCR vs {'N samples' if kind == 'n' else 'threshold'}", xlabel=key, ylabel="SCR")
             ax.legend(fontsize=8)
         images["sensitivity.png"] = png_bytes(fig)
@@ -170,10 +170,10 @@ def _blocks(result: Comparison) -> list[tuple]:
     b: list[tuple] = [("h1", f"Stage comparison{': ' + result.benchmark if result.benchmark else ''}"),
                       ("p", f"{result.n_questions} questions matched by id across {len(labels)} stages: "
                             f"{' -> '.join(labels)}. Clusterers: {', '.join(cls)}."),
-                      ("h2", "Verdict"), ("p", v["text"]), ("p", v["rule"]),
+                      ("h2", "Verdict"), ("p", v.text), ("p", v.rule),
                       ("table", ["transition", "significant rise under", "not under", "majority"],
-                       [[f"{p['from']} -> {p['to']}", ", ".join(p["agree"]) or "none", ", ".join(p["disagree"]) or "none",
-                         p["majority"]] for p in v["per_transition"]]),
+                       [[f"{p.from_} -> {p.to}", ", ".join(p.agree) or "none", ", ".join(p.disagree) or "none",
+                         p.majority] for p in v.per_transition]),
                       ("h2", "Stages"),
                       ("table", ["stage", "questions", "N", "accuracy", "labelled", "ambiguous", "token entropy (mean)"],
                        [[s, per[s].n_questions, per[s].n_samples, per[s].accuracy, per[s].n_labelled,
@@ -188,13 +188,13 @@ def _blocks(result: Comparison) -> list[tuple]:
                             "b = single -> multi, c = multi -> single; rank-biserial > 0 = more clusters later. "
                             "Wilcoxon: zero differences dropped (zero_method='wilcox'), null distribution chosen from "
                             "the number of non-zero differences (method column)."),
-                      ("table", ["transition", "clusterer", "SCR diff", ci_label(t.get("scr_diff_ci_method") for t in result.transitions),
+                      ("table", ["transition", "clusterer", "SCR diff", ci_label(t.scr_diff_ci_method for t in result.transitions),
                                  "b", "c", "McNemar p", "Holm p", "mean clusters diff", "Wilcoxon p", "Wilcoxon method",
                                  "Holm p", "rank-biserial"],
-                       [[f"{t['from']} -> {t['to']}", t["clusterer"], t["scr_diff"], t["scr_diff_ci"],
-                         t["b_single_to_multi"], t["c_multi_to_single"], t["mcnemar_p"], t["mcnemar_p_holm"],
-                         t["mean_clusters_diff"], t["wilcoxon_p"], t.get("wilcoxon_method") or "-",
-                         t["wilcoxon_p_holm"], t["rank_biserial"]]
+                       [[f"{t.from_} -> {t.to}", t.clusterer, t.scr_diff, t.scr_diff_ci,
+                         t.b_single_to_multi, t.c_multi_to_single, t.mcnemar_p, t.mcnemar_p_holm,
+                         t.mean_clusters_diff, t.wilcoxon_p, t.wilcoxon_method or "-",
+                         t.wilcoxon_p_holm, t.rank_biserial]
                         for t in result.transitions]),
                       ("h2", "Clusterer agreement"),
                       ("table", ["stage", "pair", "kappa (single-cluster)", "agreement", "single a / b / both", "mean ARI"],
@@ -206,15 +206,15 @@ def _blocks(result: Comparison) -> list[tuple]:
     b.append(("table", ["signal", *labels], [[n, *[per[s].auroc.get(n) for s in labels]] for n in signals]))
     b.append(("img", "roc.png"))
     b.append(("h2", "Sensitivity (from saved samples, no re-sampling)"))
-    for c, val in result.sensitivity["n_samples"].items():
-        ks = sorted({p["k"] for pts in val["stages"].values() for p in pts})
-        b.append(("p", f"SCR vs number of samples, {c}{' (approximate: first k of the full clustering)' if val['approximate'] else ''}"))
+    for c, val in result.sensitivity.n_samples.items():
+        ks = sorted({p.k for pts in val.stages.values() for p in pts})
+        b.append(("p", f"SCR vs number of samples, {c}{' (approximate: first k of the full clustering)' if val.approximate else ''}"))
         b.append(("table", ["stage", *[f"k={k}" for k in ks]],
-                  [[s, *[next((p["scr"] for p in pts if p["k"] == k), None) for k in ks]] for s, pts in val["stages"].items()]))
-    for name, val in result.sensitivity["threshold"].items():
+                  [[s, *[next((p.scr for p in pts if p.k == k), None) for k in ks]] for s, pts in val.stages.items()]))
+    for name, val in result.sensitivity.threshold.items():
         b.append(("p", f"SCR vs {name} threshold"))
-        b.append(("table", ["stage", *[f"t={t}" for t in val["thresholds"]]],
-                  [[s, *[p["scr"] for p in pts]] for s, pts in val["stages"].items()]))
+        b.append(("table", ["stage", *[f"t={t}" for t in val.thresholds]],
+                  [[s, *[p.scr for p in pts]] for s, pts in val.stages.items()]))
     b.append(("img", "sensitivity.png"))
     if result.notes:
         b += [("h2", "Notes"), *[("p", "- " + n) for n in result.notes]]
@@ -247,5 +247,5 @@ def stage_table(compare: Comparison, benchmark: str) -> str:
                  f"{st.clusterers[c].scr_ci[1]:.3f}]" for c in labels]
         acc = "-" if st.accuracy is None else f"{st.accuracy:.3f}"
         lines.append(f"{name:<8} {acc:>8}  " + "  ".join(f"{x:>22}" for x in cells))
-    lines += [compare.verdict["text"], f"full comparison: {compare.out_dir}/compare.html"]
+    lines += [compare.verdict.text, f"full comparison: {compare.out_dir}/compare.html"]
     return "\n".join(lines)

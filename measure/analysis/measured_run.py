@@ -2,7 +2,9 @@
 
 One resolver (`measure_dir`) says which directories count, for `measure compare runs=[...]` and
 `measure cascade` alike: a measure dir itself (questions.jsonl inside), a file inside one (its
-samples.jsonl or report.json), or a stage dir with exactly one measure/<benchmark>/.
+samples.jsonl or report.json), or a directory with exactly one measure dir one or two levels below it.
+The library knows no other layout: where an application keeps its runs (train/layout.py for a training
+chain) is the application's business.
 """
 from __future__ import annotations
 
@@ -22,31 +24,17 @@ class MeasuredRun:
     report: Report | None               # its report.json (None when scored elsewhere without one)
 
 
-MEASURE_SUBDIR = "measure"   # <stage dir>/measure/<benchmark>/: where a chain stage's measurements live
-
-
-def benchmark_dir(stage_dir: Path, benchmark: str) -> Path:
-    """The measure dir of one benchmark of a stage (the layout measure_dir and compare_chain read)."""
-    return Path(stage_dir) / MEASURE_SUBDIR / benchmark
-
-
-def stage_benchmarks(stage_dir: Path) -> list[str]:
-    """The benchmarks measured in a stage dir (those with a questions.jsonl), sorted."""
-    runs = Path(stage_dir) / MEASURE_SUBDIR
-    return sorted(d.name for d in runs.glob("*") if (d / "questions.jsonl").exists()) if runs.is_dir() else []
-
-
 def measure_dir(path: Path) -> Path:
     """The measure dir a user means by `path` (see the module docstring); anything else -> UsageError."""
     path = Path(path)
     directory = path.parent if path.is_file() else path
     if (directory / "questions.jsonl").exists():
         return directory
-    found = [benchmark_dir(directory, b) for b in stage_benchmarks(directory)]
+    found = sorted(p.parent for pattern in ("*/questions.jsonl", "*/*/questions.jsonl") for p in directory.glob(pattern))
     if len(found) == 1:
         return found[0]
     if found:
-        raise UsageError(f"{path}: several benchmarks measured ({', '.join(d.name for d in found)}); "
+        raise UsageError(f"{path}: several measured runs below it ({', '.join(str(d.relative_to(directory)) for d in found)}); "
                          f"give the measure dir itself, e.g. {found[0]}")
     raise UsageError(f"{path}: no questions.jsonl {'beside it' if path.is_file() else 'in it'}; score the samples "
                      "first (python -m measure score samples=<samples.jsonl> out=<dir>), or measure a model "

@@ -28,6 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
+from measure.records.results import Verdict, VerdictRow
 from measure.scoring.intervals import PAIRED_DIFF_CI_METHOD, paired_difference_ci
 
 ALPHA = 0.05
@@ -104,32 +105,32 @@ def apply_holm(transitions: list[dict], alpha: float = ALPHA) -> int:
     return len(keys)
 
 
-def verdict(transitions: list[dict], clusterers: list[str], alpha: float = ALPHA) -> dict:
-    """Apply VERDICT_RULE. Rows need from, to, clusterer, mcnemar_p_holm, scr_diff; a clusterer with no
-    row for a transition counts as not significant there."""
-    pairs = list(dict.fromkeys((t["from"], t["to"]) for t in transitions))
+def verdict(transitions: Sequence, clusterers: list[str], alpha: float = ALPHA) -> Verdict:
+    """Apply VERDICT_RULE. Rows (Transition records, or anything with their attributes from_, to, clusterer,
+    mcnemar_p_holm, scr_diff); a clusterer with no row for a transition counts as not significant there."""
+    pairs = list(dict.fromkeys((t.from_, t.to) for t in transitions))
     per = []
     for f, t in pairs:
-        rows = {r["clusterer"]: r for r in transitions if (r["from"], r["to"]) == (f, t)}
-        agree = [c for c in clusterers if c in rows and rows[c]["mcnemar_p_holm"] < alpha and rows[c]["scr_diff"] > 0]
-        per.append({"from": f, "to": t, "agree": agree, "disagree": [c for c in clusterers if c not in agree],
-                    "majority": len(agree) > len(clusterers) / 2})
-    first = next((p for p in per if p["majority"]), None)
+        rows = {r.clusterer: r for r in transitions if (r.from_, r.to) == (f, t)}
+        agree = [c for c in clusterers if c in rows and rows[c].mcnemar_p_holm < alpha and rows[c].scr_diff > 0]
+        per.append(VerdictRow(from_=f, to=t, agree=agree, disagree=[c for c in clusterers if c not in agree],
+                              majority=len(agree) > len(clusterers) / 2))
+    first = next((p for p in per if p.majority), None)
     k = len(clusterers)
     if first:
-        text = (f"Homogenization first appears at {first['from']} -> {first['to']}: SCR rises significantly under "
-                f"{len(first['agree'])} of {k} clusterers ({', '.join(first['agree'])}); "
-                f"not under: {', '.join(first['disagree']) or 'none'}.")
+        text = (f"Homogenization first appears at {first.from_} -> {first.to}: SCR rises significantly under "
+                f"{len(first.agree)} of {k} clusterers ({', '.join(first.agree)}); "
+                f"not under: {', '.join(first.disagree) or 'none'}.")
     else:
-        minority = [p for p in per if p["agree"]]
+        minority = [p for p in per if p.agree]
         text = "No significant homogenization: no transition has a significant SCR rise under a majority of clusterers."
         if minority:
             text += " Significant rises under a minority only: " + "; ".join(
-                f"{p['from']} -> {p['to']} ({', '.join(p['agree'])}; {len(p['agree'])} of {k})" for p in minority) + "."
-    return {"transition": f"{first['from']} -> {first['to']}" if first else None,
-            "from": first["from"] if first else None, "to": first["to"] if first else None,
-            "agree": first["agree"] if first else [], "disagree": first["disagree"] if first else list(clusterers),
-            "alpha": alpha, "text": text, "rule": VERDICT_RULE, "per_transition": per}
+                f"{p.from_} -> {p.to} ({', '.join(p.agree)}; {len(p.agree)} of {k})" for p in minority) + "."
+    return Verdict(transition=f"{first.from_} -> {first.to}" if first else None,
+                   from_=first.from_ if first else None, to=first.to if first else None,
+                   agree=first.agree if first else [], disagree=first.disagree if first else list(clusterers),
+                   alpha=alpha, text=text, rule=VERDICT_RULE, per_transition=per)
 
 
 # ---------------------------------------------------------------- clusterer agreement

@@ -20,7 +20,7 @@ from measure.common.errors import UsageError
 from measure.analysis.measured_run import MeasuredRun
 from measure.scoring.metrics import scr
 from measure.records.records import read_samples
-from measure.records.results import Report
+from measure.records.results import Report, ScrAtK, ScrAtThreshold, Sensitivity, SensitivityByN, SensitivityByThreshold
 
 
 THRESHOLD_GRIDS = {"jaccard": (0.2, 0.3, 0.4, 0.5, 0.6), "embedding": (0.75, 0.8, 0.85, 0.9, 0.95)}
@@ -32,19 +32,19 @@ def base_name(label: str) -> str:
     return re.match(r"[a-z_]*", label).group(0)
 
 
-def scr_by_n(assignments: Sequence[Sequence[int]]) -> list[dict]:
+def scr_by_n(assignments: Sequence[Sequence[int]]) -> list[ScrAtK]:
     """SCR using only the first k samples of each question, k = 2..min N (count distinct first-k ids)."""
     n = min(len(a) for a in assignments)
-    return [{"k": k, "scr": float(np.mean([len(set(a[:k])) == 1 for a in assignments]))} for k in range(2, n + 1)]
+    return [ScrAtK(k=k, scr=float(np.mean([len(set(a[:k])) == 1 for a in assignments]))) for k in range(2, n + 1)]
 
 
 def scr_by_threshold(items: list[tuple[str, list[str]]], name: str, thresholds: Sequence[float],
-                     embedding_model: str | None = None) -> list[dict]:
+                     embedding_model: str | None = None) -> list[ScrAtThreshold]:
     """Re-cluster saved sample texts at each threshold (no re-sampling)."""
     out = []
     for t in thresholds:
         ids = make_clusterer({"name": name, "threshold": t}, embedding_model=embedding_model).cluster_many(items)
-        out.append({"threshold": t, "scr": scr([len(set(x)) for x in ids])})
+        out.append(ScrAtThreshold(threshold=t, scr=scr([len(set(x)) for x in ids])))
     return out
 
 
@@ -62,13 +62,13 @@ def embedding_model_of(report: Report | None) -> str | None:
     return report.settings.embedding_model if report is not None else None
 
 
-def sensitivity(stages: list[MeasuredRun], clusterers: list[str], names: Sequence[str] | None) -> tuple[dict, list[str]]:
+def sensitivity(stages: list[MeasuredRun], clusterers: list[str], names: Sequence[str] | None) -> tuple[Sensitivity, list[str]]:
     notes: list[str] = []
-    by_n = {c: {"approximate": base_name(c) not in PREFIX_EXACT,
-                "stages": {st.label: scr_by_n([r.clusters[c] for r in st.records]) for st in stages}}
+    by_n = {c: SensitivityByN(approximate=base_name(c) not in PREFIX_EXACT,
+                              stages={st.label: scr_by_n([r.clusters[c] for r in st.records]) for st in stages})
             for c in clusterers if all(r.clusters.get(c) for st in stages for r in st.records)}
     for c, v in by_n.items():
-        if v["approximate"]:
+        if v.approximate:
             notes.append(f"SCR vs N for {c!r} takes the first k ids of the full clustering (agglomerative): "
                          "an approximation of re-clustering k samples")
     if names is None:
@@ -76,12 +76,12 @@ def sensitivity(stages: list[MeasuredRun], clusterers: list[str], names: Sequenc
     for name in names:
         if name not in THRESHOLD_GRIDS:
             raise UsageError(f"threshold sensitivity: unknown clusterer {name!r}; valid choices: {', '.join(THRESHOLD_GRIDS)}")
-    by_t: dict[str, dict] = {name: {"thresholds": list(THRESHOLD_GRIDS[name]), "stages": {}} for name in names}
+    by_t = {name: SensitivityByThreshold(thresholds=list(THRESHOLD_GRIDS[name]), stages={}) for name in names}
     for st in stages if names else []:
         items = sample_items(st)
         if items is None:
             notes.append(f"no samples.jsonl in {st.path}: threshold sensitivity skipped for stage {st.label!r}")
             continue
         for name in names:
-            by_t[name]["stages"][st.label] = scr_by_threshold(items, name, THRESHOLD_GRIDS[name], embedding_model_of(st.report))
-    return {"n_samples": by_n, "threshold": by_t}, notes
+            by_t[name].stages[st.label] = scr_by_threshold(items, name, THRESHOLD_GRIDS[name], embedding_model_of(st.report))
+    return Sensitivity(n_samples=by_n, threshold=by_t), notes

@@ -45,6 +45,21 @@ class QuestionSamples:
 
 
 @dataclass(frozen=True)
+class GenerationTiming:
+    """Wall seconds a run spent generating, summed over its batches (and, sharded, over its processes):
+    the greedy pass and the N samples. `measured`: some batch was generated here (False when every row
+    came from a cache or a samples file). Built once, by measure.sampling.sample.GenerationClock.timing();
+    measure.pipeline.timing_block turns it into report.json's "timing" (greedy, sampling per question)."""
+    greedy_s: float = 0.0
+    sampling_s: float = 0.0
+    measured: bool = False
+
+    def __add__(self, other: "GenerationTiming") -> "GenerationTiming":
+        return GenerationTiming(self.greedy_s + other.greedy_s, self.sampling_s + other.sampling_s,
+                                self.measured or other.measured)
+
+
+@dataclass(frozen=True)
 class QuestionRecord:
     id: str
     n_clusters: dict[str, int]            # clusterer -> number of clusters among the N samples

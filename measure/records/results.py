@@ -4,7 +4,17 @@
     Report          report.json   (measure run / measure score; measure.scoring.report.write_report)
     ReportSettings  its "settings" block: the quantities code reads, typed; the block itself verbatim
     Comparison      compare.json  (measure compare; measure.analysis.compare.compare_stages)
+      Transition      one row of "transitions" (one clusterer between two consecutive stages)
+      Verdict         "verdict", its rows VerdictRow
+      Sensitivity     "sensitivity": SensitivityByN / SensitivityByThreshold of ScrAtK / ScrAtThreshold points
     CascadeResult   cascade.json  (measure cascade; measure.analysis.cascade.run_cascade)
+      CascadeCurve    "cascade" and each of "baselines": CoveragePoint rows ("at_coverage", "curve")
+
+The inner records (subclasses of InnerRecord) are read by `inner_from_json` and written by `inner_to_json`,
+one pair for all of them: a field is the JSON key of its name (or of its metadata "key" where the JSON name
+is no identifier: "from" -> `from_`), nested records are converted by the reader's `nested` argument, and
+the keys an older file lacks (a transition written before `wilcoxon_method` existed, a cascade curve
+without the baselines' aurc/prr/auroc) are remembered in `absent` and not written back.
 
 Readers accept every file the toolkit writes today, older spellings included: a settings block may name
 N `n_samples` or `N` and T `temperature` or `T` (today's files have both), and list its clusterers in
@@ -143,6 +153,45 @@ def read_report(directory: str | os.PathLike) -> Report:
     return report_from_json(read_json(path))
 
 
+# ---------------------------------------------------------------- inner records (one reader, one writer)
+
+@dataclass(frozen=True)
+class InnerRecord:
+    """A typed object inside a result file; `absent`: the JSON keys its file lacks (read as None, not written)."""
+    absent: frozenset[str] = field(default=frozenset(), kw_only=True, repr=False, compare=False)
+
+
+def _key(f) -> str:
+    return f.metadata.get("key", f.name)
+
+
+def _record_fields(cls) -> list:
+    return [f for f in fields(cls) if f.name != "absent"]
+
+
+def inner_from_json(cls, obj: Mapping[str, Any], **nested: Any):
+    """The one reader of an inner record: each field from its JSON key (None where the file lacks it,
+    remembered in `absent`); `nested` gives the already-typed values of nested fields."""
+    values = {f.name: nested[f.name] if f.name in nested else obj.get(_key(f)) for f in _record_fields(cls)}
+    return cls(**values, absent=frozenset(_key(f) for f in _record_fields(cls) if _key(f) not in obj))
+
+
+def inner_to_json(record: InnerRecord) -> dict[str, Any]:
+    """The one writer of an inner record: its JSON keys in field order, absent keys left out."""
+    return {_key(f): _json_value(getattr(record, f.name)) for f in _record_fields(record)
+            if _key(f) not in record.absent}
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, InnerRecord):
+        return inner_to_json(value)
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    return to_jsonable(value)
+
+
 # ---------------------------------------------------------------- compare.json
 
 @dataclass(frozen=True)
@@ -171,6 +220,110 @@ class StageSummary:
 
 
 @dataclass(frozen=True)
+class Transition(InnerRecord):
+    """One clusterer between two consecutive stages (measure.analysis.paired_stats.paired_tests + Holm)."""
+    from_: str = field(metadata={"key": "from"})
+    to: str
+    clusterer: str
+    n: int
+    scr_from: float
+    scr_to: float
+    scr_diff: float                      # SCR(to) - SCR(from)
+    scr_diff_ci: list[float] | None
+    scr_diff_ci_method: str | None
+    b_single_to_multi: int
+    c_multi_to_single: int
+    mcnemar_table: list[list[int]]
+    mcnemar_p: float
+    mean_clusters_diff: float
+    wilcoxon_stat: float | None
+    wilcoxon_p: float
+    wilcoxon_method: str | None
+    wilcoxon_n_nonzero: int | None
+    rank_biserial: float | None
+    mcnemar_p_holm: float
+    wilcoxon_p_holm: float
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.from_, self.to, self.clusterer
+
+
+@dataclass(frozen=True)
+class VerdictRow(InnerRecord):
+    """One transition under measure.analysis.paired_stats.VERDICT_RULE."""
+    from_: str = field(metadata={"key": "from"})
+    to: str
+    agree: list[str]                     # clusterers with a significant SCR rise
+    disagree: list[str]
+    majority: bool
+
+
+@dataclass(frozen=True)
+class Verdict(InnerRecord):
+    """measure.analysis.paired_stats.verdict: the first transition with a majority, or none (all None)."""
+    transition: str | None = field(metadata={"key": "transition"})    # "base -> sft"
+    from_: str | None = field(metadata={"key": "from"})
+    to: str | None
+    agree: list[str]
+    disagree: list[str]
+    alpha: float
+    text: str
+    rule: str
+    per_transition: list[VerdictRow]
+
+
+@dataclass(frozen=True)
+class ScrAtK(InnerRecord):
+    k: int                               # the first k samples of each question
+    scr: float
+
+
+@dataclass(frozen=True)
+class ScrAtThreshold(InnerRecord):
+    threshold: float
+    scr: float
+
+
+@dataclass(frozen=True)
+class SensitivityByN(InnerRecord):
+    approximate: bool                    # first k ids of an agglomerative clustering
+    stages: dict[str, list[ScrAtK]]
+
+
+@dataclass(frozen=True)
+class SensitivityByThreshold(InnerRecord):
+    thresholds: list[float]
+    stages: dict[str, list[ScrAtThreshold]]   # stages without samples.jsonl are missing
+
+
+@dataclass(frozen=True)
+class Sensitivity(InnerRecord):
+    """measure.analysis.sensitivity.sensitivity: SCR vs N per clusterer, SCR vs threshold per clusterer name."""
+    n_samples: dict[str, SensitivityByN]
+    threshold: dict[str, SensitivityByThreshold]
+
+
+def transition_from_json(obj: Mapping[str, Any]) -> Transition:
+    return inner_from_json(Transition, obj)
+
+
+def verdict_from_json(obj: Mapping[str, Any]) -> Verdict:
+    return inner_from_json(Verdict, obj, per_transition=[inner_from_json(VerdictRow, r)
+                                                         for r in obj.get("per_transition") or []])
+
+
+def sensitivity_from_json(obj: Mapping[str, Any]) -> Sensitivity:
+    by_n = {c: inner_from_json(SensitivityByN, v, stages={s: [inner_from_json(ScrAtK, p) for p in pts]
+                                                           for s, pts in (v.get("stages") or {}).items()})
+            for c, v in (obj.get("n_samples") or {}).items()}
+    by_t = {c: inner_from_json(SensitivityByThreshold, v, stages={s: [inner_from_json(ScrAtThreshold, p) for p in pts]
+                                                                   for s, pts in (v.get("stages") or {}).items()})
+            for c, v in (obj.get("threshold") or {}).items()}
+    return inner_from_json(Sensitivity, obj, n_samples=by_n, threshold=by_t)
+
+
+@dataclass(frozen=True)
 class Comparison:
     """compare.json; out_dir (where it was written) is not part of the file."""
     benchmark: str | None
@@ -178,11 +331,11 @@ class Comparison:
     n_questions: int
     clusterers: list[str]
     per_stage: dict[str, StageSummary]
-    transitions: list[dict[str, Any]]        # measure.analysis.paired_stats.paired_tests + from/to/clusterer, Holm p
+    transitions: list[Transition]
     holm: dict[str, Any]
-    verdict: dict[str, Any]                  # measure.analysis.paired_stats.verdict
-    agreement: dict[str, list[dict[str, Any]]]
-    sensitivity: dict[str, Any]              # measure.analysis.sensitivity.sensitivity
+    verdict: Verdict
+    agreement: dict[str, list[dict[str, Any]]]     # stage -> measure.analysis.paired_stats.pair_agreement rows
+    sensitivity: Sensitivity
     notes: list[str]
     settings: dict[str, Any]
     provenance: dict[str, Any]
@@ -192,7 +345,10 @@ class Comparison:
 def comparison_from_json(obj: Mapping[str, Any], out_dir: str | None = None) -> Comparison:
     per_stage = {s: StageSummary(**{**st, "clusterers": {c: ClustererStats(**v) for c, v in st["clusterers"].items()}})
                  for s, st in obj["per_stage"].items()}
-    return Comparison(**{**_plain(Comparison, obj), "per_stage": per_stage}, out_dir=out_dir)
+    return Comparison(**{**_plain(Comparison, obj), "per_stage": per_stage,
+                         "transitions": [transition_from_json(t) for t in obj.get("transitions") or []],
+                         "verdict": verdict_from_json(obj.get("verdict") or {}),
+                         "sensitivity": sensitivity_from_json(obj.get("sensitivity") or {})}, out_dir=out_dir)
 
 
 def comparison_to_json(result: Comparison) -> dict[str, Any]:
@@ -204,6 +360,33 @@ def read_comparison(directory: str | os.PathLike) -> Comparison:
 
 
 # ---------------------------------------------------------------- cascade.json
+
+@dataclass(frozen=True)
+class CoveragePoint(InnerRecord):
+    """One target coverage of a method, averaged over folds (measure.analysis.cascade.combine)."""
+    target: float
+    coverage: float | None                     # realized on the evaluation split
+    accuracy: float | None
+    relative_cost: float | None
+    thresholds: list[dict[str, float | None]]  # per fold: signal -> threshold (None: the signal is off)
+
+
+@dataclass(frozen=True)
+class CascadeCurve(InnerRecord):
+    """The cascade or one single-signal baseline; aurc/prr/auroc are the baselines' only (absent for the cascade)."""
+    at_coverage: dict[str, CoveragePoint]      # str(target) -> the curve's point, for the reported targets
+    curve: list[CoveragePoint]
+    aurc_grid: float | None
+    aurc: float | None = None
+    prr: float | None = None
+    auroc: float | None = None
+
+
+def curve_from_json(obj: Mapping[str, Any]) -> CascadeCurve:
+    point = lambda p: inner_from_json(CoveragePoint, p)  # noqa: E731
+    return inner_from_json(CascadeCurve, obj, at_coverage={c: point(p) for c, p in (obj.get("at_coverage") or {}).items()},
+                           curve=[point(p) for p in obj.get("curve") or []])
+
 
 @dataclass(frozen=True)
 class CascadeResult:
@@ -220,15 +403,17 @@ class CascadeResult:
     split: dict[str, Any]
     base_accuracy: float | None
     targets: list[float]
-    cascade: dict[str, Any]                  # measure.analysis.cascade.combine: at_coverage, curve, aurc_grid
-    baselines: dict[str, dict[str, Any]]     # signal -> the same, plus aurc/prr/auroc
+    cascade: CascadeCurve                    # measure.analysis.cascade.combine
+    baselines: dict[str, CascadeCurve]       # signal -> the same, with aurc/prr/auroc
     notes: list[str]
     provenance: dict[str, Any]
     out_dir: str | None = None
 
 
 def cascade_from_json(obj: Mapping[str, Any], out_dir: str | None = None) -> CascadeResult:
-    return CascadeResult(**_plain(CascadeResult, obj), out_dir=out_dir)
+    return CascadeResult(**{**_plain(CascadeResult, obj), "cascade": curve_from_json(obj.get("cascade") or {}),
+                            "baselines": {s: curve_from_json(e) for s, e in (obj.get("baselines") or {}).items()}},
+                         out_dir=out_dir)
 
 
 def cascade_to_json(result: CascadeResult) -> dict[str, Any]:
@@ -248,4 +433,4 @@ def _plain(cls, obj: Mapping[str, Any]) -> dict[str, Any]:
 
 def _to_json(record) -> dict[str, Any]:
     """Every field but out_dir, in field order (= the file's key order), nested records as objects."""
-    return {f.name: to_jsonable(getattr(record, f.name)) for f in fields(record) if f.name != "out_dir"}
+    return {f.name: _json_value(getattr(record, f.name)) for f in fields(record) if f.name != "out_dir"}

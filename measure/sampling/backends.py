@@ -23,13 +23,16 @@ import importlib
 import math
 import time
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from measure.scoring.config import MeasureSettings
 from measure.common.errors import UsageError, choose
 from measure.sampling.model_source import resolve_model
 from measure.sampling.prompts import answer_end_ids
 from measure.records.records import Generation, Question, QuestionSamples
+
+if TYPE_CHECKING:
+    from measure.sampling.sample import GenerationClock
 
 EXACT_ENTROPY = "exact full-vocabulary"
 VLLM_CHUNK = 256  # questions per vLLM call between cache writes; vLLM batches internally
@@ -95,8 +98,8 @@ class Backend(Protocol):
         """(model, tokenizer) for a model reference."""
 
     def sample(self, model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str, *,
-               cache_path: Path | None, timing: dict[str, float], shard: tuple[int, int]) -> list[QuestionSamples]:
-        """Greedy + N samples per question, in question order."""
+               cache_path: Path | None, clock: GenerationClock, shard: tuple[int, int]) -> list[QuestionSamples]:
+        """Greedy + N samples per question, in question order; their seconds are added to `clock`."""
 
     def plan(self, model, settings: MeasureSettings) -> dict[str, Any] | None:
         """How sample() batches the work, for the report's settings; None when the backend decides it itself."""
@@ -132,10 +135,10 @@ class HFBackend:
         return aligned_weights(model.to(device)), tokenizer
 
     def sample(self, model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str, *,
-               cache_path: Path | None, timing: dict[str, float], shard: tuple[int, int]) -> list[QuestionSamples]:
+               cache_path: Path | None, clock: GenerationClock, shard: tuple[int, int]) -> list[QuestionSamples]:
         from measure.sampling.sample import sample_questions
         return sample_questions(model, tokenizer, questions, settings, prompt_format, cache_path=cache_path,
-                                timing=timing, shard=shard)
+                                clock=clock, shard=shard)
 
     def plan(self, model, settings: MeasureSettings) -> dict[str, Any]:
         """The decode plan sample() follows (measure/sampling/batching.py), for the report's settings."""
@@ -185,10 +188,10 @@ class VLLMBackend:
         return llm, tokenizer
 
     def sample(self, llm, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str, *,
-               cache_path: Path | None, timing: dict[str, float], shard: tuple[int, int]) -> list[QuestionSamples]:
+               cache_path: Path | None, clock: GenerationClock, shard: tuple[int, int]) -> list[QuestionSamples]:
         from measure.sampling.sample import sample_questions
         return sample_questions(llm, tokenizer, questions, settings, prompt_format, cache_path=cache_path,
-                                timing=timing, shard=shard, batch_size=max(VLLM_CHUNK, settings.batch_size or 0),
+                                clock=clock, shard=shard, batch_size=max(VLLM_CHUNK, settings.batch_size or 0),
                                 sampler=self._batch, cache_tag=self.settings())
 
     def plan(self, model, settings: MeasureSettings) -> None:
@@ -205,7 +208,7 @@ class VLLMBackend:
         return _cut(tokenizer, tokens, logprobs, entropies, eos_ids, stop)  # same EOS/stop rules as HF
 
     def _batch(self, llm, tokenizer, batch: Sequence[Question], prompts: dict[str, str], settings: MeasureSettings,
-               stop: Sequence[str], timing: dict[str, float]) -> list[QuestionSamples]:
+               stop: Sequence[str], clock: GenerationClock) -> list[QuestionSamples]:
         from vllm import SamplingParams
         from measure.sampling.prompts import encode_prompt
         from measure.sampling.batching import derive_seed
@@ -216,12 +219,12 @@ class VLLMBackend:
                       include_stop_str_in_output=True, repetition_penalty=1.0, min_p=0.0, top_k=-1)
         started = time.perf_counter()
         greedy = llm.generate(inputs, SamplingParams(n=1, temperature=0.0, **common), use_tqdm=False)
-        timing["greedy_s"] = timing.get("greedy_s", 0.0) + time.perf_counter() - started
+        clock.add(greedy_s=time.perf_counter() - started)
         params = [SamplingParams(n=settings.n_samples, temperature=settings.temperature, top_p=settings.top_p,
                                  seed=derive_seed(settings.seed, "sample", [q.id]), **common) for q in batch]
         started = time.perf_counter()
         sampled = llm.generate(inputs, params, use_tqdm=False)
-        timing["sampling_s"] = timing.get("sampling_s", 0.0) + time.perf_counter() - started
+        clock.add(sampling_s=time.perf_counter() - started)
         return [QuestionSamples(q, self._generation(tokenizer, g.outputs[0], eos_ids, stop),
                                 tuple(self._generation(tokenizer, c, eos_ids, stop) for c in s.outputs))
                 for q, g, s in zip(batch, greedy, sampled)]

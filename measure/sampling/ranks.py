@@ -11,7 +11,7 @@ import dataclasses
 import os
 from typing import Any
 
-from measure.records.records import QuestionSamples
+from measure.records.records import GenerationTiming, QuestionSamples
 
 CACHE = "samples.partial.jsonl"   # a single process's sampling resume cache
 
@@ -40,19 +40,15 @@ class Ranks:
         """Each rank resumes from its own cache; a single process keeps the plain name."""
         return CACHE if self.world == 1 else f"samples.partial.rank{self.rank}-of-{self.world}.jsonl"
 
-    def gather(self, rows: list[QuestionSamples], timing: dict[str, float],
-               questions: list) -> tuple[list[QuestionSamples], dict[str, float]]:
+    def gather(self, rows: list[QuestionSamples], timing: GenerationTiming,
+               questions: list) -> tuple[list[QuestionSamples], GenerationTiming]:
         """All ranks' rows in the benchmark's question order, and generation seconds summed over ranks
         (GPU-seconds, so seconds per question stay comparable with a single process)."""
         if self.world == 1:
             return rows, timing
         from accelerate.utils import gather_object
         by_id = {r.question.id: r for r in gather_object(rows)}
-        total: dict[str, float] = {}
-        for part in gather_object([timing]):
-            for key, value in part.items():
-                total[key] = total.get(key, 0.0) + value
-        return [by_id[q.id] for q in questions], total
+        return [by_id[q.id] for q in questions], sum(gather_object([timing]), GenerationTiming())
 
     def broadcast(self, obj: Any) -> Any:
         if self.world == 1:

@@ -45,7 +45,7 @@ from measure.scoring.config import DECODERS, MeasureSettings
 from measure.common.errors import UsageError, suggest
 from measure.common.io import to_jsonable
 from measure.sampling.prompts import answer_end_ids, encode_left_padded, format_prompt, stop_strings
-from measure.records.records import Generation, Question, QuestionSamples
+from measure.records.records import Generation, GenerationTiming, Question, QuestionSamples
 from measure.sampling.sample_cache import append_cache, cache_settings, open_cache
 
 # Generation knobs pinned so the sampling distribution is exactly softmax(logits/T) + top_p.
@@ -217,11 +217,27 @@ def _hf_generate(model, input_ids, mask, stopper: "StopOnText", *, n: int, do_sa
 
 # ---------------------------------------------------------------- questions, batches, cache
 
+class GenerationClock:
+    """Accumulates generation seconds batch by batch (the samplers call `add`); `timing()` builds the one
+    GenerationTiming record of the run."""
+
+    def __init__(self) -> None:
+        self._greedy_s, self._sampling_s, self._measured = 0.0, 0.0, False
+
+    def add(self, *, greedy_s: float = 0.0, sampling_s: float = 0.0) -> None:
+        self._greedy_s += greedy_s
+        self._sampling_s += sampling_s
+        self._measured = True
+
+    def timing(self) -> GenerationTiming:
+        return GenerationTiming(self._greedy_s, self._sampling_s, self._measured)
+
+
 def _sample_batch(model, tokenizer, batch: Sequence[Question], prompts: dict[str, str],
-                  settings: MeasureSettings, stop: Sequence[str], timing: dict[str, float]) -> list[QuestionSamples]:
+                  settings: MeasureSettings, stop: Sequence[str], clock: GenerationClock) -> list[QuestionSamples]:
     """One batch in decode calls of the rows budget's prompts (measure/sampling/batching.py). The compact decoder
-    decodes greedy + N samples per prompt in one call; its wall time is split between "greedy_s" and
-    "sampling_s" by answer tokens (one call has one clock). decoder=generate: a greedy call, then a
+    decodes greedy + N samples per prompt in one call; its wall time is split between greedy and
+    sampling seconds by answer tokens (one call has one clock). decoder=generate: a greedy call, then a
     sampling call, per decode call's prompts."""
     common = dict(temperature=settings.temperature, top_p=settings.top_p,
                   max_new_tokens=settings.max_new_tokens, stop=stop, decoder=settings.decoder)
@@ -238,23 +254,22 @@ def _sample_batch(model, tokenizer, batch: Sequence[Question], prompts: dict[str
             seconds = time.perf_counter() - started
             greedy_tokens = sum(len(r[0].token_logprobs) for r in rows)
             share = greedy_tokens / max(1, sum(len(g.token_logprobs) for r in rows for g in r))
-            timing["greedy_s"] = timing.get("greedy_s", 0.0) + seconds * share
-            timing["sampling_s"] = timing.get("sampling_s", 0.0) + seconds * (1 - share)
+            clock.add(greedy_s=seconds * share, sampling_s=seconds * (1 - share))
             out += [QuestionSamples(by_id[i], r[0], tuple(r[1:])) for i, r in zip(chunk, rows)]
             continue
         greedy = generate(model, tokenizer, texts, n=1, do_sample=False,
                           seed=derive_seed(settings.seed, "greedy", chunk), **common)
-        timing["greedy_s"] = timing.get("greedy_s", 0.0) + time.perf_counter() - started
+        clock.add(greedy_s=time.perf_counter() - started)
         started = time.perf_counter()
         samples = generate(model, tokenizer, texts, n=settings.n_samples, do_sample=True,
                            seed=derive_seed(settings.seed, "sample", chunk), **common)
-        timing["sampling_s"] = timing.get("sampling_s", 0.0) + time.perf_counter() - started
+        clock.add(sampling_s=time.perf_counter() - started)
         out += [QuestionSamples(by_id[i], g[0], tuple(smp)) for i, g, smp in zip(chunk, greedy, samples)]
     return out
 
 
 def sample_questions(model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str,
-                     cache_path: Path | None = None, timing: dict[str, float] | None = None, *,
+                     cache_path: Path | None = None, clock: GenerationClock | None = None, *,
                      shard: tuple[int, int] = (0, 1), batch_size: int | None = None,
                      sampler: Callable[..., list[QuestionSamples]] | None = None,
                      cache_tag: dict | None = None) -> list[QuestionSamples]:
@@ -265,12 +280,12 @@ def sample_questions(model, tokenizer, questions: list[Question], settings: Meas
     rows (greedy + N per prompt). After each batch its
     rows are appended to `cache_path` (JSONL in the samples.jsonl format, flushed and fsynced); a
     re-run skips the batches found there complete (a batch cut short by a kill is sampled again whole,
-    so its seeds and padding stay those of the uninterrupted run). `timing`, if given, accumulates the
-    wall seconds spent in greedy and in sampled generation ("greedy_s", "sampling_s").
+    so its seeds and padding stay those of the uninterrupted run). `clock`, if given, accumulates the
+    wall seconds spent in greedy and in sampled generation (GenerationClock).
 
     shard=(rank, world): sample only this process's batches (`batch_plan`) and return only its rows,
     in input order. `batch_size` overrides settings.batch_size for the plan (a backend with its own
-    batching); `sampler(model, tokenizer, batch, prompts, settings, stop, timing)` replaces the HF
+    batching); `sampler(model, tokenizer, batch, prompts, settings, stop, clock)` replaces the HF
     batch sampler (measure/sampling/backends.py), and `cache_tag` (e.g. {"backend": "vllm"}) joins the settings
     a cache must match, so one backend never resumes from another's rows.
     """
@@ -300,7 +315,7 @@ def sample_questions(model, tokenizer, questions: list[Question], settings: Meas
             batch = [questions[i] for i in batch_range]
             if all(q.id in done for q in batch):
                 continue
-            rows = sampler(model, tokenizer, batch, prompts, settings, stop, timing if timing is not None else {})
+            rows = sampler(model, tokenizer, batch, prompts, settings, stop, clock if clock is not None else GenerationClock())
             if cache_path is not None:
                 append_cache(cache_path, rows)
             done.update((r.question.id, r) for r in rows)
