@@ -127,7 +127,7 @@ class VLLMBackend:
     """vllm.LLM: N samples + greedy per question, top-k log-probabilities per step (entropy approximated)."""
     name = "vllm"
 
-    def __init__(self, logprobs: int = 20):
+    def __init__(self, logprobs: int = MeasureSettings.vllm_logprobs):
         if isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 1:
             raise UsageError(f"vllm_logprobs: expected a positive integer (top-k log-probabilities per step), got {logprobs!r}")
         self.k = logprobs
@@ -205,7 +205,7 @@ class VLLMBackend:
 BACKENDS: dict[str, type] = {"hf": HFBackend, "vllm": VLLMBackend}
 
 
-def make_backend(name: str = "hf", *, vllm_logprobs: int = 20):
+def make_backend(name: str = MeasureSettings.backend, *, vllm_logprobs: int = MeasureSettings.vllm_logprobs):
     """A backend by name; an unknown name is a UsageError listing the valid ones."""
     cls = choose("backend", str(name), BACKENDS)
     return cls(vllm_logprobs) if cls is VLLMBackend else cls()
