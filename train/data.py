@@ -219,9 +219,9 @@ def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: 
                 raise UsageError(f"{w}.path: file not found: {path}")
             source, fp = _read_rows(path, w), {"file": str(path), "sha256": sha256_file(path)}
         else:
-            hub = datasets.load_dataset(one["path"], one.get("name"), split=one.get("split", "train"))
+            hub = datasets.load_dataset(one["path"], one.get("name"), split=one.get("split", DatasetSpec.split))
             source = [(f"{one['path']} row {j + 1}", r) for j, r in enumerate(hub)]
-            fp = {"hub_id": one["path"], "config": one.get("name"), "split": one.get("split", "train"),
+            fp = {"hub_id": one["path"], "config": one.get("name"), "split": one.get("split", DatasetSpec.split),
                   "fingerprint": hub._fingerprint}
         renames = one.get("columns") or {}
         source = [(loc, {renames.get(k, k): v for k, v in row.items()}) for loc, row in source]

@@ -37,12 +37,12 @@ class DatasetSpec:
     path: str | None = field(default=None, metadata={"help": "local JSON/JSONL/CSV/Parquet file or hub dataset id"})
     world: str | None = field(default=None, metadata={"help": "a split the recipe's `world` section generates"})
     name: str | None = field(default=None, metadata={"help": "hub dataset configuration name"})
-    split: str | None = field(default=None, metadata={"help": "hub dataset split"})
+    split: str = field(default="train", metadata={"help": "hub dataset split"})
     format: str = field(default="auto", metadata={"help": "row format; auto: detected from the columns",
                                                    "choices": DATASET_FORMATS, "noun": "format"})
     limit: int | None = field(default=None, metadata={"help": "keep at most this many rows (after offset)", "min": 1})
     offset: int = field(default=0, metadata={"help": "skip this many rows first", "min": 0})
-    columns: dict | None = field(default=None, metadata={"help": "rename columns: {format column: file column}"})
+    columns: dict | None = field(default=None, metadata={"help": "rename columns: {file column: format column}"})
 
 
 @dataclass(frozen=True)
