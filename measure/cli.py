@@ -74,6 +74,9 @@ def cmd_run(opts: dict[str, Any], args: dict[str, Any]) -> None:
     settings below are plain keys (n_samples=5 temperature=0.7 backend=vllm ...)."""
     from measure import pipeline
     from measure.common.io import provenance
+    if "recipe" in args:  # the library knows no recipes; the application measures its stages
+        raise UsageError("`measure run recipe=...` is `python -m train.measure_stage recipe=... stage=...` (or "
+                         "`accelerate launch -m train.measure_stage ...`); `measure run` takes model=... benchmark=... out=...")
     for key in ("model", "benchmark", "out"):
         if not opts[key]:
             raise UsageError(f"missing {key}=...; `measure run` takes recipe=... stage=..., or model=... benchmark=... out=...")

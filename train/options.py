@@ -12,13 +12,13 @@ from typing import Any, Sequence
 from measure import MeasureSettings
 from measure.common.cli_args import parse_cli
 from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, Recipe,
-                               StageSpec)
+                               StageSpec, SweepSpec)
 
 RECIPE_SECTIONS = (("recipe keys (any of them, dotted, is an override: stages.dpo.args.beta=0.05)", Recipe),
                    ("model.*", ModelSpec), ("model.build.*", BuildSpec), ("model.pretrain.*", PretrainSpec),
                    ("model.quantization.*", Quantization), ("stages.<stage>.*", StageSpec),
                    ("lora.* and stages.<stage>.lora.*", LoraSpec), ("a dataset (dataset, heldout, corpus)", DatasetSpec),
-                   ("measure.*", MeasureSettings))
+                   ("measure.*", MeasureSettings), ("sweep.*", SweepSpec))
 
 
 def _recipe_field() -> Any:

@@ -85,6 +85,15 @@ class ModelSpec:
                                                                        "nullable": True})
 
 
+@dataclass(frozen=True)
+class SweepSpec:
+    """A recipe's `sweep:` section (train/sweep.py); the CLI's stage=, signal= and grid.<key>= override it."""
+    stage: str | None = field(default=None, metadata={"help": "the stage whose args vary"})
+    grid: dict = field(default_factory=dict, metadata={"help": "dotted stages.<stage>.* key -> list of values"})
+    signal: str = field(default="greedy_entropy_mean", metadata={
+        "help": "the signal whose AUROC is reported (token entropy: the one homogenization is said to blind)"})
+
+
 TRAINERS = (*TRAINER_SPECS, "measure")   # a stage's trainer: train/trainers.py, or measure (an existing checkpoint)
 
 
@@ -127,7 +136,7 @@ class Recipe:
                                                       "nullable": True})   # as written; stages hold the resolved one
     world: dict | None = field(default=None, metadata={"help": "a generated toy world (train/world.py)",
                                                        "nullable": True})
-    sweep: dict | None = field(default=None, metadata={"help": "a hyperparameter sweep (train/sweep.py)",
+    sweep: dict | None = field(default=None, metadata={"help": "a hyperparameter sweep (SweepSpec keys, train/sweep.py)",
                                                        "nullable": True})
     source: dict = field(default_factory=dict, repr=False, compare=False,
                          metadata={"key": None})   # the mapping as written + overrides

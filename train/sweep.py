@@ -40,20 +40,22 @@ from pathlib import Path
 from typing import Any
 
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
+from measure.common.fields import declared, has_kind, type_names
 from measure.common.io import provenance, sha256_json, write_json
 from measure import SIGNALS, SignalKey
 from train import checkpoint as ckpt
 from train.measure_stage import measure_stage
 from train.pretrain import run_base
 from train.recipe import BASE, Recipe, load_recipe
+from train.recipe_spec import SweepSpec
 from train.reuse import chain_hint, check_reusable
 from train.stages import run_stage
 from train.sweep_records import SweepPoint, SweepResult, SweepRow
 from train.sweep_report import mark_frontier, write_outputs
 from train.options import RecipeOptions, parse_recipe_cli
 
-SWEEP_KEYS = {"stage": str, "grid": dict, "signal": str}
-DEFAULT_SIGNAL = "greedy_entropy_mean"   # token-entropy AUROC: the signal homogenization is said to blind
+SWEEP_KEYS = declared(SweepSpec)   # the `sweep:` section's keys and types, declared once (train/recipe_spec.py)
+DEFAULT_SIGNAL = SweepSpec.signal
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def sweep_spec(section: dict | None, cli: dict[str, Any]) -> tuple[str, dict[str
     for key, value in section.items():
         if key not in SWEEP_KEYS:
             raise UsageError(f"sweep.{key}: unknown key{suggest(key, SWEEP_KEYS)}")
-        if not isinstance(value, SWEEP_KEYS[key]):
-            raise UsageError(f"sweep.{key}: expected {SWEEP_KEYS[key].__name__}, got {type(value).__name__} {value!r}")
+        if not has_kind(value, SWEEP_KEYS[key].kinds):
+            raise UsageError(f"sweep.{key}: expected {type_names(SWEEP_KEYS[key].kinds)}, got {type(value).__name__} {value!r}")
     grid = {**flatten(section.get("grid") or {}), **cli["grid"]}
     stage, signal = cli["stage"] or section.get("stage"), cli["signal"] or section.get("signal", DEFAULT_SIGNAL)
     if not stage:

@@ -1,7 +1,7 @@
 """Sampling backends: how a checkpoint is loaded and its greedy + N sampled answers are generated.
 
     python -m measure run model=<dir | hub id | file.gguf | pkg:<package>> benchmark=gsm8k out=<dir>   (backend=hf)
-    python -m measure run model=<hub id> benchmark=gsm8k out=<dir> backend=vllm [vllm_logprobs=20]
+    python -m measure run model=<hub id> benchmark=gsm8k out=<dir> backend=vllm [vllm_logprobs=<top k>]
 
 `hf` (default): transformers `generate` (measure/sampling/sample.py). Token entropy is EXACT: the full-vocabulary
 entropy of softmax(raw logits) at every generated step.
