@@ -29,22 +29,32 @@ Writes <out>.json and <out>.md (benchmarks/results/ is git-ignored) and prints t
 from __future__ import annotations
 
 import random
-import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from measure import (BenchmarkSpec, Question, ShortQAJudge, TruthfulQAJudge, load_benchmark, normalize_answer,
-                     reference_judgement)
-from measure.common.errors import UsageError, exit_on_usage_error, suggest
+from measure import (BenchmarkSpec, MeasureSettings, Question, ShortQAJudge, TruthfulQAJudge, load_benchmark,
+                     normalize_answer, reference_judgement)
+from measure.common.errors import UsageError, exit_on_usage_error
 from measure.common.io import provenance, write_json, write_text
-from measure.common.overrides import parse_overrides
+from measure.common.cli_args import parse_cli
 
 REPO = Path(__file__).resolve().parent.parent
-OPTIONS: dict[str, Any] = {"data": str(REPO.parent / "shared" / "data"), "margins": [0.0, 0.01, 0.02, 0.03, 0.05, 0.1, 0.15],
-                           "limit": None, "seed": 0, "out": str(REPO / "benchmarks" / "results" / "judge_validation")}
+
+
+@dataclass(frozen=True)
+class Options:
+    data: str = field(default=str(REPO.parent / "shared" / "data"), metadata={"help": "the shared benchmark data dir"})
+    margins: list = field(default_factory=lambda: [0.0, 0.01, MeasureSettings.judge_margin, 0.03, 0.05, 0.1, 0.15],
+                          metadata={"help": "truthfulqa judge margins to report, each in [0, 2)"})
+    limit: int | None = field(default=None, metadata={"help": "a seeded subset of this many questions per file"})
+    seed: int = field(default=0, metadata={"help": "subset and derangement seed"})
+    out: str = field(default=str(REPO / "benchmarks" / "results" / "judge_validation"),
+                     metadata={"help": "writes <out>.json and <out>.md"})
+
 TRUTHFULQA_FILES = {"TruthfulQA (790)": "truthfulqa/TruthfulQA.csv", "TruthfulQA v1 (817)": "truthfulqa/v1/TruthfulQA.csv"}
 SHORT_QA_FILES = {"NQ-open dev": ("nq_open", "nq_open/NQ-open.dev.jsonl", True),        # (benchmark, file, aliases)
                   "WebQuestions test": ("webquestions", "webquestions/brmson_main_test.json", False)}
@@ -165,12 +175,8 @@ def render(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parse_options(argv: list[str]) -> dict[str, Any]:
-    given = parse_overrides(argv)
-    for key in given:
-        if key not in OPTIONS:
-            raise UsageError(f"unknown key {key!r}{suggest(key, OPTIONS)}")
-    opts = {**OPTIONS, **given}
+def parse_options(argv: list[str] | None) -> dict[str, Any]:
+    opts, _ = parse_cli(argv, __doc__, Options, strict=True, typed=False)   # --help: the docstring and Options
     margins = opts["margins"] if isinstance(opts["margins"], list) else [opts["margins"]]
     if not margins or not all(isinstance(m, (int, float)) and not isinstance(m, bool) and 0 <= m < 2 for m in margins):
         raise UsageError(f"margins: expected a list of numbers in [0, 2), e.g. margins=[0,0.05]; got {opts['margins']!r}")
@@ -201,7 +207,7 @@ def run(opts: dict[str, Any]) -> dict:
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> dict:
-    return run(parse_options(sys.argv[1:] if argv is None else argv))
+    return run(parse_options(argv))
 
 
 if __name__ == "__main__":

@@ -35,12 +35,13 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from measure import load_tokenizer
 from measure.common.errors import UsageError, exit_on_usage_error
 from measure.common.io import write_json
-from measure.common.overrides import parse_overrides, pop_known
+from measure.common.cli_args import parse_cli
 
 from benchmarks.subject import REPO, current_rss_bytes, peak_rss_bytes, reset_peak_rss, ru_maxrss_bytes
 
@@ -168,11 +169,24 @@ def benchmark_memory(model_dir: Path, pairs: Path, prompt_format: str, *, lora: 
 
 
 @exit_on_usage_error
+@dataclass(frozen=True)
+class Options:
+    """The child's options (benchmarks.run's memory part launches it)."""
+    run: str | None = field(default=None, metadata={"help": "which run", "choices": tuple(RUNS)})
+    model: str | None = field(default=None, metadata={"help": "model dir"})
+    pairs: str | None = field(default=None, metadata={"help": "preference pairs JSONL"})
+    prompt_format: str = field(default="qa", metadata={"help": "chat or qa"})
+    steps: int = field(default=4, metadata={"help": "training steps"})
+    pair_batch: int = field(default=4, metadata={"help": "preference pairs per step"})
+    max_length: int = field(default=64, metadata={"help": "tokens per sequence at most"})
+    lora: dict | str | None = field(default=None, metadata={"help": "LoraSpec keys (a mapping or JSON)"})
+    threads: int = field(default=1, metadata={"help": "torch threads"})
+    out: str | None = field(default=None, metadata={"help": "the JSON written"})
+
+
 def main(argv: list[str] | None = None) -> None:
     from train.recipe import LoraSpec
-    opts = parse_overrides(sys.argv[1:] if argv is None else argv)
-    known = pop_known(opts, {"run": None, "model": None, "pairs": None, "prompt_format": "qa", "steps": 4,
-                             "pair_batch": 4, "max_length": 64, "lora": None, "threads": 1, "out": None})
+    known, opts = parse_cli(argv, __doc__, Options)
     if opts:
         raise UsageError(f"unknown keys {', '.join(opts)}")
     if known["run"] not in RUNS or not known["model"] or not known["pairs"] or not known["out"]:

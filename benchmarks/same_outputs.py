@@ -16,10 +16,11 @@ from __future__ import annotations
 import json
 import re
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from measure.common.errors import UsageError, exit_on_usage_error
-from measure.common.overrides import parse_overrides, pop_known
+from measure.common.cli_args import parse_cli
 
 # "stage.json": the sha256 a report records of every model file it loaded, stage.json included (wall times inside)
 CLOCK_KEYS = {"git_commit", "stage_hash", "parent_hash", "wall_time_s", "train_runtime", "train_samples_per_second",
@@ -68,8 +69,14 @@ def compare_dirs(a: Path, b: Path) -> dict:
 
 
 @exit_on_usage_error
+@dataclass(frozen=True)
+class Options:
+    a: str | None = field(default=None, metadata={"help": "one chain output dir"})
+    b: str | None = field(default=None, metadata={"help": "the other"})
+
+
 def main(argv: list[str] | None = None) -> None:
-    opts = pop_known(parse_overrides(sys.argv[1:] if argv is None else argv), {"a": None, "b": None})
+    opts, _ = parse_cli(argv, __doc__, Options, strict=True)
     if not opts["a"] or not opts["b"] or not Path(opts["a"]).is_dir() or not Path(opts["b"]).is_dir():
         raise UsageError("usage: python -m benchmarks.same_outputs a=<output dir> b=<output dir> (two existing dirs)")
     result = compare_dirs(Path(opts["a"]), Path(opts["b"]))

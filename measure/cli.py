@@ -1,18 +1,18 @@
 """`python -m measure <command> key=value ...` -- the measurement CLI. Subcommands and nothing else.
 
     python -m measure run model=<dir | adapter dir | hub id | file.gguf | pkg:<package>> benchmark=gsm8k
-                          [benchmark_path=...] [limit=50] out=<dir>
-                          [backend=hf|vllm] [vllm_logprobs=20] [decoder=compact|generate]
+                          [benchmark_path=...] [limit=50] out=<dir> [<measure setting>=...]
     accelerate launch --num_processes 8 -m measure run ...      (questions sharded across processes)
     python -m measure score samples=<samples.jsonl> out=<dir> [clusterers=[exact,jaccard]] [judge=short_qa]
     python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir>
     python -m measure compare <dir with runs.json, e.g. checkpoints/<name>> [benchmark=...] [out=...]
     python -m measure cascade <measure dir> [signals=[...]] [costs=[...]] [cv_folds=5]
 
-Measurement settings (n_samples, temperature, top_p, max_new_tokens, rows_per_call, batch_size, stop, decoder,
-clusterers, signals, embedding_model, nli_model, judge_margin, ambiguous, bootstrap, seed, ...) are plain keys
-for `run model=...` and `score` (a recipe's stages: `python -m train.measure_stage recipe=... stage=...`,
-with `measure.<key>` overrides).
+Measurement settings (n_samples, temperature, top_p, max_new_tokens, rows_per_call, batch_size, stop, backend,
+vllm_logprobs, decoder, clusterers, signals, embedding_model, nli_model, judge_margin, ambiguous, bootstrap,
+seed: `python -m measure run --help` lists them with their defaults) are plain keys for `run model=...` and
+`score` (a recipe's stages: `python -m train.measure_stage recipe=... stage=...`, with `measure.<key>` overrides).
+`python -m measure <command> --help` prints a command's options.
 
 Batching (measure/sampling/batching.py): a decode call holds rows_per_call rows = prompts x (greedy + N); unset, it is
 auto (176 on a CPU; on a CUDA GPU derived from its total memory and the model's size). batch_size = questions
@@ -22,11 +22,12 @@ keeps that unit and decodes its batch in calls of the rows budget. The report re
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from measure.common.cli_args import HELP_WORDS, parse_cli
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
-from measure.common.overrides import parse_overrides, pop_known
 from measure.records.results import Report
 from measure.common.values import as_int, as_seed
 
@@ -53,21 +54,34 @@ def print_summary(report: Report, out: Path) -> None:
           if acc is not None else f"  no labelled questions ({report.n_ambiguous} ambiguous)")
 
 
-def cmd_run(args: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class RunOptions:
+    model: str | None = field(default=None, metadata={"help": "dir, adapter dir, hub id, .gguf file or pkg:<package>"})
+    benchmark: str | None = field(default=None, metadata={"help": "benchmark name (gsm8k, truthfulqa, jsonl, ...)"})
+    benchmark_path: str | None = field(default=None, metadata={"help": "the benchmark's file; default: its usual place"})
+    limit: int | None = field(default=None, metadata={"help": "measure at most this many questions"})
+    split: str | None = field(default=None, metadata={"help": "the benchmark's split"})
+    out: str | None = field(default=None, metadata={"help": "output dir (report.json, samples.jsonl)"})
+    prompt_format: str = field(default="chat", metadata={"help": "chat (the model's chat template) or qa (few-shot)"})
+    overwrite: bool = field(default=False, metadata={"help": "measure again over a finished report"})
+
+
+def cmd_run(opts: dict[str, Any], args: dict[str, Any]) -> None:
+    """`python -m measure run model=... benchmark=... out=... [<measure setting>=...]`: sample a model on one
+    benchmark and score it (report.json, samples.jsonl). Sharded under `accelerate launch`. The measure
+    settings below are plain keys (n_samples=5 temperature=0.7 backend=vllm ...)."""
     from measure import pipeline
     from measure.common.io import provenance
     if "recipe" in args:  # the library knows no recipes; the application measures its stages
         raise UsageError("`measure run recipe=...` is `python -m train.measure_stage recipe=... stage=...` (or "
                          "`accelerate launch -m train.measure_stage ...`); `measure run` takes model=... benchmark=... out=...")
-    opts = pop_known(args, {"model": None, "benchmark": None, "benchmark_path": None, "limit": None, "split": None,
-                            "out": None, "prompt_format": "chat", "overwrite": False,
-                            "backend": None, "vllm_logprobs": None})  # backends: see measure/sampling/backends.py
     for key in ("model", "benchmark", "out"):
         if not opts[key]:
             raise UsageError(f"missing {key}=...; `measure run` takes model=... benchmark=... out=... (a recipe's stage: "
                              "python -m train.measure_stage recipe=... stage=...)")
-    if opts["prompt_format"] not in ("chat", "qa"):
-        raise UsageError(f"prompt_format: unknown {opts['prompt_format']!r}; valid choices: chat, qa")
+    from measure.sampling.prompts import PROMPT_FORMATS  # (imports torch: not at the CLI's top)
+    if opts["prompt_format"] not in PROMPT_FORMATS:
+        raise UsageError(f"prompt_format: unknown {opts['prompt_format']!r}{suggest(str(opts['prompt_format']), PROMPT_FORMATS)}")
     settings = _settings({**args, "benchmarks": [{"name": opts["benchmark"], "path": opts["benchmark_path"],
                                                   "limit": opts["limit"], "split": opts["split"]}]}, "run")
     from measure.sampling.model_source import check_reference
@@ -75,16 +89,24 @@ def cmd_run(args: dict[str, Any]) -> None:
     out = Path(opts["out"])
     report = pipeline.measure_model(str(opts["model"]), settings.benchmarks[0], settings, out,
                                     prompt_format=opts["prompt_format"], overwrite=opts["overwrite"],
-                                    provenance=provenance(seed=settings.seed), backend=opts["backend"],
-                                    vllm_logprobs=None if opts["vllm_logprobs"] is None
-                                    else as_int(opts["vllm_logprobs"], "vllm_logprobs", lo=1))
+                                    provenance=provenance(seed=settings.seed))
     print_summary(report, out)
 
 
-def cmd_score(args: dict[str, Any]) -> None:
+@dataclass(frozen=True)
+class ScoreOptions:
+    samples: str | None = field(default=None, metadata={"help": "a samples.jsonl (from measure run, or your own)"})
+    out: str | None = field(default=None, metadata={"help": "output dir (report.json)"})
+    judge: str | None = field(default=None, metadata={"help": "correctness judge; default: the recorded one, else "
+                                                      "guessed from the rows"})
+    overwrite: bool = field(default=False, metadata={"help": "score again over a finished report"})
+
+
+def cmd_score(opts: dict[str, Any], args: dict[str, Any]) -> None:
+    """`python -m measure score samples=<samples.jsonl> out=<dir> [<measure setting>=...]`: score existing
+    samples (clusterers, signals, judge, metrics) without a model."""
     from measure import pipeline
     from measure.scoring.correctness import JUDGES
-    opts = pop_known(args, {"samples": None, "out": None, "judge": None, "overwrite": False})
     if not opts["samples"] or not opts["out"]:
         raise UsageError("`measure score` needs samples=<samples.jsonl> and out=<dir>")
     if opts["judge"] is not None and opts["judge"] not in JUDGES:
@@ -95,16 +117,27 @@ def cmd_score(args: dict[str, Any]) -> None:
     print_summary(report, Path(opts["out"]))
 
 
-def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:
+@dataclass(frozen=True)
+class CompareOptions:
+    runs: list | None = field(default=None, metadata={"help": "measured run dirs to compare, in order"})
+    labels: list | None = field(default=None, metadata={"help": "a label per run; default: the dir names"})
+    out: str | None = field(default=None, metadata={"help": "output dir; default: beside the runs"})
+    benchmark: str | None = field(default=None, metadata={"help": "a chain dir's benchmark; default: its only one"})
+    overwrite: bool = field(default=False, metadata={"help": "write over an earlier comparison"})
+
+
+def cmd_compare(opts: dict[str, Any], args: dict[str, Any]) -> None:
+    """`python -m measure compare <chain dir>` or `compare runs=[dirA,dirB] labels=[A,B] out=<dir>`: compare
+    measured runs (SCR, accuracy, paired statistics, verdicts) in compare.json / .md / .html."""
     from measure.analysis.compare import compare_listed, compare_runs
-    opts = pop_known(args, {"runs": None, "labels": None, "out": None, "benchmark": None, "overwrite": False})
+    positional = opts["dirs"]
     if args:
         raise UsageError(f"compare: unknown option(s) {', '.join(args)}; valid: runs, labels, out, benchmark, overwrite")
     if positional and opts["runs"]:
         raise UsageError("compare: give a chain dir or runs=[...], not both")
     if positional:
         result = compare_listed(Path(positional[0]), opts["benchmark"], Path(opts["out"]) if opts["out"] else None,
-                               opts["overwrite"])
+                                opts["overwrite"])
     elif opts["runs"]:
         runs = opts["runs"] if isinstance(opts["runs"], list) else [opts["runs"]]
         result = compare_runs([Path(r) for r in runs], opts["labels"], Path(opts["out"]) if opts["out"] else None,
@@ -114,10 +147,22 @@ def cmd_compare(args: dict[str, Any], positional: list[str]) -> None:
     print(result.verdict.text or "comparison written")
 
 
-def cmd_cascade(args: dict[str, Any], positional: list[str]) -> None:
+@dataclass(frozen=True)
+class CascadeOptions:
+    signals: list | None = field(default=None, metadata={"help": "signals to cascade; default: every recorded one"})
+    costs: list | None = field(default=None, metadata={"help": "cost per signal; default: the measured seconds"})
+    out: str | None = field(default=None, metadata={"help": "output dir; default: <measure dir>/cascade"})
+    seed: int = field(default=0, metadata={"help": "calibration split seed"})
+    calib_fraction: float = field(default=0.5, metadata={"help": "share of questions that calibrate thresholds"})
+    cv_folds: int | None = field(default=None, metadata={"help": "cross-validation folds instead of one split"})
+    overwrite: bool = field(default=False, metadata={"help": "write over an earlier cascade"})
+
+
+def cmd_cascade(opts: dict[str, Any], args: dict[str, Any]) -> None:
+    """`python -m measure cascade <measure dir> [signals=[...]] [costs=[...]] [cv_folds=5]`: the cheapest
+    cascade of signals that keeps the detector's quality (cascade.json / .md)."""
     from measure.analysis.cascade import run_cascade
-    opts = pop_known(args, {"signals": None, "costs": None, "out": None, "seed": 0, "calib_fraction": 0.5,
-                            "cv_folds": None, "overwrite": False})
+    positional = opts["dirs"]
     if args:
         raise UsageError(f"cascade: unknown option(s) {', '.join(args)}; valid: signals, costs, out, seed, "
                          "calib_fraction, cv_folds, overwrite")
@@ -132,25 +177,30 @@ def cmd_cascade(args: dict[str, Any], positional: list[str]) -> None:
     print(f"wrote {result.out_dir}")
 
 
-COMMANDS: dict[str, Callable] = {"run": cmd_run, "score": cmd_score, "compare": cmd_compare, "cascade": cmd_cascade}
-TAKES_POSITIONAL = ("compare", "cascade")
+# command -> (handler, its options, what its positional arguments are, whether it takes the measure settings)
+COMMANDS: dict[str, tuple[Callable, type, str | None, bool]] = {
+    "run": (cmd_run, RunOptions, None, True),
+    "score": (cmd_score, ScoreOptions, None, True),
+    "compare": (cmd_compare, CompareOptions, "a chain dir (or runs=[...])", False),
+    "cascade": (cmd_cascade, CascadeOptions, "one measure dir (or samples.jsonl beside questions.jsonl)", False),
+}
 
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(__doc__)
+    if not argv or argv[0] in HELP_WORDS:
+        print(__doc__.strip("\n") + "\n\ncommands:\n" + "\n".join(
+            f"  {name.ljust(9)}{' '.join(handler.__doc__.split())}" for name, (handler, *_) in COMMANDS.items()))
         return
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:
         raise UsageError(f"unknown command {command!r}{suggest(command, COMMANDS)}")
-    positional = [a for a in rest if "=" not in a] if command in TAKES_POSITIONAL else []
-    args = parse_overrides([a for a in rest if a not in positional])
-    if command in TAKES_POSITIONAL:
-        COMMANDS[command](args, positional)
-    else:
-        COMMANDS[command](args)
+    handler, options, positional, takes_settings = COMMANDS[command]
+    from measure.scoring.config import MeasureSettings
+    opts, args = parse_cli(rest, handler.__doc__, options, positional="dirs" if positional else None,
+                           sections=(("measure settings (plain keys)", MeasureSettings),) if takes_settings else ())
+    handler(opts, args)
     from measure.sampling.ranks import exit_launched_process, leave_process_group
     leave_process_group()
     exit_launched_process()   # a launched rank ends here, past the C++ teardown that can abort it

@@ -142,7 +142,7 @@ def guard_report(out_dir: Path, overwrite: bool) -> None:
 
 def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSettings, out_dir: Path, *,
                   prompt_format: str, provenance: dict, overwrite: bool = False, identity: RunIdentity | None = None,
-                  shard: bool = True, backend: str | None = None, vllm_logprobs: int | None = None) -> Report:
+                  shard: bool = True) -> Report:
     """Sample `model_source` (a merged dir, a PEFT adapter dir, a hub id, a .gguf file or pkg:<package>;
     measure/sampling/model_source.py) on one benchmark and score it.
 
@@ -151,14 +151,14 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     samples.jsonl and scores; every rank returns the report. shard=False: a process measuring alone
     while other processes of its launch do something else (the training scripts' main process).
     identity: the caller's name for this run (measure.records.records.RunIdentity): its model_key ties the
-    resume cache to the model, its labels are recorded in the report's settings. Returns the Report
-    (measure.records.results) that report.json holds."""
+    resume cache to the model, its labels are recorded in the report's settings. The backend and its
+    settings (settings.backend, settings.vllm_logprobs) are measure settings like the rest.
+    Returns the Report (measure.records.results) that report.json holds."""
     from measure.sampling.backends import make_backend
     from measure.data.benchmarks import BENCHMARKS, load_benchmark
     out_dir = Path(out_dir)
     where = ranks(shard)
-    engine = make_backend(backend or getattr(settings, "backend", "hf"),
-                          vllm_logprobs=vllm_logprobs or getattr(settings, "vllm_logprobs", 20))
+    engine = make_backend(settings.backend, vllm_logprobs=settings.vllm_logprobs)
     engine.check((where.rank, where.world))
     guard_report(out_dir, overwrite)
     with where.main_first():

@@ -170,10 +170,11 @@ def test_vllm_backend_on_gpu(tiny_model_dir, tmp_path):
         pytest.skip("vllm backend needs a CUDA GPU")
     from measure.common.io import provenance
     from measure.pipeline import measure_model
-    settings = parse_measure_settings({"n_samples": 5, "max_new_tokens": 16, "clusterers": ["exact"], "bootstrap": 20})
+    settings = {b: parse_measure_settings({"n_samples": 5, "max_new_tokens": 16, "clusterers": ["exact"], "bootstrap": 20,
+                                           "backend": b}) for b in ("hf", "vllm")}
     spec = BenchmarkSpec("jsonl", str(EVAL))
-    reports = {b: measure_model(str(tiny_model_dir), spec, settings, tmp_path / b, prompt_format="chat",
-                                provenance=provenance(), shard=False, backend=b) for b in ("hf", "vllm")}
+    reports = {b: measure_model(str(tiny_model_dir), spec, settings[b], tmp_path / b, prompt_format="chat",
+                                provenance=provenance(), shard=False) for b in ("hf", "vllm")}
     assert reports["vllm"].settings.get("entropy").startswith("top-k truncated (k=20")
     assert reports["hf"].settings.get("entropy") == "exact full-vocabulary"
     rate = {b: r.timing["seconds_per_question"]["sampling"] for b, r in reports.items()}

@@ -14,13 +14,12 @@ its weights, and the held-out log-probabilities when the stage names `heldout` p
 from __future__ import annotations
 
 import gc
-import sys
 import time
+from dataclasses import dataclass, field
 
 from measure import load_tokenizer
-from measure.common.errors import UsageError, exit_on_usage_error
+from measure.common.errors import exit_on_usage_error
 from measure.common.io import read_json, write_json
-from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.dpo_effect import write_report
@@ -29,6 +28,7 @@ from train.pretrain import run_base
 from train.recipe import BASE, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_reusable
 from train.stages import check_chat_template, measure_after, run_stage
+from train.options import RecipeOptions, parse_recipe_cli
 
 
 def preflight(recipe: Recipe) -> None:
@@ -98,12 +98,17 @@ def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, 
     return timings
 
 
+@dataclass(frozen=True)
+class ChainOptions(RecipeOptions):
+    overwrite: bool = field(default=False, metadata={"help": "retrain finished stages (default: reuse them)"})
+    measure: bool = field(default=True, metadata={"help": "measure every stage (the recipe's measure section)"})
+    compare: bool = field(default=True, metadata={"help": "compare the stages and run the cascade after the chain"})
+    dpo_effect: bool = field(default=True, metadata={"help": "write the DPO effect report of each dpo stage"})
+
+
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    overrides = parse_overrides(sys.argv[1:] if argv is None else argv)
-    opts = pop_known(overrides, {"recipe": None, "overwrite": False, "measure": True, "compare": True, "dpo_effect": True})
-    if not opts["recipe"]:
-        raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
+    opts, overrides = parse_recipe_cli(argv, __doc__, ChainOptions)
     recipe = load_recipe(opts["recipe"], overrides)
     run_chain(recipe, overwrite=opts["overwrite"], measure=opts["measure"], compare=opts["compare"],
               effect=opts["dpo_effect"])

@@ -37,6 +37,7 @@ from measure.common.errors import UsageError
 from measure.common.io import iter_rows, read_text, sha256_file
 from measure import format_prompt
 from train.paths import looks_local, resolve_path
+from train.recipe_spec import DatasetSpec
 
 REQUIRED = {"text": ("text",), "prompt_completion": ("prompt", "completion"), "messages": ("messages",),
             "preference": ("prompt", "chosen", "rejected"), "hh": ("chosen", "rejected"),
@@ -218,15 +219,15 @@ def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: 
                 raise UsageError(f"{w}.path: file not found: {path}")
             source, fp = _read_rows(path, w), {"file": str(path), "sha256": sha256_file(path)}
         else:
-            hub = datasets.load_dataset(one["path"], one.get("name"), split=one.get("split", "train"))
+            hub = datasets.load_dataset(one["path"], one.get("name"), split=one.get("split", DatasetSpec.split))
             source = [(f"{one['path']} row {j + 1}", r) for j, r in enumerate(hub)]
-            fp = {"hub_id": one["path"], "config": one.get("name"), "split": one.get("split", "train"),
+            fp = {"hub_id": one["path"], "config": one.get("name"), "split": one.get("split", DatasetSpec.split),
                   "fingerprint": hub._fingerprint}
         renames = one.get("columns") or {}
         source = [(loc, {renames.get(k, k): v for k, v in row.items()}) for loc, row in source]
         if not source:
             raise UsageError(f"{w}: the dataset has no rows")
-        fmt = one.get("format", "auto")
+        fmt = one.get("format", DatasetSpec.format)
         if fmt == "auto":
             fmt = detect_format(list(source[0][1]))
             if fmt is None:
@@ -235,7 +236,7 @@ def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: 
         if fmt not in ACCEPTS[trainer]:
             raise UsageError(f"{w}: a {trainer!r} stage needs a dataset in format {' or '.join(ACCEPTS[trainer])}, "
                              f"this one is {fmt!r}")
-        offset = one.get("offset") or 0
+        offset = one.get("offset") or DatasetSpec.offset
         if offset >= len(source):
             raise UsageError(f"{w}.offset: {offset} skips every row; the dataset has {len(source)} rows")
         source = source[offset: offset + one["limit"] if one.get("limit") else None]

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
@@ -39,11 +38,11 @@ from typing import Any, Mapping
 from measure import encode_prompt, load_tokenizer
 from measure.common.errors import UsageError, exit_on_usage_error
 from measure.common.io import read_json, to_jsonable, write_json
-from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.recipe import Recipe, load_recipe
 from train.trainers import TRAINER_SPECS
+from train.options import RecipeOptions, parse_recipe_cli
 
 REPORT = "dpo_effect.json"
 
@@ -373,12 +372,14 @@ def write_report(recipe: Recipe, *, heldout: bool = True) -> DPOEffect | None:
     return report
 
 
+@dataclass(frozen=True)
+class DpoEffectOptions(RecipeOptions):
+    heldout: bool = field(default=True, metadata={"help": "also score the dpo stages' held-out pairs"})
+
+
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    overrides = parse_overrides(sys.argv[1:] if argv is None else argv)
-    opts = pop_known(overrides, {"recipe": None, "heldout": True})
-    if not opts["recipe"]:
-        raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
+    opts, overrides = parse_recipe_cli(argv, __doc__, DpoEffectOptions)
     if write_report(load_recipe(opts["recipe"], overrides), heldout=opts["heldout"]) is None:
         raise UsageError("the recipe has no finished 'trainer: dpo' stage to report on")
 

@@ -12,18 +12,18 @@ chain's measured runs (train.layout.write_run_list) for `python -m measure compa
 from __future__ import annotations
 
 import dataclasses
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from measure import (BenchmarkSpec, Report, RunIdentity, leave_process_group, measure_model, measured_with,
                      print_summary, ranks, read_report, run_cascade, stage_table)
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.common.io import provenance
-from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.layout import benchmark_dir, compare_chain, compare_dirs, write_run_list
 from train.paths import resolve_path
 from train.recipe import Recipe, load_recipe
+from train.options import parse_recipe_cli
 
 
 def measure_dir(recipe: Recipe, stage: str, benchmark: str) -> Path:
@@ -99,10 +99,16 @@ def compare_and_cascade(recipe: Recipe, *, overwrite: bool = True) -> None:
             print(f"[cascade] {last}/{spec.name}: not computed: {e}")
 
 
+@dataclass(frozen=True)
+class MeasureStageOptions:
+    recipe: str | None = field(default=None, metadata={"help": "the recipe file (recipes/NAME.yaml)"})
+    stage: str | None = field(default=None, metadata={"help": "the stage to measure (base or a recipe stage)"})
+    overwrite: bool = field(default=False, metadata={"help": "measure again over a finished report"})
+
+
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    args = parse_overrides(list(sys.argv[1:] if argv is None else argv))
-    opts = pop_known(args, {"recipe": None, "stage": None, "overwrite": False})
+    opts, args = parse_recipe_cli(argv, __doc__, MeasureStageOptions)
     if not opts["recipe"] or not opts["stage"]:
         raise UsageError("give recipe=recipes/<name>.yaml stage=<stage> (e.g. python -m train.measure_stage "
                          "recipe=recipes/toy.yaml stage=dpo)")

@@ -12,15 +12,13 @@ train/stages.py for the merge/continue adapter chaining and the checkpoint layou
 """
 from __future__ import annotations
 
-import sys
-
 from measure.common.errors import exit_on_usage_error
 from train.stages import stage_main
 
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    stage_main("orpo", sys.argv[1:] if argv is None else argv)
+    stage_main("orpo", argv, __doc__)
 
 
 if __name__ == "__main__":

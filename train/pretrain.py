@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -91,7 +90,7 @@ def run_base(recipe: Recipe, *, overwrite: bool = False, measure: bool = True) -
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    stage_main(None, sys.argv[1:] if argv is None else argv, runner=run_base)
+    stage_main(None, argv, __doc__, runner=run_base)
 
 
 if __name__ == "__main__":

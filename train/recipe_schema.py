@@ -1,5 +1,7 @@
 """The recipe schema: every key, type and value a recipe may hold, checked on the YAML mapping before
-anything runs (train/recipe.py builds the typed recipe from a mapping that passed here).
+anything runs (train/recipe.py builds the typed recipe from a mapping that passed here). The keys, their
+types, choices and bounds are not listed here: they are read from the fields declared once in
+train/recipe_spec.py (measure.common.fields), so a new recipe key is one edit there.
 
 Validation is total: unknown keys anywhere (including inside a stage's `args`, checked against the
 installed TRL config class), wrong types, missing local files and a `from:` that names no earlier
@@ -7,7 +9,7 @@ stage all raise UsageError (exit 2) naming the key path and the valid choices --
 written. So do non-finite numbers and integers beyond 64 bits anywhere, seeds outside 0..2**32-1, out of
 range TRL step/epoch/learning-rate values (ARG_BOUNDS), and a `name` that is not a plain name. The
 `measure` section is checked where it is parsed (measure.scoring.config, from Recipe.from_mapping). Defaults
-are not set here: each lives once, on the dataclass field in train/recipe.py.
+are not set here: each lives once, on the dataclass field in train/recipe_spec.py.
 """
 from __future__ import annotations
 
@@ -21,60 +23,39 @@ from typing import Any
 import trl
 
 from measure.common.errors import UsageError, suggest
-from measure import PACKAGE_PREFIX, PROMPT_FORMATS, check_reference, is_hub_id
-from measure.common.values import as_int, as_number, as_seed, check_numbers
+from measure import PACKAGE_PREFIX, check_reference, is_hub_id
+from measure.common.fields import declared, has_kind, type_names
+from measure.common.values import as_int, as_number, check_numbers
 from train.paths import looks_local, resolve_path
-from train.tiny import ARCHITECTURES
+from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, Recipe,
+                               StageSpec)
 from train.trainers import TRAINER_SPECS
 from train.world import validate_world
 
-TRAINERS = tuple(TRAINER_SPECS)  # stage trainer names (train/trainers.py)
-CHAIN_MODES = ("merge", "continue")
-DATASET_FORMATS = ("auto", "text", "prompt_completion", "messages", "preference", "hh", "unpaired_preference")
-
-# key -> (allowed python types, required?)   `None` in types means null is allowed
-TOP_KEYS = {"name": ((str,), True), "seed": ((int,), False), "output_dir": ((str,), False),
-            "model": ((dict,), True), "prompt_format": ((str,), False), "lora": ((dict, type(None)), False),
-            "stages": ((dict,), False), "measure": ((dict, type(None)), False), "world": ((dict, type(None)), False),
-            "sweep": ((dict, type(None)), False)}
-MODEL_KEYS = {"path": ((str,), False), "build": ((dict,), False), "pretrain": ((dict,), False),
-              "dtype": ((str,), False), "quantization": ((dict, type(None)), False)}
-# QLoRA: the parent of every LoRA stage is loaded in 4 bit (bitsandbytes); see train/stages.py
-QUANT_KEYS = {"load_in_4bit": ((bool,), True), "bnb_4bit_quant_type": ((str,), False),
-              "bnb_4bit_compute_dtype": ((str,), False), "bnb_4bit_use_double_quant": ((bool,), False)}
-QUANT_TYPES = ("nf4", "fp4")
-COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
-BUILD_KEYS = {"architecture": ((str,), False), "hidden_size": ((int,), False), "num_layers": ((int,), False),
-              "num_heads": ((int,), False), "intermediate_size": ((int,), False), "vocab_size": ((int,), False),
-              "max_position_embeddings": ((int,), False), "corpus": ((str, dict, list), False)}
-PRETRAIN_KEYS = {"dataset": ((str, dict, list), True), "args": ((dict,), False)}
-LORA_KEYS = {"r": ((int,), False), "alpha": ((int, float), False), "dropout": ((int, float), False),
-             "target_modules": ((list, str), False)}
-STAGE_KEYS = {"trainer": ((str,), True), "from": ((str,), False), "dataset": ((str, dict, list), False),
-              "mode": ((str,), False), "args": ((dict,), False), "lora": ((bool, dict), False),
-              "model": ((str,), False), "prompt_format": ((str,), False), "heldout": ((str, dict, list), False)}
-DATASET_KEYS = {"path": ((str,), False), "world": ((str,), False), "name": ((str,), False),
-                "split": ((str,), False), "format": ((str,), False), "limit": ((int,), False),
-                "offset": ((int,), False), "columns": ((dict,), False)}
-
-
-def _check_keys(node: Any, schema: dict, where: str) -> None:
+def _check_keys(node: Any, cls: type, where: str) -> None:
+    """A mapping against a dataclass's declared fields (train/recipe_spec.py): unknown and missing keys,
+    types (from the type hints), choices and bounds (from the field metadata)."""
+    schema = declared(cls)
     if not isinstance(node, dict):
         raise UsageError(f"{where}: expected a mapping with keys {', '.join(schema)}, got {type(node).__name__}")
     for key in node:
         if key not in schema:
             raise UsageError(f"{where}: unknown key {key!r}{suggest(str(key), schema)}")
-    for key, (kinds, required) in schema.items():
+    for key, d in schema.items():
         if key not in node:
-            if required:
+            if d.required:
                 raise UsageError(f"{where}: missing required key {key!r}")
             continue
         value = node[key]
-        if value is None and type(None) in kinds:
+        if value is None and type(None) in d.kinds:
             continue
-        if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-            names = " or ".join("null" if k is type(None) else k.__name__ for k in kinds)
-            raise UsageError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+        if not has_kind(value, d.kinds):
+            raise UsageError(f"{where}.{key}: expected {type_names(d.kinds)}, got {type(value).__name__} {value!r}")
+        if d.choices is not None and value not in d.choices:
+            noun = f"{d.noun} " if d.noun else ""
+            raise UsageError(f"{where}.{key}: unknown {noun}{value!r}{suggest(str(value), d.choices)}")
+        if d.lo is not None or d.hi is not None:
+            (as_int if isinstance(value, int) else as_number)(value, f"{where}.{key}", d.lo, d.hi)
 
 
 def _simple_types(annotation: Any) -> tuple[type, ...] | None:
@@ -149,17 +130,11 @@ def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> No
         w = f"{where}[{i}]" if isinstance(spec, list) else where
         if isinstance(one, str):
             one = {"path": one}
-        _check_keys(one, DATASET_KEYS, w)
+        _check_keys(one, DatasetSpec, w)
         if ("path" in one) == ("world" in one):
             raise UsageError(f"{w}: give exactly one of 'path' (file or hub id) or 'world' (generated toy-world split)")
         if "world" in one and not has_world:
             raise UsageError(f"{w}.world: the recipe has no 'world' section to generate {one['world']!r} from")
-        if "offset" in one:
-            as_int(one["offset"], f"{w}.offset", 0)
-        if "limit" in one:
-            as_int(one["limit"], f"{w}.limit", 1)
-        if "format" in one and one["format"] not in DATASET_FORMATS:
-            raise UsageError(f"{w}.format: unknown format {one['format']!r}{suggest(one['format'], DATASET_FORMATS)}")
         path = one.get("path")
         if path and looks_local(path) and not resolve_path(path, base_dir).exists():
             raise UsageError(f"{w}.path: file not found: {resolve_path(path, base_dir)}")
@@ -181,12 +156,9 @@ TEMPLATE_SUFFIXES = (".jinja", ".j2")  # TRL reads a chat_template_path with the
 
 def check_quantization(quant: dict, where: str) -> None:
     """model.quantization: its keys and values (what QLoRA needs beyond them is recipe.check_rules')."""
-    _check_keys(quant, QUANT_KEYS, where)
+    _check_keys(quant, Quantization, where)
     if quant["load_in_4bit"] is not True:
         raise UsageError(f"{where}.load_in_4bit: only 4-bit QLoRA is supported; set it to true or drop model.quantization")
-    for key, choices in (("bnb_4bit_quant_type", QUANT_TYPES), ("bnb_4bit_compute_dtype", COMPUTE_DTYPES)):
-        if key in quant and quant[key] not in choices:
-            raise UsageError(f"{where}.{key}: unknown {quant[key]!r}{suggest(quant[key], choices)}")
 
 
 NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,99}")
@@ -205,21 +177,14 @@ def check_name(name: str, where: str) -> None:
 
 def check_shape(raw: dict, where: str, base_dir: Path) -> None:
     """Every key, type and value of a recipe mapping, and the files it names (not the rules across keys)."""
-    _check_keys(raw, TOP_KEYS, where)
+    _check_keys(raw, Recipe, where)   # seed and prompt_format: their declared bounds and choices
     check_name(raw["name"], f"{where}.name")
-    if "seed" in raw:
-        as_seed(raw["seed"], f"{where}.seed")
-    if "prompt_format" in raw and raw["prompt_format"] not in PROMPT_FORMATS:
-        raise UsageError(f"{where}.prompt_format: unknown {raw['prompt_format']!r}{suggest(raw['prompt_format'], PROMPT_FORMATS)}")
     model = raw["model"]
-    _check_keys(model, MODEL_KEYS, f"{where}.model")
+    _check_keys(model, ModelSpec, f"{where}.model")
     if ("path" in model) == ("build" in model):
         raise UsageError(f"{where}.model: give exactly one of 'path' (hub id or local dir) or 'build' (a tiny local model)")
     if "build" in model:
-        _check_keys(model["build"], BUILD_KEYS, f"{where}.model.build")
-        arch = model["build"].get("architecture")
-        if arch is not None and arch not in ARCHITECTURES:
-            raise UsageError(f"{where}.model.build.architecture: unknown {arch!r}{suggest(arch, ARCHITECTURES)}")
+        _check_keys(model["build"], BuildSpec, f"{where}.model.build")
         if "corpus" not in model["build"] and "pretrain" not in model:
             raise UsageError(f"{where}.model.build: needs 'corpus' (tokenizer training text) or a model.pretrain dataset")
         if "corpus" in model["build"]:
@@ -227,19 +192,17 @@ def check_shape(raw: dict, where: str, base_dir: Path) -> None:
     else:
         check_model(model["path"], f"{where}.model.path", base_dir)
     if "pretrain" in model:
-        _check_keys(model["pretrain"], PRETRAIN_KEYS, f"{where}.model.pretrain")
+        _check_keys(model["pretrain"], PretrainSpec, f"{where}.model.pretrain")
         _check_dataset(model["pretrain"]["dataset"], f"{where}.model.pretrain.dataset", base_dir, bool(raw.get("world")))
         validate_trainer_args("sft", model["pretrain"].get("args", {}), f"{where}.model.pretrain.args")
     if raw.get("lora") is not None:
-        _check_keys(raw["lora"], LORA_KEYS, f"{where}.lora")
+        _check_keys(raw["lora"], LoraSpec, f"{where}.lora")
     earlier = ["base"]
     for stage, spec in (raw.get("stages") or {}).items():
         w = f"{where}.stages.{stage}"
         if stage in ("base", "compare", "sweeps", "world") or not str(stage).isidentifier():
             raise UsageError(f"{w}: {stage!r} is reserved or not a valid stage name (use letters, digits, _)")
-        _check_keys(spec, STAGE_KEYS, w)
-        if spec["trainer"] not in TRAINERS and spec["trainer"] != "measure":
-            raise UsageError(f"{w}.trainer: unknown trainer {spec['trainer']!r}{suggest(spec['trainer'], (*TRAINERS, 'measure'))}")
+        _check_keys(spec, StageSpec, w)   # trainer, mode, prompt_format: their declared choices
         parent = spec.get("from", earlier[-1])
         if parent not in earlier:
             raise UsageError(f"{w}.from: {parent!r} is not an earlier stage{suggest(parent, earlier)}")
@@ -262,12 +225,8 @@ def check_shape(raw: dict, where: str, base_dir: Path) -> None:
             if isinstance(template, str) and template.endswith(TEMPLATE_SUFFIXES) \
                     and not resolve_path(template, base_dir).is_file():
                 raise UsageError(f"{w}.args.chat_template_path: file not found: {resolve_path(template, base_dir)}")
-        if "mode" in spec and spec["mode"] not in CHAIN_MODES:
-            raise UsageError(f"{w}.mode: unknown chaining mode {spec['mode']!r}{suggest(spec['mode'], CHAIN_MODES)}")
         if isinstance(spec.get("lora"), dict):
-            _check_keys(spec["lora"], LORA_KEYS, f"{w}.lora")
-        if "prompt_format" in spec and spec["prompt_format"] not in PROMPT_FORMATS:
-            raise UsageError(f"{w}.prompt_format: unknown {spec['prompt_format']!r}{suggest(spec['prompt_format'], PROMPT_FORMATS)}")
+            _check_keys(spec["lora"], LoraSpec, f"{w}.lora")
         earlier.append(stage)
     if model.get("quantization") is not None:
         check_quantization(model["quantization"], f"{where}.model.quantization")

@@ -17,20 +17,20 @@ how many seeds it is significant (Holm, as the verdict counts it), and how often
 """
 from __future__ import annotations
 
-import sys
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from measure.common.errors import UsageError, exit_on_usage_error
-from measure.common.io import read_jsonl, write_json, write_text
-from measure.common.overrides import parse_overrides, pop_known
 from measure import read_cascade, read_comparison
+from measure.common.io import read_jsonl, write_json, write_text
 from measure.common.values import as_seed
 from train import layout
 from train.chain import run_chain
 from train.dpo_effect import REPORT, read_effect
 from train.recipe import Recipe, load_recipe
+from train.options import RecipeOptions, parse_recipe_cli
 
 DEFAULT_SEEDS = (0, 1, 2)
 SIGNAL = "greedy_entropy_mean"   # the AUROC the summary tracks (token entropy of the greedy answer)
@@ -175,12 +175,15 @@ def seed_recipe(path: str, overrides: dict[str, Any], seed: int, root: Path) -> 
                               "output_dir": str(seed_dir(root, seed))})
 
 
+@dataclass(frozen=True)
+class SeedsOptions(RecipeOptions):
+    seeds: list = field(default_factory=lambda: list(DEFAULT_SEEDS), metadata={"help": "the seeds (at least two)"})
+    overwrite: bool = field(default=False, metadata={"help": "retrain finished chains"})
+
+
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    overrides = parse_overrides(sys.argv[1:] if argv is None else argv)
-    opts = pop_known(overrides, {"recipe": None, "seeds": list(DEFAULT_SEEDS), "overwrite": False})
-    if not opts["recipe"]:
-        raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
+    opts, overrides = parse_recipe_cli(argv, __doc__, SeedsOptions)
     seeds = opts["seeds"] if isinstance(opts["seeds"], list) else [opts["seeds"]]
     seeds = [as_seed(s, f"seeds.{i}") for i, s in enumerate(seeds)]
     if len(seeds) < 2 or len(set(seeds)) != len(seeds):

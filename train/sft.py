@@ -8,15 +8,13 @@ checkpoint layout, and README.md for the recipe format.
 """
 from __future__ import annotations
 
-import sys
-
 from measure.common.errors import exit_on_usage_error
 from train.stages import stage_main
 
 
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    stage_main("sft", sys.argv[1:] if argv is None else argv)
+    stage_main("sft", argv, __doc__)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ from typing import Any, Callable
 
 from measure import leave_process_group, load_tokenizer
 from measure.common.errors import UsageError
-from measure.common.overrides import parse_overrides, pop_known
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.manifest import StageManifest
+from train.options import StageOptions, parse_recipe_cli
 from train.measure_stage import measure_stage
 from train.recipe import LoraSpec, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_lineage
@@ -254,12 +254,11 @@ def measure_after(recipe: Recipe, stage: str, *, shard: bool = False) -> None:
         measure_stage(recipe, stage, shard=shard)
 
 
-def stage_main(trainer: str | None, argv: list[str], *, runner: Callable | None = None) -> None:
-    """Shared CLI of the stage scripts: recipe=... [stage=...] [overwrite=true] [measure=false] [dotted overrides]."""
-    overrides = parse_overrides(argv)
-    opts = pop_known(overrides, {"recipe": None, "stage": None, "overwrite": False, "measure": True})
-    if not opts["recipe"]:
-        raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
+def stage_main(trainer: str | None, argv: list[str] | None, doc: str | None = None, *,
+               runner: Callable | None = None) -> None:
+    """Shared CLI of the stage scripts: recipe=... [stage=...] [overwrite=true] [measure=false] [dotted overrides]
+    (train/options.py StageOptions; `--help` prints the script's docstring `doc` and them)."""
+    opts, overrides = parse_recipe_cli(argv, doc or __doc__, StageOptions)
     recipe = load_recipe(opts["recipe"], overrides)
     if runner is not None:  # pretrain: the base stage has its own runner
         runner(recipe, overwrite=opts["overwrite"], measure=opts["measure"])

@@ -35,25 +35,27 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
+from measure.common.fields import declared, has_kind, type_names
 from measure.common.io import provenance, sha256_json, write_json
-from measure.common.overrides import parse_overrides, pop_known
 from measure import SIGNALS, SignalKey
 from train import checkpoint as ckpt
 from train.measure_stage import measure_stage
 from train.pretrain import run_base
 from train.recipe import BASE, Recipe, load_recipe
+from train.recipe_spec import SweepSpec
 from train.reuse import chain_hint, check_reusable
 from train.stages import run_stage
 from train.sweep_records import SweepPoint, SweepResult, SweepRow
 from train.sweep_report import mark_frontier, write_outputs
+from train.options import RecipeOptions, parse_recipe_cli
 
-SWEEP_KEYS = {"stage": str, "grid": dict, "signal": str}
-DEFAULT_SIGNAL = "greedy_entropy_mean"   # token-entropy AUROC: the signal homogenization is said to blind
+SWEEP_KEYS = declared(SweepSpec)   # the `sweep:` section's keys and types, declared once (train/recipe_spec.py)
+DEFAULT_SIGNAL = SweepSpec.signal
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,8 @@ def sweep_spec(section: dict | None, cli: dict[str, Any]) -> tuple[str, dict[str
     for key, value in section.items():
         if key not in SWEEP_KEYS:
             raise UsageError(f"sweep.{key}: unknown key{suggest(key, SWEEP_KEYS)}")
-        if not isinstance(value, SWEEP_KEYS[key]):
-            raise UsageError(f"sweep.{key}: expected {SWEEP_KEYS[key].__name__}, got {type(value).__name__} {value!r}")
+        if not has_kind(value, SWEEP_KEYS[key].kinds):
+            raise UsageError(f"sweep.{key}: expected {type_names(SWEEP_KEYS[key].kinds)}, got {type(value).__name__} {value!r}")
     grid = {**flatten(section.get("grid") or {}), **cli["grid"]}
     stage, signal = cli["stage"] or section.get("stage"), cli["signal"] or section.get("signal", DEFAULT_SIGNAL)
     if not stage:
@@ -252,12 +254,18 @@ def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, 
     return write_outputs(Path(summary.out_dir), mark_frontier(summary))
 
 
+@dataclass(frozen=True)
+class SweepOptions(RecipeOptions):
+    stage: str | None = field(default=None, metadata={"help": "the stage to sweep (overrides sweep.stage)"})
+    signal: str | None = field(default=None, metadata={"help": "the signal to report (overrides sweep.signal)"})
+    overwrite: bool = field(default=False, metadata={"help": "rerun finished variants"})
+    measure: bool = field(default=True, metadata={"help": "measure every variant"})
+    # grid.<key>=[...]: a grid axis (overrides sweep.grid.<key>); see the docstring
+
+
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
-    overrides = parse_overrides(sys.argv[1:] if argv is None else argv)
-    opts = pop_known(overrides, {"recipe": None, "stage": None, "signal": None, "overwrite": False, "measure": True})
-    if not opts["recipe"]:
-        raise UsageError("missing recipe=<path to recipes/NAME.yaml>")
+    opts, overrides = parse_recipe_cli(argv, __doc__, SweepOptions)
     cli_grid = {k.removeprefix("grid."): overrides.pop(k) for k in list(overrides) if k.startswith("grid.")}
     section = load_recipe(opts["recipe"], overrides).sweep
     stage, grid, signal = sweep_spec(section, {"grid": cli_grid, "stage": opts["stage"], "signal": opts["signal"]})

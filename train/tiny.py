@@ -15,6 +15,7 @@ for `assistant_only_loss=True` (the EOS is inside the mask, so the model learns 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -86,9 +87,28 @@ def train_tokenizer(corpus: Iterable[str], vocab_size: int):
         model_max_length=None)
 
 
-def build_tiny_model(out_dir: str | os.PathLike, corpus: Iterable[str], *, architecture: str = "llama",
-                     hidden_size: int = 64, num_layers: int = 2, num_heads: int = 4, intermediate_size: int = 128,
-                     vocab_size: int = 512, max_position_embeddings: int = 256, seed: int = 0) -> Path:
+@dataclass(frozen=True)
+class BuildSpec:
+    """A recipe's `model.build`: the tiny model's shape (build_tiny_model's defaults) and its tokenizer corpus."""
+    architecture: str = field(default="llama", metadata={"help": "model family", "choices": tuple(ARCHITECTURES)})
+    hidden_size: int = field(default=64, metadata={"help": "hidden width"})
+    num_layers: int = field(default=2, metadata={"help": "decoder layers"})
+    num_heads: int = field(default=4, metadata={"help": "attention heads (divides hidden_size)"})
+    intermediate_size: int = field(default=128, metadata={"help": "MLP width"})
+    vocab_size: int = field(default=512, metadata={"help": "BPE vocabulary (>= 256 bytes + special tokens)"})
+    max_position_embeddings: int = field(default=256, metadata={"help": "context length"})
+    corpus: str | dict | list | None = field(default=None, metadata={
+        "help": "tokenizer training text (a dataset); default: model.pretrain's dataset"})
+
+
+_SHAPE = BuildSpec()
+
+
+def build_tiny_model(out_dir: str | os.PathLike, corpus: Iterable[str], *, architecture: str = _SHAPE.architecture,
+                     hidden_size: int = _SHAPE.hidden_size, num_layers: int = _SHAPE.num_layers,
+                     num_heads: int = _SHAPE.num_heads, intermediate_size: int = _SHAPE.intermediate_size,
+                     vocab_size: int = _SHAPE.vocab_size, max_position_embeddings: int = _SHAPE.max_position_embeddings,
+                     seed: int = 0) -> Path:
     """Train the tokenizer on `corpus`, build a seeded random model of `architecture`, save both to `out_dir`."""
     import torch
     from transformers import GenerationConfig

@@ -1,7 +1,7 @@
 """Sampling backends: how a checkpoint is loaded and its greedy + N sampled answers are generated.
 
     python -m measure run model=<dir | hub id | file.gguf | pkg:<package>> benchmark=gsm8k out=<dir>   (backend=hf)
-    python -m measure run model=<hub id> benchmark=gsm8k out=<dir> backend=vllm [vllm_logprobs=20]
+    python -m measure run model=<hub id> benchmark=gsm8k out=<dir> backend=vllm [vllm_logprobs=<top k>]
 
 `hf` (default): transformers `generate` (measure/sampling/sample.py). Token entropy is EXACT: the full-vocabulary
 entropy of softmax(raw logits) at every generated step.
@@ -151,7 +151,7 @@ class VLLMBackend:
     """vllm.LLM: N samples + greedy per question, top-k log-probabilities per step (entropy approximated)."""
     name = "vllm"
 
-    def __init__(self, logprobs: int = 20):
+    def __init__(self, logprobs: int = MeasureSettings.vllm_logprobs):
         if isinstance(logprobs, bool) or not isinstance(logprobs, int) or logprobs < 1:
             raise UsageError(f"vllm_logprobs: expected a positive integer (top-k log-probabilities per step), got {logprobs!r}")
         self.k = logprobs
@@ -233,7 +233,7 @@ class VLLMBackend:
 BACKENDS: dict[str, type] = {"hf": HFBackend, "vllm": VLLMBackend}
 
 
-def make_backend(name: str = "hf", *, vllm_logprobs: int = 20) -> Backend:
+def make_backend(name: str = MeasureSettings.backend, *, vllm_logprobs: int = MeasureSettings.vllm_logprobs) -> Backend:
     """A backend by name; an unknown name is a UsageError listing the valid ones."""
     cls = choose("backend", str(name), BACKENDS)
     return cls(vllm_logprobs) if cls is VLLMBackend else cls()

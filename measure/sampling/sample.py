@@ -138,7 +138,7 @@ def _cut(tokenizer, tokens: list[int], logprobs: list[float], entropies: list[fl
 @torch.inference_mode()
 def generate(model, tokenizer, prompts: list[str], *, n: int, temperature: float, top_p: float,
              max_new_tokens: int, stop: Sequence[str], seed: int, do_sample: bool,
-             decoder: str = "compact", greedy: bool = False) -> list[list[Generation]]:
+             decoder: str = MeasureSettings.decoder, greedy: bool = False) -> list[list[Generation]]:
     """Generate `n` continuations per prompt in one batched decode; returns them per prompt, in order.
     greedy=True (compact decoder, do_sample): each prompt's list starts with its greedy answer (n + 1 rows).
 

@@ -36,7 +36,8 @@ from measure.scoring.grouping import default_device, ids_from_keys
 from measure.scoring.nli import cluster_by_entailment, load_nli
 from measure.data.text import answer_number, normalize_answer
 
-DEFAULT_NLI_MODEL = "microsoft/deberta-large-mnli"
+DEFAULT_NLI_MODEL = "microsoft/deberta-large-mnli"   # MeasureSettings.nli_model's default
+DEFAULT_NLI_BATCH_SIZE = 32                          # MeasureSettings.nli_batch_size's default
 NLI_MODES = ("strict", "non-strict")
 
 # ------------------------------------------------------------------ pure helpers
@@ -180,7 +181,7 @@ class NLIClusterer(Clusterer):
     """`pairs_evaluated` counts directed (premise, hypothesis) pairs this clusterer sent to the model
     (cache hits excluded); one equivalence check costs at most two."""
     name = "nli"
-    defaults = {"mode": "strict", "model": DEFAULT_NLI_MODEL, "batch_size": 32}
+    defaults = {"mode": "strict", "model": DEFAULT_NLI_MODEL, "batch_size": DEFAULT_NLI_BATCH_SIZE}
 
     def __init__(self, **params: Any):
         super().__init__(**params)
@@ -262,7 +263,7 @@ def clusterer_label(spec: Any) -> str:
 
 
 def make_clusterer(spec: str | dict, *, embedding_model: str | None = None, nli_model: str | None = None,
-                   nli_batch_size: int = 32) -> Clusterer:
+                   nli_batch_size: int = DEFAULT_NLI_BATCH_SIZE) -> Clusterer:
     """Build a clusterer (models load on first use). The spec's own model/batch_size win over the kwargs."""
     validate_clusterer_spec(spec, "clusterer")
     d = _spec_dict(spec, "clusterer")

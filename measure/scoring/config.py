@@ -1,50 +1,69 @@
 """The `measure` settings: one dataclass, validated from a recipe section or CLI overrides.
 
+Each setting is declared once, on its MeasureSettings field: default, help, choices and bounds (field
+metadata, measure.common.fields); the types a key takes come from the type hints. Validation and
+`--help` read them from there, so a new setting is one edit. Defaults owned by the code that uses them
+(the NLI model, the judge margin, the ambiguity policies) are imported from it, never restated.
 Every key is named in errors with its valid choices; unknown keys are errors (close matches suggested).
 """
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from measure.data.benchmarks import BENCHMARKS, BenchmarkSpec  # noqa: F401  (BenchmarkSpec: part of the settings)
-from measure.scoring.cluster import validate_clusterer_spec
+from measure.scoring.cluster import DEFAULT_NLI_BATCH_SIZE, DEFAULT_NLI_MODEL, validate_clusterer_spec
+from measure.scoring.correctness import AMBIGUOUS_POLICIES, DEFAULT_JUDGE_MARGIN
 from measure.common.errors import UsageError, suggest
+from measure.common.fields import declared
 from measure.scoring.signals import SIGNALS
-from measure.common.values import as_seed, check_numbers
+from measure.common.values import SEED_MAX, as_int, check_numbers
 
-AMBIGUOUS_POLICIES = ("exclude", "incorrect", "correct")
-BACKENDS = ("hf", "vllm")
+BACKENDS = ("hf", "vllm")            # measure/sampling/backends.py's BACKENDS (a higher room: named, not imported)
 DECODERS = ("compact", "generate")   # backend=hf decode loops (measure/sampling/decode.py, model.generate)
 DEFAULT_CLUSTERERS = ("exact", "jaccard", "embedding")
 
 
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    """A settings field: its default and its declaration (help, choices, min), in one place."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
 @dataclass(frozen=True)
 class MeasureSettings:
-    benchmarks: tuple[BenchmarkSpec, ...] = ()
-    n_samples: int = 10
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 40
-    batch_size: int | None = None  # questions per batch (resume/shard unit); None: one decode call's prompts
-    rows_per_call: int | None = None  # rows (prompts x (greedy + N)) per decode call; None: auto
-                                      # (176 on CPU, from GPU memory and model size on CUDA; measure/sampling/batching.py)
-    stop: tuple[str, ...] = ()
-    fewshot: tuple[tuple[str, str], ...] | None = None   # (question, answer) pairs for prompt_format=qa; None -> default
-    clusterers: tuple[Any, ...] = DEFAULT_CLUSTERERS      # names or {name: ..., threshold: ...} mappings
-    signals: tuple[str, ...] | None = None                # None -> every registered signal
-    embedding_model: str | None = None                    # None -> the bundled all-MiniLM-L6-v2
-    nli_model: str = "microsoft/deberta-large-mnli"
-    nli_batch_size: int = 32
-    judge_margin: float = 0.02    # truthfulqa judge: |sim(correct) - sim(incorrect)| <= margin -> ambiguous
-                                  # (0.02: the band where the judge is at chance on TruthfulQA's references)
-    ambiguous: str = "exclude"    # how ambiguous judgements enter AUROC etc.
-    bootstrap: int = 1000
-    seed: int = 0
-    backend: str = "hf"           # hf: exact full-vocabulary token entropy | vllm: top-k truncated (measure/sampling/backends.py)
-    vllm_logprobs: int = 20       # backend=vllm: top-k log-probabilities per step
-    decoder: str = "compact"      # backend=hf: compact (finished rows leave the batch) | generate (model.generate)
+    benchmarks: tuple[BenchmarkSpec, ...] = _f((), "benchmarks: names or {name, path, limit, split} mappings")
+    n_samples: int = _f(10, "samples per question (besides the greedy answer)", min=1)
+    temperature: float = _f(1.0, "sampling temperature (> 0)")
+    top_p: float = _f(1.0, "nucleus sampling, in (0, 1]")
+    max_new_tokens: int = _f(40, "tokens per answer at most", min=1)
+    batch_size: int | None = _f(None, "questions per batch (resume/shard unit); unset: one decode call's prompts", min=1)
+    rows_per_call: int | None = _f(None, "rows (prompts x (greedy + N)) per decode call; unset: auto (176 on CPU, "
+                                   "from GPU memory and model size on CUDA; measure/sampling/batching.py)", min=1)
+    stop: tuple[str, ...] = _f((), "stop strings (besides EOS)")
+    fewshot: tuple[tuple[str, str], ...] | None = _f(None, "[{question, answer}] shots for prompt_format=qa; "
+                                                     "unset: the default shots")
+    clusterers: tuple[Any, ...] = _f(DEFAULT_CLUSTERERS, "names or {name: ..., threshold: ...} mappings")
+    signals: tuple[str, ...] | None = _f(None, "signals to compute; unset: every registered signal")
+    embedding_model: str | None = _f(None, "sentence embedder; unset: the bundled all-MiniLM-L6-v2")
+    nli_model: str = _f(DEFAULT_NLI_MODEL, "NLI model of the nli clusterer")
+    nli_batch_size: int = _f(DEFAULT_NLI_BATCH_SIZE, "NLI pairs per forward pass", min=1)
+    judge_margin: float = _f(DEFAULT_JUDGE_MARGIN, "truthfulqa judge: |sim(correct) - sim(incorrect)| <= margin "
+                             "-> ambiguous (measure/scoring/correctness.py)")
+    ambiguous: str = _f(AMBIGUOUS_POLICIES[0], "how ambiguous judgements enter AUROC etc.",
+                        choices=AMBIGUOUS_POLICIES, noun="policy")
+    bootstrap: int = _f(1000, "bootstrap resamples for confidence intervals")
+    seed: int = _f(0, "sampling and bootstrap seed", min=0, max=SEED_MAX)
+    backend: str = _f("hf", "hf: exact full-vocabulary token entropy | vllm: top-k truncated "
+                      "(measure/sampling/backends.py)", choices=BACKENDS)
+    vllm_logprobs: int = _f(20, "backend=vllm: top-k log-probabilities per step", min=1)
+    decoder: str = _f("compact", "backend=hf: compact (finished rows leave the batch) | generate (model.generate)",
+                      choices=DECODERS)
+
+
+# the settings a key=value option or YAML scalar gives directly: int / float / str fields, types from the hints
+SCALAR_FIELDS = {key: d for key, d in declared(MeasureSettings).items()
+                 if d.kinds and set(d.kinds) <= {int, float, str}}
 
 
 def _check_type(key: str, value: Any, kinds: tuple[type, ...], where: str) -> None:
@@ -83,33 +102,28 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
         if key not in fields:
             raise UsageError(f"{where}: unknown key {key!r}{suggest(key, fields)}")
     out: dict[str, Any] = {}
-    types = {"n_samples": (int,), "temperature": (int, float), "top_p": (int, float), "max_new_tokens": (int,),
-             "batch_size": (int,), "rows_per_call": (int,), "nli_batch_size": (int,), "judge_margin": (int, float), "bootstrap": (int,),
-             "seed": (int,), "ambiguous": (str,), "embedding_model": (str,), "nli_model": (str,),
-             "backend": (str,), "vllm_logprobs": (int,), "decoder": (str,)}
-    for key, kinds in types.items():
+    for key, d in SCALAR_FIELDS.items():
         if raw.get(key) is not None:
-            _check_type(key, raw[key], kinds, f"{where}.")
+            _check_type(key, raw[key], d.kinds, f"{where}.")
             out[key] = raw[key]
     check_numbers(raw, where)   # .nan / .inf / integers beyond 64 bits: refused before a cache is written
-    if "seed" in out:
-        as_seed(out["seed"], f"{where}.seed")
-    if out.get("backend", "hf") not in BACKENDS:
-        raise UsageError(f"{where}.backend: unknown {out['backend']!r}{suggest(out['backend'], BACKENDS)}")
-    if out.get("decoder", "compact") not in DECODERS:
-        raise UsageError(f"{where}.decoder: unknown {out['decoder']!r}{suggest(out['decoder'], DECODERS)}")
-    for key in ("n_samples", "max_new_tokens", "batch_size", "rows_per_call", "nli_batch_size", "vllm_logprobs"):
-        if key in out and out[key] < 1:
-            raise UsageError(f"{where}.{key}: must be >= 1, got {out[key]}")
-    for key in ("temperature", "top_p", "judge_margin"):   # YAML gives 1 for "1": these are floats
-        if key in out:
+    for key, d in SCALAR_FIELDS.items():   # declared choices and bounds
+        if key not in out:
+            continue
+        if d.choices is not None and out[key] not in d.choices:
+            noun = f"{d.noun} " if d.noun else ""
+            raise UsageError(f"{where}.{key}: unknown {noun}{out[key]!r}{suggest(out[key], d.choices)}")
+        if d.hi is not None:
+            as_int(out[key], f"{where}.{key}", d.lo, d.hi)
+        elif d.lo is not None and out[key] < d.lo:
+            raise UsageError(f"{where}.{key}: must be >= {d.lo}, got {out[key]}")
+    for key, d in SCALAR_FIELDS.items():   # YAML gives 1 for "1": float fields are floats
+        if key in out and float in d.kinds:
             out[key] = float(out[key])
     if "temperature" in out and out["temperature"] <= 0:
         raise UsageError(f"{where}.temperature: must be > 0 (the greedy answer is always taken separately)")
     if "top_p" in out and not 0 < out["top_p"] <= 1:
         raise UsageError(f"{where}.top_p: must be in (0, 1], got {out['top_p']}")
-    if out.get("ambiguous", "exclude") not in AMBIGUOUS_POLICIES:
-        raise UsageError(f"{where}.ambiguous: unknown policy {out['ambiguous']!r}{suggest(out['ambiguous'], AMBIGUOUS_POLICIES)}")
     benchmarks = raw.get("benchmarks", [])
     if isinstance(benchmarks, (str, dict)):
         benchmarks = [benchmarks]

@@ -1,0 +1,217 @@
+"""The recipe's fields, each declared once: default, help, choices and bounds on the dataclass field.
+
+The frozen dataclasses a recipe is typed into -- `Recipe`, `ModelSpec`, `StageSpec`, `LoraSpec`,
+`Quantization`, `PretrainSpec` -- and the two sections that stay mappings once typed (`model.build`:
+train.tiny.BuildSpec; a dataset: `DatasetSpec`). train/recipe_schema.py derives the keys, types, choices and
+bounds it checks from these fields (measure.common.fields), `--help` prints them, and train/recipe.py
+builds the typed recipe; so adding a recipe key is one edit, here. Every default is a field default, set
+once; the few that depend on other keys (a stage's parent and prompt format, the output dir) are resolved
+in `Recipe.from_mapping` and nowhere else.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping
+
+from measure import PROMPT_FORMATS, MeasureSettings, parse_measure_settings
+from measure.common.errors import UsageError, suggest
+from measure.common.values import SEED_MAX
+from train.tiny import BuildSpec  # noqa: F401  (model.build's fields: part of the recipe)
+from train.trainers import TRAINER_SPECS
+
+BASE = "base"  # the chain's first stage: the recipe's model, built, pretrained or loaded
+CHAIN_MODES = ("merge", "continue")
+DATASET_FORMATS = ("auto", "text", "prompt_completion", "messages", "preference", "hh", "unpaired_preference")
+QUANT_TYPES = ("nf4", "fp4")
+COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
+DatasetRef = str | dict | list    # a path or hub id, a DatasetSpec mapping, or a list of them
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One dataset of a stage (`dataset:`), the pretraining data or the tokenizer corpus: a file / hub id
+    (`path`) or a generated toy-world split (`world`); a bare string is `{path: <string>}` (train/data.py)."""
+    path: str | None = field(default=None, metadata={"help": "local JSON/JSONL/CSV/Parquet file or hub dataset id"})
+    world: str | None = field(default=None, metadata={"help": "a split the recipe's `world` section generates"})
+    name: str | None = field(default=None, metadata={"help": "hub dataset configuration name"})
+    split: str = field(default="train", metadata={"help": "hub dataset split"})
+    format: str = field(default="auto", metadata={"help": "row format; auto: detected from the columns",
+                                                   "choices": DATASET_FORMATS, "noun": "format"})
+    limit: int | None = field(default=None, metadata={"help": "keep at most this many rows (after offset)", "min": 1})
+    offset: int = field(default=0, metadata={"help": "skip this many rows first", "min": 0})
+    columns: dict | None = field(default=None, metadata={"help": "rename columns: {file column: format column}"})
+
+
+@dataclass(frozen=True)
+class LoraSpec:
+    """A LoRA stage's adapter (PEFT LoraConfig): recipe `lora`, then the stage's own `lora` on top."""
+    r: int = field(default=8, metadata={"help": "adapter rank"})
+    alpha: float = field(default=16, metadata={"help": "lora_alpha (scaling = alpha / r)"})
+    dropout: float = field(default=0.0, metadata={"help": "lora_dropout"})
+    target_modules: str | list[str] = field(default="all-linear", metadata={"help": "modules that get adapters"})
+
+    def settings(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class Quantization:
+    """QLoRA: the parent of every LoRA stage loads in 4 bit (transformers.BitsAndBytesConfig's names)."""
+    load_in_4bit: bool = field(default=True, metadata={"help": "must be true (4-bit QLoRA)", "required": True})
+    bnb_4bit_quant_type: str = field(default="nf4", metadata={"help": "4-bit data type", "choices": QUANT_TYPES})
+    bnb_4bit_compute_dtype: str = field(default="bfloat16", metadata={"help": "dtype of the 4-bit matmuls",
+                                                                       "choices": COMPUTE_DTYPES})
+    bnb_4bit_use_double_quant: bool = field(default=False, metadata={"help": "quantize the quantization constants"})
+
+
+@dataclass(frozen=True)
+class PretrainSpec:
+    """The base stage trains `model.build` (or a given model) on `dataset` with TRL's SFTTrainer."""
+    dataset: DatasetRef = field(metadata={"help": "pretraining text (DatasetSpec or a list of them)", "required": True})
+    args: dict = field(default_factory=dict, metadata={"help": "trl.SFTConfig arguments"})
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Exactly one of `path` (hub id, local dir, .gguf, pkg:<package>) or `build` (a tiny local model)."""
+    path: str | None = field(default=None, metadata={"help": "hub id, local dir, .gguf file or pkg:<package>"})
+    build: dict | None = field(default=None, metadata={"help": "a tiny random model built locally (BuildSpec keys)"})
+    pretrain: PretrainSpec | None = field(default=None, metadata={"help": "train the base stage first (PretrainSpec)"})
+    dtype: str | None = field(default=None, metadata={"help": "torch dtype to load the model in"})
+    quantization: Quantization | None = field(default=None, metadata={"help": "QLoRA: load LoRA parents in 4 bit",
+                                                                       "nullable": True})
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A recipe's `sweep:` section (train/sweep.py); the CLI's stage=, signal= and grid.<key>= override it."""
+    stage: str | None = field(default=None, metadata={"help": "the stage whose args vary"})
+    grid: dict = field(default_factory=dict, metadata={"help": "dotted stages.<stage>.* key -> list of values"})
+    signal: str = field(default="greedy_entropy_mean", metadata={
+        "help": "the signal whose AUROC is reported (token entropy: the one homogenization is said to blind)"})
+
+
+TRAINERS = (*TRAINER_SPECS, "measure")   # a stage's trainer: train/trainers.py, or measure (an existing checkpoint)
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    name: str = field(metadata={"key": None})
+    trainer: str = field(metadata={"help": "a TRL trainer, or measure (an existing checkpoint, measured only)",
+                                   "required": True, "choices": TRAINERS, "noun": "trainer"})
+    parent: str = field(metadata={"key": "from", "help": "the stage it starts from; default: the stage before it"})
+    prompt_format: str = field(metadata={"help": "the stage's own prompt format; default: the recipe's",
+                                         "choices": PROMPT_FORMATS})
+    lora: LoraSpec | None = field(metadata={"yaml": (bool, dict), "help": "false: train every parameter; a mapping: "
+                                            "LoraSpec keys over the recipe's lora"})   # resolved; None: no adapter
+    mode: str = field(default="merge", metadata={"help": "merge: a fresh adapter on the merged parent; continue: "
+                                                 "keep training the parent's adapter",
+                                                 "choices": CHAIN_MODES, "noun": "chaining mode"})
+    dataset: DatasetRef = field(default=None, metadata={"help": "training data (DatasetSpec or a list of them)"})
+    args: dict = field(default_factory=dict, metadata={"help": "TRL config arguments, names exactly TRL's"})
+    model: str | None = field(default=None, metadata={"help": "a measure stage's checkpoint"})
+    heldout: DatasetRef = field(default=None, metadata={"help": "a dpo stage's held-out preference pairs "
+                                                        "(train/dpo_effect.py)"})
+
+    @property
+    def external(self) -> bool:
+        return self.trainer == "measure"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str = field(metadata={"help": "the chain's name (checkpoints/<name>)", "required": True})
+    path: Path = field(metadata={"key": None})   # the recipe file (relative paths resolve from its folder)
+    model: ModelSpec = field(metadata={"help": "the base model (ModelSpec)", "required": True})
+    output_dir: str = field(metadata={"help": "where the chain is written; default checkpoints/<name>"})
+    stages: Mapping[str, StageSpec] = field(metadata={"help": "stage name -> StageSpec, in chain order after base"})
+    measure: MeasureSettings = field(metadata={"help": "measurement settings (MeasureSettings keys)", "nullable": True})
+    seed: int = field(default=0, metadata={"help": "training and data seed", "min": 0, "max": SEED_MAX})
+    prompt_format: str = field(default="chat", metadata={"help": "how prompts are rendered",
+                                                         "choices": PROMPT_FORMATS})
+    lora: dict | None = field(default=None, metadata={"help": "the recipe-wide LoRA section (LoraSpec keys)",
+                                                      "nullable": True})   # as written; stages hold the resolved one
+    world: dict | None = field(default=None, metadata={"help": "a generated toy world (train/world.py)",
+                                                       "nullable": True})
+    sweep: dict | None = field(default=None, metadata={"help": "a hyperparameter sweep (SweepSpec keys, train/sweep.py)",
+                                                       "nullable": True})
+    source: dict = field(default_factory=dict, repr=False, compare=False,
+                         metadata={"key": None})   # the mapping as written + overrides
+
+    @classmethod
+    def from_mapping(cls, raw: dict, path: str | Path) -> Recipe:
+        """The typed recipe of a checked mapping (or of a resolved one a stage.json recorded)."""
+        top = {f.name for f in dataclasses.fields(cls)} - {"model", "stages", "measure", "path", "source", "output_dir"}
+        plain = {k: raw[k] for k in top if k in raw}
+        prompt_format = plain.get("prompt_format", cls.prompt_format)
+        stages, previous = {}, BASE
+        for name, spec in (raw.get("stages") or {}).items():
+            own = {k: spec[k] for k in ("mode", "dataset", "args", "model", "heldout") if k in spec}
+            stages[name] = StageSpec(name=name, trainer=spec["trainer"], parent=spec.get("from", previous),
+                                     prompt_format=spec.get("prompt_format", prompt_format),
+                                     lora=_stage_lora(raw.get("lora"), spec), **own)
+            previous = name
+        model = dict(raw["model"])
+        if model.get("quantization") is not None:
+            model["quantization"] = Quantization(**model["quantization"])
+        if model.get("pretrain") is not None:
+            model["pretrain"] = PretrainSpec(**model["pretrain"])
+        return cls(path=Path(path), model=ModelSpec(**model), stages=stages, source=copy.deepcopy(raw),
+                   output_dir=raw.get("output_dir", f"checkpoints/{raw['name']}"),
+                   measure=parse_measure_settings(raw.get("measure"), "measure"), **plain)
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent
+
+    @property
+    def stage_names(self) -> list[str]:
+        """Chain order: base, then the recipe's stages as written."""
+        return [BASE, *self.stages]
+
+    def stage(self, name: str) -> StageSpec:
+        if name not in self.stages:
+            raise UsageError(f"unknown stage {name!r}{suggest(str(name), self.stages)}")
+        return self.stages[name]
+
+    def parent_of(self, stage: str) -> str | None:
+        return None if stage == BASE else self.stages[stage].parent
+
+    def prompt_format_of(self, stage: str) -> str:
+        """The prompt format a stage is trained and measured with.
+
+        Why per stage: a public chain mixes a base model (no chat template, or one it was never trained
+        on: prompted with few-shot `qa`) and instruct checkpoints (prompted with their chat template, as
+        deployed). The recipe's top-level format is the default, so the base stage uses it."""
+        return self.prompt_format if stage == BASE else self.stages[stage].prompt_format
+
+    def lora_of(self, stage: str) -> LoraSpec | None:
+        return None if stage == BASE else self.stages[stage].lora
+
+    def to_dict(self) -> dict:
+        """The resolved recipe every manifest records: the mapping as written, then each default it left out."""
+        out = copy.deepcopy(self.source)
+        out.setdefault("seed", self.seed)
+        out.setdefault("prompt_format", self.prompt_format)
+        out.setdefault("output_dir", self.output_dir)
+        out.setdefault("stages", {})
+        for name, spec in out["stages"].items():
+            typed = self.stages[name]
+            spec.setdefault("from", typed.parent)
+            spec.setdefault("mode", typed.mode)
+            spec.setdefault("args", dict(typed.args))
+        return out
+
+
+def _stage_lora(recipe_lora: dict | None, spec: dict) -> LoraSpec | None:
+    """A stage trains a LoRA adapter when the recipe has a `lora` section or the stage its own, unless
+    the stage says `lora: false` (or only measures)."""
+    own = spec.get("lora")
+    if spec["trainer"] == "measure" or own is False or (recipe_lora is None and not isinstance(own, dict)):
+        return None
+    return LoraSpec(**{**(recipe_lora or {}), **(own if isinstance(own, dict) else {})})
+
+
