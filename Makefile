@@ -50,11 +50,11 @@ sweep-demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.sweep recipe=recipes/toy.yaml stage=dpo
 
 bench: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run
+	HF_HUB_OFFLINE=1 $(BIN)/python -m harness.run
 
 # the real-model table with lm-polygraph (its own virtualenv .venv-peers, created from PyPI on first use)
 bench-peers: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks.run only=[real_model] peers=true
+	HF_HUB_OFFLINE=1 $(BIN)/python -m harness.run only=[real_model] peers=true
 
 clean-demo:
 	rm -rf checkpoints/toy

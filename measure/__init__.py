@@ -1,5 +1,5 @@
 """measure: the measurement library. This module is its public face: what `train/`, the speed harness
-(`benchmarks/`) and users import. Nothing deeper, except `measure.common` (the plumbing: errors, values,
+(`harness/`) and users import. Nothing deeper, except `measure.common` (the plumbing: errors, values,
 overrides, YAML, io, machine), which they may import directly.
 
 The library lives in rooms; a room imports only rooms below it (tests/test_layers.py checks it):
@@ -81,7 +81,7 @@ _NAMES: dict[str, str] = {
     "print_summary": "measure.cli",
 }
 
-# whole modules on the face: the speed harness instruments them (benchmarks/throughput.py wraps
+# whole modules on the face: the speed harness instruments them (harness/throughput.py wraps
 # decode.decode_compact and reads sample's neutral generation settings)
 _MODULES: dict[str, str] = {
     "decode": "measure.sampling.decode",

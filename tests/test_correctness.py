@@ -92,7 +92,7 @@ def test_truthfulqa_judge_real_row(shared_data):
 
 
 def test_default_margin_is_the_validated_one():
-    # 0.02: the gap band where the judge is at chance on TruthfulQA's own references (benchmarks/judge_validation.py)
+    # 0.02: the gap band where the judge is at chance on TruthfulQA's own references (harness/judge_validation.py)
     from measure.scoring.config import MeasureSettings
     assert MeasureSettings().judge_margin == 0.02 and make_judge("truthfulqa").margin == 0.02
     assert reference_judgement(0.61, 0.60, MeasureSettings().judge_margin) == "ambiguous"

@@ -28,10 +28,10 @@ ENTRY_POINTS = {
     "measure.cli score": (["score"], ["samples=", "out=", "judge=", "clusterers", "nli_model"]),
     "measure.cli compare": (["compare"], ["runs=", "labels=", "out=", "benchmark="]),
     "measure.cli cascade": (["cascade"], ["signals=", "costs=", "cv_folds=", "calib_fraction="]),
-    "benchmarks.run": ([], ["only=", "n_samples=", "memory_model=", "peers="]),
-    "benchmarks.same_outputs": ([], ["a=", "b="]),
-    "benchmarks.judge_validation": ([], ["data=", "margins=", "limit=", "seed=", "out="]),
-    "benchmarks.memory": ([], ["run=", "model=", "pairs=", "steps="]),
+    "harness.run": ([], ["only=", "n_samples=", "memory_model=", "peers="]),
+    "harness.same_outputs": ([], ["a=", "b="]),
+    "harness.judge_validation": ([], ["data=", "margins=", "limit=", "seed=", "out="]),
+    "harness.memory": ([], ["run=", "model=", "pairs=", "steps="]),
 }
 
 

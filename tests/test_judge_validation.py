@@ -1,10 +1,10 @@
-"""benchmarks/judge_validation.py: leave-one-out items, the margin table, the short-answer probes, the CLI."""
+"""harness/judge_validation.py: leave-one-out items, the margin table, the short-answer probes, the CLI."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from benchmarks import judge_validation as jv
+from harness import judge_validation as jv
 from measure.scoring import correctness
 from measure.common.errors import UsageError
 from measure.records.records import Question

@@ -4,7 +4,7 @@ functions and `if TYPE_CHECKING:` blocks (a lazy import dodges a cycle at run ti
 
 Inside `measure/`, rooms: a module imports only modules of its own room or of rooms below it
 (ROOMS, lowest first; the top floor -- cli, pipeline, __main__ and the face -- is above them all).
-`train/` and `benchmarks/` import the face (`measure`, names in `measure.__all__`) and `measure.common`,
+`train/` and `harness/` import the face (`measure`, names in `measure.__all__`) and `measure.common`,
 never a room deeper. Tests may import internals."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import measure
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("measure", "train", "benchmarks")
+PACKAGES = ("measure", "train", "harness")
 # lowest first. scoring sits below sampling: the sampler reads the settings (scoring/config.py), which
 # validate clusterer specs and signal names (scoring/cluster.py, scoring/signals.py); scoring never samples.
 ROOMS = ("common", "records", "data", "scoring", "sampling", "analysis")
@@ -144,10 +144,10 @@ def test_the_room_check_catches_an_upward_import():
         "measure.common.io": "measure.records.records", "measure.scoring.config": "measure.sampling.sample"}
 
 
-def test_train_and_benchmarks_import_the_face_or_common_only():
+def test_train_and_harness_import_the_face_or_common_only():
     deep: dict[str, list[str]] = {}
     off_face: dict[str, list[str]] = {}
-    for pkg in ("train", "benchmarks"):
+    for pkg in ("train", "harness"):
         for path in sorted((REPO / pkg).rglob("*.py")):
             for module, imported in raw_imports(path):
                 if module.startswith("measure.") and module.split(".")[1] != "common":
@@ -156,8 +156,8 @@ def test_train_and_benchmarks_import_the_face_or_common_only():
                     missing = [a for a in imported if a not in measure.__all__]
                     if missing:
                         off_face.setdefault(module_name(path), []).extend(missing)
-    assert deep == {}, "train/ and benchmarks/ import `measure` (the face) or `measure.common`, nothing deeper"
-    assert off_face == {}, "every name train/ and benchmarks/ take from `measure` is in measure.__all__"
+    assert deep == {}, "train/ and harness/ import `measure` (the face) or `measure.common`, nothing deeper"
+    assert off_face == {}, "every name train/ and harness/ take from `measure` is in measure.__all__"
 
 
 def test_the_face_is_light_and_every_name_on_it_resolves():

@@ -18,6 +18,7 @@ checked against the default's type, and a missing required option is a UsageErro
 from __future__ import annotations
 
 import inspect
+import os
 import sys
 from typing import Any, Sequence
 
@@ -56,7 +57,10 @@ def answer_help(argv: Sequence[str], doc: str | None, options: type | None = Non
                 sections: Sequence[tuple[str, type]] = (), positional: str | None = None) -> None:
     """`-h` / `--help` / `help` among the arguments: print the help and exit 0."""
     if wants_help(argv):
-        print(help_text(doc, options, sections, positional))
+        try:
+            print(help_text(doc, options, sections, positional), flush=True)
+        except BrokenPipeError:   # `--help | head`: the reader left; end quietly, as a pager-friendly CLI does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise SystemExit(0)
 
 

@@ -21,7 +21,7 @@ metrics use (external Question.label first, then the ambiguous policy).
   none        always None (no gold; use external labels).
 
 On the truthfulqa margin: the default 0.02 (DEFAULT_JUDGE_MARGIN, MeasureSettings.judge_margin's default) comes from validating the
-judge on TruthfulQA's own references (python -m benchmarks.judge_validation; README "Validating the
+judge on TruthfulQA's own references (python -m harness.judge_validation; README "Validating the
 judges"): judged leave-one-out, each reference against the others, the judge is right on 66.8% (790
 questions) / 66.9% (817) at margin 0, but on the references whose gap |s_c - s_i| is <= 0.01 (8% of them)
 it is right 51.5% of the time and in (0.01, 0.02] (another 7%) 55%: coin flips. Margin 0.02 marks exactly

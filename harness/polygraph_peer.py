@@ -1,7 +1,7 @@
 """lm-polygraph's side of the real-model benchmark; runs INSIDE the peers virtualenv (.venv-peers), which holds
 lm-polygraph and its own pinned dependency set, so this file imports nothing from this project.
 
-    .venv-peers/bin/python benchmarks/polygraph_peer.py <request.json> <result.json>
+    .venv-peers/bin/python harness/polygraph_peer.py <request.json> <result.json>
 
 request: {"model": dir, "prompts": [chat-formatted text], "n_samples", "temperature", "max_new_tokens",
           "batch_size", "threads"}

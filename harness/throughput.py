@@ -20,7 +20,7 @@ Ways to get greedy + N sampled answers with full-vocabulary token entropies for 
   toolkit, decoder=generate   the toolkit's pass with measure.decoder=generate (`model.generate` with
            output_logits=True), for models whose cache cannot drop rows; shown for comparison.
   forward passes alone   the compact decodes' own model work replayed without anything else (prefill of
-           the distinct prompts, live rows per step, same tokens; benchmarks/schedule.py): the matched
+           the distinct prompts, live rows per step, same tokens; harness/schedule.py): the matched
            floor, since (b) does more model work than the compact decoder.
 
 Throughput counts *answer tokens*: per generated row, the tokens up to and including EOS, or up to the
@@ -43,7 +43,7 @@ from measure import (MeasureSettings, Question, QuestionSamples, StopOnText, ans
                      count_forward_calls, encode_prompt, format_prompt, sample as toolkit_sample,
                      sample_questions, step_statistics, stop_strings)
 
-from benchmarks.subject import median, timed
+from harness.subject import median, timed
 
 # generate() kwargs that only shape the output the toolkit reads (or stop early); the floor drops them
 OUTPUT_ONLY = ("return_dict_in_generate", "output_logits", "output_scores", "stopping_criteria", "max_new_tokens",
@@ -178,8 +178,8 @@ def run_floor(model, calls: Sequence[GenerateCall]) -> int:
 
 
 def run_forwards(model, calls: Sequence[GenerateCall]) -> int:
-    """The compact decodes' forward passes alone (benchmarks/schedule.py); returns how many ran."""
-    from benchmarks.schedule import replay_forwards
+    """The compact decodes' forward passes alone (harness/schedule.py); returns how many ran."""
+    from harness.schedule import replay_forwards
     return sum(replay_forwards(model, *call.compact) for call in calls)
 
 
@@ -290,7 +290,7 @@ def benchmark_throughput(model, tokenizer, questions: list[Question], settings: 
                             generate_calls=len(calls), note="the toolkit's own pass with measure.decoder=generate")
     wall_ratios, cpu_ratios = _ratios(toolkit, loop, floor, "seconds"), _ratios(toolkit, loop, floor, "cpu_seconds")
     forwards = _method(*times["forwards"], tokens, generate_calls=len(calls),
-                       note="the toolkit's own forward passes alone (benchmarks/schedule.py)") if matched else None
+                       note="the toolkit's own forward passes alone (harness/schedule.py)") if matched else None
     for ratios, key in ((wall_ratios, "seconds"), (cpu_ratios, "cpu_seconds")):   # per answer token, own samples
         ratios["decoder_generate_over_toolkit"] = ((with_generate[key] / max(generate_tokens, 1))
                                                    / (toolkit[key] / max(toolkit["answer_tokens"], 1)))

@@ -1,4 +1,4 @@
-"""`python -m benchmarks.run` with tiny settings: the JSON it writes and the outcomes it measures
+"""`python -m harness.run` with tiny settings: the JSON it writes and the outcomes it measures
 (forward passes, NLI pair counts, the demo table), plus its pure helpers on hand-computed inputs.
 Timings are only checked to be positive, never against targets: they depend on the machine."""
 from __future__ import annotations
@@ -8,13 +8,13 @@ import json
 import pytest
 import torch
 
-from benchmarks.clustering import pair_bounds
-from benchmarks.memory import sft_rows_from_pairs
-from benchmarks.run import main, parse_options
-from benchmarks.throughput import answer_lengths
+from harness.clustering import pair_bounds
+from harness.memory import sft_rows_from_pairs
+from harness.run import main, parse_options
+from harness.throughput import answer_lengths
 from measure.common.errors import UsageError
 
-pytestmark = [pytest.mark.xdist_group("benchmarks_smoke"), pytest.mark.slow]   # one worker builds the module fixture once
+pytestmark = [pytest.mark.xdist_group("harness_smoke"), pytest.mark.slow]   # one worker builds the module fixture once
 
 
 # session-scoped: xdist may run other modules between this module's tests on one worker, and a
@@ -154,9 +154,9 @@ def test_throughput_part_counts(tiny_model_dir, tmp_path):
 
 
 def test_forward_replay_runs_the_decoders_passes(tiny_model):
-    """benchmarks/schedule.py replays a compact decode with the same number of forward passes and the same
+    """harness/schedule.py replays a compact decode with the same number of forward passes and the same
     batch sizes per step (the matched floor of the throughput benchmark)."""
-    from benchmarks.schedule import replay_forwards
+    from harness.schedule import replay_forwards
     from measure.sampling import decode
     from measure.sampling.prompts import encode_left_padded, format_prompt
     from measure.sampling.sample import StopOnText
@@ -183,8 +183,8 @@ def test_forward_replay_runs_the_decoders_passes(tiny_model):
 def test_real_model_options_and_greedy_agreement():
     """The real-model part's options, and the greedy-entropy comparison over identical greedy texts only."""
     from types import SimpleNamespace
-    from benchmarks.real_model import greedy_agreement, with_targets
-    from benchmarks.run import parse_options
+    from harness.real_model import greedy_agreement, with_targets
+    from harness.run import parse_options
     from measure.common.errors import UsageError
     opts = parse_options(["only=[real_model]", "peers=false", "real_limit=2"])
     assert opts["only"] == ["real_model"] and opts["peers"] == "false" and opts["real_limit"] == 2
@@ -205,9 +205,9 @@ def test_real_model_options_and_greedy_agreement():
 
 
 def test_same_outputs_masks_the_clock_and_nothing_else(tmp_path, capsys):
-    """benchmarks.same_outputs: wall times / commits / cascade costs may differ between two runs; a result may not."""
-    from benchmarks.same_outputs import compare_dirs
-    from benchmarks.same_outputs import main as same
+    """harness.same_outputs: wall times / commits / cascade costs may differ between two runs; a result may not."""
+    from harness.same_outputs import compare_dirs
+    from harness.same_outputs import main as same
     for run, (seconds, commit, cost) in {"a": (1.5, "abc", 0.1), "b": (2.5, "def", 0.2)}.items():
         d = tmp_path / run / "dpo" / "measure" / "jsonl"
         (d / "cascade").mkdir(parents=True)

@@ -1,6 +1,6 @@
 """Are two chain runs the same? Every file of one output dir against the other, byte for byte.
 
-    python -m benchmarks.same_outputs a=/tmp/run1/toy b=/tmp/run2/toy
+    python -m harness.same_outputs a=/tmp/run1/toy b=/tmp/run2/toy
 
 What a run may not reproduce is its clock and its code version: git commit, wall times, Trainer
 throughput, the seconds per question a report records (and what is computed from them: the cascade's
@@ -78,7 +78,7 @@ class Options:
 def main(argv: list[str] | None = None) -> None:
     opts, _ = parse_cli(argv, __doc__, Options, strict=True)
     if not opts["a"] or not opts["b"] or not Path(opts["a"]).is_dir() or not Path(opts["b"]).is_dir():
-        raise UsageError("usage: python -m benchmarks.same_outputs a=<output dir> b=<output dir> (two existing dirs)")
+        raise UsageError("usage: python -m harness.same_outputs a=<output dir> b=<output dir> (two existing dirs)")
     result = compare_dirs(Path(opts["a"]), Path(opts["b"]))
     for key in ("only_in_a", "only_in_b", "identical_but_costs", "differ", "differ_clock_dependent"):
         for rel in result[key]:

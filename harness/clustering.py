@@ -23,7 +23,7 @@ from typing import Any
 from measure import (NLI_LABELS, QuestionSamples, cluster_by_entailment, dedupe, load_embedder, load_nli,
                      make_clusterer)
 
-from benchmarks.subject import median
+from harness.subject import median
 
 CLUSTERERS = ("exact", "numeric", "jaccard", "embedding", "nli")
 

@@ -9,11 +9,11 @@ max_new_tokens=40. Methods:
                in the same call as the samples); forward calls counted (target: no extra pass).
   raw generate the toolkit's decode calls re-issued as bare `model.generate` calls with the same prompts
                and rows per call (greedy + N rows per prompt, all sampled there), run for the same number of
-               steps, without statistics (benchmarks/throughput.py run_floor).
+               steps, without statistics (harness/throughput.py run_floor).
   loop         the per-sample reference loop (a generate call per answer + a second pass for the
-               entropies; benchmarks/throughput.py run_loop) on the first `loop_limit` questions (it is
+               entropies; harness/throughput.py run_loop) on the first `loop_limit` questions (it is
                ~10x slower; compared per answer token).
-  lm-polygraph lm-polygraph 0.7's UEManager in its own virtualenv (benchmarks/polygraph_peer.py); with
+  lm-polygraph lm-polygraph 0.7's UEManager in its own virtualenv (harness/polygraph_peer.py); with
                peers=true the venv is created first (.venv-peers: torch CPU wheel, then lm-polygraph from
                PyPI), peers=auto runs it only if that venv exists, peers=false skips it.
 Every method runs with the same torch thread count (the benchmark's `threads`). Speed = answer tokens per
@@ -31,10 +31,10 @@ from typing import Any
 
 from measure import BenchmarkSpec, MeasureSettings
 
-from benchmarks.subject import REPO, table, timed
+from harness.subject import REPO, table, timed
 
 PEERS_VENV = REPO / ".venv-peers"
-PEER_SCRIPT = REPO / "benchmarks" / "polygraph_peer.py"
+PEER_SCRIPT = REPO / "harness" / "polygraph_peer.py"
 PEER_SPECS = ("torch==2.13.0", "lm-polygraph==0.7.0")   # torch first: the CPU wheel, so nothing pulls CUDA
 TRUTHFULQA = REPO.parent / "shared" / "data" / "truthfulqa" / "TruthfulQA.csv"
 TARGETS = {"toolkit_over_polygraph": 2.0, "toolkit_over_raw_generate": 1.3, "loop_over_toolkit": 20.0,
@@ -89,7 +89,7 @@ def benchmark_real_model(*, model_ref: str, questions_path: str | None, limit: i
                          max_new_tokens: int, peers: str, threads: int) -> dict:
     import torch
     from measure import HFBackend, decode_plan, format_prompt, load_benchmark, resolve_model
-    from benchmarks.throughput import run_floor, run_loop, run_toolkit
+    from harness.throughput import run_floor, run_loop, run_toolkit
     path = Path(questions_path) if questions_path else TRUTHFULQA
     if not path.exists():
         return {"skipped": f"{path} not found (TruthfulQA CSV)"}

@@ -1,4 +1,4 @@
-"""`make bench`: side-by-side measurements of the toolkit's cost (python -m benchmarks.run).
+"""`make bench`: side-by-side measurements of the toolkit's cost (python -m harness.run).
 
     subject.py     which model and questions, the measure settings, timing/RSS helpers, tables
     throughput.py  toolkit sampling pass vs a per-sample reference loop vs the raw generate floor;

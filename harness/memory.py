@@ -1,6 +1,6 @@
 """Benchmark 3: peak memory of DPO with LoRA vs SFT with LoRA on the same model.
 
-Each run trains a few steps in a FRESH subprocess (`python -m benchmarks.memory ...`, below), so none
+Each run trains a few steps in a FRESH subprocess (`python -m harness.memory ...`, below), so none
 inherits another's allocations. In the child, everything is imported, the model, tokenizer and data
 are loaded and every weight is read once (safetensors weights are memory-mapped and would otherwise
 become resident only during training); then the baseline is taken, and the trainer's cost is
@@ -43,7 +43,7 @@ from measure.common.errors import UsageError, exit_on_usage_error
 from measure.common.io import write_json
 from measure.common.cli_args import parse_cli
 
-from benchmarks.subject import REPO, current_rss_bytes, peak_rss_bytes, reset_peak_rss, ru_maxrss_bytes
+from harness.subject import REPO, current_rss_bytes, peak_rss_bytes, reset_peak_rss, ru_maxrss_bytes
 
 MiB = 1024 * 1024
 RUNS = ("sft", "dpo", "dpo_ref_copy")
@@ -131,7 +131,7 @@ def run_child(run: str, model_dir: Path, pairs: Path, prompt_format: str, *, ste
               max_length: int, lora: dict, threads: int, timeout: float = 600) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "memory.json"
-        cmd = [sys.executable, "-m", "benchmarks.memory", f"run={run}", f"model={model_dir}", f"pairs={pairs}",
+        cmd = [sys.executable, "-m", "harness.memory", f"run={run}", f"model={model_dir}", f"pairs={pairs}",
                f"prompt_format={prompt_format}", f"steps={steps}", f"pair_batch={pair_batch}",
                f"max_length={max_length}", f"lora={json.dumps(lora)}", f"threads={threads}", f"out={out}"]
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
@@ -171,7 +171,7 @@ def benchmark_memory(model_dir: Path, pairs: Path, prompt_format: str, *, lora: 
 @exit_on_usage_error
 @dataclass(frozen=True)
 class Options:
-    """The child's options (benchmarks.run's memory part launches it)."""
+    """The child's options (harness.run's memory part launches it)."""
     run: str | None = field(default=None, metadata={"help": "which run", "choices": tuple(RUNS)})
     model: str | None = field(default=None, metadata={"help": "model dir"})
     pairs: str | None = field(default=None, metadata={"help": "preference pairs JSONL"})
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> None:
     if opts:
         raise UsageError(f"unknown keys {', '.join(opts)}")
     if known["run"] not in RUNS or not known["model"] or not known["pairs"] or not known["out"]:
-        raise UsageError(f"usage: python -m benchmarks.memory run={'|'.join(RUNS)} model=<dir> pairs=<jsonl> out=<json> "
+        raise UsageError(f"usage: python -m harness.memory run={'|'.join(RUNS)} model=<dir> pairs=<jsonl> out=<json> "
                          "[prompt_format=qa] [steps=4] [pair_batch=4] [max_length=64] [lora={...}] [threads=1]")
     lora = LoraSpec(**(known["lora"] if isinstance(known["lora"], dict) else json.loads(known["lora"] or "{}"))).settings()
     result = child(known["run"], str(known["model"]), str(known["pairs"]), known["prompt_format"],

@@ -1,4 +1,4 @@
-"""What the benchmarks run on (model, questions, measure settings) and the small helpers they share.
+"""What the speed benchmarks run on (model, questions, measure settings) and the small helpers they share.
 
 Default subject: the toy world demo's DPO checkpoint (checkpoints/toy/dpo, written by `make demo`) on
 the world's held-out questions (for any chain stage given as model=: <chain>/world/eval.jsonl if present), sampled with the toy recipe's measure settings (prompt format, stop
