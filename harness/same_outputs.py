@@ -32,9 +32,15 @@ TEXT = (".json", ".jsonl", ".md", ".html", ".txt", ".jinja")
 CLOCK_TEXT = re.compile(r'("?(?:%s)"?\s*[:=]\s*)("[^"]*"|[-+0-9.eE]+)' % "|".join(map(re.escape, sorted(CLOCK_KEYS))))
 
 
+# lists that are sets: compared whatever their order (threadpoolctl's pools come in library load order)
+UNORDERED_KEYS = {"numpy_blas"}
+
+
 def scrub(value, keys: set[str] = CLOCK_KEYS):
     if isinstance(value, dict):
-        return {k: "<clock>" if k in keys else scrub(v, keys) for k, v in value.items()}
+        return {k: "<clock>" if k in keys else
+                sorted((scrub(v, keys) for v in value[k]), key=lambda x: json.dumps(x, sort_keys=True))
+                if k in UNORDERED_KEYS and isinstance(v, list) else scrub(v, keys) for k, v in value.items()}
     if isinstance(value, list):
         return [scrub(v, keys) for v in value]
     return value

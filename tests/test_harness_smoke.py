@@ -211,8 +211,10 @@ def test_same_outputs_masks_the_clock_and_nothing_else(tmp_path, capsys):
     for run, (seconds, commit, cost) in {"a": (1.5, "abc", 0.1), "b": (2.5, "def", 0.2)}.items():
         d = tmp_path / run / "dpo" / "measure" / "jsonl"
         (d / "cascade").mkdir(parents=True)
+        pools = [{"internal_api": "openblas"}, {"internal_api": "openmp"}]   # a set: its order may vary by run
         (d / "report.json").write_text(json.dumps({"scr": {"exact": 0.25}, "timing": {"seconds_per_question": {"greedy": seconds}},
-                                                   "provenance": {"git_commit": commit, "seed": 0}}))
+                                                   "provenance": {"git_commit": commit, "seed": 0, "machine": {
+                                                       "numpy_blas": pools if run == "a" else pools[::-1]}}}))
         (d / "report.md").write_text(f'SCR 0.250\n"git_commit": "{commit}"\n')
         (d / "cascade" / "cascade.json").write_text(json.dumps({"costs": {"x": cost}, "cascade": {"accuracy": 0.7}}))
         (d / "samples.jsonl").write_text('{"id": "q1"}\n')

@@ -52,7 +52,9 @@ def _numpy_blas() -> list[dict[str, Any]]:
     except ImportError:
         return []
     keys = ("internal_api", "version", "architecture", "num_threads")
-    return [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
+    pools = [{k: pool.get(k) for k in keys} for pool in threadpool_info()]
+    # threadpoolctl lists pools in library load order, which varies between runs: a sorted set of pools
+    return sorted(pools, key=lambda p: tuple(str(p[k]) for k in keys))
 
 
 def machine_info() -> dict[str, Any]:
