@@ -35,7 +35,7 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/toy.yaml
 
-# The toy chain under seeds 0, 1, 2 (about 11 min on 2 cores): checkpoints/toy-seeds/seeds.md says what every seed shows
+# The toy chain under seeds 0, 1, 2 (about 12 min on 2 cores): checkpoints/toy-seeds/seeds.md says what every seed shows
 demo-seeds: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.seeds recipe=recipes/toy.yaml seeds=[0,1,2]
 

@@ -1,7 +1,7 @@
 """Run one recipe's chain under several seeds and state only what every seed shows.
 
     python -m train.seeds recipe=recipes/toy.yaml [seeds=[0,1,2]] [overwrite=true] [dotted overrides]
-    make demo-seeds      (the toy chain under seeds 0, 1, 2; about 11 min on 2 CPU cores)
+    make demo-seeds      (the toy chain under seeds 0, 1, 2; about 12 min on 2 CPU cores)
 
 Why: a chain's numbers are one draw. Two fresh runs on one machine are byte-identical, but another seed
 -- or another CPU, whose float32 reductions round differently and so drift apart over ~1000 pretraining
