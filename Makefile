@@ -25,12 +25,16 @@ $(STAMP): pyproject.toml
 # Two xdist workers on 2 cores, one torch thread each: two workers of 2 threads each oversubscribe the cores
 # (OpenMP threads spin-wait) and made the suite ~1.5x slower. Tests that need 2 threads set them
 # (tests/numerics.py torch_threads); the decode/sample equality tests run under 1 and 2.
+# --dist loadfile: each test file on one worker, so its session fixtures (a trained chain, converted GGUFs)
+# are built once; tests/conftest.py puts the longest files first so the two workers start on them.
+# (loadgroup's xdist_group marks are ignored under pytest 9: xdist renames `_nodeid`, pytest 9 reads `_id`.)
+PYTEST := OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 test: $(STAMP)
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(PYTEST)
 
 # the fast loop while editing: everything but the end-to-end runs marked `slow` (make test runs all)
 test-fast: $(STAMP)
-	OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
+	$(PYTEST) -m "not slow"
 
 demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/toy.yaml

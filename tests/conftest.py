@@ -16,6 +16,18 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 
+# `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`: files are handed to the two workers in
+# collection order, so the longest ones (measured with --durations) come first and start on separate
+# workers; every other file keeps its place.
+LONGEST_FIRST = ("test_real_models.py", "test_train.py", "test_harness_smoke.py", "test_measure_cli.py",
+                 "test_sweep.py", "test_scaleout.py", "test_seeds.py", "test_mitigations.py", "test_bad_inputs.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))   # stable: order within a file kept
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.exists():

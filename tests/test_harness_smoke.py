@@ -14,11 +14,11 @@ from harness.run import main, parse_options
 from harness.throughput import answer_lengths
 from measure.common.errors import UsageError
 
-pytestmark = [pytest.mark.xdist_group("harness_smoke"), pytest.mark.slow]   # one worker builds the module fixture once
+pytestmark = pytest.mark.slow
 
 
-# session-scoped: xdist may run other modules between this module's tests on one worker, and a
-# module-scoped fixture would then be built again (tens of seconds); the tests only add to it, in order
+# session-scoped: built once per test run (`make test` keeps each file on one worker); the tests only
+# add to it, in order
 @pytest.fixture(scope="session")
 def smoke_report(tiny_model_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("bench")

@@ -22,7 +22,7 @@ from train.data import load_training_data, unpair_rows
 from train.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.xdist_group("mitigations"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def _recipe_file(tmp: Path) -> Path:
@@ -39,8 +39,8 @@ def _recipe_file(tmp: Path) -> Path:
     return path
 
 
-# session-scoped: xdist may run other modules between this module's tests on one worker, and a
-# module-scoped fixture would then be built again (tens of seconds); the tests only add to it, in order
+# session-scoped: built once per test run (`make test` keeps each file on one worker); the tests only
+# add to it, in order
 @pytest.fixture(scope="session")
 def chain(tmp_path_factory) -> tuple[Path, Path]:
     """(recipe path, output dir) with base and sft trained once, unmeasured; the tests add the other stages."""

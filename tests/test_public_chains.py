@@ -52,8 +52,8 @@ def test_stage_prompt_format_is_validated(tmp_path):
         load_recipe(REPO / "recipes/zephyr.yaml", {"stages.sft.prompt_format": "chatml"})
 
 
-# session-scoped: xdist may run other modules between this module's tests on one worker, and a
-# module-scoped fixture would then be built again (tens of seconds); the tests only add to it, in order
+# session-scoped: built once per test run (`make test` keeps each file on one worker); the tests only
+# add to it, in order
 @pytest.fixture(scope="session")
 def local_chain(tiny_model_dir, tmp_path_factory):
     """The Zephyr recipe with three local copies of the tiny model in place of the hub ids, run by run_chain."""

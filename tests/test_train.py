@@ -23,7 +23,7 @@ from train.recipe import load_recipe
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATE = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--cpu",
               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-pytestmark = [pytest.mark.xdist_group("train"), pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 
 def launch(script: str, *args: str) -> subprocess.CompletedProcess:
@@ -37,8 +37,8 @@ def weights(directory: Path) -> dict[str, torch.Tensor]:
     return load_file(directory / "model.safetensors")
 
 
-# session-scoped: xdist may run other modules between this module's tests on one worker, and a
-# module-scoped fixture would then be built again (tens of seconds); the tests only add to it, in order
+# session-scoped: built once per test run (`make test` keeps each file on one worker); the tests only
+# add to it, in order
 @pytest.fixture(scope="session")
 def chain_dir(tmp_path_factory) -> Path:
     """pretrain -> sft -> dpo, each through `accelerate launch` as a user runs it."""
