@@ -28,9 +28,9 @@ _NAMES: dict[str, str] = {
     "RunIdentity": "measure.records.records",
     "Report": "measure.records.results",
     "read_report": "measure.records.results",
-    "Comparison": "measure.records.results",
-    "read_comparison": "measure.records.results",
-    "read_cascade": "measure.records.results",
+    "Comparison": "measure.records.comparison",
+    "read_comparison": "measure.records.comparison",
+    "read_cascade": "measure.records.cascade_result",
     # data: evaluation sets and normalization
     "BenchmarkSpec": "measure.data.benchmarks",
     "load_benchmark": "measure.data.benchmarks",

@@ -12,7 +12,7 @@ import pytest
 from measure.analysis import cascade as cas
 from measure.analysis.cascade_costs import CostModel
 from measure.records.records import GenerationTiming
-from measure.records.results import CascadeCurve, CoveragePoint
+from measure.records.cascade_result import CascadeCurve, CoveragePoint
 from measure.analysis.cascade import (Cascade, analyze_split, apply_cascade, baseline_notes, cv_splits, evaluate, fit_cascade,
                              holdout_split, run_cascade)
 from measure.common.errors import UsageError

@@ -10,10 +10,11 @@ import json
 from pathlib import Path
 
 from measure.scoring.report import render_markdown
-from measure.records.results import (CascadeCurve, CoveragePoint, ScrAtK, ScrAtThreshold, SensitivityByN, Transition,
-                                    Verdict, VerdictRow, cascade_from_json, cascade_to_json, comparison_from_json,
-                                    comparison_to_json, inner_to_json, read_report, report_from_json, report_to_json,
-                                    settings_from_json)
+from measure.records.results import read_report, report_from_json, report_to_json, settings_from_json
+from measure.records.comparison import (ScrAtK, ScrAtThreshold, SensitivityByN, Transition, Verdict, VerdictRow,
+                                        comparison_from_json, comparison_to_json)
+from measure.records.cascade_result import CascadeCurve, CoveragePoint, cascade_from_json, cascade_to_json
+from measure.common.jsonrecords import record_to_json
 
 DATA = Path(__file__).parent / "data" / "results"
 
@@ -94,14 +95,14 @@ def test_comparison_inner_records_are_typed_and_round_trip():
     result = comparison_from_json(obj)
     first = result.transitions[0]
     assert isinstance(first, Transition) and first.key == ("base", "sft", "exact") and first.mcnemar_p_holm < 0.05
-    assert inner_to_json(first) == obj["transitions"][0] and list(inner_to_json(first))[:2] == ["from", "to"]
+    assert record_to_json(first) == obj["transitions"][0] and list(record_to_json(first))[:2] == ["from", "to"]
     assert isinstance(result.verdict, Verdict) and result.verdict.transition == "base -> sft"
     assert all(isinstance(r, VerdictRow) for r in result.verdict.per_transition)
-    assert inner_to_json(result.verdict) == obj["verdict"]
+    assert record_to_json(result.verdict) == obj["verdict"]
     by_n = result.sensitivity.n_samples["exact"]
     assert isinstance(by_n, SensitivityByN) and isinstance(by_n.stages["base"][0], ScrAtK) and by_n.stages["base"][0].k == 2
     assert isinstance(result.sensitivity.threshold["jaccard"].stages["sft"][0], ScrAtThreshold)
-    assert inner_to_json(result.sensitivity) == obj["sensitivity"]
+    assert record_to_json(result.sensitivity) == obj["sensitivity"]
 
 
 def test_older_comparison_without_the_method_keys_reads_and_writes_back_the_same_bytes():
@@ -123,9 +124,9 @@ def test_cascade_curves_are_typed_and_round_trip():
     assert result.cascade.aurc is None and result.cascade.absent == {"aurc", "prr", "auroc"}   # the baselines' only
     base = result.baselines["greedy_entropy_mean"]
     assert base.prr is not None and not base.absent
-    assert inner_to_json(result.cascade) == obj["cascade"] and "aurc" not in inner_to_json(result.cascade)
-    assert inner_to_json(base) == obj["baselines"]["greedy_entropy_mean"]
-    assert list(inner_to_json(base)) == ["at_coverage", "curve", "aurc_grid", "aurc", "prr", "auroc"]
+    assert record_to_json(result.cascade) == obj["cascade"] and "aurc" not in record_to_json(result.cascade)
+    assert record_to_json(base) == obj["baselines"]["greedy_entropy_mean"]
+    assert list(record_to_json(base)) == ["at_coverage", "curve", "aurc_grid", "aurc", "prr", "auroc"]
 
 
 # ---------------------------------------------------------------- dpo_effect.json (train/dpo_effect.py)
@@ -153,8 +154,9 @@ EFFECT = {"name": "tiny", "stages": {
 
 
 def test_dpo_effect_records_round_trip_byte_identically(tmp_path):
-    from train.dpo_effect import (DPOEffect, HeldoutEffect, MarginTrajectory, WeightDifference, effect_to_json,
-                                  read_effect, summary)
+    from train.dpo_effect import summary
+    from train.effect_records import (DPOEffect, HeldoutEffect, MarginTrajectory, WeightDifference, effect_to_json,
+                                      read_effect)
     (tmp_path / "dpo_effect.json").write_text(dumped(EFFECT))
     effect = read_effect(tmp_path)
     assert isinstance(effect, DPOEffect) and dumped(effect_to_json(effect)) == dumped(EFFECT)

@@ -144,8 +144,9 @@ def test_chain_reuses_finished_stages(chain_dir):
 
 
 def test_dpo_effect_reports_margins_weights_and_heldout_logprobs(chain_dir):
-    from train.dpo_effect import (_to as effect_to_json_part, dpo_effect, effect_from_json, effect_to_json, margin_trajectory,
-                                  read_effect, summary, weight_difference)
+    from measure.common.jsonrecords import record_to_json as effect_to_json_part
+    from train.dpo_effect import dpo_effect, margin_trajectory, summary, weight_difference
+    from train.effect_records import effect_from_json, effect_to_json, read_effect
 
     def dumped(obj) -> str:
         return json.dumps(obj, indent=2, allow_nan=False) + "\n"

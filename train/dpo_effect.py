@@ -20,165 +20,27 @@ For every `trainer: dpo` stage:
 `acted` is true when the late margins exceed the early ones and are positive, and the weights changed;
 the held-out margin is reported beside it, not folded in (on a CPU-sized run it may stay near 0).
 
-The report is typed: DPOEffect (the file) of StageEffect (one stage) of MarginTrajectory, WeightDifference
-(with ChangedTensor rows) and HeldoutEffect. One reader (`effect_from_json`, `read_effect`) and one writer
-(`effect_to_json`): a field is its JSON key, and keys a file lacks (a check that has only a `note`, a
-stage without `heldout`) are remembered in `absent` and not written, so a file read and written back is
-byte-identical.
+The report is typed (train/effect_records.py: DPOEffect of StageEffect of MarginTrajectory,
+WeightDifference and HeldoutEffect), with one reader (`read_effect`) and one writer (`effect_to_json`).
 """
 from __future__ import annotations
 
 import dataclasses
 import math
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from measure import encode_prompt, load_tokenizer
 from measure.common.errors import UsageError, exit_on_usage_error
-from measure.common.io import read_json, to_jsonable, write_json
+from measure.common.io import write_json
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.recipe import Recipe, load_recipe
+from train.effect_records import (REPORT, DPOEffect, HeldoutEffect, MarginTrajectory, StageEffect, WeightDifference,
+                                 effect_to_json, heldout_from_json, margins_from_json, weights_from_json)
 from train.trainers import TRAINER_SPECS
 from train.options import RecipeOptions, parse_recipe_cli
-
-REPORT = "dpo_effect.json"
-
-
-# ---------------------------------------------------------------- the typed report (one reader, one writer)
-
-@dataclass(frozen=True)
-class _Record:
-    absent: frozenset[str] = field(default=frozenset(), kw_only=True, repr=False, compare=False)
-
-
-@dataclass(frozen=True)
-class MarginTrajectory(_Record):
-    """TRL's logged reward margins; with no logged margins only n_logged = 0 and note."""
-    n_logged: int
-    note: str | None = None
-    first: dict[str, float | None] | None = None     # the first logged row: step, rewards/*, loss
-    last: dict[str, float | None] | None = None
-    quarter: int | None = None                       # logs per early / late mean
-    early_mean_margin: float | None = None
-    late_mean_margin: float | None = None
-    early_mean_accuracy: float | None = None
-    late_mean_accuracy: float | None = None
-    moved: bool | None = None
-
-
-@dataclass(frozen=True)
-class ChangedTensor(_Record):
-    tensor: str
-    relative_frobenius: float
-
-
-@dataclass(frozen=True)
-class WeightDifference(_Record):
-    """|delta w| against the parent; with nothing to compare only note."""
-    note: str | None = None
-    tensors: int | None = None
-    tensors_changed: int | None = None
-    max_abs: float | None = None
-    mean_abs: float | None = None
-    relative_frobenius: float | None = None
-    relative_frobenius_changed: float | None = None
-    most_changed: list[ChangedTensor] = field(default_factory=list)
-    only_in_one: int | None = None
-
-
-@dataclass(frozen=True)
-class HeldoutEffect(_Record):
-    """Policy vs parent on held-out pairs; with no pair kept only pairs = 0, skipped and note."""
-    pairs: int
-    skipped: int
-    note: str | None = None
-    beta: float | None = None
-    max_length: int | None = None
-    dataset: list[dict[str, Any]] | None = None
-    mean_abs_delta_logp: float | None = None
-    mean_abs_delta_logp_per_token: float | None = None
-    mean_delta_logp_chosen: float | None = None
-    mean_delta_logp_rejected: float | None = None
-    mean_margin: float | None = None
-    margin_accuracy: float | None = None
-
-
-@dataclass(frozen=True)
-class StageEffect(_Record):
-    stage: str
-    parent: str
-    margins: MarginTrajectory
-    weights: WeightDifference
-    heldout: HeldoutEffect | None      # None (and not written) when the stage names no heldout pairs
-    acted: bool
-
-
-@dataclass(frozen=True)
-class DPOEffect(_Record):
-    """dpo_effect.json."""
-    name: str
-    stages: dict[str, StageEffect]
-
-
-def _from(cls, obj: Mapping[str, Any], **nested: Any):
-    names = [f.name for f in fields(cls) if f.name != "absent"]
-    values = {n: nested[n] if n in nested else obj[n] for n in names if n in nested or n in obj}
-    return cls(**values, absent=frozenset(n for n in names if n not in obj))
-
-
-def _to(record: _Record) -> dict[str, Any]:
-    return {f.name: _value(getattr(record, f.name)) for f in fields(record)
-            if f.name != "absent" and f.name not in record.absent}
-
-
-def _value(value: Any) -> Any:
-    if isinstance(value, _Record):
-        return _to(value)
-    if isinstance(value, dict):
-        return {k: _value(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_value(v) for v in value]
-    return to_jsonable(value)
-
-
-def margins_from_json(obj: Mapping[str, Any]) -> MarginTrajectory:
-    return _from(MarginTrajectory, obj)
-
-
-def weights_from_json(obj: Mapping[str, Any]) -> WeightDifference:
-    return _from(WeightDifference, obj, **({"most_changed": [_from(ChangedTensor, t) for t in obj["most_changed"]]}
-                                           if "most_changed" in obj else {}))
-
-
-def heldout_from_json(obj: Mapping[str, Any]) -> HeldoutEffect:
-    return _from(HeldoutEffect, obj)
-
-
-def stage_effect_from_json(obj: Mapping[str, Any]) -> StageEffect:
-    return _from(StageEffect, obj, margins=margins_from_json(obj["margins"]), weights=weights_from_json(obj["weights"]),
-                 heldout=heldout_from_json(obj["heldout"]) if "heldout" in obj else None)
-
-
-def effect_from_json(obj: Mapping[str, Any]) -> DPOEffect:
-    """The one reader of dpo_effect.json content."""
-    return _from(DPOEffect, obj, stages={s: stage_effect_from_json(e) for s, e in obj["stages"].items()})
-
-
-def effect_to_json(effect: DPOEffect) -> dict[str, Any]:
-    """The one writer: dpo_effect.json's content, keys in today's order."""
-    return _to(effect)
-
-
-def read_effect(directory: str | os.PathLike) -> DPOEffect:
-    """<chain dir>/dpo_effect.json as a DPOEffect."""
-    path = Path(directory) / REPORT
-    if not path.exists():
-        raise UsageError(f"{path}: no {REPORT} (python -m train.dpo_effect recipe=<recipe> writes it)")
-    return effect_from_json(read_json(path))
-
 
 # ---------------------------------------------------------------- the three checks
 

@@ -28,7 +28,7 @@ from measure.common.io import read_jsonl, write_json, write_text
 from measure.common.values import as_seed
 from train import layout
 from train.chain import run_chain
-from train.dpo_effect import REPORT, read_effect
+from train.effect_records import REPORT, read_effect
 from train.recipe import Recipe, load_recipe
 from train.options import RecipeOptions, parse_recipe_cli
 

@@ -29,7 +29,7 @@ from measure.common.errors import UsageError
 from measure.common.io import provenance, refuse_overwrite, write_json, write_text
 from measure.scoring.metrics import auroc, aurc, prr
 from measure.analysis.measured_run import load_run, measure_dir
-from measure.records.results import CascadeCurve, CascadeResult, CoveragePoint, cascade_to_json
+from measure.records.cascade_result import CascadeCurve, CascadeResult, CoveragePoint, cascade_to_json
 
 DEFAULT_SIGNALS = ("response_length", "greedy_entropy_mean", "n_clusters@embedding", "n_clusters@nli")
 TARGETS = (0.3, 0.5, 0.8)

@@ -39,7 +39,8 @@ from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.scoring.metrics import scr
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.analysis.measured_run import MeasuredRun, load_run, measure_dir
-from measure.records.results import ClustererStats, Comparison, StageSummary, Transition, transition_from_json
+from measure.records.comparison import (ClustererStats, Comparison, StageSummary, Transition,
+                                        transition_from_json)
 from measure.analysis.sensitivity import sensitivity
 
 OUTPUTS = ("compare.json", "compare.md", "compare.html")

@@ -20,7 +20,8 @@ from measure.scoring.intervals import ci_label
 from measure.common.io import atomic_path, write_json, write_text
 from measure.analysis.measured_run import MeasuredRun
 from measure.scoring.metrics import auroc
-from measure.records.results import Comparison, comparison_to_json, read_report
+from measure.records.results import read_report
+from measure.records.comparison import Comparison, comparison_to_json
 from measure.scoring.signals import SIGNALS, SignalKey
 
 

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from measure.records.results import Verdict, VerdictRow
+from measure.records.comparison import Verdict, VerdictRow
 from measure.scoring.intervals import PAIRED_DIFF_CI_METHOD, paired_difference_ci
 
 ALPHA = 0.05

@@ -20,7 +20,9 @@ from measure.common.errors import UsageError
 from measure.analysis.measured_run import MeasuredRun
 from measure.scoring.metrics import scr
 from measure.records.records import read_samples
-from measure.records.results import Report, ScrAtK, ScrAtThreshold, Sensitivity, SensitivityByN, SensitivityByThreshold
+from measure.records.results import Report
+from measure.records.comparison import (ScrAtK, ScrAtThreshold, Sensitivity, SensitivityByN,
+                                        SensitivityByThreshold)
 
 
 THRESHOLD_GRIDS = {"jaccard": (0.2, 0.3, 0.4, 0.5, 0.6), "embedding": (0.75, 0.8, 0.85, 0.9, 0.95)}
