@@ -231,7 +231,7 @@ def test_compare_runs_end_to_end(tmp_path):
     out = tmp_path / "cmp"
     res = compare_runs(runs, ["base", "sft", "dpo"], out, overwrite=False)
     assert res.stages == ["base", "sft", "dpo"] and res.clusterers == ["exact", "jaccard"]
-    assert res.holm["family_size"] == 8                          # 2 transitions x 2 clusterers x 2 tests
+    assert res.holm.family_size == 8                          # 2 transitions x 2 clusterers x 2 tests
     first = next(t for t in res.transitions if t.from_ == "base" and t.clusterer == "exact")
     assert (first.b_single_to_multi, first.c_multi_to_single) == (0, 12)
     assert first.mcnemar_p == pytest.approx(2 * 0.5 ** 12)
@@ -242,8 +242,8 @@ def test_compare_runs_end_to_end(tmp_path):
     assert res.verdict.transition == "base -> sft" and res.verdict.agree == ["exact", "jaccard"]
     assert res.per_stage["sft"].clusterers["exact"].scr == pytest.approx(0.6)
     assert res.per_stage["base"].accuracy == pytest.approx(13 / 20)
-    assert res.agreement["sft"][0]["kappa"] == pytest.approx(1.0)
-    assert res.agreement["sft"][0]["ari_mean"] == pytest.approx(1.0)
+    assert res.agreement["sft"][0].kappa == pytest.approx(1.0)
+    assert res.agreement["sft"][0].ari_mean == pytest.approx(1.0)
     # Sensitivity from the saved samples: identical texts stay one cluster at every jaccard threshold.
     thr = res.sensitivity.threshold["jaccard"].stages["sft"]
     assert [p.scr for p in thr] == pytest.approx([0.6] * 5)

@@ -39,7 +39,7 @@ from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.scoring.metrics import scr
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.analysis.measured_run import MeasuredRun, load_run, measure_dir
-from measure.records.comparison import (ClustererStats, Comparison, StageSummary, Transition,
+from measure.records.comparison import (Agreement, ClustererStats, Comparison, HolmFamily, StageSummary, Transition,
                                         transition_from_json)
 from measure.analysis.sensitivity import sensitivity
 
@@ -121,13 +121,13 @@ def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha
     return [transition_from_json(r) for r in rows], family
 
 
-def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[dict]:
+def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[Agreement]:
     out = []
     for i, a in enumerate(clusterers):
         for b in clusterers[i + 1:]:
-            out.append({"a": a, "b": b, **pair_agreement(counts(stage, a) == 1, counts(stage, b) == 1,
-                                                         [r.clusters.get(a, []) for r in stage.records],
-                                                         [r.clusters.get(b, []) for r in stage.records])})
+            out.append(Agreement(a=a, b=b, **pair_agreement(counts(stage, a) == 1, counts(stage, b) == 1,
+                                                            [r.clusters.get(a, []) for r in stage.records],
+                                                            [r.clusters.get(b, []) for r in stage.records])))
     return out
 
 
@@ -163,8 +163,8 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
     result = Comparison(
         benchmark=benchmark, stages=[st.label for st in stages], n_questions=len(stages[0].records), clusterers=clusterers,
         per_stage={st.label: stage_summary(st, clusterers) for st in stages},
-        transitions=rows, holm={"method": "holm", "family_size": family, "alpha": alpha,
-                                "family": "every McNemar and Wilcoxon test, every transition and clusterer"},
+        transitions=rows, holm=HolmFamily(method="holm", family_size=family, alpha=alpha,
+                                          family="every McNemar and Wilcoxon test, every transition and clusterer"),
         verdict=verdict(rows, clusterers, alpha),
         agreement={st.label: stage_agreement(st, clusterers) for st in stages},
         sensitivity=sens, notes=[*notes, *cl_notes, *_setting_notes(stages), *s_notes],

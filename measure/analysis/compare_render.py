@@ -185,7 +185,7 @@ def _blocks(result: Comparison) -> list[tuple]:
                          *[per[s].clusterers[c].mean_clusters for c in cls]] for s in labels]),
                       ("img", "scr_by_stage.png"), ("img", "cluster_counts.png"),
                       ("h2", "Paired tests between consecutive stages"),
-                      ("p", f"Holm correction over {result.holm['family_size']} tests ({result.holm['family']}). "
+                      ("p", f"Holm correction over {result.holm.family_size} tests ({result.holm.family}). "
                             "b = single -> multi, c = multi -> single; rank-biserial > 0 = more clusters later. "
                             "Wilcoxon: zero differences dropped (zero_method='wilcox'), null distribution chosen from "
                             "the number of non-zero differences (method column)."),
@@ -199,9 +199,9 @@ def _blocks(result: Comparison) -> list[tuple]:
                         for t in result.transitions]),
                       ("h2", "Clusterer agreement"),
                       ("table", ["stage", "pair", "kappa (single-cluster)", "agreement", "single a / b / both", "mean ARI"],
-                       [[s, f"{a['a']} vs {a['b']}", a["kappa"] if a["kappa"] is not None else a["kappa_note"],
-                         a["percent_agreement"], f"{a['n_single_a']} / {a['n_single_b']} / {a['n_single_both']}",
-                         a["ari_mean"]] for s in labels for a in result.agreement[s]]),
+                       [[s, f"{a.a} vs {a.b}", a.kappa if a.kappa is not None else a.kappa_note,
+                         a.percent_agreement, f"{a.n_single_a} / {a.n_single_b} / {a.n_single_both}",
+                         a.ari_mean] for s in labels for a in result.agreement[s]]),
                       ("h2", "AUROC per signal (positive = incorrect; from each report.json)")]
     signals = list(dict.fromkeys(k for s in labels for k in per[s].auroc))
     b.append(("table", ["signal", *labels], [[n, *[per[s].auroc.get(n) for s in labels]] for n in signals]))

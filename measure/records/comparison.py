@@ -5,6 +5,7 @@
       Transition      one row of "transitions" (one clusterer between two consecutive stages)
       Verdict         "verdict", its rows VerdictRow
       Sensitivity     "sensitivity": SensitivityByN / SensitivityByThreshold of ScrAtK / ScrAtThreshold points
+      HolmFamily      "holm"; Agreement: one row of "agreement" (two clusterers on one stage)
 
 A transition written before `wilcoxon_method` existed reads those keys as None and is written back without
 them (measure.common.jsonrecords).
@@ -151,6 +152,31 @@ def sensitivity_from_json(obj: Mapping[str, Any]) -> Sensitivity:
 
 
 @dataclass(frozen=True)
+class HolmFamily(JsonRecord):
+    """"holm": the one multiple-testing family of the comparison."""
+    method: str
+    family_size: int
+    alpha: float
+    family: str
+
+
+@dataclass(frozen=True)
+class Agreement(JsonRecord):
+    """Two clusterers on one stage (measure.analysis.paired_stats.pair_agreement): one row of "agreement"."""
+    a: str
+    b: str
+    kappa: float | None                 # Cohen's kappa of the single-cluster indicator (None: undefined)
+    kappa_note: str | None
+    percent_agreement: float
+    n_single_a: int
+    n_single_b: int
+    n_single_both: int
+    single_overlap: float | None
+    ari_mean: float | None              # mean adjusted Rand index over questions
+    n_ari: int
+
+
+@dataclass(frozen=True)
 class Comparison:
     """compare.json; out_dir (where it was written) is not part of the file."""
     benchmark: str | None
@@ -159,9 +185,9 @@ class Comparison:
     clusterers: list[str]
     per_stage: dict[str, StageSummary]
     transitions: list[Transition]
-    holm: dict[str, Any]
+    holm: HolmFamily
     verdict: Verdict
-    agreement: dict[str, list[dict[str, Any]]]     # stage -> measure.analysis.paired_stats.pair_agreement rows
+    agreement: dict[str, list[Agreement]]          # stage -> one row per pair of clusterers
     sensitivity: Sensitivity
     notes: list[str]
     settings: dict[str, Any]
@@ -175,6 +201,9 @@ def comparison_from_json(obj: Mapping[str, Any], out_dir: str | None = None) -> 
     return Comparison(**{**plain_fields(Comparison, obj), "per_stage": per_stage,
                          "transitions": [transition_from_json(t) for t in obj.get("transitions") or []],
                          "verdict": verdict_from_json(obj.get("verdict") or {}),
+                         "holm": record_from_json(HolmFamily, obj.get("holm") or {}),
+                         "agreement": {s: [record_from_json(Agreement, r) for r in rows]
+                                       for s, rows in (obj.get("agreement") or {}).items()},
                          "sensitivity": sensitivity_from_json(obj.get("sensitivity") or {})}, out_dir=out_dir)
 
 
