@@ -47,7 +47,7 @@ def test_rewrites_only_when_config_or_seed_changes(tmp_path):
     W.write_world(dict(SMALL), seed=1, out_dir=tmp_path)  # same config + seed: nothing touched
     assert {n: (out / n).stat().st_mtime_ns for n in FILES} == before
     # an explicit default equals the implicit one: still the same world
-    W.write_world({**SMALL, "qa_share": W.DEFAULTS["qa_share"][0]}, seed=1, out_dir=tmp_path)
+    W.write_world({**SMALL, "qa_share": W.WorldSpec.qa_share}, seed=1, out_dir=tmp_path)
     assert (out / "world.json").stat().st_mtime_ns == before["world.json"]
     W.write_world(SMALL, seed=2, out_dir=tmp_path)
     assert json.loads((out / "world.json").read_text())["seed"] == 2

@@ -11,6 +11,7 @@ from typing import Any, Sequence
 
 from measure import MeasureSettings
 from measure.common.cli_args import parse_cli
+from train.world import WorldSpec
 from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, Recipe,
                                StageSpec, SweepSpec)
 
@@ -18,7 +19,7 @@ RECIPE_SECTIONS = (("recipe keys (any of them, dotted, is an override: stages.dp
                    ("model.*", ModelSpec), ("model.build.*", BuildSpec), ("model.pretrain.*", PretrainSpec),
                    ("model.quantization.*", Quantization), ("stages.<stage>.*", StageSpec),
                    ("lora.* and stages.<stage>.lora.*", LoraSpec), ("a dataset (dataset, heldout, corpus)", DatasetSpec),
-                   ("measure.*", MeasureSettings), ("sweep.*", SweepSpec))
+                   ("measure.*", MeasureSettings), ("sweep.*", SweepSpec), ("world.* (the toy world)", WorldSpec))
 
 
 def _recipe_field() -> Any:

@@ -48,32 +48,48 @@ already holds them is left alone.
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from measure.common.errors import UsageError, suggest
+from measure.common.fields import declared, has_kind, type_names
 from measure.common.io import provenance, read_json, write_json, write_jsonl
 
 VERSION = 2  # bump when the generator's output changes for the same config + seed
 
 STYLES = ("sentence", "alt", "bare", "hedged", "hedged_bare")
 # key -> (default, allowed types). Nested mappings are checked separately below.
-DEFAULTS: dict[str, tuple[Any, tuple[type, ...]]] = {
-    "people": (100, (int,)),                # number of people (each has city, job, pet)
-    "cities": (8, (int,)),                  # distinct city values
-    "countries": (4, (int,)),               # cities are spread over this many countries
-    "frequencies": ({"many": 8, "few": 3, "once": 1, "never": 0}, (dict,)),  # bucket -> corpus occurrences
-    "eval_per_bucket": (20, (int,)),        # held-out recall questions per bucket
-    "reasoning_questions": (16, (int,)),    # held-out person -> country questions (one reasoning step)
-    "train_buckets": (["many", "few", "once"], (list,)),  # buckets the SFT/DPO facts are drawn from
-    "qa_share": (0.5, (int, float)),        # share of a fact's corpus occurrences written as Q/A (rest: statements)
-    "styles": ({"sentence": 0.4, "alt": 0.15, "bare": 0.15, "hedged": 0.15, "hedged_bare": 0.15}, (dict,)),
-    "house_style": ("sentence", (str,)),    # the SFT answer format and DPO's "typical" phrasing
-    "city_country_repeats": (12, (int,)),   # corpus occurrences of each city -> country fact
-    "country_repeats": (2, (int,)),         # corpus occurrences of a training person's country
-    "dpo_pairs_per_fact": (2, (int,)),
-    "dpo_typicality_share": (0.5, (int, float)),  # rejected = correct value, atypical phrasing
-}
+@dataclass(frozen=True)
+class WorldSpec:
+    """A recipe's `world:` section, one declaration per key (validation and --help read it)."""
+    people: int = field(default=100, metadata={"help": "number of people (each has city, job, pet)",
+                                               "min": 2, "max": 5000})   # max: well inside the name pools
+    cities: int = field(default=8, metadata={"help": "distinct city values", "min": 2, "max": 320})
+    countries: int = field(default=4, metadata={"help": "cities are spread over this many countries (<= cities)",
+                                                "min": 1})
+    frequencies: dict = field(default_factory=lambda: {"many": 8, "few": 3, "once": 1, "never": 0}, metadata={
+        "help": "bucket -> corpus occurrences of each fact in it"})
+    eval_per_bucket: int = field(default=20, metadata={"help": "held-out recall questions per bucket", "min": 0})
+    reasoning_questions: int = field(default=16, metadata={
+        "help": "held-out person -> country questions (one reasoning step)", "min": 0})
+    train_buckets: list = field(default_factory=lambda: ["many", "few", "once"], metadata={
+        "help": "buckets the SFT/DPO facts are drawn from"})
+    qa_share: float = field(default=0.5, metadata={
+        "help": "share of a fact's corpus occurrences written as Q/A (rest: statements)", "min": 0, "max": 1})
+    styles: dict = field(default_factory=lambda: {"sentence": 0.4, "alt": 0.15, "bare": 0.15, "hedged": 0.15,
+                                                  "hedged_bare": 0.15}, metadata={
+        "help": "answer style -> share of the corpus's Q/A answers"})
+    house_style: str = field(default="sentence", metadata={"help": "the SFT answer format and DPO's typical phrasing"})
+    city_country_repeats: int = field(default=12, metadata={"help": "corpus occurrences of each city -> country fact",
+                                                            "min": 1})
+    country_repeats: int = field(default=2, metadata={"help": "corpus occurrences of a training person's country",
+                                                      "min": 0})
+    dpo_pairs_per_fact: int = field(default=2, metadata={"help": "DPO pairs per training fact", "min": 1})
+    dpo_typicality_share: float = field(default=0.5, metadata={
+        "help": "share of pairs whose rejected answer is the correct value in an atypical phrasing", "min": 0, "max": 1})
+
+
 ATTRIBUTES = ("city", "job", "pet")
 JOBS = ("baker", "weaver", "potter", "smith", "farmer", "miner", "sailor", "healer", "tailor", "hunter",
         "mason", "cooper")
@@ -103,7 +119,7 @@ _COUNTRY_ENDS = ("ania", "eria", "oria", "avia", "esia", "udia")
 def resolve_world(raw: dict | None) -> dict:
     """Defaults filled in (a fresh copy; nested defaults are copied, not shared)."""
     import copy
-    out = {k: copy.deepcopy(d) for k, (d, _) in DEFAULTS.items()}
+    out = {key: d.default for key, d in declared(WorldSpec).items()}   # fresh: factories give new containers
     out.update(copy.deepcopy(raw or {}))
     return out
 
@@ -112,29 +128,25 @@ def validate_world(raw: Any, where: str = "world") -> None:
     """Raise UsageError naming the key (and the valid choices) for anything generate_world cannot use."""
     if raw is None:
         return
+    keys = declared(WorldSpec)
     if not isinstance(raw, dict):
-        raise UsageError(f"{where}: expected a mapping with keys {', '.join(DEFAULTS)}, got {type(raw).__name__}")
+        raise UsageError(f"{where}: expected a mapping with keys {', '.join(keys)}, got {type(raw).__name__}")
     for key, value in raw.items():
-        if key not in DEFAULTS:
-            raise UsageError(f"{where}: unknown key {key!r}{suggest(str(key), DEFAULTS)}")
-        kinds = DEFAULTS[key][1]
-        if isinstance(value, bool) or not isinstance(value, kinds):
-            names = " or ".join(k.__name__ for k in kinds)
-            raise UsageError(f"{where}.{key}: expected {names}, got {type(value).__name__} {value!r}")
+        if key not in keys:
+            raise UsageError(f"{where}: unknown key {key!r}{suggest(str(key), keys)}")
+        if not has_kind(value, keys[key].kinds):
+            raise UsageError(f"{where}.{key}: expected {type_names(keys[key].kinds)}, got {type(value).__name__} {value!r}")
     cfg = resolve_world(raw)
-    minimum = {"people": 2, "cities": 2, "countries": 1, "eval_per_bucket": 0, "reasoning_questions": 0,
-               "city_country_repeats": 1, "country_repeats": 0, "dpo_pairs_per_fact": 1}
-    for key, low in minimum.items():
-        if cfg[key] < low:
-            raise UsageError(f"{where}.{key}: must be >= {low}, got {cfg[key]}")
-    for key in ("qa_share", "dpo_typicality_share"):
-        if not 0 <= cfg[key] <= 1:
-            raise UsageError(f"{where}.{key}: must be between 0 and 1, got {cfg[key]}")
+    for key, d in keys.items():   # the declared bounds (a share: both ends; a count: its minimum, a pool's size)
+        value = cfg[key]
+        if isinstance(d.default, float) and not d.lo <= value <= d.hi:
+            raise UsageError(f"{where}.{key}: must be between {d.lo} and {d.hi}, got {value}")
+        if d.lo is not None and value < d.lo:
+            raise UsageError(f"{where}.{key}: must be >= {d.lo}, got {value}")
+        if d.hi is not None and value > d.hi:
+            raise UsageError(f"{where}.{key}: at most {d.hi}, got {value}")
     if cfg["countries"] > cfg["cities"]:
         raise UsageError(f"{where}.countries: must be <= cities ({cfg['cities']}), got {cfg['countries']}")
-    for key, most in (("cities", 320), ("people", 5000)):  # well inside the name pools (_names)
-        if cfg[key] > most:
-            raise UsageError(f"{where}.{key}: at most {most}, got {cfg[key]}")
     freq = cfg["frequencies"]
     if not freq:
         raise UsageError(f"{where}.frequencies: give at least one bucket, e.g. {{many: 8, once: 1, never: 0}}")
