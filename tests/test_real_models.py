@@ -71,7 +71,7 @@ def test_gguf_converted_once_and_reused_by_every_reference(smollm2, cache, monke
     assert prov["files"]["model.safetensors"] == model_source.sha256_file(Path(first.path) / "model.safetensors")
 
 
-def test_bad_gguf_references_exit_2_naming_what_was_expected(tmp_path):
+def test_bad_gguf_references_exit_2_naming_what_was_expected(tmp_path, capsys):
     empty, two = tmp_path / "empty", tmp_path / "two"
     empty.mkdir()
     two.mkdir()
@@ -81,12 +81,28 @@ def test_bad_gguf_references_exit_2_naming_what_was_expected(tmp_path):
     cases = [(empty, "no config.json, adapter_config.json or .gguf"), (two, "2 .gguf files (a.gguf, b.gguf)"),
              ("pkg:no_such_model_pkg", "names no installed Python package"),
              (tmp_path / "weights.bin", "not a .gguf")]
+    from measure.cli import main   # the CLI's own entry, in-process (its exit codes: tests/test_measure_cli.py)
     for model, message in cases:
         out = tmp_path / "out"
-        proc = run("-m", "measure", "run", f"model={model}", "benchmark=jsonl",
-                   f"benchmark_path={REPO / 'tests/data/eval.jsonl'}", f"out={out}")
-        assert proc.returncode == 2 and message in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+        with pytest.raises(SystemExit) as stop:
+            main(["run", f"model={model}", "benchmark=jsonl", f"benchmark_path={REPO / 'tests/data/eval.jsonl'}",
+                  f"out={out}"])
+        err = capsys.readouterr().err
+        assert stop.value.code == 2 and message in err and "Traceback" not in err, err
         assert not out.exists()
+
+
+def test_one_gguf_parse_serves_every_reader_of_a_file(smollm2):
+    """During a conversion every GGUFReader of the file is one parse (transformers makes three, the record a
+    fourth); outside it, readers are new again."""
+    import gguf
+    from measure.sampling.model_source import one_gguf_parse
+    path, _ = smollm2
+    real = gguf.GGUFReader
+    with one_gguf_parse():
+        first = gguf.GGUFReader(str(path))
+        assert gguf.GGUFReader(path) is first and gguf.GGUFReader(str(path.parent / ".." / path.parent.name / path.name)) is first
+    assert gguf.GGUFReader is real
 
 
 def independent_greedy(model, tokenizer, prompt: str, max_new_tokens: int, eos: set[int]):
