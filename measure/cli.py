@@ -7,6 +7,7 @@
     python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir>
     python -m measure compare <dir with runs.json, e.g. checkpoints/<name>> [benchmark=...] [out=...]
     python -m measure cascade <measure dir> [signals=[...]] [costs=[...]] [cv_folds=5]
+    python -m measure plan scr_from=0.015 scr_to=0.04 [power=0.8] [alpha=0.05] [discordant_down=0]
 
 Measurement settings (n_samples, temperature, top_p, max_new_tokens, rows_per_call, batch_size, stop, backend,
 vllm_logprobs, decoder, clusterers, signals, embedding_model, nli_model, judge_margin, ambiguous, bootstrap,
@@ -29,7 +30,7 @@ from typing import Any, Callable
 from measure.common.cli_args import HELP_WORDS, parse_cli
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.records.results import Report
-from measure.common.values import as_int, as_seed
+from measure.common.values import as_int, as_number, as_seed
 
 
 def _settings(raw: dict[str, Any], where: str):
@@ -177,12 +178,50 @@ def cmd_cascade(opts: dict[str, Any], args: dict[str, Any]) -> None:
     print(f"wrote {result.out_dir}")
 
 
+@dataclass(frozen=True)
+class PlanOptions:
+    scr_from: float | None = field(default=None, metadata={"help": "SCR at the earlier stage (0..1)", "required": True})
+    scr_to: float | None = field(default=None, metadata={"help": "SCR at the later stage, the rise to detect (0..1)",
+                                                          "required": True})
+    power: float = field(default=0.8, metadata={"help": "probability of detecting the rise"})
+    alpha: float = field(default=0.05, metadata={"help": "test level (divide by the Holm family size for a "
+                                                         "comparison of several stages and clusterers)"})
+    discordant_down: float = field(default=0.0, metadata={
+        "help": "share of questions going single -> multi (McNemar's b); 0 = none leave the single-cluster set, "
+                "the most favourable case, so the answer is a lower bound"})
+
+
+def cmd_plan(opts: dict[str, Any], args: dict[str, Any]) -> None:
+    """`python -m measure plan scr_from=0.015 scr_to=0.04`: how many questions a paired exact McNemar test
+    needs to detect an SCR rise (measure/analysis/power.py: exact power by enumeration)."""
+    from measure.analysis.power import mcnemar_power, questions_needed
+    if args:
+        raise UsageError(f"plan: unknown option(s) {', '.join(args)}; valid: scr_from, scr_to, power, alpha, discordant_down")
+    values = {k: as_number(opts[k], k) for k in ("scr_from", "scr_to", "power", "alpha", "discordant_down")}
+    for key in values:
+        if not 0 <= values[key] <= 1 or (key in ("power", "alpha") and values[key] in (0, 1)):
+            bounds = "strictly between 0 and 1" if key in ("power", "alpha") else "between 0 and 1"
+            raise UsageError(f"{key}: must be {bounds}, got {values[key]}")
+    try:
+        n = questions_needed(values["scr_from"], values["scr_to"], values["discordant_down"], values["alpha"],
+                             values["power"])
+    except ValueError as e:
+        raise UsageError(f"plan: {e}") from None
+    up = values["scr_to"] - values["scr_from"] + values["discordant_down"]
+    print(f"SCR {values['scr_from']} -> {values['scr_to']} (single -> multi share {values['discordant_down']}, "
+          f"multi -> single {round(up, 6)}), exact McNemar at alpha {values['alpha']}, a rise counted only when c > b:")
+    print(f"  questions needed for power {values['power']}: {n if n is not None else 'more than 200000'}")
+    for m in (50, 100, 200, 500, 1000):
+        print(f"  power with {m} questions: {mcnemar_power(m, up, values['discordant_down'], values['alpha']):.3f}")
+
+
 # command -> (handler, its options, what its positional arguments are, whether it takes the measure settings)
 COMMANDS: dict[str, tuple[Callable, type, str | None, bool]] = {
     "run": (cmd_run, RunOptions, None, True),
     "score": (cmd_score, ScoreOptions, None, True),
     "compare": (cmd_compare, CompareOptions, "a chain dir (or runs=[...])", False),
     "cascade": (cmd_cascade, CascadeOptions, "one measure dir (or samples.jsonl beside questions.jsonl)", False),
+    "plan": (cmd_plan, PlanOptions, None, False),
 }
 
 

@@ -237,6 +237,10 @@ def test_compare_runs_end_to_end(tmp_path):
     assert first.mcnemar_p == pytest.approx(2 * 0.5 ** 12)
     assert first.mcnemar_p_holm <= 8 * first.mcnemar_p + 1e-12 and first.mcnemar_p_holm < 0.05
     assert first.scr_diff == pytest.approx(0.6)
+    # what the design could have detected: the power module's answer for this n, b / n and Holm family
+    from measure.analysis.power import min_detectable_rise
+    assert first.min_detectable_rise == min_detectable_rise(first.n, 0.0, 0.05 / 8)
+    assert "Power: with 20 questions" in (out / "compare.md").read_text()
     later = next(t for t in res.transitions if t.from_ == "sft" and t.clusterer == "jaccard")
     assert later.mcnemar_p == pytest.approx(2 * 0.5 ** 4)         # 0.125: not significant
     assert res.verdict.transition == "base -> sft" and res.verdict.agree == ["exact", "jaccard"]

@@ -38,6 +38,7 @@ from measure.common.io import provenance, read_json, refuse_overwrite
 from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.scoring.metrics import scr
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
+from measure.analysis.power import POWER, min_detectable_rise
 from measure.analysis.measured_run import MeasuredRun, load_run, measure_dir
 from measure.records.comparison import (Agreement, ClustererStats, Comparison, HolmFamily, StageSummary, Transition,
                                         transition_from_json)
@@ -118,6 +119,8 @@ def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha
     rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c))}
             for a, b in zip(stages, stages[1:]) for c in clusterers]
     family = apply_holm(rows, alpha)
+    for r in rows:   # what each test could have seen (measure.analysis.power), at the strictest Holm step
+        r["min_detectable_rise"] = min_detectable_rise(r["n"], r["b_single_to_multi"] / r["n"], alpha / family)
     return [transition_from_json(r) for r in rows], family
 
 
@@ -168,7 +171,10 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
         verdict=verdict(rows, clusterers, alpha),
         agreement={st.label: stage_agreement(st, clusterers) for st in stages},
         sensitivity=sens, notes=[*notes, *cl_notes, *_setting_notes(stages), *s_notes],
-        settings={"alpha": alpha, "seed": seed}, provenance=provenance(seed), out_dir=str(out_dir))
+        settings={"alpha": alpha, "seed": seed, "power": POWER,
+                  "power_assumption": "min_detectable_rise: exact McNemar power by enumeration at alpha / (Holm "
+                                      "family size), single -> multi rate = the observed b / n"},
+        provenance=provenance(seed), out_dir=str(out_dir))
     render(result, stages, out_dir)
     return result
 

@@ -165,13 +165,27 @@ def _plots(result: Comparison, stages: list[MeasuredRun]) -> dict[str, bytes]:
     return images
 
 
+def power_line(result: Comparison) -> str:
+    """What the design could have detected: the smallest SCR rise each test sees with 80% power."""
+    rises = [t.min_detectable_rise for t in result.transitions if t.min_detectable_rise is not None]
+    if not result.transitions or "min_detectable_rise" in result.transitions[0].absent:
+        return "Power: not recorded (a comparison written before it was computed)."
+    span = "no rise at all" if not rises else (
+        f"an SCR rise of {fmt(min(rises))}" if min(rises) == max(rises) else
+        f"SCR rises of {fmt(min(rises))} to {fmt(max(rises))} (by transition and clusterer)")
+    return (f"Power: with {result.n_questions} questions, these tests detect {span} with 80% power (exact McNemar "
+            f"power by enumeration at alpha / {result.holm.family_size}, the strictest Holm step, given each "
+            "transition's observed single -> multi rate b / n); a smaller rise can go unseen, so 'not significant' "
+            "does not mean 'no homogenization'. Per test: the 'detectable SCR rise' column.")
+
+
 def _blocks(result: Comparison) -> list[tuple]:
     labels, cls, per = result.stages, result.clusterers, result.per_stage
     v = result.verdict
     b: list[tuple] = [("h1", f"Stage comparison{': ' + result.benchmark if result.benchmark else ''}"),
                       ("p", f"{result.n_questions} questions matched by id across {len(labels)} stages: "
                             f"{' -> '.join(labels)}. Clusterers: {', '.join(cls)}."),
-                      ("h2", "Verdict"), ("p", v.text), ("p", v.rule),
+                      ("h2", "Verdict"), ("p", v.text), ("p", power_line(result)), ("p", v.rule),
                       ("table", ["transition", "significant rise under", "not under", "majority"],
                        [[f"{p.from_} -> {p.to}", ", ".join(p.agree) or "none", ", ".join(p.disagree) or "none",
                          p.majority] for p in v.per_transition]),
@@ -190,10 +204,11 @@ def _blocks(result: Comparison) -> list[tuple]:
                             "Wilcoxon: zero differences dropped (zero_method='wilcox'), null distribution chosen from "
                             "the number of non-zero differences (method column)."),
                       ("table", ["transition", "clusterer", "SCR diff", ci_label(t.scr_diff_ci_method for t in result.transitions),
-                                 "b", "c", "McNemar p", "Holm p", "mean clusters diff", "Wilcoxon p", "Wilcoxon method",
-                                 "Holm p", "rank-biserial"],
+                                 "b", "c", "McNemar p", "Holm p", "detectable SCR rise (80% power)", "mean clusters diff",
+                                 "Wilcoxon p", "Wilcoxon method", "Holm p", "rank-biserial"],
                        [[f"{t.from_} -> {t.to}", t.clusterer, t.scr_diff, t.scr_diff_ci,
                          t.b_single_to_multi, t.c_multi_to_single, t.mcnemar_p, t.mcnemar_p_holm,
+                         ">= " + fmt(t.min_detectable_rise) if t.min_detectable_rise is not None else "none <= 1",
                          t.mean_clusters_diff, t.wilcoxon_p, t.wilcoxon_method or "-",
                          t.wilcoxon_p_holm, t.rank_biserial]
                         for t in result.transitions]),

@@ -71,6 +71,9 @@ class Transition(JsonRecord):
     rank_biserial: float | None
     mcnemar_p_holm: float
     wilcoxon_p_holm: float
+    # the smallest SCR rise this n detects with 80% power at alpha / (Holm family size), given the observed
+    # single -> multi rate b / n (measure.analysis.power); None: not even every question moving up would do
+    min_detectable_rise: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
