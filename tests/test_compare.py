@@ -241,6 +241,9 @@ def test_compare_runs_end_to_end(tmp_path):
     from measure.analysis.power import min_detectable_rise
     assert first.min_detectable_rise == min_detectable_rise(first.n, 0.0, 0.05 / 8)
     assert "Power: with 20 questions" in (out / "compare.md").read_text()
+    from measure.analysis.compare_render import fmt, stage_table
+    rises = [t.min_detectable_rise for t in res.transitions]
+    assert f"Detectable with 80% power: SCR rises >= {fmt(min(rises))}" in stage_table(res, "toy")
     later = next(t for t in res.transitions if t.from_ == "sft" and t.clusterer == "jaccard")
     assert later.mcnemar_p == pytest.approx(2 * 0.5 ** 4)         # 0.125: not significant
     assert res.verdict.transition == "base -> sft" and res.verdict.agree == ["exact", "jaccard"]

@@ -263,5 +263,11 @@ def stage_table(compare: Comparison, benchmark: str) -> str:
                  f"{st.clusterers[c].scr_ci[1]:.3f}]" for c in labels]
         acc = "-" if st.accuracy is None else f"{st.accuracy:.3f}"
         lines.append(f"{name:<8} {acc:>8}  " + "  ".join(f"{x:>22}" for x in cells))
-    lines += [compare.verdict.text, f"full comparison: {compare.out_dir}/compare.html"]
+    rises = [t.min_detectable_rise for t in compare.transitions if t.min_detectable_rise is not None]
+    if rises:   # what the design could have detected (measure.analysis.power), beside what it did
+        span = fmt(min(rises)) if min(rises) == max(rises) else f"{fmt(min(rises))}..{fmt(max(rises))}"
+        lines.append(compare.verdict.text + f" Detectable with 80% power: SCR rises >= {span} ({compare.n_questions} questions).")
+    else:
+        lines.append(compare.verdict.text)
+    lines.append(f"full comparison: {compare.out_dir}/compare.html")
     return "\n".join(lines)
