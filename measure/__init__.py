@@ -73,6 +73,7 @@ _NAMES: dict[str, str] = {
     # analysis: comparisons and the cascade
     "RUN_LIST": "measure.analysis.compare",
     "compare_runs": "measure.analysis.compare",
+    "compare_listed": "measure.analysis.compare",
     "stage_table": "measure.analysis.compare_render",
     "run_cascade": "measure.analysis.cascade",
     # top floor: orchestration

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from measure import RUN_LIST, Comparison, compare_runs
+from measure import RUN_LIST, Comparison, compare_listed
 from measure.common.errors import UsageError
 from measure.common.io import read_json, write_json
 
@@ -105,19 +105,10 @@ def write_run_list(chain_dir: Path) -> Path | None:
 def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path | None = None, overwrite: bool = False,
                   **options) -> Comparison:
     """Every measured stage of checkpoints/<name>/ for one benchmark, in chain order -> <chain>/compare/
-    (options: measure.compare_runs's alpha, seed, sensitivity_clusterers)."""
+    (options: measure.compare_listed's alpha, seed, sensitivity_clusterers): the run list is (re)written
+    and measure compares what it lists, exactly as `python -m measure compare <chain dir>` does."""
     chain_dir = Path(chain_dir)
-    _, measured = measured_benchmarks(chain_dir)
-    benchmarks = sorted({b for bs in measured.values() for b in bs})
-    if not benchmarks:
+    if write_run_list(chain_dir) is None:
         raise UsageError(f"{chain_dir}: no measured stage (no <stage>/measure/<benchmark>/questions.jsonl)")
-    if benchmark is None:
-        if len(benchmarks) > 1:
-            raise UsageError(f"{chain_dir}: several benchmarks measured; pass benchmark=<name>, one of: {', '.join(benchmarks)}")
-        benchmark = benchmarks[0]
-    elif benchmark not in benchmarks:
-        raise UsageError(f"benchmark {benchmark!r} was not measured in {chain_dir}; valid choices: {', '.join(benchmarks)}")
-    runs, notes = chain_runs(chain_dir, benchmark)
-    out_dir = Path(out_dir) if out_dir is not None else chain_dir / COMPARE_SUBDIR
-    return compare_runs([p for _, p in runs], [s for s, _ in runs], out_dir, overwrite, notes=notes,
-                        benchmark=benchmark, **options)
+    return compare_listed(chain_dir, benchmark, out_dir if out_dir is not None else chain_dir / COMPARE_SUBDIR,
+                          overwrite, **options)

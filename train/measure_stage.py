@@ -87,7 +87,6 @@ def compare_and_cascade(recipe: Recipe, *, overwrite: bool = True) -> None:
     """After a chain: the cross-stage comparison per benchmark, and the cascade on the last stage."""
     settings = recipe.measure
     last = recipe.stage_names[-1]
-    write_run_list(ckpt.chain_dir(recipe))
     outs = compare_dirs(ckpt.chain_dir(recipe), [spec.name for spec in settings.benchmarks])
     for spec in settings.benchmarks:
         result = compare_chain(ckpt.chain_dir(recipe), spec.name, outs[spec.name], overwrite)
