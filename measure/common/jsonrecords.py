@@ -2,14 +2,14 @@
 
 A record is a frozen dataclass subclassing JsonRecord. `record_from_json(cls, obj, **nested)` reads each
 field from its JSON key (its name, or its metadata "key" where the JSON name is no identifier: "from" ->
-`from_`); nested records arrive already typed through `nested`; a key the file lacks reads as None and is
-remembered in `absent`, so `record_to_json` -- keys in field order, absent ones left out -- writes an older
-file back byte for byte. `plain_fields` / `fields_to_json` do the same for a top-level result record (no
+`from_`); nested records arrive already typed through `nested`; a key the file lacks reads as the field's
+default (None where it has none) and is remembered in `absent`, so `record_to_json` -- keys in field order,
+absent ones left out -- writes an older file back byte for byte. `plain_fields` / `fields_to_json` do the same for a top-level result record (no
 `absent`; its `out_dir` says where it was read from and is not part of the file).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, Mapping
 
 from measure.common.io import to_jsonable
@@ -29,10 +29,18 @@ def _record_fields(cls) -> list:
     return [f for f in fields(cls) if f.name != "absent"]
 
 
+def _default(f) -> Any:
+    """An absent key's value: the field's declared default, else None."""
+    if f.default is not MISSING:
+        return f.default
+    return f.default_factory() if f.default_factory is not MISSING else None
+
+
 def record_from_json(cls, obj: Mapping[str, Any], **nested: Any):
-    """The one reader of a record: each field from its JSON key (None where the file lacks it, remembered in
-    `absent`); `nested` gives the already-typed values of nested fields."""
-    values = {f.name: nested[f.name] if f.name in nested else obj.get(_key(f)) for f in _record_fields(cls)}
+    """The one reader of a record: each field from its JSON key (its default, else None, where the file lacks
+    it, remembered in `absent`); `nested` gives the already-typed values of nested fields."""
+    values = {f.name: nested[f.name] if f.name in nested else obj[_key(f)] if _key(f) in obj else _default(f)
+              for f in _record_fields(cls)}
     return cls(**values, absent=frozenset(_key(f) for f in _record_fields(cls) if _key(f) not in obj))
 
 
