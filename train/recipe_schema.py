@@ -24,39 +24,13 @@ import trl
 
 from measure.common.errors import UsageError, suggest
 from measure import PACKAGE_PREFIX, check_reference, is_hub_id
-from measure.common.fields import declared, has_kind, type_names
+from measure.common.fields import check_mapping
 from measure.common.values import as_int, as_number, check_numbers
 from train.paths import looks_local, resolve_path
 from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, Recipe,
                                StageSpec)
 from train.trainers import TRAINER_SPECS
 from train.world import validate_world
-
-def _check_keys(node: Any, cls: type, where: str) -> None:
-    """A mapping against a dataclass's declared fields (train/recipe_spec.py): unknown and missing keys,
-    types (from the type hints), choices and bounds (from the field metadata)."""
-    schema = declared(cls)
-    if not isinstance(node, dict):
-        raise UsageError(f"{where}: expected a mapping with keys {', '.join(schema)}, got {type(node).__name__}")
-    for key in node:
-        if key not in schema:
-            raise UsageError(f"{where}: unknown key {key!r}{suggest(str(key), schema)}")
-    for key, d in schema.items():
-        if key not in node:
-            if d.required:
-                raise UsageError(f"{where}: missing required key {key!r}")
-            continue
-        value = node[key]
-        if value is None and type(None) in d.kinds:
-            continue
-        if not has_kind(value, d.kinds):
-            raise UsageError(f"{where}.{key}: expected {type_names(d.kinds)}, got {type(value).__name__} {value!r}")
-        if d.choices is not None and value not in d.choices:
-            noun = f"{d.noun} " if d.noun else ""
-            raise UsageError(f"{where}.{key}: unknown {noun}{value!r}{suggest(str(value), d.choices)}")
-        if d.lo is not None or d.hi is not None:
-            (as_int if isinstance(value, int) else as_number)(value, f"{where}.{key}", d.lo, d.hi)
-
 
 def _simple_types(annotation: Any) -> tuple[type, ...] | None:
     """The plain types a TRL config field accepts (None when it is too rich to check here)."""
@@ -130,7 +104,7 @@ def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> No
         w = f"{where}[{i}]" if isinstance(spec, list) else where
         if isinstance(one, str):
             one = {"path": one}
-        _check_keys(one, DatasetSpec, w)
+        check_mapping(one, DatasetSpec, w)
         if ("path" in one) == ("world" in one):
             raise UsageError(f"{w}: give exactly one of 'path' (file or hub id) or 'world' (generated toy-world split)")
         if "world" in one and not has_world:
@@ -156,7 +130,7 @@ TEMPLATE_SUFFIXES = (".jinja", ".j2")  # TRL reads a chat_template_path with the
 
 def check_quantization(quant: dict, where: str) -> None:
     """model.quantization: its keys and values (what QLoRA needs beyond them is recipe.check_rules')."""
-    _check_keys(quant, Quantization, where)
+    check_mapping(quant, Quantization, where)
     if quant["load_in_4bit"] is not True:
         raise UsageError(f"{where}.load_in_4bit: only 4-bit QLoRA is supported; set it to true or drop model.quantization")
 
@@ -177,14 +151,14 @@ def check_name(name: str, where: str) -> None:
 
 def check_shape(raw: dict, where: str, base_dir: Path) -> None:
     """Every key, type and value of a recipe mapping, and the files it names (not the rules across keys)."""
-    _check_keys(raw, Recipe, where)   # seed and prompt_format: their declared bounds and choices
+    check_mapping(raw, Recipe, where)   # seed and prompt_format: their declared bounds and choices
     check_name(raw["name"], f"{where}.name")
     model = raw["model"]
-    _check_keys(model, ModelSpec, f"{where}.model")
+    check_mapping(model, ModelSpec, f"{where}.model")
     if ("path" in model) == ("build" in model):
         raise UsageError(f"{where}.model: give exactly one of 'path' (hub id or local dir) or 'build' (a tiny local model)")
     if "build" in model:
-        _check_keys(model["build"], BuildSpec, f"{where}.model.build")
+        check_mapping(model["build"], BuildSpec, f"{where}.model.build")
         if "corpus" not in model["build"] and "pretrain" not in model:
             raise UsageError(f"{where}.model.build: needs 'corpus' (tokenizer training text) or a model.pretrain dataset")
         if "corpus" in model["build"]:
@@ -192,17 +166,17 @@ def check_shape(raw: dict, where: str, base_dir: Path) -> None:
     else:
         check_model(model["path"], f"{where}.model.path", base_dir)
     if "pretrain" in model:
-        _check_keys(model["pretrain"], PretrainSpec, f"{where}.model.pretrain")
+        check_mapping(model["pretrain"], PretrainSpec, f"{where}.model.pretrain")
         _check_dataset(model["pretrain"]["dataset"], f"{where}.model.pretrain.dataset", base_dir, bool(raw.get("world")))
         validate_trainer_args("sft", model["pretrain"].get("args", {}), f"{where}.model.pretrain.args")
     if raw.get("lora") is not None:
-        _check_keys(raw["lora"], LoraSpec, f"{where}.lora")
+        check_mapping(raw["lora"], LoraSpec, f"{where}.lora")
     earlier = ["base"]
     for stage, spec in (raw.get("stages") or {}).items():
         w = f"{where}.stages.{stage}"
         if stage in ("base", "compare", "sweeps", "world") or not str(stage).isidentifier():
             raise UsageError(f"{w}: {stage!r} is reserved or not a valid stage name (use letters, digits, _)")
-        _check_keys(spec, StageSpec, w)   # trainer, mode, prompt_format: their declared choices
+        check_mapping(spec, StageSpec, w)   # trainer, mode, prompt_format: their declared choices
         parent = spec.get("from", earlier[-1])
         if parent not in earlier:
             raise UsageError(f"{w}.from: {parent!r} is not an earlier stage{suggest(parent, earlier)}")
@@ -226,7 +200,7 @@ def check_shape(raw: dict, where: str, base_dir: Path) -> None:
                     and not resolve_path(template, base_dir).is_file():
                 raise UsageError(f"{w}.args.chat_template_path: file not found: {resolve_path(template, base_dir)}")
         if isinstance(spec.get("lora"), dict):
-            _check_keys(spec["lora"], LoraSpec, f"{w}.lora")
+            check_mapping(spec["lora"], LoraSpec, f"{w}.lora")
         earlier.append(stage)
     if model.get("quantization") is not None:
         check_quantization(model["quantization"], f"{where}.model.quantization")

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from measure.common.errors import UsageError, suggest
-from measure.common.fields import declared, has_kind, type_names
+from measure.common.fields import check_mapping, declared
 from measure.common.io import provenance, read_json, write_json, write_jsonl
 
 VERSION = 2  # bump when the generator's output changes for the same config + seed
@@ -128,23 +128,8 @@ def validate_world(raw: Any, where: str = "world") -> None:
     """Raise UsageError naming the key (and the valid choices) for anything generate_world cannot use."""
     if raw is None:
         return
-    keys = declared(WorldSpec)
-    if not isinstance(raw, dict):
-        raise UsageError(f"{where}: expected a mapping with keys {', '.join(keys)}, got {type(raw).__name__}")
-    for key, value in raw.items():
-        if key not in keys:
-            raise UsageError(f"{where}: unknown key {key!r}{suggest(str(key), keys)}")
-        if not has_kind(value, keys[key].kinds):
-            raise UsageError(f"{where}.{key}: expected {type_names(keys[key].kinds)}, got {type(value).__name__} {value!r}")
+    check_mapping(raw, WorldSpec, where)   # keys, types and the declared bounds of each
     cfg = resolve_world(raw)
-    for key, d in keys.items():   # the declared bounds (a share: both ends; a count: its minimum, a pool's size)
-        value = cfg[key]
-        if isinstance(d.default, float) and not d.lo <= value <= d.hi:
-            raise UsageError(f"{where}.{key}: must be between {d.lo} and {d.hi}, got {value}")
-        if d.lo is not None and value < d.lo:
-            raise UsageError(f"{where}.{key}: must be >= {d.lo}, got {value}")
-        if d.hi is not None and value > d.hi:
-            raise UsageError(f"{where}.{key}: at most {d.hi}, got {value}")
     if cfg["countries"] > cfg["cities"]:
         raise UsageError(f"{where}.countries: must be <= cities ({cfg['cities']}), got {cfg['countries']}")
     freq = cfg["frequencies"]

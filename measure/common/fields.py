@@ -26,6 +26,9 @@ from collections.abc import Mapping
 from dataclasses import MISSING, dataclass
 from typing import Any
 
+from measure.common.errors import UsageError, suggest
+from measure.common.values import as_int, as_number
+
 SCALARS = (bool, int, float, str)
 
 
@@ -125,3 +128,29 @@ def describe(d: Declared) -> str:
     if d.lo is not None or d.hi is not None:
         bits.append(f"{'-inf' if d.lo is None else d.lo} .. {'inf' if d.hi is None else d.hi}")
     return f"[{'; '.join(bits)}] {d.help}".rstrip()
+
+
+def check_mapping(node: Any, cls: type, where: str) -> None:
+    """A mapping against a dataclass's declared fields (a recipe section, the toy world): unknown and missing
+    keys, types (from the type hints), choices and bounds (from the field metadata)."""
+    schema = declared(cls)
+    if not isinstance(node, dict):
+        raise UsageError(f"{where}: expected a mapping with keys {', '.join(schema)}, got {type(node).__name__}")
+    for key in node:
+        if key not in schema:
+            raise UsageError(f"{where}: unknown key {key!r}{suggest(str(key), schema)}")
+    for key, d in schema.items():
+        if key not in node:
+            if d.required:
+                raise UsageError(f"{where}: missing required key {key!r}")
+            continue
+        value = node[key]
+        if value is None and type(None) in d.kinds:
+            continue
+        if not has_kind(value, d.kinds):
+            raise UsageError(f"{where}.{key}: expected {type_names(d.kinds)}, got {type(value).__name__} {value!r}")
+        if d.choices is not None and value not in d.choices:
+            noun = f"{d.noun} " if d.noun else ""
+            raise UsageError(f"{where}.{key}: unknown {noun}{value!r}{suggest(str(value), d.choices)}")
+        if d.lo is not None or d.hi is not None:
+            (as_int if isinstance(value, int) else as_number)(value, f"{where}.{key}", d.lo, d.hi)
