@@ -65,7 +65,7 @@ def world_buckets(run: Path, stages: list[str], bench: str, clusterer: str) -> d
     order = sorted(seen, key=lambda b: -seen[b])
     out: dict[str, dict[str, dict]] = {}
     for stage in stages:
-        rows = [r for _, r in read_jsonl(run / stage / "measure" / bench / "questions.jsonl")]
+        rows = [r for _, r in read_jsonl(layout.benchmark_dir(run / stage, bench) / "questions.jsonl")]
         per: dict[str, dict] = {}
         for name in [b for b in order if any(bucket[r["id"]] == b for r in rows)]:
             mine = [r for r in rows if bucket[r["id"]] == name]
