@@ -3,7 +3,8 @@
     checkpoints/<name>/chain.json                 "stages": the chain order (train/chain.py writes it)
     checkpoints/<name>/<stage>/stage.json         "chain_index": the order when chain.json is missing
     checkpoints/<name>/<stage>/measure/<bench>/   one benchmark measured on one stage (measure dir)
-    checkpoints/<name>/runs.json                  the measured runs, per benchmark, in chain order
+    checkpoints/<name>/runs.json                  the measured runs, per benchmark, in chain order (each with
+                                                  "vs": its parent, when the chain branches)
     checkpoints/<name>/compare/[<bench>/]         the comparison (a subdir per benchmark when there are several)
 
 The measurement library knows none of this: it compares an explicit, ordered list of measured runs.
@@ -11,6 +12,11 @@ The measurement library knows none of this: it compares an explicit, ordered lis
 into <chain>/runs.json (the generic run-list file measure reads, measure.RUN_LIST), so that
 `python -m measure compare checkpoints/<name> [benchmark=...]` keeps working without measure knowing what
 a chain is. train.measure_stage writes it after measuring a stage and before comparing a chain.
+
+A chain whose stages branch (a stage's `from:` is not the stage before it, e.g. three DPO stages from one
+SFT parent) is not a sequence: its run list names, for every stage, the run it is compared with (`vs`: its
+parent, or the nearest measured ancestor), so measure tests each stage against its parent, all in one
+Holm family. A chain without branches keeps the plain sequence of consecutive stages.
 """
 from __future__ import annotations
 
@@ -79,18 +85,44 @@ def chain_runs(chain_dir: Path, benchmark: str) -> tuple[list[tuple[str, Path]],
     return [(s, benchmark_dir(Path(chain_dir) / s, benchmark)) for s in use], notes
 
 
+def stage_parents(chain_dir: Path, order: Sequence[str]) -> dict[str, str | None]:
+    """stage -> its parent, from each finished stage's stage.json (None: the base, or not recorded)."""
+    manifests = {s: Path(chain_dir) / s / "stage.json" for s in order}
+    return {s: (read_json(m).get("parent") if m.exists() else None) for s, m in manifests.items()}
+
+
+def parent_runs(order: Sequence[str], parents: dict[str, str | None], measured: Sequence[str]) -> dict[str, str] | None:
+    """stage -> the measured run it is compared with (its parent, else the nearest measured ancestor), when the
+    chain branches; None for a chain whose every stage starts from the one before it (a sequence)."""
+    if all(parents.get(s) in (None, order[i - 1]) for i, s in enumerate(order) if i):
+        return None
+    out = {}
+    for stage in measured:
+        parent, seen = parents.get(stage), {stage}
+        while parent is not None and parent not in measured and parent not in seen:
+            seen.add(parent)
+            parent = parents.get(parent)
+        if parent in measured:
+            out[stage] = parent
+    return out
+
+
 def run_list(chain_dir: Path) -> dict:
     """runs.json's content: every measured benchmark's runs (paths relative to the chain dir) and notes."""
     chain_dir = Path(chain_dir)
-    _, measured = measured_benchmarks(chain_dir)
+    order, measured = measured_benchmarks(chain_dir)
+    parents = stage_parents(chain_dir, order)
     runs, notes = {}, {}
     for bench in sorted({b for bs in measured.values() for b in bs}):
         listed, left_out = chain_runs(chain_dir, bench)
-        runs[bench] = [{"label": s, "path": path.relative_to(chain_dir).as_posix()} for s, path in listed]
+        vs = parent_runs(order, parents, [s for s, _ in listed]) or {}
+        runs[bench] = [{"label": s, "path": path.relative_to(chain_dir).as_posix(), **({"vs": vs[s]} if s in vs else {})}
+                       for s, path in listed]
         if left_out:
             notes[bench] = left_out
-    return {"about": "measured runs to compare, in chain order, per benchmark: python -m measure compare "
-                     "<this dir> [benchmark=<name>] (written by train/layout.py)", "runs": runs, "notes": notes}
+    return {"about": "measured runs to compare, in chain order, per benchmark (a run with \"vs\" is compared with "
+                     "that run, its parent: the chain branches): python -m measure compare <this dir> "
+                     "[benchmark=<name>] (written by train/layout.py)", "runs": runs, "notes": notes}
 
 
 def write_run_list(chain_dir: Path) -> Path | None:

@@ -11,12 +11,15 @@ chain dir, listing every measured stage in chain order, per benchmark:
      "notes": {"<benchmark>": ["stage 'kto' has no gsm8k measurement; left out"]}}
 
 paths relative to <dir> (or absolute); notes (optional) are copied into compare.json. The comparison
-goes to <dir>/compare/ unless out= says otherwise.
+goes to <dir>/compare/ unless out= says otherwise. A run may name the run it is to be compared with,
+`{"label": "modal", "path": "...", "vs": "sft"}`: a list where any run does is compared in PAIRS of runs
+(each run with a `vs` against that run, all on the same questions, one Holm family; a training chain whose
+stages branch from one parent lists each stage against its parent) instead of as a sequence.
 
 Inputs are measure dirs (questions.jsonl + report.json, optionally samples.jsonl). Questions are matched
 by id; every stage must hold exactly the same ids. Clusterers are those present in every stage.
 
-Between consecutive stages, per clusterer, on the same questions: exact McNemar on the single-cluster
+Between consecutive stages (or within each listed pair of runs), per clusterer, on the same questions: exact McNemar on the single-cluster
 indicator, Wilcoxon signed-rank on the cluster counts (with rank-biserial effect size) and Newcombe's
 paired score interval of the SCR difference; per stage, Clopper-Pearson intervals of SCR; Holm correction over ALL tests of the comparison; the verdict by
 VERDICT_RULE. The statistics themselves, and their exact definitions, are in measure.analysis.paired_stats.
@@ -115,9 +118,13 @@ def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> StageSummary:
 
 # ---------------------------------------------------------------- transitions and clusterer agreement
 
-def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float) -> tuple[list[Transition], int]:
+def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float,
+                      pairs: Sequence[tuple[str, str]] | None = None) -> tuple[list[Transition], int]:
+    """Paired tests of consecutive stages, or of the given (earlier label, later label) pairs; one Holm family."""
+    by_label = {st.label: st for st in stages}
+    steps = list(zip(stages, stages[1:])) if pairs is None else [(by_label[a], by_label[b]) for a, b in pairs]
     rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c))}
-            for a, b in zip(stages, stages[1:]) for c in clusterers]
+            for a, b in steps for c in clusterers]
     family = apply_holm(rows, alpha)
     for r in rows:   # what each test could have seen (measure.analysis.power), at the strictest Holm step
         r["min_detectable_rise"] = min_detectable_rise(r["n"], r["b_single_to_multi"] / r["n"], alpha / family)
@@ -150,30 +157,48 @@ def _setting_notes(stages: list[MeasuredRun]) -> list[str]:
     return notes
 
 
+def check_pairs(pairs: Sequence[Sequence[str]], labels: Sequence[str]) -> list[tuple[str, str]]:
+    """(earlier, later) label pairs: each names two different runs of `labels`, no pair twice."""
+    out = [tuple(p) for p in pairs]
+    if not out:
+        raise UsageError("pairs: give at least one pair of runs to compare")
+    for p in out:
+        if len(p) != 2 or p[0] == p[1] or not set(p) <= set(labels):
+            raise UsageError(f"pairs: {list(p)} is not two different runs of {list(labels)}")
+    if len(set(out)) != len(out):
+        raise UsageError(f"pairs: a pair is listed twice in {[list(p) for p in out]}")
+    return out
+
+
 def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *, alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
-                   notes: Sequence[str] = (), benchmark: str | None = None) -> Comparison:
-    """Compare loaded stages (in order) and write compare.json/md/html + plots into out_dir."""
+                   notes: Sequence[str] = (), benchmark: str | None = None,
+                   pairs: Sequence[tuple[str, str]] | None = None) -> Comparison:
+    """Compare loaded stages (in order; with `pairs`, each (earlier, later) pair of labels instead of
+    consecutive stages) and write compare.json/md/html + plots into out_dir."""
     out_dir = Path(out_dir)
     _check_outputs(out_dir, overwrite)
     if len(stages) < 2:
         raise UsageError(f"compare needs at least two measured stages, got {len(stages)}")
     if len({st.label for st in stages}) != len(stages):
         raise UsageError(f"stage labels must be unique, got {[st.label for st in stages]}")
+    pairs = None if pairs is None else check_pairs(pairs, [st.label for st in stages])
     stages = match_questions(stages)
     clusterers, cl_notes = common_clusterers(stages)
-    rows, family = stage_transitions(stages, clusterers, alpha=alpha)
+    rows, family = stage_transitions(stages, clusterers, alpha=alpha, pairs=pairs)
     sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers)
     result = Comparison(
         benchmark=benchmark, stages=[st.label for st in stages], n_questions=len(stages[0].records), clusterers=clusterers,
         per_stage={st.label: stage_summary(st, clusterers) for st in stages},
         transitions=rows, holm=HolmFamily(method="holm", family_size=family, alpha=alpha,
-                                          family="every McNemar and Wilcoxon test, every transition and clusterer"),
-        verdict=verdict(rows, clusterers, alpha),
+                                          family="every McNemar and Wilcoxon test, every "
+                                                 f"{'transition' if pairs is None else 'pair'} and clusterer"),
+        verdict=verdict(rows, clusterers, alpha, each=pairs is not None),
         agreement={st.label: stage_agreement(st, clusterers) for st in stages},
         sensitivity=sens, notes=[*notes, *cl_notes, *_setting_notes(stages), *s_notes],
         settings={"alpha": alpha, "seed": seed, "power": POWER,
                   "power_assumption": "min_detectable_rise: exact McNemar power by enumeration at alpha / (Holm "
-                                      "family size), single -> multi rate = the observed b / n"},
+                                      "family size), single -> multi rate = the observed b / n",
+                  **({"design": "pairs", "pairs": [list(p) for p in pairs]} if pairs is not None else {})},
         provenance=provenance(seed), out_dir=str(out_dir))
     render(result, stages, out_dir)
     return result
@@ -195,8 +220,10 @@ def default_labels(dirs: list[Path]) -> list[str]:
 
 def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool = False, *,
                  alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
-                 notes: Sequence[str] = (), benchmark: str | None = None) -> Comparison:
-    """Compare any measured runs in the given order; labels default to default_labels. sensitivity_clusterers:
+                 notes: Sequence[str] = (), benchmark: str | None = None,
+                 pairs: Sequence[tuple[str, str]] | None = None) -> Comparison:
+    """Compare any measured runs in the given order (pairs: (earlier label, later label) pairs of runs to test
+    instead of consecutive runs); labels default to default_labels. sensitivity_clusterers:
     threshold grids to re-cluster (None -> jaccard, plus embedding when used in every stage; [] -> none);
     notes and benchmark are recorded in compare.json."""
     if not runs or len(runs) < 2:
@@ -213,7 +240,7 @@ def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, over
     _check_outputs(Path(out_dir), overwrite)
     return compare_stages([load_run(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
                           alpha=alpha, seed=seed, sensitivity_clusterers=sensitivity_clusterers, notes=notes,
-                          benchmark=benchmark)
+                          benchmark=benchmark, pairs=pairs)
 
 
 def read_run_list(directory: Path) -> dict[str, tuple[list[tuple[str, Path]], list[str]]]:
@@ -239,10 +266,24 @@ def read_run_list(directory: Path) -> dict[str, tuple[list[tuple[str, Path]], li
             for name, rows in lists.items()}
 
 
+def read_run_pairs(directory: Path) -> dict[str, list[tuple[str, str]] | None]:
+    """list name -> the (vs label, label) pairs its runs name (None: no run names one, a sequence)."""
+    path = Path(directory) / RUN_LIST
+    out: dict[str, list[tuple[str, str]] | None] = {}
+    for name, rows in read_json(path)["runs"].items():
+        labels = [r["label"] for r in rows]
+        for r in rows:
+            if "vs" in r and r["vs"] not in labels:
+                raise UsageError(f"{path}: run {r['label']!r} of {name!r} is compared with vs={r['vs']!r}, which is "
+                                 f"not a label of that list; valid choices: {', '.join(labels)}")
+        out[name] = [(r["vs"], r["label"]) for r in rows if "vs" in r] or None
+    return out
+
+
 def compare_listed(directory: Path, benchmark: str | None = None, out_dir: Path | None = None, overwrite: bool = False, *,
                    alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> Comparison:
-    """Compare the runs <directory>/runs.json lists for one benchmark (the only one when it lists one)
-    -> <directory>/compare/ unless out_dir."""
+    """Compare the runs <directory>/runs.json lists for one benchmark (the only one when it lists one), as a
+    sequence or, when its runs name a `vs`, in pairs -> <directory>/compare/ unless out_dir."""
     directory = Path(directory)
     lists = read_run_list(directory)
     names = sorted(lists)
@@ -257,4 +298,5 @@ def compare_listed(directory: Path, benchmark: str | None = None, out_dir: Path 
     runs, notes = lists[benchmark]
     out_dir = Path(out_dir) if out_dir is not None else directory / "compare"
     return compare_runs([p for _, p in runs], [lab for lab, _ in runs], out_dir, overwrite, alpha=alpha, seed=seed,
-                        sensitivity_clusterers=sensitivity_clusterers, notes=notes, benchmark=benchmark)
+                        sensitivity_clusterers=sensitivity_clusterers, notes=notes, benchmark=benchmark,
+                        pairs=read_run_pairs(directory)[benchmark])

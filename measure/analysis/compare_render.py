@@ -182,9 +182,11 @@ def power_line(result: Comparison) -> str:
 def _blocks(result: Comparison) -> list[tuple]:
     labels, cls, per = result.stages, result.clusterers, result.per_stage
     v = result.verdict
+    pairs = result.settings.get("pairs")   # a comparison of pairs of runs (measure.analysis.compare)
+    order = "compared in pairs: " + ", ".join(f"{a} -> {b}" for a, b in pairs) if pairs else " -> ".join(labels)
     b: list[tuple] = [("h1", f"Stage comparison{': ' + result.benchmark if result.benchmark else ''}"),
                       ("p", f"{result.n_questions} questions matched by id across {len(labels)} stages: "
-                            f"{' -> '.join(labels)}. Clusterers: {', '.join(cls)}."),
+                            f"{order}. Clusterers: {', '.join(cls)}."),
                       ("h2", "Verdict"), ("p", v.text), ("p", power_line(result)), ("p", v.rule),
                       ("table", ["transition", "significant rise under", "not under", "majority"],
                        [[f"{p.from_} -> {p.to}", ", ".join(p.agree) or "none", ", ".join(p.disagree) or "none",
@@ -198,7 +200,8 @@ def _blocks(result: Comparison) -> list[tuple]:
                        [[s, *[f"{fmt(per[s].clusterers[c].scr)} {fmt(per[s].clusterers[c].scr_ci)}" for c in cls],
                          *[per[s].clusterers[c].mean_clusters for c in cls]] for s in labels]),
                       ("img", "scr_by_stage.png"), ("img", "cluster_counts.png"),
-                      ("h2", "Paired tests between consecutive stages"),
+                      ("h2", "Paired tests within each listed pair of runs" if pairs else
+                             "Paired tests between consecutive stages"),
                       ("p", f"Holm correction over {result.holm.family_size} tests ({result.holm.family}). "
                             "b = single -> multi, c = multi -> single; rank-biserial > 0 = more clusters later. "
                             "Wilcoxon: zero differences dropped (zero_method='wilcox'), null distribution chosen from "

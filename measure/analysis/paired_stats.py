@@ -17,7 +17,9 @@ Between an earlier stage a and a later stage b, per clusterer, on the same quest
   width > 0 even when no question changes).
 apply_holm: Holm correction (statsmodels multipletests) over ALL tests of the comparison: every McNemar
 and every Wilcoxon p-value, every transition and clusterer, one family.
-verdict: applies VERDICT_RULE (also written into compare.md/html) to the Holm-adjusted rows.
+verdict: applies VERDICT_RULE (also written into compare.md/html) to the Holm-adjusted rows; for a comparison of
+pairs of runs (each run against the run it is paired with, not a sequence), PAIRS_VERDICT_RULE: every pair
+is judged on its own, on the same test and majority, and the verdict names each.
 pair_agreement: how two clusterers agree on one stage (Cohen's kappa of the single-cluster indicator,
 mean per-question adjusted Rand index).
 """
@@ -38,6 +40,12 @@ VERDICT_RULE = (
     "of this comparison) AND the SCR difference (later - earlier) is > 0. The verdict is the FIRST "
     "transition in chain order where this holds for a strict majority (more than half) of the clusterers; "
     "if no transition has such a majority the verdict is 'no significant homogenization'.")
+PAIRS_VERDICT_RULE = (
+    "Verdict rule (pairs of runs): each listed pair (earlier run -> later run, tested paired on the same "
+    "questions) shows homogenization under a clusterer when the exact McNemar test on the single-cluster "
+    "indicator has a Holm-adjusted p < alpha (Holm over every McNemar and Wilcoxon test of every pair of this "
+    "comparison) AND the SCR difference (later - earlier) is > 0. Every pair gets its own verdict: "
+    "homogenization when this holds for a strict majority (more than half) of the clusterers, else none.")
 
 
 # ---------------------------------------------------------------- paired tests, Holm, verdict
@@ -105,9 +113,11 @@ def apply_holm(transitions: list[dict], alpha: float = ALPHA) -> int:
     return len(keys)
 
 
-def verdict(transitions: Sequence, clusterers: list[str], alpha: float = ALPHA) -> Verdict:
-    """Apply VERDICT_RULE. Rows (Transition records, or anything with their attributes from_, to, clusterer,
-    mcnemar_p_holm, scr_diff); a clusterer with no row for a transition counts as not significant there."""
+def verdict(transitions: Sequence, clusterers: list[str], alpha: float = ALPHA, *, each: bool = False) -> Verdict:
+    """Apply VERDICT_RULE (each=True: PAIRS_VERDICT_RULE). Rows (Transition records, or anything with their
+    attributes from_, to, clusterer, mcnemar_p_holm, scr_diff); a clusterer with no row for a transition
+    counts as not significant there. With each=True the record's transition/from/to name the first listed
+    pair with a majority; the text names every pair's verdict."""
     pairs = list(dict.fromkeys((t.from_, t.to) for t in transitions))
     per = []
     for f, t in pairs:
@@ -117,7 +127,15 @@ def verdict(transitions: Sequence, clusterers: list[str], alpha: float = ALPHA) 
                               majority=len(agree) > len(clusterers) / 2))
     first = next((p for p in per if p.majority), None)
     k = len(clusterers)
-    if first:
+    if each:
+        text = "Per pair (each later run against the run it is paired with): " + "; ".join(
+            f"{p.from_} -> {p.to}: " + (f"homogenization, SCR rises significantly under {len(p.agree)} of {k} "
+                                        f"clusterers ({', '.join(p.agree)})" if p.majority else
+                                        "no significant homogenization" + (
+                                            f" (a significant rise under a minority only: {', '.join(p.agree)}; "
+                                            f"{len(p.agree)} of {k})" if p.agree else ""))
+            for p in per) + "."
+    elif first:
         text = (f"Homogenization first appears at {first.from_} -> {first.to}: SCR rises significantly under "
                 f"{len(first.agree)} of {k} clusterers ({', '.join(first.agree)}); "
                 f"not under: {', '.join(first.disagree) or 'none'}.")
@@ -130,7 +148,7 @@ def verdict(transitions: Sequence, clusterers: list[str], alpha: float = ALPHA) 
     return Verdict(transition=f"{first.from_} -> {first.to}" if first else None,
                    from_=first.from_ if first else None, to=first.to if first else None,
                    agree=first.agree if first else [], disagree=first.disagree if first else list(clusterers),
-                   alpha=alpha, text=text, rule=VERDICT_RULE, per_transition=per)
+                   alpha=alpha, text=text, rule=PAIRS_VERDICT_RULE if each else VERDICT_RULE, per_transition=per)
 
 
 # ---------------------------------------------------------------- clusterer agreement
