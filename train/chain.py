@@ -27,22 +27,25 @@ from train.measure_stage import compare_and_cascade
 from train.pretrain import run_base
 from train.recipe import BASE, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_reusable
+from train.self_pairs import check_recipe as check_self_pairs
 from train.stages import check_chat_template, measure_after, run_stage
 from train.options import RecipeOptions, parse_recipe_cli
 
 
 def preflight(recipe: Recipe) -> None:
     """Load every file/hub dataset once before anything is written, so a malformed row fails first.
-    (Generated toy-world splits are checked when they are generated.)"""
+    (Generated toy-world splits are checked when they are generated, self-generated pairs when they are
+    sampled; their prompts are checked here.)"""
     jobs = [(f"stages.{s}.dataset", spec.dataset, spec.trainer, spec.prompt_format)
             for s, spec in recipe.stages.items() if not spec.external]
     if recipe.model.pretrain is not None:
         jobs.append(("model.pretrain.dataset", recipe.model.pretrain.dataset, "pretrain", recipe.prompt_format))
     for where, spec, trainer, prompt_format in jobs:
         specs = spec if isinstance(spec, list) else [spec]
-        if any(isinstance(one, dict) and "world" in one for one in specs):
+        if any(isinstance(one, dict) and ("world" in one or "self_pairs" in one) for one in specs):
             continue
         load_training_data(spec, trainer=trainer, prompt_format=prompt_format, base_dir=recipe.base_dir, where=where)
+    check_self_pairs(recipe)   # self-generated pairs: their prompts load and are not evaluation questions
     # a chat stage on a given base model without a chat template (a pretrained base): fail now, not after
     # the base is measured (a built/pretrained base gets its tokenizer later; train/stages.py checks it then)
     chat_on_base = [s for s, spec in recipe.stages.items() if not spec.external and spec.parent == BASE

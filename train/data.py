@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import datasets
 
@@ -197,16 +197,25 @@ def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
 
 
 def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: str, base_dir: Path,
-                       world_dir: Path | None = None, where: str = "dataset", seed: int = 0) -> tuple[datasets.Dataset, list[dict]]:
+                       world_dir: Path | None = None, where: str = "dataset", seed: int = 0,
+                       self_pairs: Mapping[int, tuple[Path, dict]] | None = None) -> tuple[datasets.Dataset, list[dict]]:
     """Load one or several dataset specs, validated row by row, as one `datasets.Dataset` for `trainer`.
-    Returns the dataset and a fingerprint record per source (for stage.json)."""
+    Returns the dataset and a fingerprint record per source (for stage.json). `self_pairs`: entry index ->
+    (pairs.jsonl, fingerprint) of the self-generated pairs train/self_pairs.py built for that entry; their
+    rows are already TRL rows in the stage's prompt format (the prompt exactly as it was sampled)."""
     specs = spec if isinstance(spec, list) else [spec]
     rows: list[dict] = []
     fingerprints: list[dict] = []
     for i, one in enumerate(specs):
         w = f"{where}[{i}]" if isinstance(spec, list) else where
         one = {"path": one} if isinstance(one, str) else dict(one)
-        if "world" in one:
+        built = (self_pairs or {}).get(i) if "self_pairs" in one else None
+        if "self_pairs" in one:
+            if built is None:
+                raise UsageError(f"{w}.self_pairs: these pairs are sampled when the stage runs (train/self_pairs.py); "
+                                 "there is nothing to load yet")
+            source, fp = _read_rows(built[0], w), dict(built[1])
+        elif "world" in one:
             if world_dir is None:
                 raise UsageError(f"{w}.world: no generated world available")
             path = world_dir / f"{one['world']}.jsonl"
@@ -240,7 +249,8 @@ def load_training_data(spec: str | dict | list, *, trainer: str, prompt_format: 
         if offset >= len(source):
             raise UsageError(f"{w}.offset: {offset} skips every row; the dataset has {len(source)} rows")
         source = source[offset: offset + one["limit"] if one.get("limit") else None]
-        normalized = [normalize_row(row, fmt, prompt_format, loc) for loc, row in source]
+        normalized = [{k: row[k] for k in REQUIRED[fmt]} if built else normalize_row(row, fmt, prompt_format, loc)
+                      for loc, row in source]
         fp.update(format=fmt, rows=len(normalized))
         if offset or one.get("limit"):
             fp.update(offset=offset, limit=one.get("limit"))

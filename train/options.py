@@ -12,13 +12,14 @@ from typing import Any, Sequence
 from measure import MeasureSettings
 from measure.common.cli_args import parse_cli
 from train.world import WorldSpec
-from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, Recipe,
-                               StageSpec, SweepSpec)
+from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, QuestionsSpec,
+                               Recipe, SelfPairsSpec, StageSpec, SweepSpec)
 
 RECIPE_SECTIONS = (("recipe keys (any of them, dotted, is an override: stages.dpo.args.beta=0.05)", Recipe),
                    ("model.*", ModelSpec), ("model.build.*", BuildSpec), ("model.pretrain.*", PretrainSpec),
                    ("model.quantization.*", Quantization), ("stages.<stage>.*", StageSpec),
                    ("lora.* and stages.<stage>.lora.*", LoraSpec), ("a dataset (dataset, heldout, corpus)", DatasetSpec),
+                   ("a dataset's self_pairs.*", SelfPairsSpec), ("self_pairs.questions.*", QuestionsSpec),
                    ("measure.*", MeasureSettings), ("sweep.*", SweepSpec), ("world.* (the toy world)", WorldSpec))
 
 

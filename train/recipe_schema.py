@@ -23,12 +23,12 @@ from typing import Any
 import trl
 
 from measure.common.errors import UsageError, suggest
-from measure import PACKAGE_PREFIX, check_reference, is_hub_id
+from measure import PACKAGE_PREFIX, check_reference, is_hub_id, make_clusterer, parse_measure_settings
 from measure.common.fields import check_mapping
 from measure.common.values import as_int, as_number, check_numbers
 from train.paths import looks_local, resolve_path
-from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, Recipe,
-                               StageSpec)
+from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, QuestionsSpec,
+                               Recipe, SelfPairsSpec, StageSpec)
 from train.trainers import TRAINER_SPECS
 from train.world import validate_world
 
@@ -96,7 +96,9 @@ def validate_trainer_args(trainer: str, args: dict, where: str) -> None:
                                  f"{trl.__version__}){suggest(str(item), choices)}")
 
 
-def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> None:
+def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool, earlier: list[str] | None = None) -> None:
+    """A dataset (or a list of them); `earlier`: the stages before this one (None: not a stage's training
+    data, where self-generated pairs are not allowed)."""
     specs = spec if isinstance(spec, list) else [spec]
     if not specs:
         raise UsageError(f"{where}: give at least one dataset")
@@ -105,13 +107,44 @@ def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool) -> No
         if isinstance(one, str):
             one = {"path": one}
         check_mapping(one, DatasetSpec, w)
+        if "self_pairs" in one:
+            check_self_pairs(one, w, base_dir, earlier)
+            continue
         if ("path" in one) == ("world" in one):
-            raise UsageError(f"{w}: give exactly one of 'path' (file or hub id) or 'world' (generated toy-world split)")
+            raise UsageError(f"{w}: give exactly one of 'path' (file or hub id), 'world' (generated toy-world split) "
+                             "or, for a stage's dataset, 'self_pairs' (pairs sampled from an earlier stage)")
         if "world" in one and not has_world:
             raise UsageError(f"{w}.world: the recipe has no 'world' section to generate {one['world']!r} from")
         path = one.get("path")
         if path and looks_local(path) and not resolve_path(path, base_dir).exists():
             raise UsageError(f"{w}.path: file not found: {resolve_path(path, base_dir)}")
+
+
+def check_self_pairs(one: dict, where: str, base_dir: Path, earlier: list[str] | None) -> None:
+    """`{self_pairs: {...}}`: its keys, an earlier source stage, a known clusterer and benchmark (no model loaded)."""
+    if earlier is None:
+        raise UsageError(f"{where}.self_pairs: self-generated pairs are a stage's training dataset only")
+    if set(one) != {"self_pairs"}:
+        raise UsageError(f"{where}: 'self_pairs' takes no other dataset keys ({', '.join(k for k in one if k != 'self_pairs')});"
+                         " its prompts are self_pairs.questions (offset, limit) and its size self_pairs.pairs")
+    w = f"{where}.self_pairs"
+    pairs = one["self_pairs"]
+    check_mapping(pairs, SelfPairsSpec, w)
+    if pairs["from"] not in earlier:
+        raise UsageError(f"{w}.from: {pairs['from']!r} is not an earlier stage{suggest(str(pairs['from']), earlier)}")
+    try:
+        make_clusterer(pairs.get("clusterer", SelfPairsSpec.clusterer))   # validates; loads no model
+    except UsageError as e:
+        raise UsageError(f"{w}.{e}") from None
+    questions = pairs["questions"]
+    check_mapping(questions, QuestionsSpec, f"{w}.questions")
+    try:   # measure's own check of a benchmark name (and its path / split types)
+        parse_measure_settings({"benchmarks": [{k: questions[k] for k in ("name", "path", "split") if k in questions}]},
+                               f"{w}.questions")
+    except UsageError as e:
+        raise UsageError(str(e).replace(".questions.benchmarks[0]", ".questions")) from None
+    if questions.get("path") and not resolve_path(questions["path"], base_dir).exists():
+        raise UsageError(f"{w}.questions.path: file not found: {resolve_path(questions['path'], base_dir)}")
 
 
 def check_model(reference: Any, where: str, base_dir: Path) -> None:
@@ -188,7 +221,7 @@ def check_shape(raw: dict, where: str, base_dir: Path) -> None:
         else:
             if "dataset" not in spec:
                 raise UsageError(f"{w}: missing required key 'dataset'")
-            _check_dataset(spec["dataset"], f"{w}.dataset", base_dir, bool(raw.get("world")))
+            _check_dataset(spec["dataset"], f"{w}.dataset", base_dir, bool(raw.get("world")), earlier)
             validate_trainer_args(spec["trainer"], spec.get("args", {}), f"{w}.args")
             if "heldout" in spec:
                 if spec["trainer"] != "dpo":

@@ -19,6 +19,7 @@ from typing import Mapping
 from measure import PROMPT_FORMATS, MeasureSettings, parse_measure_settings
 from measure.common.errors import UsageError, suggest
 from measure.common.values import SEED_MAX
+from train.pair_rules import RULES as PAIR_RULES
 from train.tiny import BuildSpec  # noqa: F401  (model.build's fields: part of the recipe)
 from train.trainers import TRAINER_SPECS
 
@@ -28,12 +29,49 @@ DATASET_FORMATS = ("auto", "text", "prompt_completion", "messages", "preference"
 QUANT_TYPES = ("nf4", "fp4")
 COMPUTE_DTYPES = ("bfloat16", "float16", "float32")
 DatasetRef = str | dict | list    # a path or hub id, a DatasetSpec mapping, or a list of them
+PAIR_QUALITIES = ("auto", "logprob")
+
+
+@dataclass(frozen=True)
+class QuestionsSpec:
+    """The prompts of self-generated pairs: a benchmark's questions in file order, `offset` skipped, then
+    `limit` kept (disjoint from the recipe's evaluation questions: checked)."""
+    name: str = field(default="", metadata={"help": "a benchmark name (measure's: truthfulqa, gsm8k, webquestions, "
+                                                   "nq_open, jsonl)", "required": True})
+    path: str | None = field(default=None, metadata={"help": "local file; unset: the benchmark's hub dataset"})
+    split: str | None = field(default=None, metadata={"help": "hub split (with no path)"})
+    offset: int = field(default=0, metadata={"help": "skip this many questions first", "min": 0})
+    limit: int | None = field(default=None, metadata={"help": "then keep at most this many", "min": 1})
+
+
+@dataclass(frozen=True)
+class SelfPairsSpec:
+    """A dataset of preference pairs the chain makes itself (train/self_pairs.py): N answers per prompt
+    sampled from an earlier stage, clustered, one pair per prompt chosen by `rule` (train/pair_rules.py)."""
+    source: str = field(default="", metadata={"key": "from", "help": "the earlier stage whose answers are sampled",
+                                              "required": True})
+    rule: str = field(default="modal", metadata={"help": "modal: largest cluster over smallest (homogenizes); divpo: "
+                                                 "DivPO, rarest good over most common bad; random: placebo",
+                                                 "required": True, "choices": PAIR_RULES, "noun": "pair rule"})
+    questions: dict = field(default_factory=dict, metadata={"help": "the prompts (QuestionsSpec keys)", "required": True})
+    n: int = field(default=8, metadata={"help": "answers sampled per prompt", "min": 2})
+    clusterer: str | dict = field(default="exact", metadata={"help": "how answers are grouped (a measure clusterer)"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature", "min": 1e-6})
+    max_new_tokens: int = field(default=24, metadata={"help": "tokens per sampled answer at most", "min": 1})
+    quality: str = field(default="auto", metadata={"help": "divpo's quality: auto = the judge where the question "
+                                                   "has gold answers, else mean token log-probability; logprob",
+                                                   "choices": PAIR_QUALITIES})
+    rho: float = field(default=0.5, metadata={"help": "divpo, logprob quality: the top rho of a prompt's quality "
+                                              "range is above the threshold", "min": 0, "max": 1})
+    pairs: int | None = field(default=None, metadata={"help": "keep the first this many pairs (equal data sizes "
+                                                      "across rules); fewer made is an error", "min": 1})
 
 
 @dataclass(frozen=True)
 class DatasetSpec:
     """One dataset of a stage (`dataset:`), the pretraining data or the tokenizer corpus: a file / hub id
-    (`path`) or a generated toy-world split (`world`); a bare string is `{path: <string>}` (train/data.py)."""
+    (`path`), a generated toy-world split (`world`) or, for a stage, pairs sampled from an earlier stage
+    (`self_pairs`); a bare string is `{path: <string>}` (train/data.py)."""
     path: str | None = field(default=None, metadata={"help": "local JSON/JSONL/CSV/Parquet file or hub dataset id"})
     world: str | None = field(default=None, metadata={"help": "a split the recipe's `world` section generates"})
     name: str | None = field(default=None, metadata={"help": "hub dataset configuration name"})
@@ -43,6 +81,8 @@ class DatasetSpec:
     limit: int | None = field(default=None, metadata={"help": "keep at most this many rows (after offset)", "min": 1})
     offset: int = field(default=0, metadata={"help": "skip this many rows first", "min": 0})
     columns: dict | None = field(default=None, metadata={"help": "rename columns: {file column: format column}"})
+    self_pairs: dict | None = field(default=None, metadata={"help": "pairs sampled from an earlier stage "
+                                                            "(SelfPairsSpec keys; a stage's dataset only)"})
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from the current recipe by the same function, so the two are compared like for l
 mode, args, dataset specs, resolved LoRA, prompt format, seed, dtype/quantization (base: the model
 section and the world). Besides: the content of every local dataset file (sha256 against the
 fingerprints stage.json recorded; hub datasets are compared by id/config/split, not downloaded
-again), and the parent's stage.json hash (`parent_hash`) against the parent that is finished now.
+again; self-generated pairs by the stage.json hash of the stage they were sampled from), and the parent's
+stage.json hash (`parent_hash`) against the parent that is finished now.
 """
 from __future__ import annotations
 
@@ -41,7 +42,8 @@ def stage_spec(recipe: Recipe, stage: str) -> dict:
 
 
 def dataset_digests(recipe: Recipe, stage: str) -> list[str | None]:
-    """sha256 of each local / generated-world dataset file of the stage as it is now (None: a hub dataset)."""
+    """sha256 of each local / generated-world dataset file of the stage as it is now (None: a hub dataset; for
+    self-generated pairs, the stage.json hash of the stage they are sampled from)."""
     spec = (recipe.model.pretrain.dataset if recipe.model.pretrain else None) if stage == BASE \
         else recipe.stages[stage].dataset
     if spec is None:
@@ -49,6 +51,11 @@ def dataset_digests(recipe: Recipe, stage: str) -> list[str | None]:
     out: list[str | None] = []
     for one in spec if isinstance(spec, list) else [spec]:
         one = {"path": one} if isinstance(one, str) else one
+        if "self_pairs" in one:   # pairs sampled from an earlier stage: they depend on that stage's stage.json
+            source = one["self_pairs"]["from"]
+            out.append(ckpt.manifest_hash(ckpt.stage_dir(recipe, source)) if ckpt.is_finished(recipe, source)
+                       else "missing")
+            continue
         if "world" in one:
             path = ckpt.world_dir(recipe) / f"{one['world']}.jsonl"
         elif looks_local(one["path"]):
@@ -62,7 +69,7 @@ def dataset_digests(recipe: Recipe, stage: str) -> list[str | None]:
 
 def recorded_digests(manifest: StageManifest) -> list[str | None]:
     sources = [fp for fp in manifest.datasets if "combined_sha256" not in fp]
-    return [fp.get("sha256") for fp in sources]
+    return [fp.get("source_hash") if "self_pairs" in fp else fp.get("sha256") for fp in sources]
 
 
 def _plain(obj: Any) -> Any:
@@ -95,7 +102,8 @@ def stale_keys(recipe: Recipe, stage: str) -> list[str]:
     now = dataset_digests(recipe, stage)
     before = recorded_digests(manifest)
     if [d for d in now if d is not None] != [d for d in before if d is not None]:
-        out.append("datasets: the content of a dataset file changed since the stage was trained")
+        out.append("datasets: the content of a dataset file (for self-generated pairs: the stage they are sampled "
+                   "from) changed since the stage was trained")
     parent = manifest.parent
     if parent is not None:
         if not ckpt.is_finished(recipe, parent):

@@ -28,6 +28,7 @@ from train.options import StageOptions, parse_recipe_cli
 from train.measure_stage import measure_stage
 from train.recipe import LoraSpec, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_lineage
+from train.self_pairs import prepare as prepare_pairs
 from train.trainers import TRAINER_SPECS
 
 
@@ -204,9 +205,13 @@ def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: b
         return register_external(recipe, stage, measure=measure)
     started = time.time()
     out = ckpt.stage_dir(recipe, stage)
+    # self-generated pairs (train/self_pairs.py): sampled once, by the main process; the others read its files
+    built = prepare_pairs(recipe, stage) if state.is_main_process else None
+    state.wait_for_everyone()
     dataset, fingerprints = load_training_data(
         spec.dataset, trainer=spec.trainer, prompt_format=spec.prompt_format, base_dir=recipe.base_dir,
-        world_dir=ckpt.world_dir(recipe), where=f"stages.{stage}.dataset", seed=recipe.seed)
+        world_dir=ckpt.world_dir(recipe), where=f"stages.{stage}.dataset", seed=recipe.seed,
+        self_pairs=built if built is not None else prepare_pairs(recipe, stage))
     model, tokenizer, peft_config, adapter_base, mode = prepare_model(recipe, stage)
     args = resolved_args(spec.args, recipe.base_dir)
     check_chat_template(recipe, stage, tokenizer, args)
