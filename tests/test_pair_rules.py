@@ -14,7 +14,7 @@ from measure.common.errors import UsageError
 from measure.records.records import Generation
 from train.pair_rules import NO_CONTRAST, pick_pair, quality_pools
 from train.recipe import load_recipe
-from train.self_pairs import answer_quality, check_disjoint, make_pairs, pairs_spec
+from train.self_pairs import answer_quality, check_disjoint, check_recipe, make_pairs, pairs_spec
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -134,8 +134,22 @@ def test_self_pairs_are_a_stage_dataset_only(tmp_path):
     with pytest.raises(UsageError, match=r"'self_pairs' takes no other dataset keys \(limit\)"):
         load_recipe(tmp_path / "a.yaml")
     raw["stages"]["modal"]["dataset"].pop("limit")
-    raw["stages"]["modal"]["heldout"] = dict(raw["stages"]["modal"]["dataset"])
+    raw["model"]["pretrain"] = {"dataset": dict(raw["stages"]["modal"]["dataset"])}
     (tmp_path / "b.yaml").write_text(yaml.safe_dump(raw))
-    with pytest.raises(UsageError, match=r"stages.modal.heldout.self_pairs: self-generated pairs are a stage's "
-                                         "training dataset only"):
+    with pytest.raises(UsageError, match=r"model.pretrain.dataset.self_pairs: self-generated pairs are a stage's "
+                                         r"training \(or held-out\) pairs only"):
         load_recipe(tmp_path / "b.yaml")
+
+
+def test_held_out_pairs_must_not_share_prompts_with_the_training_pairs(tmp_path):
+    raw = yaml.safe_load((REPO / "recipes" / "tiny-control.yaml").read_text())
+    pairs = raw["stages"]["modal"]["dataset"]["self_pairs"]
+    pairs["questions"]["limit"] = 5
+    raw["stages"]["modal"]["heldout"] = {"self_pairs": {**pairs, "questions": {**pairs["questions"], "offset": 5}}}
+    (tmp_path / "ok.yaml").write_text(yaml.safe_dump(raw))
+    check_recipe(load_recipe(tmp_path / "ok.yaml"))                      # prompts 5.. are not prompts 0-4
+    raw["stages"]["modal"]["heldout"]["self_pairs"]["questions"]["offset"] = 4
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(raw))
+    with pytest.raises(UsageError, match=r"stages.modal.heldout.self_pairs.questions: 1 prompt\(s\) .* prompt "
+                                         r"'prompt-4' .* of the training pairs of stage 'modal'"):
+        check_recipe(load_recipe(tmp_path / "bad.yaml"))

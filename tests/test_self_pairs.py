@@ -35,7 +35,8 @@ def _recipe_file(tmp: Path, prompts: str = "tests/data/prompts.jsonl") -> Path:
     raw["model"]["build"]["corpus"] = str(REPO / "tests/data/corpus.txt")
     raw["measure"]["benchmarks"][0]["path"] = str(REPO / "tests/data/eval.jsonl")
     for stage in BRANCHES:
-        raw["stages"][stage]["dataset"]["self_pairs"]["questions"]["path"] = str(REPO / prompts)
+        for field in ("dataset", "heldout"):
+            raw["stages"][stage][field]["self_pairs"]["questions"]["path"] = str(REPO / prompts)
     path = tmp / "tiny-control.yaml"
     path.write_text(yaml.safe_dump(raw, sort_keys=False))
     return path
@@ -52,12 +53,13 @@ def control(tmp_path_factory) -> tuple[Path, Path]:
 def test_pairs_files_samples_and_fingerprints(control):
     _, out = control
     caches = list((out / "base" / "self_samples").glob("*.jsonl"))
-    assert len(caches) == 1 and len(_jsonl(caches[0])) == 8          # three branches, one sampling of base
+    # three branches, one sampling of base for the training prompts (6) and one for the held-out ones (4)
+    assert sorted(len(_jsonl(c)) for c in caches) == [4, 6]
     base_hash = ckpt.manifest_hash(out / "base")
     for rule in BRANCHES:
         folder = out / rule / "self_pairs"
         pairs, samples = _jsonl(folder / "pairs.jsonl"), _jsonl(folder / "samples.jsonl")
-        assert len(pairs) == 6 and len(samples) == 8                    # pairs: 6 of the 8 prompts
+        assert len(pairs) == len(samples) == 6
         by_id = {s["id"]: s for s in samples}
         for p in pairs:
             row = by_id[p["id"]]
@@ -75,6 +77,8 @@ def test_pairs_files_samples_and_fingerprints(control):
         assert fingerprint["self_pairs"]["rule"] == rule and fingerprint["source_hash"] == base_hash
         assert fingerprint["sha256"] == sha256_file(folder / "pairs.jsonl") and fingerprint["rows"] == 6
         assert json.loads((folder / "self_pairs.json").read_text())["fingerprint"]["key"] == fingerprint["key"]
+        held = _jsonl(out / rule / "self_pairs-heldout" / "pairs.jsonl")
+        assert len(held) == 4 and not {p["id"] for p in held} & {p["id"] for p in pairs}
     assert ckpt.read_manifest(out / "divpo").train_metrics["global_step"] == 2
 
 
@@ -90,6 +94,7 @@ def test_each_branch_is_compared_with_its_parent(control):
                                                                    for b in BRANCHES)
     effect = json.loads((out / "dpo_effect.json").read_text())
     assert {s: e["parent"] for s, e in effect["stages"].items()} == {b: "base" for b in BRANCHES}
+    assert all(e["heldout"]["pairs"] == 4 for e in effect["stages"].values())
 
 
 def test_rerun_reuses_and_a_changed_rule_is_refused(control):
@@ -129,7 +134,7 @@ def test_prompts_that_are_evaluation_questions_stop_the_chain_first(tmp_path):
     path = _recipe_file(tmp_path, prompts="tests/data/eval.jsonl")
     recipe = load_recipe(path)                                           # the keys are fine
     before = tree_snapshot(tmp_path)
-    with pytest.raises(UsageError, match=r"stages.modal.dataset.self_pairs.questions: 4 prompt\(s\) are evaluation "
+    with pytest.raises(UsageError, match=r"stages.modal.dataset.self_pairs.questions: \d prompt\(s\) are evaluation "
                                          r"questions, e.g. prompt 'cap-\d+' .* is question 'cap-\d+'"):
         run_chain(recipe)
     assert tree_snapshot(tmp_path) == before and not (tmp_path / "out").exists()

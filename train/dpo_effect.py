@@ -37,6 +37,7 @@ from measure.common.io import write_json
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.recipe import Recipe, load_recipe
+from train.self_pairs import prepare as prepare_pairs
 from train.effect_records import (REPORT, DPOEffect, HeldoutEffect, MarginTrajectory, StageEffect, WeightDifference,
                                  effect_to_json, heldout_from_json, margins_from_json, weights_from_json)
 from train.trainers import TRAINER_SPECS
@@ -151,7 +152,8 @@ def heldout_logprobs(recipe: Recipe, stage: str, *, batch_size: int = 4) -> Held
     """Policy vs parent on the stage's `heldout` pairs (see the module docstring)."""
     spec = recipe.stages[stage]
     rows, fingerprints = load_training_data(spec.heldout, trainer="dpo", prompt_format=spec.prompt_format,
-                                            base_dir=recipe.base_dir, where=f"stages.{stage}.heldout")
+                                            base_dir=recipe.base_dir, where=f"stages.{stage}.heldout",
+                                            self_pairs=prepare_pairs(recipe, stage, "heldout"))
     defaults = {f.name: f.default for f in dataclasses.fields(TRAINER_SPECS["dpo"].config_class())}
     beta = spec.args.get("beta", defaults["beta"])   # TRL's own default where the recipe sets none
     max_length = spec.args.get("max_length", defaults["max_length"])

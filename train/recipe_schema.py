@@ -97,8 +97,8 @@ def validate_trainer_args(trainer: str, args: dict, where: str) -> None:
 
 
 def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool, earlier: list[str] | None = None) -> None:
-    """A dataset (or a list of them); `earlier`: the stages before this one (None: not a stage's training
-    data, where self-generated pairs are not allowed)."""
+    """A dataset (or a list of them); `earlier`: the stages before this one (None: not a stage's training or
+    held-out data, where self-generated pairs are not allowed)."""
     specs = spec if isinstance(spec, list) else [spec]
     if not specs:
         raise UsageError(f"{where}: give at least one dataset")
@@ -123,7 +123,7 @@ def _check_dataset(spec: Any, where: str, base_dir: Path, has_world: bool, earli
 def check_self_pairs(one: dict, where: str, base_dir: Path, earlier: list[str] | None) -> None:
     """`{self_pairs: {...}}`: its keys, an earlier source stage, a known clusterer and benchmark (no model loaded)."""
     if earlier is None:
-        raise UsageError(f"{where}.self_pairs: self-generated pairs are a stage's training dataset only")
+        raise UsageError(f"{where}.self_pairs: self-generated pairs are a stage's training (or held-out) pairs only")
     if set(one) != {"self_pairs"}:
         raise UsageError(f"{where}: 'self_pairs' takes no other dataset keys ({', '.join(k for k in one if k != 'self_pairs')});"
                          " its prompts are self_pairs.questions (offset, limit) and its size self_pairs.pairs")
@@ -227,7 +227,7 @@ def check_shape(raw: dict, where: str, base_dir: Path) -> None:
                 if spec["trainer"] != "dpo":
                     raise UsageError(f"{w}.heldout: held-out preference pairs are read by the DPO effect report "
                                      f"(train/dpo_effect.py), for 'dpo' stages only; this stage is {spec['trainer']!r}")
-                _check_dataset(spec["heldout"], f"{w}.heldout", base_dir, bool(raw.get("world")))
+                _check_dataset(spec["heldout"], f"{w}.heldout", base_dir, bool(raw.get("world")), earlier)
             template = (spec.get("args") or {}).get("chat_template_path")
             if isinstance(template, str) and template.endswith(TEMPLATE_SUFFIXES) \
                     and not resolve_path(template, base_dir).is_file():

@@ -64,7 +64,8 @@ class SelfPairsSpec:
     rho: float = field(default=0.5, metadata={"help": "divpo, logprob quality: the top rho of a prompt's quality "
                                               "range is above the threshold", "min": 0, "max": 1})
     pairs: int | None = field(default=None, metadata={"help": "keep the first this many pairs (equal data sizes "
-                                                      "across rules); fewer made is an error", "min": 1})
+                                                      "across rules); fewer made is an error; null: all", "min": 1,
+                                                      "nullable": True})
 
 
 @dataclass(frozen=True)

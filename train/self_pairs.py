@@ -52,6 +52,7 @@ from train.recipe_spec import SelfPairsSpec
 PAIRS_DIR = "self_pairs"       # <stage>/self_pairs/: pairs.jsonl, samples.jsonl, self_pairs.json
 SAMPLES_DIR = "self_samples"   # <source stage>/self_samples/<key>.jsonl: the shared sampling cache
 SHORT_ANSWER = ("nq_open", "webquestions", "jsonl")   # benchmarks the short-answer judge scores (measure's)
+FIELDS = ("dataset", "heldout")   # a stage's training pairs, and a dpo stage's held-out pairs (train/dpo_effect.py)
 CITATION = "Lanchantin et al. 2025, Diverse Preference Optimization, arXiv 2501.18101"
 
 
@@ -97,13 +98,18 @@ def check_disjoint(prompts: list[Question], benchmark: str, evals: list[tuple[st
 
 
 def check_recipe(recipe: Recipe) -> None:
-    """Every self_pairs dataset of the recipe: its prompts load and are disjoint from the evaluation questions."""
+    """Every self_pairs dataset of the recipe: its prompts load and are disjoint from the evaluation questions,
+    and a stage's held-out pairs' prompts from its training pairs' prompts."""
     evals = None
     for stage, spec in recipe.stages.items():
-        for _, pairs, _, suffix in entries(spec.dataset):
-            evals = evaluation_questions(recipe) if evals is None else evals
-            where = f"stages.{stage}.dataset{suffix}.self_pairs"
-            check_disjoint(prompt_questions(recipe, pairs, where), pairs.questions["name"], evals, where)
+        trained = []
+        for field in FIELDS:
+            for _, pairs, _, suffix in entries(getattr(spec, field)):
+                evals = evaluation_questions(recipe) if evals is None else evals
+                where = f"stages.{stage}.{field}{suffix}.self_pairs"
+                prompts = prompt_questions(recipe, pairs, where)
+                check_disjoint(prompts, pairs.questions["name"], evals + trained, where)
+                trained += [(f"the training pairs of stage {stage!r}", pairs.questions["name"], q) for q in prompts]
 
 
 def sampling_settings(recipe: Recipe, spec: SelfPairsSpec):
@@ -216,16 +222,18 @@ def build(recipe: Recipe, stage: str, spec: SelfPairsSpec, written: dict, where:
     return directory / "pairs.jsonl", fingerprint
 
 
-def prepare(recipe: Recipe, stage: str) -> dict[int, tuple[Path, dict]]:
-    """Dataset entry index -> (pairs.jsonl, fingerprint) for every self_pairs entry of `stage`, built or reused."""
-    items = entries(recipe.stages[stage].dataset)
+def prepare(recipe: Recipe, stage: str, field: str = "dataset") -> dict[int, tuple[Path, dict]]:
+    """Entry index -> (pairs.jsonl, fingerprint) for every self_pairs entry of the stage's `dataset` (or of a
+    dpo stage's `heldout`: <stage>/self_pairs-heldout/), built or reused."""
+    items = entries(getattr(recipe.stages[stage], field))
     if not items:
         return {}
     check_recipe(recipe)
     out = {}
     for i, spec, written, suffix in items:
-        where = f"stages.{stage}.dataset{suffix}.self_pairs"
-        directory = ckpt.stage_dir(recipe, stage) / (PAIRS_DIR + suffix.strip("[]"))
+        where = f"stages.{stage}.{field}{suffix}.self_pairs"
+        directory = ckpt.stage_dir(recipe, stage) / (PAIRS_DIR + ("-heldout" if field == "heldout" else "")
+                                                      + suffix.strip("[]"))
         settings = sampling_settings(recipe, spec)
         key = {"spec": written, "seed": recipe.seed, "source_hash": ckpt.manifest_hash(ckpt.stage_dir(recipe, spec.source)),
                "questions": spec.questions, "source_prompt_format": recipe.prompt_format_of(spec.source),
@@ -239,7 +247,7 @@ def prepare(recipe: Recipe, stage: str) -> dict[int, tuple[Path, dict]]:
             out[i] = (directory / "pairs.jsonl", recorded)
             continue
         trainer_dir = ckpt.stage_dir(recipe, stage) / "trainer"
-        if trainer_dir.exists():   # Trainer checkpoints of an interrupted run on other pairs: not resumable
+        if field == "dataset" and trainer_dir.exists():   # Trainer checkpoints of an interrupted run on other pairs: not resumable
             print(f"[self_pairs] {stage}: the pairs changed; dropping the Trainer checkpoints in {trainer_dir}")
             shutil.rmtree(trainer_dir)
         out[i] = build(recipe, stage, spec, written, where, directory, key)

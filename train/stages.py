@@ -207,6 +207,8 @@ def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: b
     out = ckpt.stage_dir(recipe, stage)
     # self-generated pairs (train/self_pairs.py): sampled once, by the main process; the others read its files
     built = prepare_pairs(recipe, stage) if state.is_main_process else None
+    if state.is_main_process and spec.heldout is not None:
+        prepare_pairs(recipe, stage, "heldout")   # sampled now, with the training pairs' source model at hand
     state.wait_for_everyone()
     dataset, fingerprints = load_training_data(
         spec.dataset, trainer=spec.trainer, prompt_format=spec.prompt_format, base_dir=recipe.base_dir,
