@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-stamp
 export HF_HUB_DISABLE_TELEMETRY := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-seeds demo-real test test-fast bench bench-peers sweep-demo clean-demo venv
+.PHONY: demo demo-seeds demo-real demo-control test test-fast bench bench-peers sweep-demo clean-demo venv
 
 venv: $(STAMP)
 
@@ -49,6 +49,13 @@ demo-seeds: $(STAMP)
 demo-real: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/base-vs-instruct.yaml
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/gemma3-270m.yaml
+
+# The positive control on a real model, offline (recipes/smollm2-control.yaml; about 32 min on 2 cores, estimated):
+# SmolLM2-135M-Instruct, then three LoRA DPO branches from it on pairs it samples itself -- modal (injects
+# homogenization), divpo (DivPO), random (placebo) -- each compared with it on 80 NQ-open questions
+# (checkpoints/smollm2-control/compare/). Finished stages, reports and sampled answers are reused on a rerun.
+demo-control: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/smollm2-control.yaml
 
 sweep-demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.sweep recipe=recipes/toy.yaml stage=dpo

@@ -153,3 +153,18 @@ def test_held_out_pairs_must_not_share_prompts_with_the_training_pairs(tmp_path)
     with pytest.raises(UsageError, match=r"stages.modal.heldout.self_pairs.questions: 1 prompt\(s\) .* prompt "
                                          r"'prompt-4' .* of the training pairs of stage 'modal'"):
         check_recipe(load_recipe(tmp_path / "bad.yaml"))
+
+
+def test_the_control_recipe_validates_offline_with_branches_that_differ_only_in_the_rule(shared_data, monkeypatch):
+    """recipes/smollm2-control.yaml: its keys, its prompts (WebQuestions) disjoint from its evaluation questions
+    (NQ-open) and from its held-out prompts, and three branches from one parent, equal but for the pair rule."""
+    monkeypatch.chdir(REPO)
+    recipe = load_recipe("recipes/smollm2-control.yaml")
+    check_recipe(recipe)
+    branches = {name: spec for name, spec in recipe.stages.items()}
+    assert set(branches) == {"modal", "divpo", "random"} and {s.parent for s in branches.values()} == {"base"}
+    rules = {name: spec.dataset["self_pairs"].pop("rule") for name, spec in branches.items()}
+    assert rules == {"modal": "modal", "divpo": "divpo", "random": "random"}
+    for field in ("dataset", "args", "lora", "mode", "prompt_format"):
+        assert len({repr(getattr(s, field)) for s in branches.values()}) == 1, field
+    assert recipe.measure.benchmarks[0].name == "nq_open" and recipe.measure.stop == ("\n",)
