@@ -50,9 +50,9 @@ demo-real: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/base-vs-instruct.yaml
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/gemma3-270m.yaml
 
-# The positive control on a real model, offline (recipes/smollm2-control.yaml; about 32 min on 2 cores, estimated):
+# The positive control on a real model, offline (recipes/smollm2-control.yaml; about 34 min on 2 cores, estimated):
 # SmolLM2-135M-Instruct, then three LoRA DPO branches from it on pairs it samples itself -- modal (injects
-# homogenization), divpo (DivPO), random (placebo) -- each compared with it on 80 NQ-open questions
+# homogenization), divpo (DivPO), random (placebo) -- each compared with it on 64 NQ-open questions
 # (checkpoints/smollm2-control/compare/). Finished stages, reports and sampled answers are reused on a rerun.
 demo-control: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/smollm2-control.yaml

@@ -12,7 +12,7 @@ import yaml
 from measure import Question, QuestionSamples, format_prompt
 from measure.common.errors import UsageError
 from measure.records.records import Generation
-from train.pair_rules import NO_CONTRAST, pick_pair, quality_pools
+from train.pair_rules import NO_CONTRAST, NO_MODE, pick_pair, quality_pools
 from train.recipe import load_recipe
 from train.self_pairs import answer_quality, check_disjoint, check_recipe, make_pairs, pairs_spec
 
@@ -29,6 +29,8 @@ def test_modal_prefers_the_largest_cluster_over_the_smallest():
     chosen = {pick_pair("modal", [0, 0, 1, 1, 2], rng=rng(s))[0] for s in range(20)}
     assert chosen == {0, 2} and {pick_pair("modal", [0, 0, 1, 1, 2], rng=rng(s))[1] for s in range(20)} == {4}
     assert pick_pair("modal", [3, 3, 3, 3], rng=rng()) == NO_CONTRAST
+    # no mode: every cluster of one size, so no answer is more common than another
+    assert pick_pair("modal", [0, 1, 2, 3], rng=rng()) == pick_pair("modal", [0, 0, 1, 1], rng=rng()) == NO_MODE
 
 
 def test_divpo_rarest_above_the_threshold_over_most_common_below():

@@ -32,7 +32,7 @@ def _jsonl(path: Path) -> list[dict]:
 def _recipe_file(tmp: Path, prompts: str = "tests/data/prompts.jsonl") -> Path:
     raw = yaml.safe_load((REPO / "recipes" / "tiny-control.yaml").read_text())
     raw["output_dir"] = str(tmp / "out")
-    raw["model"]["build"]["corpus"] = str(REPO / "tests/data/corpus.txt")
+    raw["model"]["build"]["corpus"] = raw["model"]["pretrain"]["dataset"] = str(REPO / "tests/data/corpus.txt")
     raw["measure"]["benchmarks"][0]["path"] = str(REPO / "tests/data/eval.jsonl")
     for stage in BRANCHES:
         for field in ("dataset", "heldout"):
@@ -53,32 +53,36 @@ def control(tmp_path_factory) -> tuple[Path, Path]:
 def test_pairs_files_samples_and_fingerprints(control):
     _, out = control
     caches = list((out / "base" / "self_samples").glob("*.jsonl"))
-    # three branches, one sampling of base for the training prompts (6) and one for the held-out ones (4)
-    assert sorted(len(_jsonl(c)) for c in caches) == [4, 6]
+    # three branches, one sampling of base for the training prompts (10) and one for the held-out ones (6)
+    assert sorted(len(_jsonl(c)) for c in caches) == [6, 10]
     base_hash = ckpt.manifest_hash(out / "base")
     for rule in BRANCHES:
         folder = out / rule / "self_pairs"
         pairs, samples = _jsonl(folder / "pairs.jsonl"), _jsonl(folder / "samples.jsonl")
-        assert len(pairs) == len(samples) == 6
+        assert len(pairs) == 3 and len(samples) == 10                      # the first 3 pairs of 10 prompts
         by_id = {s["id"]: s for s in samples}
         for p in pairs:
             row = by_id[p["id"]]
             chosen, rejected = (row["samples"][row["pair"][k]] for k in ("chosen", "rejected"))
             assert (p["chosen_text"], p["rejected_text"]) == (chosen["text"], rejected["text"])
-            assert chosen["cluster"] != rejected["cluster"] and len(row["samples"]) == 4
+            assert chosen["cluster"] != rejected["cluster"] and len(row["samples"]) == 6
             assert p["prompt"] == [{"role": "user", "content": row["question"]}]
             assert p["chosen"] == [{"role": "assistant", "content": chosen["text"]}]
-            if rule == "modal":
+            if rule == "modal":   # the most common answer over a rarer one
                 assert p["chosen_cluster_size"] == max(s["cluster_size"] for s in row["samples"])
+                assert p["chosen_cluster_size"] > p["rejected_cluster_size"]
             if rule == "divpo":   # no gold answers in the prompts: quality = mean token log-probability
                 assert row["quality"] == "logprob" and chosen["quality"] == chosen["mean_logprob"]
                 assert chosen["quality"] > rejected["quality"]
         fingerprint = ckpt.read_manifest(out / rule).datasets[0]
         assert fingerprint["self_pairs"]["rule"] == rule and fingerprint["source_hash"] == base_hash
-        assert fingerprint["sha256"] == sha256_file(folder / "pairs.jsonl") and fingerprint["rows"] == 6
+        assert fingerprint["sha256"] == sha256_file(folder / "pairs.jsonl") and fingerprint["rows"] == 3
         assert json.loads((folder / "self_pairs.json").read_text())["fingerprint"]["key"] == fingerprint["key"]
+        if rule == "modal":   # a prompt without a mode gets no modal pair
+            assert all(len({s["cluster_size"] for s in row["samples"]}) == 1 for row in samples
+                       if row.get("skipped") == "no answer more common than another")
         held = _jsonl(out / rule / "self_pairs-heldout" / "pairs.jsonl")
-        assert len(held) == 4 and not {p["id"] for p in held} & {p["id"] for p in pairs}
+        assert held and not {p["id"] for p in held} & {p["id"] for p in pairs}
     assert ckpt.read_manifest(out / "divpo").train_metrics["global_step"] == 2
 
 
@@ -94,7 +98,8 @@ def test_each_branch_is_compared_with_its_parent(control):
                                                                    for b in BRANCHES)
     effect = json.loads((out / "dpo_effect.json").read_text())
     assert {s: e["parent"] for s, e in effect["stages"].items()} == {b: "base" for b in BRANCHES}
-    assert all(e["heldout"]["pairs"] == 4 for e in effect["stages"].values())
+    assert all(e["heldout"]["pairs"] == len(_jsonl(out / s / "self_pairs-heldout" / "pairs.jsonl"))
+               for s, e in effect["stages"].items())
 
 
 def test_rerun_reuses_and_a_changed_rule_is_refused(control):

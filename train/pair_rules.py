@@ -8,7 +8,9 @@ gradient, so the rules differ only in which clusters they prefer, never in how m
 
   modal   chosen from the largest cluster, rejected from the smallest: preferring the most common answer over
           the rarest is the homogenizing pressure Lanchantin et al. (2025) blame on DPO; it is the injected
-          effect of the positive control.
+          effect of the positive control. Only where one answer IS more common than another: a prompt whose
+          clusters are all of one size (every answer different, say) has no mode to prefer and gets no pair,
+          so every modal pair carries the preference instead of a coin flip.
   divpo   DivPO (Lanchantin et al. 2025, "Diverse Preference Optimization", arXiv 2501.18101): chosen = the
           rarest answer among those above a quality threshold, rejected = the most common among those below
           it. Rarity here is the size of the answer's cluster among the N samples (the paper's diversity
@@ -33,6 +35,7 @@ from typing import Sequence
 
 RULES = ("modal", "divpo", "random")
 NO_CONTRAST = "every answer in one cluster"
+NO_MODE = "no answer more common than another"
 
 
 def _first(clusters: Sequence[int], cluster: int) -> int:
@@ -43,6 +46,8 @@ def modal_pair(clusters: Sequence[int], rng: random.Random) -> tuple[int, int] |
     sizes = Counter(clusters)
     if len(sizes) < 2:
         return NO_CONTRAST
+    if len(set(sizes.values())) < 2:
+        return NO_MODE
     largest = [c for c in sizes if sizes[c] == max(sizes.values())]
     chosen = rng.choice(sorted(largest))
     rest = {c: n for c, n in sizes.items() if c != chosen}
