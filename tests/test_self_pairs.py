@@ -15,7 +15,7 @@ from conftest import tree_snapshot
 from measure.common.errors import UsageError
 from measure.common.io import sha256_file
 from train import checkpoint as ckpt
-from train import self_pairs
+from train import dpo_effect, self_pairs
 from train.chain import run_chain
 from train.recipe import load_recipe
 from train.reuse import dataset_digests, recorded_digests
@@ -106,8 +106,13 @@ def test_rerun_reuses_and_a_changed_rule_is_refused(control):
     path, out = control
     stamps = {p: p.stat().st_mtime_ns for p in [*out.glob("*/stage.json"), *out.glob("*/self_pairs/*"),
                                                  *out.glob("base/self_samples/*")]}
-    run_chain(load_recipe(path), compare=False, effect=False)
-    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    effect = (out / "dpo_effect.json").read_text()
+    with pytest.MonkeyPatch.context() as m:   # the DPO effect of unchanged stages is reused, not recomputed
+        m.setattr(dpo_effect, "stage_effect", lambda *a, **k: pytest.fail("an unchanged stage's effect was recomputed"))
+        run_chain(load_recipe(path), compare=False)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps and (out / "dpo_effect.json").read_text() == effect
+    changed = load_recipe(path, {"stages.modal.heldout.self_pairs.questions.limit": 3})   # other held-out pairs
+    assert dpo_effect.effect_inputs(changed, "modal", heldout=True) != json.loads(effect)["stages"]["modal"]["inputs"]
     with pytest.raises(UsageError, match=r"stage 'divpo'.*dataset.self_pairs.rule: \"divpo\" -> \"modal\""):
         run_chain(load_recipe(path, {"stages.divpo.dataset.self_pairs.rule": "modal"}))
     # a finished stage's pairs are checked against the stage.json of the stage they were sampled from

@@ -180,7 +180,8 @@ def test_dpo_effect_reports_margins_weights_and_heldout_logprobs(chain_dir):
     text = (chain_dir / "dpo_effect.json").read_text()
     assert dumped(effect_to_json(read_effect(chain_dir))) == text and read_effect(chain_dir).stages["dpo"].heldout is None
     assert dumped(effect_to_json(effect_from_json(json.loads(dumped(effect_to_json(report)))))) == dumped(effect_to_json(report))
-    assert list(effect_to_json(report)["stages"]["dpo"]) == ["stage", "parent", "margins", "weights", "heldout", "acted"]
+    assert list(effect_to_json(report)["stages"]["dpo"]) == ["stage", "parent", "margins", "weights", "heldout", "acted",
+                                                             "inputs"]
 
 
 def test_chat_stage_without_a_chat_template_is_a_named_error(tmp_path):

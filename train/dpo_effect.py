@@ -33,13 +33,14 @@ from typing import Any
 
 from measure import encode_prompt, load_tokenizer
 from measure.common.errors import UsageError, exit_on_usage_error
-from measure.common.io import write_json
+from measure.common.io import sha256_json, write_json
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.recipe import Recipe, load_recipe
 from train.self_pairs import prepare as prepare_pairs
+from train import reuse
 from train.effect_records import (REPORT, DPOEffect, HeldoutEffect, MarginTrajectory, StageEffect, WeightDifference,
-                                 effect_to_json, heldout_from_json, margins_from_json, weights_from_json)
+                                 effect_to_json, heldout_from_json, margins_from_json, read_effect, weights_from_json)
 from train.trainers import TRAINER_SPECS
 from train.options import RecipeOptions, parse_recipe_cli
 
@@ -195,13 +196,35 @@ def stage_effect(recipe: Recipe, stage: str, *, heldout: bool = True) -> StageEf
     held = heldout_logprobs(recipe, stage) if heldout and recipe.stages[stage].heldout is not None else None
     return StageEffect(stage=stage, parent=parent, margins=margins, weights=weights, heldout=held,
                        acted=bool(margins.moved) and (weights.tensors_changed or 0) > 0,
+                       inputs=effect_inputs(recipe, stage, heldout=heldout),
                        absent=frozenset() if held is not None else frozenset({"heldout"}))
 
 
+def effect_inputs(recipe: Recipe, stage: str, *, heldout: bool) -> str:
+    """sha256 of what a stage's effect is computed from: its and its parent's stage.json (weights, log history,
+    recipe) and, with held-out pairs, their spec and digests now (file contents; for self-generated ones, the
+    stage.json of the stage they are sampled from)."""
+    spec = recipe.stages[stage]
+    held = {"spec": spec.heldout, "digests": reuse.held_out_digests(recipe, stage)} \
+        if heldout and spec.heldout is not None else None
+    return sha256_json({"stage": ckpt.manifest_hash(ckpt.stage_dir(recipe, stage)),
+                        "parent": ckpt.manifest_hash(ckpt.stage_dir(recipe, spec.parent)), "heldout": held})
+
+
 def dpo_effect(recipe: Recipe, *, heldout: bool = True) -> DPOEffect:
-    """The report for every finished `trainer: dpo` stage of the recipe (empty `stages` when there is none)."""
+    """The report for every finished `trainer: dpo` stage of the recipe (empty `stages` when there is none); a
+    stage whose effect in the existing dpo_effect.json was computed from the same inputs is reused, not recomputed."""
     stages = [s for s, spec in recipe.stages.items() if spec.trainer == "dpo" and ckpt.is_finished(recipe, s)]
-    return DPOEffect(name=recipe.name, stages={s: stage_effect(recipe, s, heldout=heldout) for s in stages})
+    try:
+        previous = read_effect(ckpt.chain_dir(recipe)).stages if (ckpt.chain_dir(recipe) / REPORT).exists() else {}
+    except (UsageError, KeyError, TypeError):
+        previous = {}   # an unreadable or older report: computed afresh
+    out = {}
+    for s in stages:
+        old = previous.get(s)
+        reusable = old is not None and old.inputs == effect_inputs(recipe, s, heldout=heldout)
+        out[s] = old if reusable else stage_effect(recipe, s, heldout=heldout)
+    return DPOEffect(name=recipe.name, stages=out)
 
 
 def summary(report: DPOEffect) -> str:

@@ -79,6 +79,8 @@ class StageEffect(JsonRecord):
     weights: WeightDifference
     heldout: HeldoutEffect | None      # None (and not written) when the stage names no heldout pairs
     acted: bool
+    # sha256 of what it was computed from (train.dpo_effect.effect_inputs): a rerun with the same inputs reuses it
+    inputs: str | None = None
 
 
 @dataclass(frozen=True)

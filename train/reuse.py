@@ -41,11 +41,18 @@ def stage_spec(recipe: Recipe, stage: str) -> dict:
             "dtype": model["dtype"], "quantization": model["quantization"]}
 
 
-def dataset_digests(recipe: Recipe, stage: str) -> list[str | None]:
+def held_out_digests(recipe: Recipe, stage: str) -> list[str | None]:
+    """dataset_digests of a dpo stage's `heldout` pairs."""
+    return dataset_digests(recipe, stage, recipe.stages[stage].heldout)
+
+
+def dataset_digests(recipe: Recipe, stage: str, spec=None) -> list[str | None]:
     """sha256 of each local / generated-world dataset file of the stage as it is now (None: a hub dataset; for
-    self-generated pairs, the stage.json hash of the stage they are sampled from)."""
-    spec = (recipe.model.pretrain.dataset if recipe.model.pretrain else None) if stage == BASE \
-        else recipe.stages[stage].dataset
+    self-generated pairs, the stage.json hash of the stage they are sampled from); `spec`: another dataset
+    field of the stage than its training data."""
+    if spec is None:
+        spec = (recipe.model.pretrain.dataset if recipe.model.pretrain else None) if stage == BASE \
+            else recipe.stages[stage].dataset
     if spec is None:
         return []
     out: list[str | None] = []
