@@ -20,6 +20,9 @@ For every `trainer: dpo` stage:
 `acted` is true when the late margins exceed the early ones and are positive, and the weights changed;
 the held-out margin is reported beside it, not folded in (on a CPU-sized run it may stay near 0).
 
+A stage's effect records the sha256 of its inputs (`effect_inputs`: its and its parent's stage.json, the held-out
+spec and digests); rerun on an unchanged stage, the report keeps the effect it holds instead of reloading models.
+
 The report is typed (train/effect_records.py: DPOEffect of StageEffect of MarginTrajectory,
 WeightDifference and HeldoutEffect), with one reader (`read_effect`) and one writer (`effect_to_json`).
 """
