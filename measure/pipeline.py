@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from measure.scoring.cluster import make_clusterer
+from measure.scoring.cluster import load_embedder, make_clusterer
+from measure.scoring.homogeneity import MEASURES, needs_embeddings, question_homogeneity
 from measure.scoring.config import BenchmarkSpec, MeasureSettings
 from measure.scoring.correctness import make_judge, resolve_labels, summarize_judgements
 from measure.common.errors import UsageError
@@ -58,6 +59,7 @@ class ScoredRows:
     """What score_rows computed from a samples file."""
     records: list[QuestionRecord]
     skipped: dict[str, str]                 # signal key -> why no question has it
+    homogeneity_skipped: dict[str, str]     # homogeneity measure key -> why (a question lacks it)
     clusterers: dict[str, dict]             # clusterer label -> Clusterer.settings(), in settings order
     clusterer_seconds: dict[str, float]     # clusterer label -> seconds clustering every question
     judge_seconds: float                    # seconds judging every greedy answer
@@ -85,6 +87,7 @@ def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: st
         values_per_question.append(values)
         for key, why in reasons.items():
             skipped.setdefault(key, why)
+    homogeneity, h_why = _homogeneity(rows, assignments, settings)
     started = time.perf_counter()
     judge_obj = make_judge(judge, embedding_model=settings.embedding_model, margin=settings.judge_margin)
     answers = [r.greedy.text if r.greedy else None for r in rows]
@@ -93,12 +96,35 @@ def score_rows(rows: list[QuestionSamples], settings: MeasureSettings, judge: st
     labels_bool = resolve_labels([r.question for r in rows], judgements, settings.ambiguous)
     records = [QuestionRecord(id=r.question.id, n_clusters={lb: len(set(assignments[lb][i])) for lb in labels},
                               clusters={lb: assignments[lb][i] for lb in labels}, signals=values_per_question[i],
-                              label=labels_bool[i], judgement=judgements[i])
+                              label=labels_bool[i], judgement=judgements[i], homogeneity=homogeneity[i])
                for i, r in enumerate(rows)]
     # a key is "skipped" only if no question has it
     skipped = {k: why for k, why in skipped.items() if all(v.get(k) is None for v in values_per_question)}
-    return ScoredRows(records, skipped, {c.label: c.settings() for c in clusterers}, seconds, judge_s,
+    return ScoredRows(records, skipped, h_why, {c.label: c.settings() for c in clusterers}, seconds, judge_s,
                       judge_obj.settings())
+
+
+def _homogeneity(rows: list[QuestionSamples], assignments: dict[str, list[list[int]]],
+                 settings: MeasureSettings) -> tuple[list[dict], dict[str, str]]:
+    """Every question's continuous homogeneity measures (measure.scoring.homogeneity), and per key the first
+    reason a question lacks it. Embeddings come from the run's embedding model (settings.embedding_model),
+    each distinct text encoded once for the whole run."""
+    names = list(MEASURES) if settings.homogeneity is None else list(settings.homogeneity)
+    vectors = {}
+    if needs_embeddings(names):
+        texts = list(dict.fromkeys(s.text for r in rows if len(r.samples) > 1 for s in r.samples))
+        if texts:
+            emb = load_embedder(settings.embedding_model).encode(texts, convert_to_numpy=True)
+            vectors = dict(zip(texts, emb))
+    out, why = [], {}
+    for i, r in enumerate(rows):
+        texts = [s.text for s in r.samples]
+        emb = [vectors[t] for t in texts] if vectors and len(texts) > 1 else None
+        values, reasons = question_homogeneity(texts, {lb: a[i] for lb, a in assignments.items()}, emb, names)
+        out.append(values)
+        for key, reason in reasons.items():
+            why.setdefault(key, reason)
+    return out, why
 
 
 def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, extra: dict | None = None) -> dict:
@@ -132,7 +158,8 @@ def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path,
                                     scored.judge_seconds, signal_keys),
              "judgements": summarize_judgements([r.judgement for r in scored.records])}
     return write_report(out_dir, scored.records, settings_block(settings, scored.clusterers, scored.judge, extra_settings),
-                        provenance, list(scored.clusterers), scored.skipped, n_boot=settings.bootstrap,
+                        provenance, list(scored.clusterers), scored.skipped, homogeneity_skipped=scored.homogeneity_skipped,
+                        n_boot=settings.bootstrap,
                         seed=settings.seed, extra=extra)
 
 

@@ -19,12 +19,16 @@ by id; every stage must hold exactly the same ids. Clusterers are those present 
 Between consecutive stages, per clusterer, on the same questions: exact McNemar on the single-cluster
 indicator, Wilcoxon signed-rank on the cluster counts (with rank-biserial effect size) and Newcombe's
 paired score interval of the SCR difference; per stage, Clopper-Pearson intervals of SCR; Holm correction over ALL tests of the comparison; the verdict by
-VERDICT_RULE. The statistics themselves, and their exact definitions, are in measure.analysis.paired_stats.
+VERDICT_RULE. Per continuous homogeneity measure (measure.scoring.homogeneity) present in every run: Wilcoxon
+signed-rank on the per-question differences and a paired bootstrap interval of the mean difference, in the
+same Holm family; the verdict adds one line for them (measure.analysis.measure_tests.MEASURE_RULE). The
+statistics themselves, and their exact definitions, are in measure.analysis.paired_stats and measure_tests.
 
 Sensitivity (SCR vs threshold and vs N, from saved outputs only) is in measure.analysis.sensitivity.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -37,14 +41,17 @@ from measure.common.errors import UsageError
 from measure.common.io import provenance, read_json, refuse_overwrite
 from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.scoring.metrics import scr
+from measure.analysis.measure_tests import MEASURE_RULE, common_measures, measure_line, paired_measure_test
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.analysis.power import POWER, min_detectable_rise
 from measure.analysis.measured_run import MeasuredRun, load_run, measure_dir
-from measure.records.comparison import (Agreement, ClustererStats, Comparison, HolmFamily, StageSummary, Transition,
-                                        transition_from_json)
+from measure.common.jsonrecords import record_from_json
+from measure.records.comparison import (Agreement, ClustererStats, Comparison, HolmFamily, MeasureTransition,
+                                        StageSummary, Transition, transition_from_json)
 from measure.analysis.sensitivity import sensitivity
 
 OUTPUTS = ("compare.json", "compare.md", "compare.html")
+N_BOOT = 1000            # paired bootstrap resamples of the continuous measures' mean differences
 RUN_LIST = "runs.json"   # <dir>/runs.json: named, ordered lists of measured runs (the module docstring)
 
 
@@ -110,18 +117,29 @@ def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> StageSummary:
         n_ambiguous=sum(r.judgement == "ambiguous" for r in stage.records),
         token_entropy_mean=_mean(r.signals.get("greedy_entropy_mean") for r in stage.records),
         auroc=report.auroc if report else {}, auroc_single_cluster=report.auroc_single_cluster if report else {},
-        clusterers=per)
+        clusterers=per,
+        homogeneity_mean={k: m for k in dict.fromkeys(k for r in stage.records for k in r.homogeneity)
+                          if (m := _mean(r.homogeneity.get(k) for r in stage.records)) is not None})
 
 
 # ---------------------------------------------------------------- transitions and clusterer agreement
 
-def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float) -> tuple[list[Transition], int]:
+def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float,
+                      seed: int = 0, n_boot: int = N_BOOT) -> tuple[list[Transition], list[MeasureTransition], int]:
+    """Every test between consecutive stages: per clusterer (McNemar + cluster-count Wilcoxon), per continuous
+    measure (measure.analysis.measure_tests), all in one Holm family; returns (rows, measure rows, family size)."""
     rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c))}
             for a, b in zip(stages, stages[1:]) for c in clusterers]
-    family = apply_holm(rows, alpha)
+    keys = common_measures([[r.homogeneity for r in st.records] for st in stages])
+    measure_rows = [{"from": a.label, "to": b.label, "measure": k,
+                     **paired_measure_test([r.homogeneity.get(k) for r in a.records],
+                                           [r.homogeneity.get(k) for r in b.records], n_boot=n_boot, seed=seed)}
+                    for a, b in zip(stages, stages[1:]) for k in keys]
+    family = apply_holm(rows, alpha, measure_rows)
     for r in rows:   # what each test could have seen (measure.analysis.power), at the strictest Holm step
         r["min_detectable_rise"] = min_detectable_rise(r["n"], r["b_single_to_multi"] / r["n"], alpha / family)
-    return [transition_from_json(r) for r in rows], family
+    return ([transition_from_json(r) for r in rows], [record_from_json(MeasureTransition, r) for r in measure_rows],
+            family)
 
 
 def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[Agreement]:
@@ -161,14 +179,17 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
         raise UsageError(f"stage labels must be unique, got {[st.label for st in stages]}")
     stages = match_questions(stages)
     clusterers, cl_notes = common_clusterers(stages)
-    rows, family = stage_transitions(stages, clusterers, alpha=alpha)
+    rows, measure_rows, family = stage_transitions(stages, clusterers, alpha=alpha, seed=seed)
     sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers)
     result = Comparison(
         benchmark=benchmark, stages=[st.label for st in stages], n_questions=len(stages[0].records), clusterers=clusterers,
         per_stage={st.label: stage_summary(st, clusterers) for st in stages},
         transitions=rows, holm=HolmFamily(method="holm", family_size=family, alpha=alpha,
-                                          family="every McNemar and Wilcoxon test, every transition and clusterer"),
-        verdict=verdict(rows, clusterers, alpha),
+                                          family="every McNemar and Wilcoxon test, every transition and clusterer, "
+                                                 "and every continuous measure's Wilcoxon test"),
+        verdict=dataclasses.replace(verdict(rows, clusterers, alpha), measures_text=measure_line(measure_rows, alpha),
+                                    measures_rule=MEASURE_RULE),
+        measure_transitions=measure_rows,
         agreement={st.label: stage_agreement(st, clusterers) for st in stages},
         sensitivity=sens, notes=[*notes, *cl_notes, *_setting_notes(stages), *s_notes],
         settings={"alpha": alpha, "seed": seed, "power": POWER,

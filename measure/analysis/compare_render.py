@@ -22,6 +22,7 @@ from measure.analysis.measured_run import MeasuredRun
 from measure.scoring.metrics import auroc
 from measure.records.results import read_report
 from measure.records.comparison import Comparison, comparison_to_json
+from measure.scoring.homogeneity import CONVENTION
 from measure.scoring.signals import SIGNALS, SignalKey
 
 
@@ -147,7 +148,8 @@ def _plots(result: Comparison, stages: list[MeasuredRun]) -> dict[str, bytes]:
                 ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc([v for v, _ in rows], ys):.2f})")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
         ax.set(title=f"{st.label}: ROC (positive = incorrect)", xlabel="FPR", ylabel="TPR")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:   # a stage without both classes has no curve to name
+            ax.legend(fontsize=7)
     images["roc.png"] = png_bytes(fig)
 
     sens = result.sensitivity
@@ -179,13 +181,33 @@ def power_line(result: Comparison) -> str:
             "does not mean 'no homogenization'. Per test: the 'detectable SCR rise' column.")
 
 
+def _measure_blocks(result: Comparison) -> list[tuple]:
+    """The continuous homogeneity measures: per-stage means and the paired tests (measure.analysis.measure_tests)."""
+    rows = result.measure_transitions
+    if not rows:
+        return []
+    keys = list(dict.fromkeys(r.measure for r in rows))
+    per = result.per_stage
+    return [("h2", f"Continuous homogeneity measures ({CONVENTION})"),
+            ("table", ["stage", *keys], [[s, *[per[s].homogeneity_mean.get(k) for k in keys]] for s in result.stages]),
+            ("p", "Paired per question (later - earlier): Wilcoxon signed-rank (zeros dropped; method column), "
+                  "Holm-adjusted in the family above; a paired bootstrap interval of the mean difference "
+                  "(questions resampled, pairs kept together). Definitions: measure/scoring/homogeneity.py."),
+            ("table", ["transition", "measure", "n", "from", "to", "mean diff",
+                       ci_label(r.mean_diff_ci_method for r in rows) if any(r.mean_diff_ci for r in rows)
+                       else "interval (none: bootstrap=0)", "Wilcoxon p", "method", "Holm p", "rank-biserial"],
+             [[f"{r.from_} -> {r.to}", r.measure, r.n, r.mean_from, r.mean_to, r.mean_diff, r.mean_diff_ci,
+               r.wilcoxon_p, r.wilcoxon_method or "-", r.wilcoxon_p_holm, r.rank_biserial] for r in rows])]
+
+
 def _blocks(result: Comparison) -> list[tuple]:
     labels, cls, per = result.stages, result.clusterers, result.per_stage
     v = result.verdict
     b: list[tuple] = [("h1", f"Stage comparison{': ' + result.benchmark if result.benchmark else ''}"),
                       ("p", f"{result.n_questions} questions matched by id across {len(labels)} stages: "
                             f"{' -> '.join(labels)}. Clusterers: {', '.join(cls)}."),
-                      ("h2", "Verdict"), ("p", v.text), ("p", power_line(result)), ("p", v.rule),
+                      ("h2", "Verdict"), ("p", v.text), *([("p", v.measures_text)] if v.measures_text else []),
+                      ("p", power_line(result)), ("p", v.rule), *([("p", v.measures_rule)] if v.measures_rule else []),
                       ("table", ["transition", "significant rise under", "not under", "majority"],
                        [[f"{p.from_} -> {p.to}", ", ".join(p.agree) or "none", ", ".join(p.disagree) or "none",
                          p.majority] for p in v.per_transition]),
@@ -212,6 +234,7 @@ def _blocks(result: Comparison) -> list[tuple]:
                          t.mean_clusters_diff, t.wilcoxon_p, t.wilcoxon_method or "-",
                          t.wilcoxon_p_holm, t.rank_biserial]
                         for t in result.transitions]),
+                      *_measure_blocks(result),
                       ("h2", "Clusterer agreement"),
                       ("table", ["stage", "pair", "kappa (single-cluster)", "agreement", "single a / b / both", "mean ARI"],
                        [[s, f"{a.a} vs {a.b}", a.kappa if a.kappa is not None else a.kappa_note,
@@ -269,5 +292,7 @@ def stage_table(compare: Comparison, benchmark: str) -> str:
         lines.append(compare.verdict.text + f" Detectable with 80% power: SCR rises >= {span} ({compare.n_questions} questions).")
     else:
         lines.append(compare.verdict.text)
+    if compare.verdict.measures_text:
+        lines.append(compare.verdict.measures_text)
     lines.append(f"full comparison: {compare.out_dir}/compare.html")
     return "\n".join(lines)

@@ -34,7 +34,7 @@ class ClustererStats:
 
 
 @dataclass(frozen=True)
-class StageSummary:
+class StageSummary(JsonRecord):
     path: str
     n_questions: int
     n_samples: int | None
@@ -45,6 +45,7 @@ class StageSummary:
     auroc: Table                    # from the stage's report.json
     auroc_single_cluster: Table
     clusterers: dict[str, ClustererStats]
+    homogeneity_mean: dict[str, float] | None = None   # measure key -> mean over its questions; None: not recorded
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,26 @@ class Transition(JsonRecord):
 
 
 @dataclass(frozen=True)
+class MeasureTransition(JsonRecord):
+    """One continuous homogeneity measure between two runs (measure.analysis.measure_tests + Holm)."""
+    from_: str = field(metadata={"key": "from"})
+    to: str
+    measure: str                         # a measure key, e.g. "agreement@jaccard" (higher = more homogeneous)
+    n: int                               # questions with a value in both runs
+    mean_from: float
+    mean_to: float
+    mean_diff: float                     # mean of (to - from) over those questions
+    mean_diff_ci: list[float] | None     # paired percentile bootstrap over questions; None: bootstrap=0
+    mean_diff_ci_method: str | None
+    wilcoxon_stat: float | None
+    wilcoxon_p: float
+    wilcoxon_method: str | None
+    wilcoxon_n_nonzero: int
+    rank_biserial: float
+    wilcoxon_p_holm: float
+
+
+@dataclass(frozen=True)
 class VerdictRow(JsonRecord):
     """One transition under measure.analysis.paired_stats.VERDICT_RULE."""
     from_: str = field(metadata={"key": "from"})
@@ -102,6 +123,8 @@ class Verdict(JsonRecord):
     text: str
     rule: str
     per_transition: list[VerdictRow]
+    measures_text: str | None = None     # the continuous measures' line (measure.analysis.measure_tests.MEASURE_RULE)
+    measures_rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -195,14 +218,17 @@ class Comparison:
     notes: list[str]
     settings: dict[str, Any]
     provenance: dict[str, Any]
+    measure_transitions: list[MeasureTransition] | None = None   # None: a comparison from before they existed
     out_dir: str | None = None
 
 
 def comparison_from_json(obj: Mapping[str, Any], out_dir: str | None = None) -> Comparison:
-    per_stage = {s: StageSummary(**{**st, "clusterers": {c: ClustererStats(**v) for c, v in st["clusterers"].items()}})
+    per_stage = {s: record_from_json(StageSummary, st, clusterers={c: ClustererStats(**v) for c, v in st["clusterers"].items()})
                  for s, st in obj["per_stage"].items()}
     return Comparison(**{**plain_fields(Comparison, obj), "per_stage": per_stage,
                          "transitions": [transition_from_json(t) for t in obj.get("transitions") or []],
+                         "measure_transitions": None if "measure_transitions" not in obj else
+                                                [record_from_json(MeasureTransition, t) for t in obj["measure_transitions"]],
                          "verdict": verdict_from_json(obj.get("verdict") or {}),
                          "holm": record_from_json(HolmFamily, obj.get("holm") or {}),
                          "agreement": {s: [record_from_json(Agreement, r) for r in rows]
@@ -211,7 +237,10 @@ def comparison_from_json(obj: Mapping[str, Any], out_dir: str | None = None) -> 
 
 
 def comparison_to_json(result: Comparison) -> dict[str, Any]:
-    return fields_to_json(result)
+    out = fields_to_json(result)
+    if result.measure_transitions is None:   # an older comparison is written back as it was read
+        del out["measure_transitions"]
+    return out
 
 
 def read_comparison(directory: str | os.PathLike) -> Comparison:

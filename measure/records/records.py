@@ -67,6 +67,9 @@ class QuestionRecord:
     signals: dict[str, float | None]      # signal -> value (higher = more uncertain); None = skipped
     label: bool | None                    # True = greedy answer correct
     judgement: str | None                 # correct / incorrect / ambiguous / None (no gold)
+    # continuous homogeneity measures (measure.scoring.homogeneity; higher = more homogeneous): key -> value,
+    # None = not computable for this question; {} in a questions.jsonl written before they existed
+    homogeneity: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,7 +179,8 @@ def read_question_records(path: str | os.PathLike) -> list[QuestionRecord]:
     for lineno, obj in read_jsonl(path):
         try:
             out.append(QuestionRecord(id=str(obj["id"]), n_clusters=obj["n_clusters"], clusters=obj["clusters"],
-                                      signals=obj["signals"], label=obj.get("label"), judgement=obj.get("judgement")))
+                                      signals=obj["signals"], label=obj.get("label"), judgement=obj.get("judgement"),
+                                      homogeneity=dict(obj.get("homogeneity") or {})))
         except KeyError as e:
             raise UsageError(f"{path}:{lineno}: missing key {e.args[0]!r} in a questions.jsonl record") from None
     return out

@@ -17,6 +17,7 @@ from measure.scoring.cluster import DEFAULT_NLI_BATCH_SIZE, DEFAULT_NLI_MODEL, v
 from measure.scoring.correctness import AMBIGUOUS_POLICIES, DEFAULT_JUDGE_MARGIN
 from measure.common.errors import UsageError, suggest
 from measure.common.fields import declared
+from measure.scoring.homogeneity import MEASURES
 from measure.scoring.signals import SIGNALS
 from measure.common.values import SEED_MAX, as_int, check_numbers
 
@@ -45,6 +46,9 @@ class MeasureSettings:
                                                      "unset: the default shots")
     clusterers: tuple[Any, ...] = _f(DEFAULT_CLUSTERERS, "names or {name: ..., threshold: ...} mappings")
     signals: tuple[str, ...] | None = _f(None, "signals to compute; unset: every registered signal")
+    homogeneity: tuple[str, ...] | None = _f(None, "continuous homogeneity measures (higher = more homogeneous; "
+                                             f"measure/scoring/homogeneity.py): any of {', '.join(MEASURES)}; "
+                                             "unset: all; [] : none")
     embedding_model: str | None = _f(None, "sentence embedder; unset: the bundled all-MiniLM-L6-v2")
     nli_model: str = _f(DEFAULT_NLI_MODEL, "NLI model of the nli clusterer")
     nli_batch_size: int = _f(DEFAULT_NLI_BATCH_SIZE, "NLI pairs per forward pass", min=1)
@@ -153,4 +157,11 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
             if name not in SIGNALS:
                 raise UsageError(f"{where}.signals: unknown signal {name!r}{suggest(str(name), SIGNALS)}")
         out["signals"] = tuple(signals)
+    if raw.get("homogeneity") is not None:
+        names = raw["homogeneity"] if isinstance(raw["homogeneity"], list) else [raw["homogeneity"]]
+        for name in names:
+            if name not in MEASURES:
+                raise UsageError(f"{where}.homogeneity: unknown measure {name!r}{suggest(str(name), MEASURES)}; "
+                                 f"valid: {', '.join(MEASURES)}")
+        out["homogeneity"] = tuple(dict.fromkeys(names))
     return MeasureSettings(**out)
