@@ -7,7 +7,8 @@ The library lives in rooms; a room imports only rooms below it (tests/test_layer
     common     errors, values, overrides, yamlload, io, machine          plumbing; imports nothing above
     records    records, results                                         pure data
     data       benchmarks (evaluation sets), text (normalization)
-    scoring    cluster, grouping, nli, signals, correctness, metrics, intervals, report, config (the settings)
+    scoring    cluster, jaccard, grouping, nli, signals, correctness, overlap, metrics, intervals, report,
+               config (the settings)
     sampling   model_source, prompts, backends, decode, batching, sample, sample_cache, ranks
     analysis   measured_run, paired_stats, compare, compare_render, sensitivity, cascade, cascade_costs
     (top)      cli, pipeline, __main__                                  entry and orchestration
@@ -48,6 +49,8 @@ _NAMES: dict[str, str] = {
     "SignalKey": "measure.scoring.signals",
     "ShortQAJudge": "measure.scoring.correctness",
     "TruthfulQAJudge": "measure.scoring.correctness",
+    "TruthfulQAOverlapJudge": "measure.scoring.correctness",
+    "overlap_judgement": "measure.scoring.overlap",
     "reference_judgement": "measure.scoring.correctness",
     "ci_label": "measure.scoring.intervals",
     # sampling: models, prompts, backends, the sampler, ranks

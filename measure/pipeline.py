@@ -218,7 +218,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
                  "prompt_format": prompt_format,
                  "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(identity.labels if identity else {}),
                  **({"decode_plan": plan} if plan else {})}
-        report = score(rows, settings, out_dir, judge=BENCHMARKS[spec.name].judge,
+        report = score(rows, settings, out_dir, judge=spec.judge or BENCHMARKS[spec.name].judge,
                        # the machine block read again now that torch has done the arithmetic (threads, kernels)
                        provenance={**provenance, "machine": machine_info(), "processes": where.world},
                        extra_settings=extra,
@@ -232,6 +232,8 @@ def measured_with(settings: MeasureSettings, spec: BenchmarkSpec, prompt_format:
     block = {k: v for k, v in dataclasses.asdict(settings).items()
              if k not in ("benchmarks", "batch_size", "rows_per_call", "nli_batch_size")}
     bench = dataclasses.asdict(spec)
+    if spec.judge is None:   # the benchmark's own judge: recorded as before the key existed (reports stay reusable)
+        del bench["judge"]
     if spec.path and Path(spec.path).is_file():
         bench["path"] = {"sha256": sha256_file(spec.path)}
     return to_jsonable({**block, "benchmark": bench, "prompt_format": prompt_format})

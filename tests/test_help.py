@@ -24,7 +24,7 @@ ENTRY_POINTS = {
     "train.seeds": ([], ["recipe=", "seeds=", "overwrite="]),
     "measure.cli": ([], ["run", "score", "compare", "cascade", "plan"]),
     "measure.cli plan": (["plan"], ["scr_from=", "scr_to=", "power=", "alpha=", "discordant_down="]),
-    "measure.cli run": (["run"], ["model=", "benchmark=", "benchmark_path=", "out=", "prompt_format=", "backend",
+    "measure.cli run": (["run"], ["model=", "benchmark=", "benchmark_path=", "judge=", "out=", "prompt_format=", "backend",
                                   "vllm_logprobs", "judge_margin", "0.02"]),
     "measure.cli score": (["score"], ["samples=", "out=", "judge=", "clusterers", "nli_model"]),
     "measure.cli compare": (["compare"], ["runs=", "labels=", "out=", "benchmark="]),

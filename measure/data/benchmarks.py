@@ -48,6 +48,7 @@ class BenchmarkSpec:
     path: str | None = None        # local file; None -> the benchmark's hub id
     limit: int | None = None       # a seeded random subset of this many questions
     split: str | None = None       # hub split override
+    judge: str | None = None       # a key of measure.scoring.correctness.JUDGES; None -> the benchmark's own
 
 
 RowParser = Callable[[str, int, dict, str], Question]   # (benchmark name, row index, raw row, where) -> Question

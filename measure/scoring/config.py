@@ -14,7 +14,7 @@ from typing import Any
 
 from measure.data.benchmarks import BENCHMARKS, BenchmarkSpec  # noqa: F401  (BenchmarkSpec: part of the settings)
 from measure.scoring.cluster import DEFAULT_NLI_BATCH_SIZE, DEFAULT_NLI_MODEL, validate_clusterer_spec
-from measure.scoring.correctness import AMBIGUOUS_POLICIES, DEFAULT_JUDGE_MARGIN
+from measure.scoring.correctness import AMBIGUOUS_POLICIES, DEFAULT_JUDGE_MARGIN, JUDGES
 from measure.common.errors import UsageError, suggest
 from measure.common.fields import declared
 from measure.scoring.homogeneity import MEASURES
@@ -33,7 +33,7 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
 
 @dataclass(frozen=True)
 class MeasureSettings:
-    benchmarks: tuple[BenchmarkSpec, ...] = _f((), "benchmarks: names or {name, path, limit, split} mappings")
+    benchmarks: tuple[BenchmarkSpec, ...] = _f((), "benchmarks: names or {name, path, limit, split, judge} mappings")
     n_samples: int = _f(10, "samples per question (besides the greedy answer)", min=1)
     temperature: float = _f(1.0, "sampling temperature (> 0)")
     top_p: float = _f(1.0, "nucleus sampling, in (0, 1]")
@@ -81,7 +81,7 @@ def _benchmark(value: Any, where: str) -> BenchmarkSpec:
     if isinstance(value, str):
         value = {"name": value}
     if not isinstance(value, dict):
-        raise UsageError(f"{where}: a benchmark is a name or a mapping with 'name' (and path, limit, split)")
+        raise UsageError(f"{where}: a benchmark is a name or a mapping with 'name' (and path, limit, split, judge)")
     allowed = {f.name for f in dataclasses.fields(BenchmarkSpec)}
     for key in value:
         if key not in allowed:
@@ -92,9 +92,11 @@ def _benchmark(value: Any, where: str) -> BenchmarkSpec:
         _check_type("limit", value["limit"], (int,), f"{where}.")
         if value["limit"] < 1:
             raise UsageError(f"{where}.limit: must be >= 1, got {value['limit']}")
-    for key in ("path", "split"):
+    for key in ("path", "split", "judge"):
         if value.get(key) is not None:
             _check_type(key, value[key], (str,), f"{where}.")
+    if value.get("judge") is not None and value["judge"] not in JUDGES:
+        raise UsageError(f"{where}.judge: unknown judge {value['judge']!r}{suggest(value['judge'], JUDGES)}")
     return BenchmarkSpec(**value)
 
 

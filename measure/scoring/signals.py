@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy.special import logsumexp
 
-from measure.scoring.cluster import jaccard_similarity
+from measure.scoring.jaccard import jaccard_similarity
 from measure.common.errors import UsageError, suggest
 from measure.records.records import QuestionSamples
 
