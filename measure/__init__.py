@@ -7,10 +7,12 @@ The library lives in rooms; a room imports only rooms below it (tests/test_layer
     common     errors, values, overrides, yamlload, io, machine          plumbing; imports nothing above
     records    records, results                                         pure data
     data       benchmarks (evaluation sets), text (normalization)
-    scoring    cluster, jaccard, grouping, nli, signals, correctness, overlap, metrics, intervals, report,
+    scoring    cluster, jaccard, grouping, nli, signals, homogeneity, correctness, overlap, metrics, intervals,
+               report,
                config (the settings)
     sampling   model_source, prompts, backends, decode, batching, sample, sample_cache, ranks
-    analysis   measured_run, paired_stats, compare, compare_render, sensitivity, cascade, cascade_costs
+    analysis   measured_run, paired_stats, measure_tests, power, compare, compare_render, sensitivity, cascade,
+               cascade_costs
     (top)      cli, pipeline, __main__                                  entry and orchestration
 
 `import measure` stays light: each name below is imported from its room on first use (PEP 562), so
@@ -53,6 +55,9 @@ _NAMES: dict[str, str] = {
     "overlap_judgement": "measure.scoring.overlap",
     "reference_judgement": "measure.scoring.correctness",
     "ci_label": "measure.scoring.intervals",
+    "HOMOGENEITY_MEASURES": "measure.scoring.homogeneity",
+    "pairwise_agreement": "measure.scoring.homogeneity",
+    "question_homogeneity": "measure.scoring.homogeneity",
     # sampling: models, prompts, backends, the sampler, ranks
     "PACKAGE_PREFIX": "measure.sampling.model_source",
     "check_reference": "measure.sampling.model_source",

@@ -137,6 +137,9 @@ def question_homogeneity(texts: Sequence[str], clusters: dict[str, Sequence[int]
     return values, why
 
 
+HOMOGENEITY_MEASURES = MEASURES   # the public face's name for the registry
+
+
 def needs_embeddings(names: Sequence[str]) -> bool:
     return any(MEASURES[n].needs == "embeddings" for n in names)
 
