@@ -24,7 +24,8 @@ signed-rank on the per-question differences and a paired bootstrap interval of t
 same Holm family; the verdict adds one line for them (measure.analysis.measure_tests.MEASURE_RULE). The
 statistics themselves, and their exact definitions, are in measure.analysis.paired_stats and measure_tests.
 
-Sensitivity (SCR vs threshold and vs N, from saved outputs only) is in measure.analysis.sensitivity.
+Sensitivity (SCR vs threshold, vs N and vs answer length, from saved outputs only) is in
+measure.analysis.sensitivity.
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ from measure.analysis.measured_run import MeasuredRun, load_run, measure_dir
 from measure.common.jsonrecords import record_from_json
 from measure.records.comparison import (Agreement, ClustererStats, Comparison, HolmFamily, MeasureTransition,
                                         StageSummary, Transition, transition_from_json)
+from measure.analysis.length_sensitivity import DEFAULT_LENGTHS
 from measure.analysis.sensitivity import sensitivity
 
 OUTPUTS = ("compare.json", "compare.md", "compare.html")
@@ -169,8 +171,10 @@ def _setting_notes(stages: list[MeasuredRun]) -> list[str]:
 
 
 def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *, alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
-                   notes: Sequence[str] = (), benchmark: str | None = None) -> Comparison:
-    """Compare loaded stages (in order) and write compare.json/md/html + plots into out_dir."""
+                   notes: Sequence[str] = (), benchmark: str | None = None,
+                   sensitivity_lengths: Sequence[int] = DEFAULT_LENGTHS) -> Comparison:
+    """Compare loaded stages (in order) and write compare.json/md/html + plots into out_dir.
+    sensitivity_lengths: answer lengths (tokens) of the length curves, besides each run's max_new_tokens."""
     out_dir = Path(out_dir)
     _check_outputs(out_dir, overwrite)
     if len(stages) < 2:
@@ -180,7 +184,7 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
     stages = match_questions(stages)
     clusterers, cl_notes = common_clusterers(stages)
     rows, measure_rows, family = stage_transitions(stages, clusterers, alpha=alpha, seed=seed)
-    sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers)
+    sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers, sensitivity_lengths)
     result = Comparison(
         benchmark=benchmark, stages=[st.label for st in stages], n_questions=len(stages[0].records), clusterers=clusterers,
         per_stage={st.label: stage_summary(st, clusterers) for st in stages},
@@ -216,10 +220,12 @@ def default_labels(dirs: list[Path]) -> list[str]:
 
 def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool = False, *,
                  alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
-                 notes: Sequence[str] = (), benchmark: str | None = None) -> Comparison:
+                 notes: Sequence[str] = (), benchmark: str | None = None,
+                 sensitivity_lengths: Sequence[int] = DEFAULT_LENGTHS) -> Comparison:
     """Compare any measured runs in the given order; labels default to default_labels. sensitivity_clusterers:
     threshold grids to re-cluster (None -> jaccard, plus embedding when used in every stage; [] -> none);
-    notes and benchmark are recorded in compare.json."""
+    sensitivity_lengths: the length curves' answer lengths (plus each run's max_new_tokens); notes and
+    benchmark are recorded in compare.json."""
     if not runs or len(runs) < 2:
         raise UsageError("runs: give at least two measured dirs, e.g. runs=[runA/measured,runB/measured]")
     if out_dir is None:
@@ -234,7 +240,7 @@ def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, over
     _check_outputs(Path(out_dir), overwrite)
     return compare_stages([load_run(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
                           alpha=alpha, seed=seed, sensitivity_clusterers=sensitivity_clusterers, notes=notes,
-                          benchmark=benchmark)
+                          benchmark=benchmark, sensitivity_lengths=sensitivity_lengths)
 
 
 def read_run_list(directory: Path) -> dict[str, tuple[list[tuple[str, Path]], list[str]]]:
@@ -261,7 +267,8 @@ def read_run_list(directory: Path) -> dict[str, tuple[list[tuple[str, Path]], li
 
 
 def compare_listed(directory: Path, benchmark: str | None = None, out_dir: Path | None = None, overwrite: bool = False, *,
-                   alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> Comparison:
+                   alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
+                   sensitivity_lengths: Sequence[int] = DEFAULT_LENGTHS) -> Comparison:
     """Compare the runs <directory>/runs.json lists for one benchmark (the only one when it lists one)
     -> <directory>/compare/ unless out_dir."""
     directory = Path(directory)
@@ -278,4 +285,5 @@ def compare_listed(directory: Path, benchmark: str | None = None, out_dir: Path 
     runs, notes = lists[benchmark]
     out_dir = Path(out_dir) if out_dir is not None else directory / "compare"
     return compare_runs([p for _, p in runs], [lab for lab, _ in runs], out_dir, overwrite, alpha=alpha, seed=seed,
-                        sensitivity_clusterers=sensitivity_clusterers, notes=notes, benchmark=benchmark)
+                        sensitivity_clusterers=sensitivity_clusterers, notes=notes, benchmark=benchmark,
+                        sensitivity_lengths=sensitivity_lengths)

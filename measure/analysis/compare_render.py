@@ -1,5 +1,6 @@
 """Rendering of a stage comparison: one block list -> compare.md and a self-contained compare.html, plus
-the PNG plots (SCR by stage, cluster-count distributions, ROC per stage, sensitivity).
+the PNG plots (SCR by stage, cluster-count distributions, ROC per stage, sensitivity: vs N, threshold and
+answer length).
 
 The Comparison (measure.records.results) comes from measure.analysis.compare.compare_stages, which does every test and the verdict; the only
 numbers made here are the ROC curves (and their AUROC legends) drawn from the stages' saved signals. fmt,
@@ -155,13 +156,19 @@ def _plots(result: Comparison, stages: list[MeasuredRun]) -> dict[str, bytes]:
     sens = result.sensitivity
     panels = [("n", c, v.stages) for c, v in sens.n_samples.items()]
     panels += [("threshold", c, v.stages) for c, v in sens.threshold.items() if v.stages]
+    panels += [("length", c, v.stages) for c, v in sens.length.items()]
     if panels:
         fig, axes = _grid(len(panels))
+        titles = {"n": ("SCR vs N samples", "k", "SCR"), "threshold": ("SCR vs threshold", "threshold", "SCR"),
+                  "length": ("vs answer length", "tokens", "SCR (solid), agreement (dashed)")}
         for ax, (kind, c, data) in zip(axes, panels):
-            key = "k" if kind == "n" else "threshold"
+            key = "threshold" if kind == "threshold" else "k"
             for s, pts in data.items():
-                ax.plot([getattr(p, key) for p in pts], [p.scr for p in pts], marker="o", label=s)
-            ax.set(title=f"{c}: SCR vs {'N samples' if kind == 'n' else 'threshold'}", xlabel=key, ylabel="SCR")
+                line, = ax.plot([getattr(p, key) for p in pts], [p.scr for p in pts], marker="o", label=s)
+                if kind == "length":
+                    ax.plot([p.k for p in pts], [math.nan if p.agreement is None else p.agreement for p in pts],
+                            ls="--", color=line.get_color())
+            ax.set(title=f"{c}: {titles[kind][0]}", xlabel=titles[kind][1], ylabel=titles[kind][2])
             ax.legend(fontsize=8)
         images["sensitivity.png"] = png_bytes(fig)
     return images
@@ -254,6 +261,17 @@ def _blocks(result: Comparison) -> list[tuple]:
         b.append(("p", f"SCR vs {name} threshold"))
         b.append(("table", ["stage", *[f"t={t}" for t in val.thresholds]],
                   [[s, *[p.scr for p in pts]] for s, pts in val.stages.items()]))
+    for c, val in result.sensitivity.length.items():
+        ks = sorted({p.k for pts in val.stages.values() for p in pts})
+        b.append(("p", f"SCR / mean pairwise agreement vs answer length k (the first k generated tokens of every "
+                       f"sample, re-clustered), {c}"))
+        b.append(("table", ["stage", *[f"k={k}" for k in ks]],
+                  [[s, *[next((f"{fmt(p.scr)} / {fmt(p.agreement)}" for p in pts if p.k == k), None) for k in ks]]
+                   for s, pts in val.stages.items()]))
+    for s, src in result.sensitivity.length_sources.items():
+        b.append(("p", f"Prefix texts of {s}: tokenizer {src.tokenizer}, EOS ids {src.eos_ids}, stop {src.stop}, "
+                       f"max_new_tokens {src.max_new_tokens}; {src.texts_checked} stored texts reproduced exactly "
+                       f"from their token ids. Rule: {src.rule}."))
     b.append(("img", "sensitivity.png"))
     if result.notes:
         b += [("h2", "Notes"), *[("p", "- " + n) for n in result.notes]]

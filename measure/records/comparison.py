@@ -4,7 +4,8 @@
       StageSummary    "per_stage" (one ClustererStats per clusterer)
       Transition      one row of "transitions" (one clusterer between two consecutive stages)
       Verdict         "verdict", its rows VerdictRow
-      Sensitivity     "sensitivity": SensitivityByN / SensitivityByThreshold of ScrAtK / ScrAtThreshold points
+      Sensitivity     "sensitivity": SensitivityByN / SensitivityByThreshold / SensitivityByLength of ScrAtK /
+                      ScrAtThreshold / ScrAtLength points, PrefixSource per stage of the length curves
       HolmFamily      "holm"; Agreement: one row of "agreement" (two clusterers on one stage)
 
 A transition written before `wilcoxon_method` existed reads those keys as None and is written back without
@@ -152,10 +153,38 @@ class SensitivityByThreshold(JsonRecord):
 
 
 @dataclass(frozen=True)
+class ScrAtLength(JsonRecord):
+    k: int                               # answer length: the first k token ids of every sample
+    scr: float
+    agreement: float | None              # mean pairwise agreement over questions (None: no question has 2 samples)
+
+
+@dataclass(frozen=True)
+class SensitivityByLength(JsonRecord):
+    stages: dict[str, list[ScrAtLength]]      # stages whose curve was skipped (see the notes) are missing
+
+
+@dataclass(frozen=True)
+class PrefixSource(JsonRecord):
+    """How one stage's prefix texts were made (measure.analysis.length_sensitivity): from what, by what rule."""
+    tokenizer: str                       # where the tokenizer was loaded from (the run's recorded model)
+    eos_ids: list[int]
+    stop: list[str]
+    rule: str
+    max_new_tokens: int
+    lengths: list[int]
+    texts_checked: int                   # stored sample texts reproduced exactly from their full token ids
+
+
+@dataclass(frozen=True)
 class Sensitivity(JsonRecord):
-    """measure.analysis.sensitivity.sensitivity: SCR vs N per clusterer, SCR vs threshold per clusterer name."""
+    """measure.analysis.sensitivity.sensitivity: SCR vs N per clusterer, SCR vs threshold per clusterer name,
+    SCR and pairwise agreement vs answer length per clusterer (with each stage's PrefixSource). A file
+    written before the length curves existed reads them as empty and is written back without them."""
     n_samples: dict[str, SensitivityByN]
     threshold: dict[str, SensitivityByThreshold]
+    length: dict[str, SensitivityByLength] = field(default_factory=dict)
+    length_sources: dict[str, PrefixSource] = field(default_factory=dict)
 
 
 def transition_from_json(obj: Mapping[str, Any]) -> Transition:
@@ -174,7 +203,11 @@ def sensitivity_from_json(obj: Mapping[str, Any]) -> Sensitivity:
     by_t = {c: record_from_json(SensitivityByThreshold, v, stages={s: [record_from_json(ScrAtThreshold, p) for p in pts]
                                                                    for s, pts in (v.get("stages") or {}).items()})
             for c, v in (obj.get("threshold") or {}).items()}
-    return record_from_json(Sensitivity, obj, n_samples=by_n, threshold=by_t)
+    by_k = {c: record_from_json(SensitivityByLength, v, stages={s: [record_from_json(ScrAtLength, p) for p in pts]
+                                                                for s, pts in (v.get("stages") or {}).items()})
+            for c, v in (obj.get("length") or {}).items()}
+    sources = {s: record_from_json(PrefixSource, v) for s, v in (obj.get("length_sources") or {}).items()}
+    return record_from_json(Sensitivity, obj, n_samples=by_n, threshold=by_t, length=by_k, length_sources=sources)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 samples.jsonl (one object per question; the contract `measure score` accepts):
     id, question, answers? [str], incorrect_answers? [str], label? bool,
-    greedy? {text, token_entropies?, token_logprobs?},
-    samples: [str | {text, token_logprobs?, token_entropies?}]      (non-empty)
-Extra keys are kept in Question.meta and written back.
+    greedy? {text, token_entropies?, token_logprobs?, token_ids?},
+    samples: [str | {text, token_logprobs?, token_entropies?, token_ids?}]      (non-empty)
+Extra keys are kept in Question.meta and written back. token_ids is optional (files written before it
+existed, or by other tools, still load); where present it is a list of non-negative integers.
 """
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ class Generation:
     text: str
     token_logprobs: tuple[float, ...] | None = None   # log p(chosen token) per generated step
     token_entropies: tuple[float, ...] | None = None  # full-vocabulary entropy (nats) per generated step
+    # Every token the decoder generated for this answer, in order, so that any prefix of k tokens is the
+    # answer a max_new_tokens=k run would have drawn (measure.analysis.length_sensitivity). It ends with
+    # the EOS token when the answer ended with one (nothing after it: padding is not generated); when a
+    # stop string ended the answer it runs through the step that completed the stop string, so it is
+    # longer than the statistics, which stop before the stop string as the text does. The text is
+    # measure.sampling.answers.answer_text of these ids. None: not recorded (older or foreign files).
+    token_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -101,13 +109,22 @@ def _floats(value: Any, where: str, key: str) -> tuple[float, ...] | None:
     return out
 
 
+def _token_ids(value: Any, where: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise UsageError(f"{where}: 'token_ids' must be a list of non-negative integers (token ids)")
+    return tuple(value)
+
+
 def _generation(obj: Any, where: str) -> Generation:
     if isinstance(obj, str):
         return Generation(obj)
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
         raise UsageError(f"{where}: a generation must be a string or an object with a string 'text'")
     return Generation(obj["text"], _floats(obj.get("token_logprobs"), where, "token_logprobs"),
-                      _floats(obj.get("token_entropies"), where, "token_entropies"))
+                      _floats(obj.get("token_entropies"), where, "token_entropies"),
+                      _token_ids(obj.get("token_ids"), where))
 
 
 def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
@@ -158,7 +175,8 @@ def read_samples(path: str | os.PathLike) -> list[QuestionSamples]:
 
 
 def generation_to_json(g: Generation) -> dict:
-    return {"text": g.text, "token_logprobs": g.token_logprobs, "token_entropies": g.token_entropies}
+    return {"text": g.text, "token_logprobs": g.token_logprobs, "token_entropies": g.token_entropies,
+            "token_ids": g.token_ids}
 
 
 def samples_row_to_json(qs: QuestionSamples) -> dict:

@@ -61,13 +61,18 @@ def load_tokenizer(source: str):
 
 
 def eos_token_ids(source: str, tokenizer) -> list[int]:
-    """measure.sampling.prompts.answer_end_ids with the generation config read from a checkpoint dir (vLLM holds no
-    transformers model to ask); a checkpoint without generation_config.json: the tokenizer's EOS alone."""
-    from transformers import GenerationConfig
+    """measure.sampling.prompts.answer_end_ids with the generation config read from a checkpoint dir (vLLM and
+    the length sensitivity hold no transformers model to ask). A checkpoint without generation_config.json:
+    the one transformers derives from config.json when it loads the model (what the HF backend uses), else
+    the tokenizer's EOS alone."""
+    from transformers import AutoConfig, GenerationConfig
     try:
         configured = GenerationConfig.from_pretrained(source).eos_token_id
     except OSError:
-        configured = None
+        try:
+            configured = GenerationConfig.from_model_config(AutoConfig.from_pretrained(source)).eos_token_id
+        except (OSError, ValueError):
+            configured = None
     return answer_end_ids(configured, tokenizer)
 
 
@@ -200,6 +205,7 @@ class VLLMBackend:
 
     def _generation(self, tokenizer, completion, eos_ids: Sequence[int], stop: Sequence[str]) -> Generation:
         from measure.sampling.sample import _cut
+        # token_ids: what vLLM generated (through EOS or the stop string's last token); _cut keeps them through EOS
         tokens, logprobs, entropies = list(completion.token_ids), [], []
         for tok, step in zip(tokens, completion.logprobs or []):
             logprobs.append(step[tok].logprob)  # the chosen token is always returned, even outside the top k
