@@ -63,7 +63,8 @@ class RunOptions:
     limit: int | None = field(default=None, metadata={"help": "measure at most this many questions"})
     split: str | None = field(default=None, metadata={"help": "the benchmark's split"})
     out: str | None = field(default=None, metadata={"help": "output dir (report.json, samples.jsonl)"})
-    prompt_format: str = field(default="chat", metadata={"help": "chat (the model's chat template) or qa (few-shot)"})
+    prompt_format: str = field(default="chat", metadata={"help": "chat (the model's chat template), qa (few-shot Q/A) "
+                                                                "or hh (Anthropic HH turns)"})
     overwrite: bool = field(default=False, metadata={"help": "measure again over a finished report"})
 
 
