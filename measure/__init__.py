@@ -6,10 +6,9 @@ The library lives in rooms; a room imports only rooms below it (tests/test_layer
 
     common     errors, values, overrides, yamlload, io, machine          plumbing; imports nothing above
     records    records, results                                         pure data
-    data       benchmarks (evaluation sets), text (normalization)
+    data       benchmarks (evaluation sets), text (normalization), hh (the Anthropic HH dialogue format)
     scoring    cluster, jaccard, grouping, nli, signals, homogeneity, correctness, overlap, metrics, intervals,
-               report,
-               config (the settings)
+               report, config (the settings)
     sampling   model_source, prompts, backends, decode, batching, sample, sample_cache, ranks
     analysis   measured_run, paired_stats, measure_tests, power, compare, compare_render, sensitivity, cascade,
                cascade_costs
@@ -62,6 +61,7 @@ _NAMES: dict[str, str] = {
     "PACKAGE_PREFIX": "measure.sampling.model_source",
     "check_reference": "measure.sampling.model_source",
     "is_hub_id": "measure.sampling.model_source",
+    "load_causal_lm": "measure.sampling.model_source",
     "resolve_model": "measure.sampling.model_source",
     "PROMPT_FORMATS": "measure.sampling.prompts",
     "answer_end_ids": "measure.sampling.prompts",

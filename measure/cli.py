@@ -65,7 +65,8 @@ class RunOptions:
     judge: str | None = field(default=None, metadata={"help": "correctness judge; default: the benchmark's own "
                                                       "(e.g. truthfulqa_overlap: the paper's word-overlap judge)"})
     out: str | None = field(default=None, metadata={"help": "output dir (report.json, samples.jsonl)"})
-    prompt_format: str = field(default="chat", metadata={"help": "chat (the model's chat template) or qa (few-shot)"})
+    prompt_format: str = field(default="chat", metadata={"help": "chat (the model's chat template), qa (few-shot Q/A) "
+                                                                "or hh (Anthropic HH turns)"})
     overwrite: bool = field(default=False, metadata={"help": "measure again over a finished report"})
 
 

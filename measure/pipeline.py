@@ -205,6 +205,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, clock=clock,
                          shard=(where.rank, where.world))
     plan = engine.plan(model, settings)   # batches and rows per decode call (None: the backend schedules)
+    dtype = getattr(model, "dtype", None)   # an HF model's (vLLM's engine has none: its own setting)
     del model
     rows, gen_timing = where.gather(rows, clock.timing(), questions)
     if where.main:
@@ -215,7 +216,7 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     report = None
     if where.main:
         extra = {"benchmark": dataclasses.asdict(spec), "model": model_source, "model_files": resolved.provenance(),
-                 "prompt_format": prompt_format,
+                 "prompt_format": prompt_format, "model_dtype": str(dtype).removeprefix("torch.") if dtype else None,
                  "max_new_tokens": settings.max_new_tokens, **engine.settings(), **(identity.labels if identity else {}),
                  **({"decode_plan": plan} if plan else {})}
         report = score(rows, settings, out_dir, judge=spec.judge or BENCHMARKS[spec.name].judge,

@@ -59,6 +59,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_neox_model_dir(tmp_path_factory) -> Path:
+    """A tiny random GPT-NeoX (Pythia's layout: partial rotary, parallel residual, untied output layer), same
+    tokenizer corpus as tiny_model_dir, built once."""
+    from train.tiny import build_tiny_model
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_neox"), TINY_CORPUS, architecture="gpt_neox", seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     """(model, tokenizer) loaded from tiny_model_dir with the Auto classes; model in eval mode. Do not mutate."""
     from transformers import AutoModelForCausalLM, AutoTokenizer

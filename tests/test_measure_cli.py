@@ -179,6 +179,7 @@ def test_score_bad_samples_file(case, tmp_path, capsys):
     (["run", "model={o}/no/such/model", "benchmark=jsonl", "benchmark_path={s}", "out={o}"], r"no/such/model': no such file or directory"),
     (["score", "samples={s}", "out={o}", "n_samples=many"], r"n_samples: expected int"),
     (["run", "model=x", "benchmark=gsm8k", "out={o}", "decoder=beam"], r"decoder: unknown 'beam'.*compact, generate"),
+    (["run", "model=x", "benchmark=gsm8k", "out={o}", "prompt_format=hhh"], r"prompt_format: unknown 'hhh'.*chat, hh, qa"),
     (["run", "recipe=recipes/tiny.yaml", "stage=sft"], r"is `python -m train.measure_stage recipe=\.\.\. stage=\.\.\.`"),
 ])
 def test_cli_bad_arguments(args, pattern, tmp_path, capsys):

@@ -130,7 +130,8 @@ class Recipe:
     stages: Mapping[str, StageSpec] = field(metadata={"help": "stage name -> StageSpec, in chain order after base"})
     measure: MeasureSettings = field(metadata={"help": "measurement settings (MeasureSettings keys)", "nullable": True})
     seed: int = field(default=0, metadata={"help": "training and data seed", "min": 0, "max": SEED_MAX})
-    prompt_format: str = field(default="chat", metadata={"help": "how prompts are rendered",
+    prompt_format: str = field(default="chat", metadata={"help": "how prompts are rendered: chat (the chat "
+                                                         "template), qa (few-shot Q/A) or hh (Anthropic HH turns)",
                                                          "choices": PROMPT_FORMATS})
     lora: dict | None = field(default=None, metadata={"help": "the recipe-wide LoRA section (LoraSpec keys)",
                                                       "nullable": True})   # as written; stages hold the resolved one

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from measure import leave_process_group, load_tokenizer
+from measure import leave_process_group, load_causal_lm, load_tokenizer
 from measure.common.errors import UsageError
 from train import checkpoint as ckpt
 from train.data import load_training_data
@@ -81,10 +81,9 @@ def load_parent(recipe: Recipe, source: str, *, quantized: bool):
     if not quantized:
         return ckpt.load_model(source, recipe.model.dtype)
     from accelerate import PartialState
-    from transformers import AutoModelForCausalLM
     config = quantization_config(recipe)
-    return AutoModelForCausalLM.from_pretrained(source, quantization_config=config, dtype=config.bnb_4bit_compute_dtype,
-                                                device_map={"": PartialState().local_process_index})
+    return load_causal_lm(source, quantization_config=config, dtype=config.bnb_4bit_compute_dtype,
+                          device_map={"": PartialState().local_process_index})
 
 
 def prepare_model(recipe: Recipe, stage: str):

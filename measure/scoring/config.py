@@ -42,8 +42,8 @@ class MeasureSettings:
     rows_per_call: int | None = _f(None, "rows (prompts x (greedy + N)) per decode call; unset: auto (176 on CPU, "
                                    "from GPU memory and model size on CUDA; measure/sampling/batching.py)", min=1)
     stop: tuple[str, ...] = _f((), "stop strings (besides EOS)")
-    fewshot: tuple[tuple[str, str], ...] | None = _f(None, "[{question, answer}] shots for prompt_format=qa; "
-                                                     "unset: the default shots")
+    fewshot: tuple[tuple[str, str], ...] | None = _f(None, "[{question, answer}] shots for prompt_format=qa "
+                                                     "(unset: the default shots) or hh (earlier turns; unset: none)")
     clusterers: tuple[Any, ...] = _f(DEFAULT_CLUSTERERS, "names or {name: ..., threshold: ...} mappings")
     signals: tuple[str, ...] | None = _f(None, "signals to compute; unset: every registered signal")
     homogeneity: tuple[str, ...] | None = _f(None, "continuous homogeneity measures (higher = more homogeneous; "
