@@ -12,14 +12,15 @@ from typing import Any, Sequence
 from measure import MeasureSettings
 from measure.common.cli_args import parse_cli
 from train.world import WorldSpec
-from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, Recipe,
-                               StageSpec, SweepSpec)
+from train.recipe_spec import (BuildSpec, DatasetSpec, DuringTrainingSpec, LoraSpec, ModelSpec, PretrainSpec,
+                               Quantization, Recipe, StageSpec, SweepSpec)
 
 RECIPE_SECTIONS = (("recipe keys (any of them, dotted, is an override: stages.dpo.args.beta=0.05)", Recipe),
                    ("model.*", ModelSpec), ("model.build.*", BuildSpec), ("model.pretrain.*", PretrainSpec),
                    ("model.quantization.*", Quantization), ("stages.<stage>.*", StageSpec),
                    ("lora.* and stages.<stage>.lora.*", LoraSpec), ("a dataset (dataset, heldout, corpus)", DatasetSpec),
-                   ("measure.*", MeasureSettings), ("sweep.*", SweepSpec), ("world.* (the toy world)", WorldSpec))
+                   ("measure.*", MeasureSettings), ("measure.during_training.*", DuringTrainingSpec),
+                   ("sweep.*", SweepSpec), ("world.* (the toy world)", WorldSpec))
 
 
 def _recipe_field() -> Any:
