@@ -172,6 +172,18 @@ def test_training_is_bitwise_unaffected_by_the_callback(chains):
 
 
 @pytest.mark.slow
+def test_measure_false_skips_the_probe_too(chains, tmp_path):
+    from train.stages import run_stage
+    plain, probed, _ = chains
+    out = tmp_path / "tiny"
+    for stage in ("base", "sft"):
+        shutil.copytree(plain / stage, out / stage)
+    run_stage(load_recipe(REPO / "recipes/tiny.yaml", {"output_dir": str(out), **COMMON, **PROBE}), "dpo", measure=False)
+    assert not (out / "dpo" / "dynamics.jsonl").exists() and not (out / "dpo" / "measure").exists()
+    assert (out / "dpo" / "model.safetensors").read_bytes() == (probed / "dpo" / "model.safetensors").read_bytes()
+
+
+@pytest.mark.slow
 def test_the_comparison_fails_when_the_generators_are_not_restored(chains, tmp_path, monkeypatch):
     from measure.sampling import preserve
     from train.stages import run_stage
@@ -179,7 +191,7 @@ def test_the_comparison_fails_when_the_generators_are_not_restored(chains, tmp_p
     monkeypatch.setattr(preserve, "preserved_random_state", contextlib.nullcontext)
     out = tmp_path / "broken"
     shutil.copytree(plain / "base", out / "base")
-    run_stage(load_recipe(REPO / "recipes/tiny.yaml", {"output_dir": str(out), **COMMON, **PROBE}), "sft", measure=False)
+    run_stage(load_recipe(REPO / "recipes/tiny.yaml", {"output_dir": str(out), **COMMON, **PROBE}), "sft")
     assert (plain / "sft" / "model.safetensors").read_bytes() != (out / "sft" / "model.safetensors").read_bytes()
 
 
@@ -264,12 +276,12 @@ def test_resume_continues_the_file_without_duplicate_or_lost_steps(chains, tmp_p
 
     monkeypatch.setitem(trainers.TRAINER_SPECS, "sft", Spec("trl", "SFTConfig", "SFTTrainer", False))
     with pytest.raises(KeyboardInterrupt):
-        stages.run_stage(load_recipe(REPO / "recipes/tiny.yaml", overrides), "sft", measure=False)
+        stages.run_stage(load_recipe(REPO / "recipes/tiny.yaml", overrides), "sft")
     first = read_probe_records(out / "sft" / "dynamics.jsonl")
     assert [r.step for r in first] == [0, 1, 2]   # step 2's record is written before its checkpoint
     shutil.rmtree(out / "sft" / "trainer" / "checkpoint-2")   # killed before checkpoint 2 was complete
     monkeypatch.setitem(trainers.TRAINER_SPECS, "sft", real)
-    manifest = stages.run_stage(load_recipe(REPO / "recipes/tiny.yaml", overrides), "sft", measure=False)
+    manifest = stages.run_stage(load_recipe(REPO / "recipes/tiny.yaml", overrides), "sft")
     assert manifest.train_metrics["resumed_from"].endswith("checkpoint-1")
     records = read_probe_records(out / "sft" / "dynamics.jsonl")
     assert [r.step for r in records] == [0, 1, 2, 3, 4]   # step 2 measured again, once; none lost

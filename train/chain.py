@@ -107,7 +107,8 @@ def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, 
 @dataclass(frozen=True)
 class ChainOptions(RecipeOptions):
     overwrite: bool = field(default=False, metadata={"help": "retrain finished stages (default: reuse them)"})
-    measure: bool = field(default=True, metadata={"help": "measure every stage (the recipe's measure section)"})
+    measure: bool = field(default=True, metadata={"help": "measure every stage (the recipe's measure section, "
+                                                   "measure.during_training included)"})
     compare: bool = field(default=True, metadata={"help": "compare the stages and run the cascade after the chain"})
     dpo_effect: bool = field(default=True, metadata={"help": "write the DPO effect report of each dpo stage"})
 

@@ -38,7 +38,8 @@ class StageOptions(RecipeOptions):
     """The stage scripts' options (train/stages.py stage_main)."""
     stage: str | None = field(default=None, metadata={"help": "which stage of this trainer; default: the only one"})
     overwrite: bool = field(default=False, metadata={"help": "train again over a finished checkpoint"})
-    measure: bool = field(default=True, metadata={"help": "measure the stage after training (recipe measure section)"})
+    measure: bool = field(default=True, metadata={"help": "measure the stage after training (recipe measure section) "
+                                                   "and, with measure.during_training, while it trains"})
 
 
 def parse_recipe_cli(argv: Sequence[str] | None, doc: str | None, options: type = RecipeOptions,

@@ -71,7 +71,7 @@ def run_base(recipe: Recipe, *, overwrite: bool = False, measure: bool = True) -
             model_cfg.pretrain.dataset, trainer="pretrain", prompt_format=recipe.prompt_format,
             base_dir=base_dir, world_dir=world, where="model.pretrain.dataset")
         model = ckpt.load_model(source, model_cfg.dtype)
-        probe = callback_for(recipe, BASE)   # measure.during_training covers a pretrained base too
+        probe = callback_for(recipe, BASE) if measure else None   # measure.during_training: a pretrained base too
         trainer, metrics = train_with_trl("sft", model=model, tokenizer=tokenizer, dataset=dataset,
                                           args=model_cfg.pretrain.args, out=out, seed=recipe.seed,
                                           callbacks=[probe] if probe else [])

@@ -215,7 +215,8 @@ def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: b
     model, tokenizer, peft_config, adapter_base, mode = prepare_model(recipe, stage)
     args = resolved_args(spec.args, recipe.base_dir)
     check_chat_template(recipe, stage, tokenizer, args)
-    probe = callback_for(recipe, stage)   # measure.during_training: homogenization measured while it trains
+    # measure.during_training: the probe measured while it trains (measure=false skips every measurement)
+    probe = callback_for(recipe, stage) if measure else None
     trainer, metrics = train_with_trl(spec.trainer, model=model, tokenizer=tokenizer, dataset=dataset,
                                       args=args, out=out, seed=recipe.seed, peft_config=peft_config,
                                       callbacks=[probe] if probe else [])
