@@ -5,14 +5,15 @@ overrides, YAML, io, machine), which they may import directly.
 The library lives in rooms; a room imports only rooms below it (tests/test_layers.py checks it):
 
     common     errors, values, overrides, yamlload, io, machine          plumbing; imports nothing above
-    records    records, results                                         pure data
+    records    records, results, dynamics                               pure data
     data       benchmarks (evaluation sets), text (normalization), hh (the Anthropic HH dialogue format)
-    scoring    cluster, jaccard, grouping, nli, signals, homogeneity, correctness, overlap, metrics, intervals,
-               report, config (the settings)
-    sampling   model_source, prompts, backends, decode, batching, sample, sample_cache, ranks
-    analysis   measured_run, paired_stats, measure_tests, power, compare, compare_render, sensitivity, cascade,
-               cascade_costs
+    scoring    cluster, jaccard, grouping, nli, signals, homogeneity, probe, correctness, overlap, metrics,
+               intervals, report, config (the settings)
+    sampling   model_source, prompts, backends, decode, batching, sample, sample_cache, ranks, preserve
+    analysis   measured_run, paired_stats, measure_tests, power, compare, compare_render, sensitivity,
+               length_sensitivity, cascade, cascade_costs
     (top)      cli, pipeline, __main__                                  entry and orchestration
+               live                                                     measuring a model while it trains
 
 `import measure` stays light: each name below is imported from its room on first use (PEP 562), so
 importing the face does not import torch.
@@ -33,6 +34,11 @@ _NAMES: dict[str, str] = {
     "Comparison": "measure.records.comparison",
     "read_comparison": "measure.records.comparison",
     "read_cascade": "measure.records.cascade_result",
+    "DYNAMICS_FILE": "measure.records.dynamics",
+    "ProbeRecord": "measure.records.dynamics",
+    "append_probe_record": "measure.records.dynamics",
+    "read_probe_records": "measure.records.dynamics",
+    "write_probe_records": "measure.records.dynamics",
     # data: evaluation sets and normalization
     "BenchmarkSpec": "measure.data.benchmarks",
     "load_benchmark": "measure.data.benchmarks",
@@ -88,6 +94,11 @@ _NAMES: dict[str, str] = {
     "measure_model": "measure.pipeline",
     "measured_with": "measure.pipeline",
     "print_summary": "measure.cli",
+    # top floor: measuring a model while it trains
+    "HomogenizationCallback": "measure.live",
+    "LiveMeasurement": "measure.live",
+    "measure_live": "measure.live",
+    "probe_questions": "measure.live",
 }
 
 # whole modules on the face: the speed harness instruments them (harness/throughput.py wraps

@@ -9,7 +9,9 @@ that differ, before anything is written); an interrupted one resumes from its la
 checkpoint. After the last stage, when the recipe measures benchmarks, the cross-stage
 comparison (python -m measure compare) and the cascade of the last stage are written too, and for a
 chain with a DPO stage, <chain>/dpo_effect.json (train/dpo_effect.py: did DPO move its reward margins and
-its weights, and the held-out log-probabilities when the stage names `heldout` pairs).
+its weights, and the held-out log-probabilities when the stage names `heldout` pairs). When stages were
+measured while they trained (`measure.during_training`, train/dynamics.py), <chain>/dynamics.png shows
+it across the chain (train/dynamics_plot.py), also as a section of compare.html.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from measure.common.io import read_json, write_json
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.dpo_effect import write_report
+from train.dynamics_plot import write_chain_picture
 from train.measure_stage import compare_and_cascade
 from train.pretrain import run_base
 from train.recipe import BASE, Recipe, load_recipe, resolved_args
@@ -94,6 +97,9 @@ def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, 
         started = time.time()
         write_report(recipe)  # <chain>/dpo_effect.json: did DPO move its margins and its weights
         timings["dpo_effect"] = round(time.time() - started, 2)
+    started = time.time()
+    if write_chain_picture(recipe) is not None:   # the stages' dynamics.jsonl on one axis (measure.during_training)
+        timings["dynamics"] = round(time.time() - started, 2)
     write_json(timings_path, {**timings, "reused": reused})
     return timings
 
@@ -101,7 +107,8 @@ def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, 
 @dataclass(frozen=True)
 class ChainOptions(RecipeOptions):
     overwrite: bool = field(default=False, metadata={"help": "retrain finished stages (default: reuse them)"})
-    measure: bool = field(default=True, metadata={"help": "measure every stage (the recipe's measure section)"})
+    measure: bool = field(default=True, metadata={"help": "measure every stage (the recipe's measure section, "
+                                                   "measure.during_training included)"})
     compare: bool = field(default=True, metadata={"help": "compare the stages and run the cascade after the chain"})
     dpo_effect: bool = field(default=True, metadata={"help": "write the DPO effect report of each dpo stage"})
 

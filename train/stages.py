@@ -17,12 +17,13 @@ import dataclasses
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from measure import leave_process_group, load_causal_lm, load_tokenizer
 from measure.common.errors import UsageError
 from train import checkpoint as ckpt
 from train.data import load_training_data
+from train.dynamics import callback_for
 from train.manifest import StageManifest
 from train.options import StageOptions, parse_recipe_cli
 from train.measure_stage import measure_stage
@@ -133,14 +134,17 @@ def count_parameters(model) -> dict[str, int]:
 
 
 def train_with_trl(trainer_name: str, *, model, tokenizer, dataset, args: dict, out: Path, seed: int,
-                   peft_config=None) -> tuple[Any, dict]:
-    """Build the TRL config + trainer, train (resuming from the last checkpoint), return (trainer, metrics)."""
+                   peft_config=None, callbacks: Sequence[Callable] = ()) -> tuple[Any, dict]:
+    """Build the TRL config + trainer, train (resuming from the last checkpoint), return (trainer, metrics).
+    callbacks: functions trainer -> TrainerCallback (a callback that needs its trainer, measure.live's)."""
     config = build_config(trainer_name, args, out / "trainer", seed)
     trainer_cls = TRAINER_SPECS[trainer_name].trainer_class()
     kwargs: dict[str, Any] = {"model": model, "args": config, "train_dataset": dataset, "processing_class": tokenizer}
     if peft_config is not None:
         kwargs["peft_config"] = peft_config
     trainer = trainer_cls(**kwargs)
+    for make in callbacks:
+        trainer.add_callback(make(trainer))
     resume = ckpt.trainer_checkpoint(out)
     if resume and trainer.accelerator.is_main_process:
         print(f"[alignment-tax] resuming {out.name} from {resume}")
@@ -158,14 +162,15 @@ def needs_gather(trainer) -> bool:
 
 
 def finish(trainer, tokenizer, out: Path, *, is_peft: bool, merge_base: str | None = None,
-           dtype: str | None = None) -> dict:
+           dtype: str | None = None, keep_checkpoints: bool = False) -> dict:
     """Save adapter (if PEFT) + merged model + tokenizer; every process returns once the dir is complete.
 
     Plain runs (one process, DDP): the main process saves `trainer.model` directly. Sharded runs
     (FSDP, ZeRO-3) and QLoRA (`merge_base` given) go through `Trainer.save_model` on every process
     into out/gathered/ (full weights, or the adapter alone for PEFT); the main process then reloads
     that on CPU -- a PEFT adapter on top of the *unquantized* parent from `merge_base` -- merges, and
-    saves, so the stage's merged model is always a plain full-precision transformers checkpoint."""
+    saves, so the stage's merged model is always a plain full-precision transformers checkpoint.
+    The Trainer's checkpoints (out/trainer/) are removed once the stage is saved, unless keep_checkpoints."""
     paths: dict[str, Any] = {}
     main = trainer.accelerator.is_main_process
     if needs_gather(trainer) or merge_base is not None:
@@ -184,7 +189,7 @@ def finish(trainer, tokenizer, out: Path, *, is_peft: bool, merge_base: str | No
             shutil.rmtree(gathered, ignore_errors=True)
     elif main:
         paths = ckpt.save_stage_model(trainer.model, tokenizer, out, is_peft=is_peft)
-    if main:
+    if main and not keep_checkpoints:
         shutil.rmtree(out / "trainer", ignore_errors=True)  # resume state is no longer needed
     trainer.accelerator.wait_for_everyone()
     return paths
@@ -209,13 +214,16 @@ def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: b
     model, tokenizer, peft_config, adapter_base, mode = prepare_model(recipe, stage)
     args = resolved_args(spec.args, recipe.base_dir)
     check_chat_template(recipe, stage, tokenizer, args)
+    # measure.during_training: the probe measured while it trains (measure=false skips every measurement)
+    probe = callback_for(recipe, stage) if measure else None
     trainer, metrics = train_with_trl(spec.trainer, model=model, tokenizer=tokenizer, dataset=dataset,
-                                      args=args, out=out, seed=recipe.seed, peft_config=peft_config)
+                                      args=args, out=out, seed=recipe.seed, peft_config=peft_config,
+                                      callbacks=[probe] if probe else [])
     is_peft = peft_config is not None or mode == "continue"
     quantized = is_peft and recipe.model.quantization is not None
     gather = quantized or (is_peft and needs_gather(trainer))  # the merge needs the adapter's unsharded base
     paths = finish(trainer, tokenizer, out, is_peft=is_peft, merge_base=adapter_base if gather else None,
-                   dtype=recipe.model.dtype)
+                   dtype=recipe.model.dtype, keep_checkpoints=spec.keep_checkpoints)
     manifest = None
     if state.is_main_process:
         manifest = ckpt.write_manifest(
