@@ -11,8 +11,9 @@ report is written from (measure.pipeline.score_rows):
     measure the block gains later). Counts (ints) and per-signal tables (AUROC and friends: noise on a
     few dozen questions) stay out; the bootstrap is off (n_boot=0), the exact intervals stay;
   - "<metric>_ci" intervals of those metrics, under the metric's key;
-  - pairwise_agreement per clusterer (measure.scoring.homogeneity), the mean over questions of the share
-    of sample pairs put in one cluster, unless the metrics block already has it;
+  - the means over questions of the continuous homogeneity measures the records carry
+    (measure.scoring.homogeneity): pairwise_agreement per clusterer (the share of sample pairs put in one
+    cluster; computed from the clusters when the records lack it), mean_cosine, inverse_vendi, ead_repetition;
   - the mean over questions of every uncertainty signal (greedy_entropy_mean is the greedy answer's mean
     full-vocabulary token entropy; a per-clusterer signal "semantic_entropy@exact" becomes
     "semantic_entropy/exact"), except n_clusters (= mean_clusters). None where no question has a value.
@@ -73,7 +74,13 @@ def probe_measures(records: Sequence[QuestionRecord], clusterer_labels: Sequence
         elif isinstance(value, dict):
             intervals.update({key(base, lb): [float(v) for v in ci] for lb, ci in value.items()
                               if _interval(ci) and key(base, lb) in measures})
-    for lb in labels:
+    # the continuous homogeneity measures the records carry (measure.scoring.homogeneity): "agreement@<lb>"
+    # under this module's "pairwise_agreement/<lb>", the others ("mean_cosine", ...) under their own names
+    for name in dict.fromkeys(k for r in records for k in r.homogeneity):
+        measure, _, lb = name.partition("@")
+        measures[key("pairwise_agreement" if measure == "agreement" else measure, lb or None)] = _mean(
+            [r.homogeneity.get(name) for r in records if r.homogeneity.get(name) is not None])
+    for lb in labels:   # records scored without the measures: the agreement from their clusters
         measures.setdefault(key("pairwise_agreement", lb),
                             _mean([pairwise_agreement(r.clusters[lb]) for r in records if len(r.clusters[lb]) >= 2]))
     for signal in signal_names(list(records)):
