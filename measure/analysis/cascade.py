@@ -26,7 +26,8 @@ import numpy as np
 from measure.analysis.cascade_costs import CostModel, finite as _finite, resolve_costs
 from measure.analysis.compare_render import fmt, png_bytes, to_markdown, write_images
 from measure.common.errors import UsageError
-from measure.common.io import provenance, refuse_overwrite, write_json, write_text
+from measure.common.io import provenance, write_json, write_text
+from measure.common.outputs import OutputPlan, check_outputs, claim_outputs, existing_inputs
 from measure.scoring.metrics import auroc, aurc, prr
 from measure.analysis.measured_run import load_run, measure_dir
 from measure.records.cascade_result import CascadeCurve, CascadeResult, CoveragePoint, cascade_to_json
@@ -243,7 +244,9 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
     (default <measure dir>/cascade/). Returns the cascade.json content as a CascadeResult."""
     mdir = measure_dir(Path(measure_dir_or_samples))
     out_dir = Path(out_dir) if out_dir is not None else mdir / "cascade"
-    refuse_overwrite(out_dir, OUTPUTS, overwrite=overwrite, what="cascade outputs")
+    plan = OutputPlan("measure cascade", "cascade", out_dir, files=OUTPUTS, marker="cascade.json", legacy=("cascade.json",),
+                      inputs=existing_inputs([mdir / "questions.jsonl", mdir / "report.json"]), what="cascade outputs")
+    check_outputs(plan, overwrite)
     run = load_run(mdir, mdir.name, need_report=False)
     records = list(run.records)
     names, notes = select_signals(records, signals)
@@ -256,7 +259,15 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
                 **{f"missing {s}": sum(r.label is not None and not _finite(r.signals.get(s)) for r in records) for s in names}}
     X = np.array([[float(r.signals[s]) for s in names] for r in rows]).reshape(len(rows), len(names))
     y = np.array([bool(r.label) for r in rows])
-    splits = cv_splits(len(rows), cv_folds, seed) if cv_folds is not None else holdout_split(len(rows), calib_fraction, seed)
+    if not rows:   # name the run and the cause, not only "0 usable questions"
+        cause = (f"none of its {len(records)} questions is labelled (no gold answers for the judge, or judge none; "
+                 "give 'label' or gold answers in the samples and score them again)" if excluded["unlabelled"] == len(records)
+                 else f"no labelled question has a finite value of every signal ({', '.join(names)})")
+        raise UsageError(f"cascade on {mdir}: no usable question: {cause}")
+    try:
+        splits = cv_splits(len(rows), cv_folds, seed) if cv_folds is not None else holdout_split(len(rows), calib_fraction, seed)
+    except UsageError as e:
+        raise UsageError(f"cascade on {mdir}: {e}") from None
     folds = [analyze_split(X, y, names, cost_list, f, e, model) for f, e in splits]
     methods = combine(folds)
     ids = [r.id for r in rows]
@@ -272,6 +283,7 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
         base_accuracy=_avg(f["base_accuracy"] for f in folds), targets=list(TARGETS), cascade=cascade, baselines=methods,
         notes=[*notes, *cost_notes, *baseline_notes({"cascade": cascade, **methods})], provenance=provenance(seed),
         out_dir=str(out_dir))
+    claim_outputs(plan)
     _write(result, out_dir)
     return result
 

@@ -32,9 +32,10 @@ from typing import Sequence
 
 import numpy as np
 
-from measure.analysis.compare_render import render
+from measure.analysis.compare_render import IMAGES, render
 from measure.common.errors import UsageError
-from measure.common.io import provenance, read_json, refuse_overwrite
+from measure.common.io import provenance, read_json
+from measure.common.outputs import OutputPlan, check_outputs, claim_outputs, existing_inputs
 from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.scoring.metrics import scr
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
@@ -136,8 +137,12 @@ def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[Agreement
 
 # ---------------------------------------------------------------- the engine
 
-def _check_outputs(out_dir: Path, overwrite: bool) -> None:
-    refuse_overwrite(out_dir, OUTPUTS, overwrite=overwrite, what="comparison outputs")
+def comparison_plan(out_dir: Path, run_dirs: Sequence[Path]) -> OutputPlan:
+    """What a comparison writes (every image included) and reads (each run's files), for measure.common.outputs."""
+    inputs = [Path(d) / n for d in run_dirs for n in ("questions.jsonl", "report.json", "samples.jsonl")]
+    return OutputPlan("measure compare", "comparison", Path(out_dir), files=(*OUTPUTS, *IMAGES),
+                      inputs=existing_inputs(inputs), marker="compare.json", legacy=("compare.json",),
+                      what="comparison outputs")
 
 
 def _setting_notes(stages: list[MeasuredRun]) -> list[str]:
@@ -154,7 +159,8 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
                    notes: Sequence[str] = (), benchmark: str | None = None) -> Comparison:
     """Compare loaded stages (in order) and write compare.json/md/html + plots into out_dir."""
     out_dir = Path(out_dir)
-    _check_outputs(out_dir, overwrite)
+    plan = comparison_plan(out_dir, [st.path for st in stages])
+    check_outputs(plan, overwrite)
     if len(stages) < 2:
         raise UsageError(f"compare needs at least two measured stages, got {len(stages)}")
     if len({st.label for st in stages}) != len(stages):
@@ -175,6 +181,7 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
                   "power_assumption": "min_detectable_rise: exact McNemar power by enumeration at alpha / (Holm "
                                       "family size), single -> multi rate = the observed b / n"},
         provenance=provenance(seed), out_dir=str(out_dir))
+    claim_outputs(plan)
     render(result, stages, out_dir)
     return result
 
@@ -210,7 +217,7 @@ def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, over
         labels = default_labels(dirs)
     elif len(set(map(str, labels))) != len(labels):
         raise UsageError(f"labels must be unique, got {labels}")
-    _check_outputs(Path(out_dir), overwrite)
+    check_outputs(comparison_plan(Path(out_dir), dirs), overwrite)   # before the runs are loaded
     return compare_stages([load_run(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
                           alpha=alpha, seed=seed, sensitivity_clusterers=sensitivity_clusterers, notes=notes,
                           benchmark=benchmark)

@@ -53,7 +53,11 @@ def word_bigrams(text: str) -> frozenset[tuple[str, ...]]:
 
 def jaccard_similarity(a: str, b: str) -> float:
     """|A & B| / |A | B| of the two texts' word bigrams; two feature-less (empty) texts count as identical."""
-    fa, fb = word_bigrams(a), word_bigrams(b)
+    return feature_jaccard(word_bigrams(a), word_bigrams(b))
+
+
+def feature_jaccard(fa: frozenset, fb: frozenset) -> float:
+    """jaccard_similarity on features already computed (word_bigrams), for callers comparing many pairs."""
     if not fa and not fb:
         return 1.0
     return len(fa & fb) / len(fa | fb)
@@ -154,7 +158,12 @@ class JaccardClusterer(Clusterer):
     defaults = {"threshold": 0.4}
 
     def cluster_many(self, items):
-        return [leader_cluster(texts, jaccard_similarity, self.params["threshold"]) for _, texts in items]
+        # leader_cluster with jaccard_similarity, each sample's bigrams computed once (not once per comparison)
+        out = []
+        for _, texts in items:
+            feats = [word_bigrams(t) for t in texts]
+            out.append(greedy_cluster(len(texts), lambda i, j: feature_jaccard(feats[i], feats[j]) >= self.params["threshold"]))
+        return out
 
 
 class EmbeddingClusterer(Clusterer):
