@@ -131,6 +131,13 @@ def test_one_sample_per_question_never_prints_an_scr(tmp_path, capsys):
             r"measure.n_samples: 1 sample per question is always one cluster")
 
 
+def test_compare_refuses_runs_scored_from_one_sample(tmp_path, capsys):
+    from test_compare import write_stage
+    a, b = write_stage(tmp_path / "a", 5, n_samples=1), write_stage(tmp_path / "b", 5, n_samples=1)
+    refused(measure_main, ["compare", f"runs=[{a},{b}]", f"out={tmp_path / 'cmp'}"], tmp_path, capsys,
+            re.escape(f"{a / 'questions.jsonl'}: question 'q0' has 1 sample(s) under 'exact'; SCR needs at least 2"))
+
+
 def test_bootstrap_below_zero_is_refused_and_zero_claims_no_interval(tmp_path, capsys):
     given = samples_file(tmp_path / "in" / "samples.jsonl")
     refused(measure_main, ["score", f"samples={given}", f"out={tmp_path / 'out'}", "bootstrap=-1"], tmp_path, capsys,

@@ -41,6 +41,7 @@ from measure.scoring.metrics import scr
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.analysis.power import POWER, min_detectable_rise
 from measure.analysis.measured_run import MeasuredRun, load_run, measure_dir
+from measure.records.records import MIN_SAMPLES
 from measure.records.comparison import (Agreement, ClustererStats, Comparison, HolmFamily, StageSummary, Transition,
                                         transition_from_json)
 from measure.analysis.sensitivity import sensitivity
@@ -81,6 +82,17 @@ def common_clusterers(stages: list[MeasuredRun]) -> tuple[list[str], list[str]]:
         raise UsageError("no clusterer was used in every stage: " + "; ".join(
             f"{st.label}: {', '.join(p) or 'none'}" for st, p in zip(stages, per)))
     return common, notes
+
+
+def check_samples(stages: list[MeasuredRun], clusterers: list[str]) -> None:
+    """SCR needs N >= 2 (one sample is always one cluster): a run scored before that rule is refused by name."""
+    for st in stages:
+        for r in st.records:
+            short = [c for c in clusterers if len(r.clusters.get(c) or ()) < MIN_SAMPLES]
+            if short:
+                raise UsageError(f"{st.path / 'questions.jsonl'}: question {r.id!r} has {len(r.clusters.get(short[0]) or ())} "
+                                 f"sample(s) under {short[0]!r}; SCR needs at least {MIN_SAMPLES} per question (one sample "
+                                 f"is always one cluster): measure stage {st.label!r} again with n_samples >= {MIN_SAMPLES}")
 
 
 def counts(stage: MeasuredRun, clusterer: str) -> np.ndarray:
@@ -167,6 +179,7 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
         raise UsageError(f"stage labels must be unique, got {[st.label for st in stages]}")
     stages = match_questions(stages)
     clusterers, cl_notes = common_clusterers(stages)
+    check_samples(stages, clusterers)
     rows, family = stage_transitions(stages, clusterers, alpha=alpha)
     sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers)
     result = Comparison(
