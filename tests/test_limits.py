@@ -98,6 +98,26 @@ def test_decode_memory_is_estimated_before_the_prefill(tiny_model_dir, tmp_path,
                                                                                         for p in model.parameters())
 
 
+def test_decode_memory_on_a_gpu_counts_its_total_memory_less_the_weights(monkeypatch):
+    """The CUDA branch without a GPU (the shapes of SmolLM2-135M on an 80 GB card, as in test_sample.py)."""
+    import torch
+    from types import SimpleNamespace
+    from measure.sampling.batching import decode_plan
+    from measure.scoring.config import parse_measure_settings
+    config = SimpleNamespace(num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, hidden_size=576,
+                             vocab_size=49152)
+    gpu = SimpleNamespace(device=torch.device("cuda", 0), config=config,
+                          parameters=lambda: [torch.zeros(1000, dtype=torch.bfloat16)])
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: SimpleNamespace(total_memory=80 * 2**30))
+    per_row = 2 * 30 * 3 * 64 * 2 * (256 + 40) + 16 * 49152   # KV cache of 296 tokens + 4 float32 vocab rows
+    fits = (80 * 2**30 - 2000) // per_row - 1                 # answers per prompt that still fit in one call
+    settings = lambda n: parse_measure_settings({"n_samples": n, "max_samples": 10**6, "max_new_tokens": 40})  # noqa: E731
+    assert decode_plan(settings(fits - 1), gpu, fits).prompts_per_call == 1
+    with pytest.raises(UsageError, match=rf"n_samples={fits + 1}: one decode call would hold {fits + 2} rows.*"
+                                         r"than the 80\.0 GB the GPU \(cuda:0\) has besides the weights"):
+        decode_plan(settings(fits + 1), gpu, fits + 2)
+
+
 def test_lexical_dissimilarity_is_bounded_and_says_how(tmp_path):
     assert sum(1 for _ in sample_pairs(ALL_PAIRS_UP_TO)) == ALL_PAIRS_UP_TO * (ALL_PAIRS_UP_TO - 1) // 2
     pairs = list(sample_pairs(10**6))   # a million samples: SAMPLED_PAIRS pairs, none of a sample with itself
