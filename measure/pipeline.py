@@ -31,7 +31,7 @@ from measure.common.machine import machine_info
 from measure.common.io import sha256_file, to_jsonable
 from measure.common.outputs import OutputPlan, check_outputs, claim_outputs, existing_inputs
 from measure.sampling.model_source import resolve_model
-from measure.sampling.ranks import CACHE, ranks
+from measure.sampling.ranks import CACHE, Ranks, ranks
 from measure.records.records import (GenerationTiming, QuestionRecord, QuestionSamples, RunIdentity, read_samples,
                                      write_samples)
 from measure.scoring.report import PLOTS, write_report
@@ -142,7 +142,7 @@ def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path,
 def measurement_plan(out_dir: Path, inputs, *, command: str, sampled: bool, world: int = 1) -> OutputPlan:
     """What a measurement writes into out_dir (measure.common.outputs): the samples and every rank's resume
     cache when it samples, then questions.jsonl, the report and its plots; report.json marks it finished."""
-    caches = [CACHE] if world == 1 else [f"samples.partial.rank{r}-of-{world}.jsonl" for r in range(world)]
+    caches = [Ranks(r, world).cache_name() for r in range(world)]
     sampling = ("samples.jsonl", *(p.name for c in caches for p in cache_files(Path(c)))) if sampled else ()
     return OutputPlan(command, "measurement", Path(out_dir), files=(*sampling, "questions.jsonl", "report.json",
                                                                     "report.md", *PLOTS),
