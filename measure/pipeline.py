@@ -29,15 +29,16 @@ from measure.scoring.correctness import make_judge, resolve_labels, summarize_ju
 from measure.common.errors import UsageError
 from measure.common.io import provenance as make_provenance
 from measure.common.machine import machine_info
-from measure.common.io import refuse_overwrite, sha256_file, to_jsonable
+from measure.common.io import sha256_file, to_jsonable
+from measure.common.outputs import OutputPlan, check_outputs, claim_outputs, existing_inputs
 from measure.sampling.model_source import resolve_model
-from measure.sampling.ranks import ranks
+from measure.sampling.ranks import CACHE, Ranks, ranks
 from measure.records.records import (GenerationTiming, QuestionRecord, QuestionSamples, RunIdentity, read_samples,
                                      write_samples)
-from measure.scoring.report import write_report
+from measure.scoring.report import PLOTS, write_report
 from measure.records.results import Report, ReportSettings, read_report, settings_from_json
 from measure.sampling.sample_cache import cache_files, claim_cache, model_identity
-from measure.scoring.signals import compute_signals, signal_work
+from measure.scoring.signals import PAIRS_RULE, compute_signals, signal_work
 
 def auto_judge(rows: list[QuestionSamples]) -> str:
     """Judge for a samples file of unknown origin: reference judge when wrong answers are listed,
@@ -131,6 +132,8 @@ def settings_block(settings: MeasureSettings, clusterers: dict, judge: dict, ext
     block = {k: v for k, v in dataclasses.asdict(settings).items() if k not in ("benchmarks", "clusterers")}
     block.update({"N": settings.n_samples, "T": settings.temperature, "clusterers": clusterers, "judge": judge,
                   **(extra or {})})
+    if settings.signals is None or "lexical_dissimilarity" in settings.signals:   # its bounded pair rule, stated
+        block["signal_rules"] = {"lexical_dissimilarity": PAIRS_RULE}
     return block
 
 
@@ -163,8 +166,32 @@ def score(rows: list[QuestionSamples], settings: MeasureSettings, out_dir: Path,
                         seed=settings.seed, extra=extra)
 
 
-def guard_report(out_dir: Path, overwrite: bool) -> None:
-    refuse_overwrite(out_dir, ("report.json",), overwrite=overwrite, what="a finished measurement", again="measure again")
+def measurement_plan(out_dir: Path, inputs, *, command: str, sampled: bool, world: int = 1) -> OutputPlan:
+    """What a measurement writes into out_dir (measure.common.outputs): the samples and every rank's resume
+    cache when it samples, then questions.jsonl, the report and its plots; report.json marks it finished."""
+    caches = [Ranks(r, world).cache_name() for r in range(world)]
+    sampling = ("samples.jsonl", *(p.name for c in caches for p in cache_files(Path(c)))) if sampled else ()
+    return OutputPlan(command, "measurement", Path(out_dir), files=(*sampling, "questions.jsonl", "report.json",
+                                                                    "report.md", *PLOTS),
+                      inputs=existing_inputs(inputs), marker="report.json", legacy=("report.json", CACHE),
+                      what="a finished measurement", again="measure again")
+
+
+def model_inputs(model_source: str) -> list[Path]:
+    """The local files a model reference loads (none for a hub id or package)."""
+    path = Path(model_source).expanduser()
+    if not path.exists() or model_source.startswith("pkg:"):
+        return []
+    return [p for p in path.iterdir() if p.is_file()] if path.is_dir() else [path]
+
+
+def benchmark_inputs(spec: BenchmarkSpec) -> list[Path]:
+    from measure.data.benchmarks import BENCHMARKS
+    if spec.path is None:
+        return []
+    path = Path(spec.path).expanduser()
+    names = BENCHMARKS[spec.name].filenames if spec.name in BENCHMARKS else ()
+    return [path / n for n in names] if path.is_dir() else [path]
 
 
 def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSettings, out_dir: Path, *,
@@ -187,24 +214,29 @@ def measure_model(model_source: str, spec: BenchmarkSpec, settings: MeasureSetti
     where = ranks(shard)
     engine = make_backend(settings.backend, vllm_logprobs=settings.vllm_logprobs)
     engine.check((where.rank, where.world))
-    guard_report(out_dir, overwrite)
+    outputs = measurement_plan(out_dir, [*benchmark_inputs(spec), *model_inputs(model_source)], command="measure run",
+                               sampled=True, world=where.world)
+    check_outputs(outputs, overwrite)   # every rank, before the benchmark or the model is loaded
     with where.main_first():
         questions = load_benchmark(spec, seed=settings.seed)
+    with where.main_first():  # rank 0 converts a GGUF first; the other ranks then reuse its cache
+        resolved = resolve_model(model_source)
+        model, tokenizer = engine.load(resolved.path, str(where.state.device) if where.world > 1 else None)
+    # batches and rows per decode call (None: the backend schedules); refuses a call too big for the device
+    plan = engine.plan(model, settings)
     cache = out_dir / where.cache_name()
+    if where.main:   # the first write: every check above has passed
+        claim_outputs(outputs)
     if overwrite and (out_dir / "report.json").exists():
         for path in ((out_dir / "samples.jsonl") if where.main else None, *cache_files(cache)):
             if path is not None:
                 path.unlink(missing_ok=True)
     where.barrier()
-    with where.main_first():  # rank 0 converts a GGUF first; the other ranks then reuse its cache
-        resolved = resolve_model(model_source)
-        model, tokenizer = engine.load(resolved.path, str(where.state.device) if where.world > 1 else None)
     from measure.sampling.sample import GenerationClock   # torch: only where a model samples
     clock = GenerationClock()
     claim_cache(cache, model_identity(resolved.path, identity))  # never resume another model's samples
     rows = engine.sample(model, tokenizer, questions, settings, prompt_format, cache_path=cache, clock=clock,
                          shard=(where.rank, where.world))
-    plan = engine.plan(model, settings)   # batches and rows per decode call (None: the backend schedules)
     dtype = getattr(model, "dtype", None)   # an HF model's (vLLM's engine has none: its own setting)
     del model
     rows, gen_timing = where.gather(rows, clock.timing(), questions)
@@ -231,7 +263,7 @@ def measured_with(settings: MeasureSettings, spec: BenchmarkSpec, prompt_format:
     """What a stage's report depends on besides the model: every setting that changes samples or scores
     (batch sizes and rows per call do not), the prompt format, and the benchmark -- its file by content."""
     block = {k: v for k, v in dataclasses.asdict(settings).items()
-             if k not in ("benchmarks", "batch_size", "rows_per_call", "nli_batch_size")}
+             if k not in ("benchmarks", "batch_size", "rows_per_call", "nli_batch_size", "max_samples")}
     bench = dataclasses.asdict(spec)
     if spec.judge is None:   # the benchmark's own judge: recorded as before the key existed (reports stay reusable)
         del bench["judge"]
@@ -244,10 +276,11 @@ def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, 
                overwrite: bool) -> Report:
     """Score a samples file. N is what the file holds; T, top_p and max_new_tokens come from the
     report of the run that sampled it when one sits beside it, else they are recorded as unknown."""
-    out_dir = Path(out_dir)
-    guard_report(out_dir, overwrite)
-    samples_path = Path(samples_path)
-    rows = read_samples(samples_path)
+    out_dir, samples_path = Path(out_dir), Path(samples_path)
+    plan = measurement_plan(out_dir, [samples_path, samples_path.parent / "report.json"], command="measure score",
+                            sampled=False)
+    check_outputs(plan, overwrite)   # before the samples are read and scored
+    rows = read_samples(samples_path, settings.max_samples)
     recorded = recorded_settings(samples_path)
     judge = judge or recorded.judge_name or auto_judge(rows)
     counts = sorted({len(r.samples) for r in rows})
@@ -257,5 +290,6 @@ def score_file(samples_path: Path, out_dir: Path, settings: MeasureSettings, *, 
              "max_new_tokens": recorded.max_new_tokens,
              **{k: recorded.get(k) for k in ("model", "benchmark", "prompt_format", "backend")},
              "entropy": recorded.get("entropy", "as recorded in the samples file")}
+    claim_outputs(plan)
     return score(rows, settings, out_dir, judge=judge, provenance=make_provenance(seed=settings.seed),
                  extra_settings=extra)

@@ -81,3 +81,21 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file and directory under root with its size and modification time: equal before and after a
     refused command means it created, changed and deleted nothing there."""
     return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def tree_contents(root: Path) -> dict[str, tuple]:
+    """Every path under root with what it holds: a file's sha256 and modification time, a link's target, a
+    folder as such. Equal before and after a refused command: no byte of any file there (inputs included)
+    was created, changed or deleted."""
+    import hashlib
+    out: dict[str, tuple] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(root))] = ("link", os.readlink(p))
+        elif p.is_dir():
+            out[str(p.relative_to(root))] = ("dir",)
+        elif not p.is_file():   # a FIFO or device: its mode only (reading it could block forever)
+            out[str(p.relative_to(root))] = ("special", p.lstat().st_mode, p.lstat().st_mtime_ns)
+        else:
+            out[str(p.relative_to(root))] = ("file", hashlib.sha256(p.read_bytes()).hexdigest(), p.lstat().st_mtime_ns)
+    return out

@@ -32,6 +32,7 @@ from train.recipe import BASE, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_reusable
 from train.stages import check_chat_template, measure_after, run_stage
 from train.options import RecipeOptions, parse_recipe_cli
+from train.outputs import check_chain, claim_chain
 
 
 def preflight(recipe: Recipe) -> None:
@@ -58,6 +59,7 @@ def preflight(recipe: Recipe) -> None:
 
 def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, compare: bool = True,
               effect: bool = True) -> dict:
+    check_chain(recipe, "python -m train.chain")   # output_dir and the recipe's inputs, before any work
     preflight(recipe)
     timings_path = ckpt.chain_dir(recipe) / "chain_timings.json"
     # a reused stage keeps the seconds of the run that trained it, so the file always tells real cost
@@ -68,6 +70,7 @@ def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, 
         for stage in recipe.stage_names:
             if ckpt.is_finished(recipe, stage):
                 check_reusable(recipe, stage, chain_hint(recipe))
+    claim_chain(recipe)
     write_json(ckpt.chain_dir(recipe) / "chain.json", {"name": recipe.name, "stages": recipe.stage_names,
                                                        "output_dir": str(ckpt.chain_dir(recipe).resolve()),
                                                        "recipe": recipe.to_dict()})

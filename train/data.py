@@ -35,7 +35,7 @@ from typing import Any
 import datasets
 
 from measure.common.errors import UsageError
-from measure.common.io import iter_rows, read_text, sha256_file
+from measure.common.io import iter_rows, read_text, require_file, sha256_file
 from measure import format_prompt
 from train.paths import looks_local, resolve_path
 from train.recipe_spec import DatasetSpec
@@ -165,6 +165,7 @@ def unpair_rows(rows: list[dict]) -> list[dict]:
 
 def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
     """(location, row) pairs from a local file; locations name file:line or file row N."""
+    require_file(path, "dataset file")   # a regular file (not /dev/zero, not a FIFO), before any reader opens it
     name = path.name.removesuffix(".gz")
     text = read_text(path, encoding="utf-8-sig") if name.endswith(".json") and path.suffix != ".gz" else ""
     if text.lstrip().startswith("{"):

@@ -21,6 +21,7 @@ from train import checkpoint as ckpt
 from train.data import corpus_texts, load_training_data
 from train.dynamics import callback_for
 from train.manifest import StageManifest
+from train.outputs import claim_chain
 from train.recipe import BASE, ModelSpec, Recipe
 from train.stages import finish, measure_after, stage_main, train_with_trl
 from train.tiny import build_tiny_model
@@ -39,6 +40,7 @@ def run_base(recipe: Recipe, *, overwrite: bool = False, measure: bool = True) -
     out = ckpt.stage_dir(recipe, BASE)
     if state.is_main_process:
         ckpt.guard_overwrite(recipe, BASE, overwrite)
+        claim_chain(recipe)   # the first write of the chain's base: every check has passed
         ensure_world(recipe)
     state.wait_for_everyone()
     model_cfg, started = recipe.model, time.time()

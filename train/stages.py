@@ -26,6 +26,7 @@ from train.data import load_training_data
 from train.dynamics import callback_for
 from train.manifest import StageManifest
 from train.options import StageOptions, parse_recipe_cli
+from train.outputs import check_chain, claim_chain
 from train.measure_stage import measure_stage
 from train.recipe import LoraSpec, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_lineage
@@ -203,6 +204,7 @@ def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: b
     check_lineage(recipe, stage, chain_hint(recipe))  # before the overwrite guard clears anything
     if state.is_main_process:
         ckpt.guard_overwrite(recipe, stage, overwrite)
+        claim_chain(recipe)   # the first write of this stage: every check has passed
     state.wait_for_everyone()
     if spec.external:
         return register_external(recipe, stage, measure=measure)
@@ -267,6 +269,7 @@ def stage_main(trainer: str | None, argv: list[str] | None, doc: str | None = No
     (train/options.py StageOptions; `--help` prints the script's docstring `doc` and them)."""
     opts, overrides = parse_recipe_cli(argv, doc or __doc__, StageOptions)
     recipe = load_recipe(opts["recipe"], overrides)
+    check_chain(recipe, f"train/{trainer or 'pretrain'}.py")   # output_dir and the recipe's inputs, before any work
     if runner is not None:  # pretrain: the base stage has its own runner
         runner(recipe, overwrite=opts["overwrite"], measure=opts["measure"])
         leave_process_group()

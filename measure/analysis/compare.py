@@ -37,9 +37,10 @@ from typing import Sequence
 
 import numpy as np
 
-from measure.analysis.compare_render import render
+from measure.analysis.compare_render import IMAGES, render
 from measure.common.errors import UsageError
-from measure.common.io import provenance, read_json, refuse_overwrite
+from measure.common.io import provenance, read_json
+from measure.common.outputs import OutputPlan, check_outputs, claim_outputs, existing_inputs
 from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.scoring.metrics import scr
 from measure.analysis.measure_tests import MEASURE_RULE, common_measures, measure_line, paired_measure_test
@@ -47,6 +48,7 @@ from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, pai
 from measure.analysis.power import POWER, min_detectable_rise
 from measure.analysis.measured_run import MeasuredRun, load_run, measure_dir
 from measure.common.jsonrecords import record_from_json
+from measure.records.records import MIN_SAMPLES
 from measure.records.comparison import (Agreement, ClustererStats, Comparison, HolmFamily, MeasureTransition,
                                         StageSummary, Transition, transition_from_json)
 from measure.analysis.length_sensitivity import DEFAULT_LENGTHS
@@ -89,6 +91,17 @@ def common_clusterers(stages: list[MeasuredRun]) -> tuple[list[str], list[str]]:
         raise UsageError("no clusterer was used in every stage: " + "; ".join(
             f"{st.label}: {', '.join(p) or 'none'}" for st, p in zip(stages, per)))
     return common, notes
+
+
+def check_samples(stages: list[MeasuredRun], clusterers: list[str]) -> None:
+    """SCR needs N >= 2 (one sample is always one cluster): a run scored before that rule is refused by name."""
+    for st in stages:
+        for r in st.records:
+            short = [c for c in clusterers if len(r.clusters.get(c) or ()) < MIN_SAMPLES]
+            if short:
+                raise UsageError(f"{st.path / 'questions.jsonl'}: question {r.id!r} has {len(r.clusters.get(short[0]) or ())} "
+                                 f"sample(s) under {short[0]!r}; SCR needs at least {MIN_SAMPLES} per question (one sample "
+                                 f"is always one cluster): measure stage {st.label!r} again with n_samples >= {MIN_SAMPLES}")
 
 
 def counts(stage: MeasuredRun, clusterer: str) -> np.ndarray:
@@ -156,8 +169,12 @@ def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[Agreement
 
 # ---------------------------------------------------------------- the engine
 
-def _check_outputs(out_dir: Path, overwrite: bool) -> None:
-    refuse_overwrite(out_dir, OUTPUTS, overwrite=overwrite, what="comparison outputs")
+def comparison_plan(out_dir: Path, run_dirs: Sequence[Path]) -> OutputPlan:
+    """What a comparison writes (every image included) and reads (each run's files), for measure.common.outputs."""
+    inputs = [Path(d) / n for d in run_dirs for n in ("questions.jsonl", "report.json", "samples.jsonl")]
+    return OutputPlan("measure compare", "comparison", Path(out_dir), files=(*OUTPUTS, *IMAGES),
+                      inputs=existing_inputs(inputs), marker="compare.json", legacy=("compare.json",),
+                      what="comparison outputs")
 
 
 def _setting_notes(stages: list[MeasuredRun]) -> list[str]:
@@ -176,13 +193,15 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
     """Compare loaded stages (in order) and write compare.json/md/html + plots into out_dir.
     sensitivity_lengths: answer lengths (tokens) of the length curves, besides each run's max_new_tokens."""
     out_dir = Path(out_dir)
-    _check_outputs(out_dir, overwrite)
+    plan = comparison_plan(out_dir, [st.path for st in stages])
+    check_outputs(plan, overwrite)
     if len(stages) < 2:
         raise UsageError(f"compare needs at least two measured stages, got {len(stages)}")
     if len({st.label for st in stages}) != len(stages):
         raise UsageError(f"stage labels must be unique, got {[st.label for st in stages]}")
     stages = match_questions(stages)
     clusterers, cl_notes = common_clusterers(stages)
+    check_samples(stages, clusterers)
     rows, measure_rows, family = stage_transitions(stages, clusterers, alpha=alpha, seed=seed)
     sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers, sensitivity_lengths)
     result = Comparison(
@@ -200,6 +219,7 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
                   "power_assumption": "min_detectable_rise: exact McNemar power by enumeration at alpha / (Holm "
                                       "family size), single -> multi rate = the observed b / n"},
         provenance=provenance(seed), out_dir=str(out_dir))
+    claim_outputs(plan)
     render(result, stages, out_dir)
     return result
 
@@ -237,7 +257,7 @@ def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, over
         labels = default_labels(dirs)
     elif len(set(map(str, labels))) != len(labels):
         raise UsageError(f"labels must be unique, got {labels}")
-    _check_outputs(Path(out_dir), overwrite)
+    check_outputs(comparison_plan(Path(out_dir), dirs), overwrite)   # before the runs are loaded
     return compare_stages([load_run(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
                           alpha=alpha, seed=seed, sensitivity_clusterers=sensitivity_clusterers, notes=notes,
                           benchmark=benchmark, sensitivity_lengths=sensitivity_lengths)

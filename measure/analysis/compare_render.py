@@ -113,6 +113,9 @@ def _scr_ci_label(result: Comparison) -> str:
     return ci_label(st.clusterers[c].scr_ci_method for st in result.per_stage.values() for c in result.clusterers)
 
 
+IMAGES = ("scr_by_stage.png", "cluster_counts.png", "roc.png", "sensitivity.png")   # every image _plots may draw
+
+
 def _plots(result: Comparison, stages: list[MeasuredRun]) -> dict[str, bytes]:
     from sklearn.metrics import roc_curve
     labels, cls, per = result.stages, result.clusterers, result.per_stage

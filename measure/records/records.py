@@ -161,16 +161,33 @@ def parse_samples_row(obj: dict, where: str) -> QuestionSamples:
     return QuestionSamples(question, greedy, samples)
 
 
-def read_samples(path: str | os.PathLike) -> list[QuestionSamples]:
-    rows, seen = [], set()
+MIN_SAMPLES = 2   # one sample is always one cluster: SCR 1.000 and every cluster measure fixed by construction
+
+
+def read_samples(path: str | os.PathLike, max_samples: int | None = None) -> list[QuestionSamples]:
+    """The rows of a samples file. max_samples given (measure score): every question must hold
+    MIN_SAMPLES .. max_samples samples, else a UsageError naming file:line (the upper bound while
+    streaming, so a huge question stops at its line)."""
+    rows, seen, few = [], set(), None
     for lineno, obj in read_jsonl(path):
         row = parse_samples_row(obj, f"{path}:{lineno}")
         if row.question.id in seen:
             raise UsageError(f"{path}:{lineno}: duplicate question id {row.question.id!r}")
+        n = len(row.samples)
+        if max_samples is not None and n > max_samples:
+            raise UsageError(f"{path}:{lineno}: question {row.question.id!r} has {n} samples, over max_samples="
+                             f"{max_samples} (the bound on samples per question); if that is meant, pass "
+                             f"max_samples={n}")
+        if few is None and n < MIN_SAMPLES:
+            few = (lineno, row.question.id, n)
         seen.add(row.question.id)
         rows.append(row)
     if not rows:
         raise UsageError(f"{path}: no questions in the samples file")
+    if max_samples is not None and few is not None:
+        raise UsageError(f"{path}:{few[0]}: question {few[1]!r} has {few[2]} sample; SCR and every cluster measure "
+                         f"need at least {MIN_SAMPLES} samples per question (one sample is always one cluster, so SCR "
+                         "would read 1.000 by construction); sample more, or drop the question")
     return rows
 
 

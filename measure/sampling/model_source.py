@@ -258,6 +258,7 @@ def locate(source: str, where: str = "model") -> tuple[str, Path | None]:
                              f"{PACKAGE_PREFIX}<package> or a hub id")
         return "gguf", path
     if (path / "config.json").is_file():
+        check_checkpoint_files(path, source, where)
         return "dir", path
     if (path / "adapter_config.json").is_file():
         return "adapter", path
@@ -266,6 +267,24 @@ def locate(source: str, where: str = "model") -> tuple[str, Path | None]:
         raise UsageError(f"{where}={source}: the directory has no config.json, adapter_config.json or .gguf file; "
                          "give a checkpoint, a PEFT adapter or a GGUF, or a hub id (org/name)")
     return "gguf", found
+
+
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
+                "tf_model.h5", "flax_model.msgpack", "*.pt", "*.pth")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "vocab.txt")
+
+
+def check_checkpoint_files(path: Path, source: str, where: str) -> None:
+    """A checkpoint dir (config.json) has weights and a tokenizer; without them transformers fails deep
+    inside loading with a message about the missing pieces' libraries ("install sentencepiece or tiktoken")."""
+    missing = [what for what, patterns in (("weights", WEIGHT_FILES), ("tokenizer", TOKENIZER_FILES))
+               if not any(p.is_file() for pattern in patterns for p in path.glob(pattern))]
+    if missing:
+        raise UsageError(f"{where}={source}: the directory has config.json but no {' and no '.join(missing)} files "
+                         f"(looked for {', '.join(WEIGHT_FILES if 'weights' in missing else TOKENIZER_FILES)}); "
+                         "an incomplete download or copy? Give a complete checkpoint (save_pretrained of the model "
+                         "and its tokenizer) or a hub id")
 
 
 def gguf_source(given: str, gguf: Path) -> ModelSource:

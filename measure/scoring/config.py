@@ -20,6 +20,7 @@ from measure.common.fields import declared
 from measure.scoring.homogeneity import MEASURES
 from measure.scoring.signals import SIGNALS
 from measure.common.values import SEED_MAX, as_int, check_numbers
+from measure.records.records import MIN_SAMPLES
 
 BACKENDS = ("hf", "vllm")            # measure/sampling/backends.py's BACKENDS (a higher room: named, not imported)
 DECODERS = ("compact", "generate")   # backend=hf decode loops (measure/sampling/decode.py, model.generate)
@@ -34,7 +35,10 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
 @dataclass(frozen=True)
 class MeasureSettings:
     benchmarks: tuple[BenchmarkSpec, ...] = _f((), "benchmarks: names or {name, path, limit, split, judge} mappings")
-    n_samples: int = _f(10, "samples per question (besides the greedy answer)", min=1)
+    n_samples: int = _f(10, "samples per question (besides the greedy answer); >= 2: one sample is always one "
+                        "cluster (SCR 1.000 by construction)", min=MIN_SAMPLES)
+    max_samples: int = _f(1000, "bound on samples per question (n_samples, and each question of a scored file); "
+                          "a guard against typos, raise it for a deliberately larger N", min=MIN_SAMPLES)
     temperature: float = _f(1.0, "sampling temperature (> 0)")
     top_p: float = _f(1.0, "nucleus sampling, in (0, 1]")
     max_new_tokens: int = _f(40, "tokens per answer at most", min=1)
@@ -56,7 +60,7 @@ class MeasureSettings:
                              "-> ambiguous (measure/scoring/correctness.py)")
     ambiguous: str = _f(AMBIGUOUS_POLICIES[0], "how ambiguous judgements enter AUROC etc.",
                         choices=AMBIGUOUS_POLICIES, noun="policy")
-    bootstrap: int = _f(1000, "bootstrap resamples for confidence intervals")
+    bootstrap: int = _f(1000, "bootstrap resamples for the AUROC intervals; 0: no AUROC interval", min=0)
     seed: int = _f(0, "sampling and bootstrap seed", min=0, max=SEED_MAX)
     backend: str = _f("hf", "hf: exact full-vocabulary token entropy | vllm: top-k truncated "
                       "(measure/sampling/backends.py)", choices=BACKENDS)
@@ -113,6 +117,9 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
             _check_type(key, raw[key], d.kinds, f"{where}.")
             out[key] = raw[key]
     check_numbers(raw, where)   # .nan / .inf / integers beyond 64 bits: refused before a cache is written
+    if out.get("n_samples") == 1:
+        raise UsageError(f"{where}.n_samples: 1 sample per question is always one cluster, so SCR would read 1.000 "
+                         f"and every cluster measure would be fixed by construction; use n_samples >= {MIN_SAMPLES}")
     for key, d in SCALAR_FIELDS.items():   # declared choices and bounds
         if key not in out:
             continue
@@ -126,6 +133,11 @@ def parse_measure_settings(raw: dict | None, where: str = "measure") -> MeasureS
     for key, d in SCALAR_FIELDS.items():   # YAML gives 1 for "1": float fields are floats
         if key in out and float in d.kinds:
             out[key] = float(out[key])
+    if out.get("n_samples", 0) > out.get("max_samples", MeasureSettings.max_samples):
+        raise UsageError(f"{where}.n_samples: {out['n_samples']} is over max_samples="
+                         f"{out.get('max_samples', MeasureSettings.max_samples)} (the bound on samples per question, "
+                         "against typos: one question's samples are clustered and compared pairwise); if that N is "
+                         f"meant, pass max_samples={out['n_samples']} too")
     if "temperature" in out and out["temperature"] <= 0:
         raise UsageError(f"{where}.temperature: must be > 0 (the greedy answer is always taken separately)")
     if "top_p" in out and not 0 < out["top_p"] <= 1:
