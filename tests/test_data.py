@@ -36,6 +36,13 @@ def test_hh_implicit_prompt_on_the_real_file(shared_data):
     assert r["rejected"].startswith(prompt) and "drag kings?" in prompt[-40:]
 
 
+def test_hh_dialogues_stay_hh_text_in_the_hh_format(shared_data):
+    """HH dialogues in prompt_format hh: the dialogue's own turns (already HH text), as in qa."""
+    spec = {"path": str(shared_data / "hh-rlhf" / "harmless-base_test.jsonl.gz"), "limit": 20}
+    hh, qa = (load(spec, "dpo", fmt)[0].to_list() for fmt in ("hh", "qa"))
+    assert hh == qa and hh[0]["prompt"].startswith("\n\nHuman: ") and hh[0]["prompt"].endswith("\n\nAssistant:")
+
+
 def test_hh_in_chat_format_becomes_messages(shared_data):
     ds, _ = load({"path": str(shared_data / "hh-rlhf" / "harmless-base_test.jsonl.gz"), "limit": 20}, "dpo", "chat")
     row = ds[0]
@@ -63,6 +70,10 @@ def test_formats_detected_and_rendered(tmp_path):
     assert qa[0]["prompt"] == "Q: What is the capital of Avalor?\nA:" and qa[0]["completion"] == " The capital of Avalor is Tamsin.\n"
     chat, _ = load(str(REPO / "tests/data/sft.jsonl"), "sft", "chat")
     assert chat[0]["prompt"] == [{"role": "user", "content": "What is the capital of Avalor?"}]
+    # hh: measurement's HH prompt (measure.format_prompt), the answer after its marker's space
+    hh, _ = load(str(REPO / "tests/data/sft.jsonl"), "sft", "hh")
+    assert hh[0]["prompt"] == "\n\nHuman: What is the capital of Avalor?\n\nAssistant:"
+    assert hh[0]["completion"] == " The capital of Avalor is Tamsin."
     csv = tmp_path / "pairs.csv"
     csv.write_text("question,answer\nWhat is 2+2?,4\n")
     renamed, fp = load({"path": str(csv), "columns": {"question": "prompt", "answer": "completion"}}, "sft", "qa")

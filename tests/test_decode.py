@@ -1,6 +1,6 @@
 """measure/sampling/decode.py across architectures: the compact decoder's greedy answers and token statistics equal
 `model.generate`'s (left padding, rows leaving the batch at different steps), whatever the position
-scheme (rotary, learned absolute, ALiBi) and cache layout (full, sliding-window, mixed layers)."""
+scheme (rotary, partial rotary, learned absolute, ALiBi) and cache layout (full, sliding-window, mixed layers)."""
 from __future__ import annotations
 
 import pytest
@@ -21,6 +21,9 @@ def _config(name: str, tok):
         return transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, **ids)
     if name == "bloom":  # ALiBi: no position ids at all, positions come from the attention mask
         return transformers.BloomConfig(hidden_size=32, n_layer=2, n_head=2, **ids)
+    if name == "gpt_neox":  # Pythia: rotary on a quarter of each head's dimensions, parallel residual
+        return transformers.GPTNeoXConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                          num_attention_heads=2, max_position_embeddings=128, rotary_pct=0.25, **ids)
     small = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
                  num_key_value_heads=1, max_position_embeddings=128, **ids)
     if name == "qwen2":
@@ -32,13 +35,9 @@ def _config(name: str, tok):
     raise ValueError(name)
 
 
-@pytest.mark.parametrize("arch", ["qwen2", "mistral", "gemma2", "gpt2", "bloom"])
-def test_compact_greedy_equals_generate_across_architectures(tiny_model, monkeypatch, arch):
-    import transformers
-    _, tok = tiny_model
-    torch.manual_seed(0)
-    model = transformers.AutoModelForCausalLM.from_config(_config(arch, tok), attn_implementation="eager").eval()
-    prompts = [format_prompt(tok, q, fmt) for q in QUESTIONS for fmt in ("chat", "qa")]
+def _assert_compact_greedy_equals_generate(model, tok, prompts, monkeypatch) -> tuple:
+    """Greedy answers of both decoders, ended by a stop string reached at different steps (rows leave the
+    compact batch early: cache row selection); returns the stop used."""
     kwargs = dict(temperature=1.0, top_p=1.0, max_new_tokens=10, stop=(), seed=0)
     # a random model seldom emits EOS: stop at a character its answers reach at different points
     texts = [row[0].text for row in generate(model, tok, prompts, n=1, do_sample=False, decoder="generate", **kwargs)]
@@ -52,6 +51,35 @@ def test_compact_greedy_equals_generate_across_architectures(tiny_model, monkeyp
     lengths = {len(row[0].token_logprobs) for row in reference}
     assert len(lengths) > 1, "rows should end at different steps (so some leave the batch early)"
     assert_same_greedy(model, tok, prompts, compact, c_ids, reference, r_ids)
+    return kwargs["stop"]
+
+
+@pytest.mark.parametrize("arch", ["qwen2", "mistral", "gemma2", "gpt2", "bloom", "gpt_neox"])
+def test_compact_greedy_equals_generate_across_architectures(tiny_model, monkeypatch, arch):
+    import transformers
+    _, tok = tiny_model
+    torch.manual_seed(0)
+    model = transformers.AutoModelForCausalLM.from_config(_config(arch, tok), attn_implementation="eager").eval()
+    prompts = [format_prompt(tok, q, fmt) for q in QUESTIONS for fmt in ("chat", "qa")]
+    _assert_compact_greedy_equals_generate(model, tok, prompts, monkeypatch)
+
+
+def test_gpt_neox_checkpoint_through_both_decoders(tiny_neox_model_dir, monkeypatch):
+    """A GPT-NeoX checkpoint in Pythia's layout (train.tiny architecture=gpt_neox: partial rotary, parallel
+    residual, untied output layer), loaded as a measurement loads it and prompted in the HH format the Pythia
+    HH models were tuned on: the compact decoder's greedy tokens equal model.generate's, and each prompt's
+    greedy row inside a sampling call (its prefill cache repeated per row, rows leaving at different steps)
+    equals the separate greedy decode, within tests/numerics.py's bounds up to the first near-tie."""
+    from measure.sampling.backends import HFBackend
+    model, tok = HFBackend().load(str(tiny_neox_model_dir), "cpu")
+    assert type(model).__name__ == "GPTNeoXForCausalLM" and model.config.rope_parameters["partial_rotary_factor"] < 1
+    prompts = [format_prompt(tok, q, fmt) for q in QUESTIONS for fmt in ("hh", "qa")]
+    stop = _assert_compact_greedy_equals_generate(model, tok, prompts, monkeypatch)
+    kwargs = dict(temperature=1.0, top_p=1.0, max_new_tokens=10, stop=stop, seed=0)
+    alone, alone_ids = rows_with_tokens(monkeypatch, generate, model, tok, prompts, n=1, do_sample=False, **kwargs)
+    rows, ids = rows_with_tokens(monkeypatch, generate, model, tok, prompts, n=4, do_sample=True, greedy=True, **kwargs)
+    assert_same_greedy(model, tok, prompts, [row[:1] for row in rows], ids[::5], alone, alone_ids)
+    assert len({s.text for row in rows for s in row[1:]}) > len(prompts), "rows 1..N are samples"
 
 
 def test_prefill_projects_only_the_last_position(tiny_model):

@@ -24,7 +24,7 @@ ENTRY_POINTS = {
     "train.seeds": ([], ["recipe=", "seeds=", "overwrite="]),
     "measure.cli": ([], ["run", "score", "compare", "cascade", "plan"]),
     "measure.cli plan": (["plan"], ["scr_from=", "scr_to=", "power=", "alpha=", "discordant_down="]),
-    "measure.cli run": (["run"], ["model=", "benchmark=", "benchmark_path=", "out=", "prompt_format=", "backend",
+    "measure.cli run": (["run"], ["model=", "benchmark=", "benchmark_path=", "judge=", "out=", "prompt_format=", "backend",
                                   "vllm_logprobs", "judge_margin", "0.02"]),
     "measure.cli score": (["score"], ["samples=", "out=", "judge=", "clusterers", "nli_model"]),
     "measure.cli compare": (["compare"], ["runs=", "labels=", "out=", "benchmark="]),
@@ -91,6 +91,7 @@ def test_recipe_and_settings_keys_are_declared_once():
     assert stage["lora"].kinds == (bool, dict) and stage["trainer"].required
     top = declared(Recipe)
     assert top["measure"].kinds == (dict, type(None)) and top["seed"].hi == 2**32 - 1
-    assert set(top) == {f.name for f in dataclasses.fields(Recipe)} - {"path", "source"}
+    # during_training is written inside `measure` (measure.during_training), typed onto the Recipe
+    assert set(top) == {f.name for f in dataclasses.fields(Recipe)} - {"path", "source", "during_training"}
     assert SCALAR_FIELDS["vllm_logprobs"].default == MeasureSettings.vllm_logprobs
     assert SCALAR_FIELDS["backend"].choices == ("hf", "vllm") and SCALAR_FIELDS["temperature"].kinds == (int, float)

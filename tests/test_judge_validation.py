@@ -1,6 +1,8 @@
 """harness/judge_validation.py: leave-one-out items, the margin table, the short-answer probes, the CLI."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -66,3 +68,36 @@ def test_options_are_checked():
         jv.parse_options(["margin=0.1"])
     with pytest.raises(UsageError, match="limit"):
         jv.parse_options(["limit=0"])
+
+
+def test_overlap_judge_gives_back_the_papers_labels(shared_data):
+    """Our truthfulqa_overlap judge on the paper's released Qwen3-14B answers (ucbd/v1a_fluency.jsonl)
+    gives every label the paper's code gave (its no_match = our None). The scores it stores (4 decimals)
+    come out the same except on question 290, whose "Best Incorrect Answer" ("Mexico and Italy consume
+    more tea ...") is missing from its "Incorrect Answers" cell ("... consumes ..."): the seed read the
+    cell only, measure.data.benchmarks adds the best answers; the label there is ambiguous either way."""
+    result = jv.validate_overlap(shared_data)
+    assert result["n"] == 790 and result["answers_at_800_chars"] == 0
+    assert result["file_labels"] == {"correct": 205, "incorrect": 196, "ambiguous": 288, "no_match": 101}
+    assert result["labels_agree"] == 790 and result["label_agreement"] == 1.0 and result["disagreements"] == []
+    assert result["scores_agree"] == 789 and result["other_scores"] == [290]
+    assert "labels agree on 790/790" in jv.render({"truthfulqa": {}, "short_qa": {}, "overlap": result})
+
+
+def test_overlap_validation_on_a_handmade_pair_of_files(tmp_path):
+    (tmp_path / "truthfulqa").mkdir()
+    (tmp_path / "truthfulqa" / "TruthfulQA.csv").write_text(
+        "Type,Category,Question,Best Answer,Best Incorrect Answer,Correct Answers,Incorrect Answers,Source\n"
+        "A,B,Where is Paris?,In France,In Spain,In France; France,In Spain; Spain,s\n")
+    (tmp_path / "ucbd").mkdir()
+    row = {"question_idx": 0, "question": "Where is Paris?", "full_text": "Paris is in France.", "label": "correct",
+           "correct_score": 0.5, "incorrect_score": 0.0}   # {paris, france} vs {france}: 1/2; vs {spain}: 0
+    lines = [row, {**row, "full_text": "Nowhere.", "label": "no_match", "correct_score": 0.0},
+             {**row, "full_text": "Spain.", "label": "correct", "correct_score": 0.0}]   # a wrong label in the file
+    (tmp_path / jv.PAPER_ANSWERS).write_text("".join(json.dumps(r) + "\n" for r in lines))
+    result = jv.validate_overlap(tmp_path)
+    assert (result["labels_agree"], result["scores_agree"], result["other_scores"]) == (2, 2, [0])
+    assert result["disagreements"] == [{"question_idx": 0, "file": "correct", "ours": "incorrect"}]
+    (tmp_path / jv.PAPER_ANSWERS).write_text(json.dumps({**row, "question": "Where is Rome?"}) + "\n")
+    with pytest.raises(UsageError, match=r"v1a_fluency.jsonl: question_idx 0 is 'Where is Rome\?'"):
+        jv.validate_overlap(tmp_path)

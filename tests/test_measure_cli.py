@@ -64,12 +64,15 @@ def test_measure_run_on_a_tiny_local_model(tiny_model_dir, tiny_model, tmp_path)
     # finished reports are never overwritten without overwrite=true
     again = run_cli("run", f"model={tiny_model_dir}", "benchmark=jsonl", f"benchmark_path={EVAL}", f"out={out}", *FAST)
     assert again.returncode == 2 and "overwrite=true" in again.stderr
-    # decoder=generate (model.generate): the same greedy answers and token statistics, and the report says so
+    # decoder=generate (model.generate): the same greedy answers and token statistics, and the report says so;
+    # judge= replaces the benchmark's own judge (here the paper's word-overlap judge instead of short_qa)
     other = tmp_path / "with_generate"
     proc = run_cli("run", f"model={tiny_model_dir}", "benchmark=jsonl", f"benchmark_path={EVAL}", f"out={other}", *FAST,
-                   "decoder=generate")
+                   "decoder=generate", "judge=truthfulqa_overlap")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((other / "report.json").read_text())["settings"]["decoder"] == "generate"
+    s2 = json.loads((other / "report.json").read_text())["settings"]
+    assert s2["decoder"] == "generate" and s2["judge"]["name"] == "truthfulqa_overlap"
+    assert s2["benchmark"]["judge"] == "truthfulqa_overlap"
     # (another computation of the same greedy decode: compared within tests/numerics.py's bounds, tie-free rows)
     model, tok = tiny_model
     prompts = [format_prompt(tok, r["question"], s["prompt_format"]) for r in rows]
@@ -117,6 +120,31 @@ def test_measure_score_on_a_handmade_samples_file(tmp_path, capsys):
     assert (s["N"], s["T"], s["max_new_tokens"], s["judge"]["name"]) == (4, None, None, "short_qa")
 
 
+def test_measure_score_with_the_papers_protocols(tmp_path, capsys):
+    """The seed's single-linkage Jaccard (exp26) next to its leader one (exp27), and its word-overlap judge."""
+    chain = ["a b c d e", "a b c d f g", "c d f g h"]   # x1~x2, x2~x3 (1/2 each), x1 vs x3 1/7
+    refs = {"answers": ["The seeds pass through your digestive system"],
+            "incorrect_answers": ["You grow watermelons in your stomach"]}
+    samples = tmp_path / "samples.jsonl"
+    write_jsonl(samples, [
+        {"id": "t1", "question": "Watermelon seeds?", **refs, "greedy": "The seeds pass through.", "samples": chain},
+        {"id": "t2", "question": "Watermelon seeds?", **refs, "greedy": "Watermelons grow in your stomach.",
+         "samples": chain[::-1]},
+        {"id": "t3", "question": "Watermelon seeds?", **refs, "greedy": "Nothing happens.", "samples": chain}])
+    main(["score", f"samples={samples}", f"out={tmp_path / 'out'}", "clusterers=[jaccard,jaccard-single]",
+          "judge=truthfulqa_overlap", "bootstrap=20"])
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    questions = [json.loads(line) for line in (tmp_path / "out" / "questions.jsonl").read_text().splitlines()]
+    assert [q["n_clusters"] for q in questions] == [{"jaccard": 2, "jaccard-single": 1}] * 3
+    assert report["scr"] == {"jaccard": 0.0, "jaccard-single": 1.0}
+    assert report["settings"]["clusterers"]["jaccard-single"]["linkage"] == "single"
+    # {seeds, pass} vs {seeds, pass, digestive, system}: 1/2 -> correct; {watermelons, grow, stomach} is the
+    # incorrect reference's set -> incorrect; {nothing, happens} shares nothing -> no_match -> unlabelled
+    assert [q["judgement"] for q in questions] == ["correct", "incorrect", None]
+    assert report["judgements"] == {"correct": 1, "incorrect": 1, "ambiguous": 0, "unlabelled": 1}
+    assert report["settings"]["judge"]["name"] == "truthfulqa_overlap"
+
+
 BAD_SCORE_INPUTS = {
     "malformed line": ('{"id": "a", "question": "x", "samples": ["y"]}\n{"id": "b", "question": \n', r"samples.jsonl:2: invalid JSON"),
     "empty samples list": ('{"id": "a", "question": "x", "samples": []}\n', r"samples.jsonl:1: 'samples' must be a non-empty list"),
@@ -143,10 +171,15 @@ def test_score_bad_samples_file(case, tmp_path, capsys):
     (["score", "samples={s}", "out={o}", "judge=exactmatch"], r"judge: unknown 'exactmatch'"),
     (["score", "samples={o}/missing.jsonl", "out={o}"], r"missing.jsonl: file not found"),
     (["run", "model=x", "benchmark=gsm9k", "out={o}"], r"unknown benchmark 'gsm9k'.*gsm8k"),
+    (["run", "model=x", "benchmark=truthfulqa", "judge=overlap", "out={o}"],
+     r"benchmarks\[0\]\.judge: unknown judge 'overlap'.*truthfulqa_overlap"),
+    (["score", "samples={s}", "out={o}", "clusterers=[{{name: jaccard, linkage: complete}}]"],
+     r"clusterers\[0\]\.linkage: unknown jaccard linkage 'complete'; valid choices: leader, single"),
     (["rn", "model=x"], r"unknown command 'rn'.*run"),
     (["run", "model={o}/no/such/model", "benchmark=jsonl", "benchmark_path={s}", "out={o}"], r"no/such/model': no such file or directory"),
     (["score", "samples={s}", "out={o}", "n_samples=many"], r"n_samples: expected int"),
     (["run", "model=x", "benchmark=gsm8k", "out={o}", "decoder=beam"], r"decoder: unknown 'beam'.*compact, generate"),
+    (["run", "model=x", "benchmark=gsm8k", "out={o}", "prompt_format=hhh"], r"prompt_format: unknown 'hhh'.*chat, hh, qa"),
     (["run", "recipe=recipes/tiny.yaml", "stage=sft"], r"is `python -m train.measure_stage recipe=\.\.\. stage=\.\.\.`"),
 ])
 def test_cli_bad_arguments(args, pattern, tmp_path, capsys):
@@ -209,3 +242,15 @@ def test_a_cache_of_another_model_is_never_resumed(tmp_path):
     with pytest.raises(UsageError, match="made with another model"):
         claim_cache(cache, model_identity(str(model), RunIdentity(model_key="abc")))
     assert json.loads(marker.read_text())["model"] == str(model)
+
+
+def test_a_benchmarks_judge_is_a_measure_setting():
+    """A recipe's (or `measure run`'s) benchmark may name its judge; unset, what a stage's report depends on
+    is recorded as before the key existed, so reports measured earlier stay reusable."""
+    from measure.pipeline import measured_with
+    from measure.scoring.config import parse_measure_settings
+    settings = parse_measure_settings({"benchmarks": ["truthfulqa", {"name": "truthfulqa", "judge": "truthfulqa_overlap"}]})
+    own, overlap = settings.benchmarks
+    assert own.judge is None and overlap.judge == "truthfulqa_overlap"
+    assert "judge" not in measured_with(settings, own, "chat")["benchmark"]
+    assert measured_with(settings, overlap, "chat")["benchmark"]["judge"] == "truthfulqa_overlap"

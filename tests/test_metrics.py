@@ -10,6 +10,7 @@ from measure.common.errors import UsageError
 from measure.scoring.metrics import (accuracy_at_coverage, aurc, auroc, bootstrap_ci, cohens_d, prr, risk_coverage,
                              scr, summarize)
 from measure.records.records import QuestionRecord
+from measure.scoring.intervals import NO_INTERVAL, ci_label
 
 F, T = False, True
 
@@ -157,7 +158,8 @@ def test_summarize_single_cluster_auroc():
     # exact single-cluster labelled: q1, q3, both correct -> no incorrect class
     assert out["auroc_single_cluster_n"]["exact"] == {"n": 2, "n_incorrect": 0}
     assert set(out["auroc_single_cluster"]["exact"].values()) == {None}
-    assert out["auroc_ci"]["se"] is None and out["auroc_ci_method"] is None      # n_boot = 0: no bootstrap
+    assert out["auroc_ci"]["se"] is None and out["auroc_ci_method"] == NO_INTERVAL   # n_boot = 0: no bootstrap
+    assert ci_label([out["auroc_ci_method"]]) == "no interval: bootstrap=0"      # and no table claims a CI
     assert out["scr_ci"]["jaccard"] is not None                                  # the exact interval needs none
 
 

@@ -170,3 +170,11 @@ def test_the_control_recipe_validates_offline_with_branches_that_differ_only_in_
     for field in ("dataset", "args", "lora", "mode", "prompt_format"):
         assert len({repr(getattr(s, field)) for s in branches.values()}) == 1, field
     assert recipe.measure.benchmarks[0].name == "nq_open" and recipe.measure.stop == ("\n",)
+
+
+def test_the_prompts_file_is_an_input_of_the_chain(monkeypatch):
+    """Inputs are sacred (train/outputs.py): the self-generated pairs' benchmark file is one of the recipe's inputs."""
+    from train.outputs import recipe_inputs
+    monkeypatch.chdir(REPO)
+    inputs = {p.resolve() for p in recipe_inputs(load_recipe("recipes/tiny-control.yaml"))}
+    assert (REPO / "tests/data/prompts.jsonl").resolve() in inputs

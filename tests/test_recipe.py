@@ -147,7 +147,7 @@ BAD_CASES = {
     "from unknown stage": (_set("stages.sft.from", "dpo"), r"stages.sft.from: 'dpo' is not an earlier stage"),
     "bad chaining mode": (_set("stages.dpo.mode", "stack"), r"stages.dpo.mode: unknown chaining mode 'stack'.*continue, merge"),
     "missing dataset file": (_set("stages.sft.dataset", "nope/missing.jsonl"), r"stages.sft.dataset.path: file not found"),
-    "bad prompt format": (_set("prompt_format", "chatml"), r"prompt_format: unknown 'chatml'.*chat, qa"),
+    "bad prompt format": (_set("prompt_format", "chatml"), r"prompt_format: unknown 'chatml'.*chat, hh, qa"),
     "unknown architecture": (_set("model.build.architecture", "gpt9"), r"architecture: unknown 'gpt9'.*llama"),
     "wrong lora type": (_set("lora.r", "eight"), r"lora.r: expected int"),
     "unknown measure key": (_set("measure", {"n_sample": 5}), r"measure: unknown key 'n_sample'.*n_samples"),

@@ -63,7 +63,7 @@ def test_questions_jsonl_rows(tmp_path):
     write(tmp_path)
     rows = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
     assert [r["id"] for r in rows] == ["q1", "q2", "q3", "q4", "q5"]
-    assert set(rows[0]) == {"id", "n_clusters", "clusters", "signals", "label", "judgement"}
+    assert set(rows[0]) == {"id", "n_clusters", "clusters", "signals", "label", "judgement", "homogeneity"}
     assert rows[3]["signals"]["ent"] is None and rows[3]["n_clusters"] == {"jaccard": 3, "exact": 3}
     assert rows[4]["label"] is None and rows[4]["judgement"] == "ambiguous"
     assert read_question_records(tmp_path / "questions.jsonl")[1].clusters["exact"] == [0, 1, 0, 0]

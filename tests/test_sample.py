@@ -33,9 +33,44 @@ def test_format_prompt(tiny_model):
     assert format_prompt(tok, "Why?", "qa", fewshot=[]) == "Q: Why?\nA:"
     default = format_prompt(tok, "Why?", "qa")
     assert default.count("Q: ") == 4 and default.startswith("Q: What is the capital of France?\nA: Paris.\n\n")
-    with pytest.raises(UsageError, match=r"unknown prompt_format 'cht'.*valid choices: chat, qa"):
+    with pytest.raises(UsageError, match=r"unknown prompt_format 'cht'.*valid choices: chat, hh, qa"):
         format_prompt(tok, "Why?", "cht")
     assert stop_strings(["###"], "qa") == ("###", "\nQ:") and stop_strings(["###"], "chat") == ("###",)
+
+
+def test_hh_format_and_its_stop(tiny_model):
+    """prompt_format=hh: Anthropic HH turns, zero-shot unless shots are given (then earlier turns); the next
+    human turn is always a stop, as an HH-tuned model that does not end with EOS goes on with it."""
+    _, tok = tiny_model
+    assert format_prompt(tok, "Why?", "hh") == "\n\nHuman: Why?\n\nAssistant:"
+    assert format_prompt(tok, "Why?", "hh", fewshot=[("A?", "b.")]) == \
+        "\n\nHuman: A?\n\nAssistant: b.\n\nHuman: Why?\n\nAssistant:"
+    assert stop_strings([], "hh") == ("\n\nHuman:",) and stop_strings(["\n\nHuman:"], "hh") == ("\n\nHuman:",)
+    assert stop_strings(["###"], "hh") == ("###", "\n\nHuman:")
+    # a continuation into the next turn is cut before it, the delimiter's tokens out of the statistics
+    answer, tail = tok(" Sure, ab c.")["input_ids"], tok("\n\nHuman: and then?")["input_ids"]
+    assert tok(" Sure, ab c.\n\nHuman: and then?")["input_ids"] == answer + tail
+    values = [float(-i) for i in range(len(answer + tail))]
+    g = sample._cut(tok, answer + tail, values, values, [tok.eos_token_id], stop_strings([], "hh"))
+    assert g.text == "Sure, ab c." and g.token_logprobs == tuple(values[:len(answer)])
+    # only the next HUMAN turn ends an answer: "Human" inside it does not
+    g = sample._cut(tok, tok(" Human: rights.")["input_ids"], values, values, [tok.eos_token_id], stop_strings([], "hh"))
+    assert g.text == "Human: rights."
+
+
+def test_sample_questions_uses_the_formats_stop(tiny_model, monkeypatch):
+    """sample_questions in hh renders HH prompts and passes the HH stop to every decode call, in addition to
+    the configured stops."""
+    model, tok = tiny_model
+    seen = []
+    real = sample.generate
+    monkeypatch.setattr(sample, "generate", lambda m, t, prompts, **kw: seen.append((prompts, kw["stop"]))
+                        or real(m, t, prompts, **kw))
+    settings = dataclasses.replace(SETTINGS, stop=("###",))
+    rows = sample_questions(model, tok, QUESTIONS[:2], settings, "hh")
+    assert [r.question.id for r in rows] == ["q0", "q1"] and seen
+    assert all(stop == ("###", "\n\nHuman:") for _, stop in seen)
+    assert seen[0][0][0] == "\n\nHuman: What is 1 plus 3?\n\nAssistant:"
 
 
 # ---------------------------------------------------------------- token statistics

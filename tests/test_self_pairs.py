@@ -92,8 +92,11 @@ def test_each_branch_is_compared_with_its_parent(control):
     assert [r.get("vs") for r in listed] == [None, "base", "base", "base"]
     compare = json.loads((out / "compare" / "compare.json").read_text())
     assert compare["settings"]["pairs"] == [["base", b] for b in BRANCHES]
-    assert compare["holm"]["family_size"] == 3 * 2 * 2                 # 3 pairs x 2 clusterers x 2 tests
-    assert {(t["from"], t["to"]) for t in compare["transitions"]} == {("base", b) for b in BRANCHES}
+    # 3 pairs x 2 clusterers x 2 tests, and each continuous measure's test of each pair
+    measures = compare["measure_transitions"]
+    assert measures and compare["holm"]["family_size"] == 3 * 2 * 2 + len(measures)
+    for rows in (compare["transitions"], measures):
+        assert {(t["from"], t["to"]) for t in rows} == {("base", b) for b in BRANCHES}
     assert compare["verdict"]["text"].startswith("Per pair") and all(f"base -> {b}:" in compare["verdict"]["text"]
                                                                    for b in BRANCHES)
     effect = json.loads((out / "dpo_effect.json").read_text())

@@ -75,9 +75,19 @@ def test_qwen2_and_seeded_init(tmp_path):
     assert AutoTokenizer.from_pretrained(a).get_vocab() == AutoTokenizer.from_pretrained(b).get_vocab()
 
 
+def test_gpt_neox_is_shaped_like_pythia(tiny_neox_model_dir):
+    """architecture=gpt_neox: Pythia's layout (EleutherAI/pythia-*'s config.json): partial rotary (a quarter of
+    each head), parallel residual, an untied output layer."""
+    model = AutoModelForCausalLM.from_pretrained(tiny_neox_model_dir)
+    assert type(model).__name__ == "GPTNeoXForCausalLM"
+    assert model.config.rope_parameters["partial_rotary_factor"] == 0.25 and model.config.use_parallel_residual
+    assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    assert not torch.equal(model.get_output_embeddings().weight, model.get_input_embeddings().weight)
+
+
 def test_bad_arguments(tmp_path):
-    assert set(ARCHITECTURES) == {"llama", "qwen2"}
-    with pytest.raises(UsageError, match=r"unknown architecture 'lama'.*did you mean 'llama'.*valid choices: llama, qwen2"):
+    assert set(ARCHITECTURES) == {"llama", "qwen2", "gpt_neox"}
+    with pytest.raises(UsageError, match=r"unknown architecture 'lama'.*did you mean 'llama'.*valid choices: gpt_neox, llama, qwen2"):
         build_tiny_model(tmp_path, CORPUS, architecture="lama")
     with pytest.raises(UsageError, match="vocab_size: must be >= 263"):
         build_tiny_model(tmp_path, CORPUS, vocab_size=100)

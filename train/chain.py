@@ -9,7 +9,9 @@ that differ, before anything is written); an interrupted one resumes from its la
 checkpoint. After the last stage, when the recipe measures benchmarks, the cross-stage
 comparison (python -m measure compare) and the cascade of the last stage are written too, and for a
 chain with a DPO stage, <chain>/dpo_effect.json (train/dpo_effect.py: did DPO move its reward margins and
-its weights, and the held-out log-probabilities when the stage names `heldout` pairs).
+its weights, and the held-out log-probabilities when the stage names `heldout` pairs). When stages were
+measured while they trained (`measure.during_training`, train/dynamics.py), <chain>/dynamics.png shows
+it across the chain (train/dynamics_plot.py), also as a section of compare.html.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from measure.common.io import read_json, write_json
 from train import checkpoint as ckpt
 from train.data import load_training_data
 from train.dpo_effect import write_report
+from train.dynamics_plot import write_chain_picture
 from train.measure_stage import compare_and_cascade
 from train.pretrain import run_base
 from train.recipe import BASE, Recipe, load_recipe, resolved_args
@@ -30,6 +33,7 @@ from train.reuse import chain_hint, check_reusable
 from train.self_pairs import check_recipe as check_self_pairs
 from train.stages import check_chat_template, measure_after, run_stage
 from train.options import RecipeOptions, parse_recipe_cli
+from train.outputs import check_chain, claim_chain
 
 
 def preflight(recipe: Recipe) -> None:
@@ -58,6 +62,7 @@ def preflight(recipe: Recipe) -> None:
 
 def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, compare: bool = True,
               effect: bool = True) -> dict:
+    check_chain(recipe, "python -m train.chain")   # output_dir and the recipe's inputs, before any work
     preflight(recipe)
     timings_path = ckpt.chain_dir(recipe) / "chain_timings.json"
     # a reused stage keeps the seconds of the run that trained it, so the file always tells real cost
@@ -68,6 +73,7 @@ def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, 
         for stage in recipe.stage_names:
             if ckpt.is_finished(recipe, stage):
                 check_reusable(recipe, stage, chain_hint(recipe))
+    claim_chain(recipe)
     write_json(ckpt.chain_dir(recipe) / "chain.json", {"name": recipe.name, "stages": recipe.stage_names,
                                                        "output_dir": str(ckpt.chain_dir(recipe).resolve()),
                                                        "recipe": recipe.to_dict()})
@@ -97,6 +103,9 @@ def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, 
         started = time.time()
         write_report(recipe)  # <chain>/dpo_effect.json: did DPO move its margins and its weights
         timings["dpo_effect"] = round(time.time() - started, 2)
+    started = time.time()
+    if write_chain_picture(recipe) is not None:   # the stages' dynamics.jsonl on one axis (measure.during_training)
+        timings["dynamics"] = round(time.time() - started, 2)
     write_json(timings_path, {**timings, "reused": reused})
     return timings
 
@@ -104,7 +113,8 @@ def run_chain(recipe: Recipe, *, overwrite: bool = False, measure: bool = True, 
 @dataclass(frozen=True)
 class ChainOptions(RecipeOptions):
     overwrite: bool = field(default=False, metadata={"help": "retrain finished stages (default: reuse them)"})
-    measure: bool = field(default=True, metadata={"help": "measure every stage (the recipe's measure section)"})
+    measure: bool = field(default=True, metadata={"help": "measure every stage (the recipe's measure section, "
+                                                   "measure.during_training included)"})
     compare: bool = field(default=True, metadata={"help": "compare the stages and run the cascade after the chain"})
     dpo_effect: bool = field(default=True, metadata={"help": "write the DPO effect report of each dpo stage"})
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from measure.common.errors import UsageError
 from measure.common.io import provenance, read_json, refuse_overwrite, to_jsonable, write_json
-from measure import PACKAGE_PREFIX, is_hub_id, resolve_model
+from measure import PACKAGE_PREFIX, is_hub_id, load_causal_lm, resolve_model
 from train.manifest import StageManifest, manifest_from_json
 from train.paths import resolve_path
 from train.recipe import BASE, Recipe
@@ -113,10 +113,10 @@ def require_finished_parent(recipe: Recipe, stage: str) -> str:
 
 
 def load_model(source: str, dtype: str | None = None):
+    """A full model to train or merge on: pickled weights only weights-only (measure's load_causal_lm)."""
     import torch
-    from transformers import AutoModelForCausalLM
     torch_dtype = getattr(torch, dtype) if dtype else "auto"
-    return AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype)
+    return load_causal_lm(source, dtype=torch_dtype)
 
 
 def save_stage_model(model, tokenizer, directory: Path, *, is_peft: bool) -> dict:

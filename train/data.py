@@ -21,7 +21,8 @@ label true, rejected -> label false (`unpair_rows`), so one preference file serv
 
 String prompt/completion data is rendered in the recipe's `prompt_format`, the same one measurement
 uses: `chat` turns it into conversational messages (TRL applies the tokenizer's chat template), `qa`
-into the plain "Q: ...\nA:" text a base model is prompted with.
+into the plain "Q: ...\nA:" text a base model is prompted with, `hh` into "\n\nHuman: ...\n\nAssistant:"
+turns. HH dialogues keep their own turns in `qa` and `hh` (they are already HH text).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from typing import Any, Mapping
 import datasets
 
 from measure.common.errors import UsageError
-from measure.common.io import iter_rows, read_text, sha256_file
+from measure.common.io import iter_rows, read_text, require_file, sha256_file
 from measure import format_prompt
 from train.paths import looks_local, resolve_path
 from train.recipe_spec import DatasetSpec
@@ -128,10 +129,10 @@ def normalize_row(row: dict, fmt: str, prompt_format: str, where: str) -> dict:
             out["prompt"] = _user(out["prompt"])
             for k in answer_keys:
                 out[k] = _assistant(out[k])
-        else:
-            out["prompt"] = format_prompt(None, out["prompt"], "qa", fewshot=[])  # measurement's qa prompt, no shots
+        else:   # measurement's qa or hh prompt, no shots; a qa answer ends its line as the Q/A blocks do
+            out["prompt"] = format_prompt(None, out["prompt"], prompt_format, fewshot=[])
             for k in answer_keys:
-                out[k] = " " + out[k].strip() + "\n"
+                out[k] = " " + out[k].strip() + ("\n" if prompt_format == "qa" else "")
     elif not isinstance(out["prompt"], list):
         raise UsageError(f"{where}: 'prompt' must be a string or a list of messages")
     if fmt == "unpaired_preference" and isinstance(row["label"], str) and row["label"].lower() in ("true", "false"):
@@ -164,6 +165,7 @@ def unpair_rows(rows: list[dict]) -> list[dict]:
 
 def _read_rows(path: Path, where: str) -> list[tuple[str, dict]]:
     """(location, row) pairs from a local file; locations name file:line or file row N."""
+    require_file(path, "dataset file")   # a regular file (not /dev/zero, not a FIFO), before any reader opens it
     name = path.name.removesuffix(".gz")
     text = read_text(path, encoding="utf-8-sig") if name.endswith(".json") and path.suffix != ".gz" else ""
     if text.lstrip().startswith("{"):

@@ -46,6 +46,7 @@ from train.effect_records import (REPORT, DPOEffect, HeldoutEffect, MarginTrajec
                                  effect_to_json, heldout_from_json, margins_from_json, read_effect, weights_from_json)
 from train.trainers import TRAINER_SPECS
 from train.options import RecipeOptions, parse_recipe_cli
+from train.outputs import check_chain
 
 # ---------------------------------------------------------------- the three checks
 
@@ -270,7 +271,9 @@ class DpoEffectOptions(RecipeOptions):
 @exit_on_usage_error
 def main(argv: list[str] | None = None) -> None:
     opts, overrides = parse_recipe_cli(argv, __doc__, DpoEffectOptions)
-    if write_report(load_recipe(opts["recipe"], overrides), heldout=opts["heldout"]) is None:
+    recipe = load_recipe(opts["recipe"], overrides)
+    check_chain(recipe, "python -m train.dpo_effect")   # dpo_effect.json goes beside chain.json
+    if write_report(recipe, heldout=opts["heldout"]) is None:
         raise UsageError("the recipe has no finished 'trainer: dpo' stage to report on")
 
 

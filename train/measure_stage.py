@@ -24,6 +24,7 @@ from train.layout import benchmark_dir, compare_chain, compare_dirs, write_run_l
 from train.paths import resolve_path
 from train.recipe import Recipe, load_recipe
 from train.options import parse_recipe_cli
+from train.outputs import check_chain
 
 
 def measure_dir(recipe: Recipe, stage: str, benchmark: str) -> Path:
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         raise UsageError(f"stage={stage!r}: not a stage of {recipe.name}{suggest(str(stage), recipe.stage_names)}")
     if not ckpt.is_finished(recipe, stage):
         raise UsageError(f"stage {stage!r} has no finished checkpoint at {ckpt.stage_dir(recipe, stage)}; train it first")
+    check_chain(recipe, "python -m train.measure_stage")   # the recipe's inputs are never measured over
     for name, report in measure_stage(recipe, stage, overwrite=opts["overwrite"]).items():
         print_summary(report, measure_dir(recipe, stage, name))
     leave_process_group()

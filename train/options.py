@@ -12,15 +12,16 @@ from typing import Any, Sequence
 from measure import MeasureSettings
 from measure.common.cli_args import parse_cli
 from train.world import WorldSpec
-from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, QuestionsSpec,
-                               Recipe, SelfPairsSpec, StageSpec, SweepSpec)
+from train.recipe_spec import (BuildSpec, DatasetSpec, DuringTrainingSpec, LoraSpec, ModelSpec, PretrainSpec,
+                               Quantization, QuestionsSpec, Recipe, SelfPairsSpec, StageSpec, SweepSpec)
 
 RECIPE_SECTIONS = (("recipe keys (any of them, dotted, is an override: stages.dpo.args.beta=0.05)", Recipe),
                    ("model.*", ModelSpec), ("model.build.*", BuildSpec), ("model.pretrain.*", PretrainSpec),
                    ("model.quantization.*", Quantization), ("stages.<stage>.*", StageSpec),
                    ("lora.* and stages.<stage>.lora.*", LoraSpec), ("a dataset (dataset, heldout, corpus)", DatasetSpec),
                    ("a dataset's self_pairs.*", SelfPairsSpec), ("self_pairs.questions.*", QuestionsSpec),
-                   ("measure.*", MeasureSettings), ("sweep.*", SweepSpec), ("world.* (the toy world)", WorldSpec))
+                   ("measure.*", MeasureSettings), ("measure.during_training.*", DuringTrainingSpec),
+                   ("sweep.*", SweepSpec), ("world.* (the toy world)", WorldSpec))
 
 
 def _recipe_field() -> Any:
@@ -38,7 +39,8 @@ class StageOptions(RecipeOptions):
     """The stage scripts' options (train/stages.py stage_main)."""
     stage: str | None = field(default=None, metadata={"help": "which stage of this trainer; default: the only one"})
     overwrite: bool = field(default=False, metadata={"help": "train again over a finished checkpoint"})
-    measure: bool = field(default=True, metadata={"help": "measure the stage after training (recipe measure section)"})
+    measure: bool = field(default=True, metadata={"help": "measure the stage after training (recipe measure section) "
+                                                   "and, with measure.during_training, while it trains"})
 
 
 def parse_recipe_cli(argv: Sequence[str] | None, doc: str | None, options: type = RecipeOptions,

@@ -19,7 +19,9 @@ from measure import load_tokenizer
 from measure.common.errors import exit_on_usage_error
 from train import checkpoint as ckpt
 from train.data import corpus_texts, load_training_data
+from train.dynamics import callback_for
 from train.manifest import StageManifest
+from train.outputs import claim_chain
 from train.recipe import BASE, ModelSpec, Recipe
 from train.stages import finish, measure_after, stage_main, train_with_trl
 from train.tiny import build_tiny_model
@@ -38,6 +40,7 @@ def run_base(recipe: Recipe, *, overwrite: bool = False, measure: bool = True) -
     out = ckpt.stage_dir(recipe, BASE)
     if state.is_main_process:
         ckpt.guard_overwrite(recipe, BASE, overwrite)
+        claim_chain(recipe)   # the first write of the chain's base: every check has passed
         ensure_world(recipe)
     state.wait_for_everyone()
     model_cfg, started = recipe.model, time.time()
@@ -70,8 +73,10 @@ def run_base(recipe: Recipe, *, overwrite: bool = False, measure: bool = True) -
             model_cfg.pretrain.dataset, trainer="pretrain", prompt_format=recipe.prompt_format,
             base_dir=base_dir, world_dir=world, where="model.pretrain.dataset")
         model = ckpt.load_model(source, model_cfg.dtype)
+        probe = callback_for(recipe, BASE) if measure else None   # measure.during_training: a pretrained base too
         trainer, metrics = train_with_trl("sft", model=model, tokenizer=tokenizer, dataset=dataset,
-                                          args=model_cfg.pretrain.args, out=out, seed=recipe.seed)
+                                          args=model_cfg.pretrain.args, out=out, seed=recipe.seed,
+                                          callbacks=[probe] if probe else [])
         fields.update(finish(trainer, tokenizer, out, is_peft=False), datasets=fingerprints, train_metrics=metrics)
     elif state.is_main_process:  # a built model used untrained
         for item in Path(source).iterdir():

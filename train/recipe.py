@@ -26,6 +26,7 @@ from typing import Any, Mapping
 import yaml
 
 from measure.common.errors import UsageError
+from measure.common.bounded import YAML
 from measure.common.io import read_text
 from measure.common.overrides import apply_overrides
 from measure.common.yamlload import load_yaml
@@ -63,7 +64,7 @@ def load_recipe(path: str | Path, overrides: dict[str, Any] | None = None) -> Re
     if not path.exists():
         raise UsageError(f"recipe file not found: {path}")
     try:
-        raw = load_yaml(read_text(path, "recipe file"))
+        raw = load_yaml(read_text(path, "recipe file", limit=YAML))   # bounded: measure.common.bounded
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

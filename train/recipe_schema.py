@@ -27,8 +27,8 @@ from measure import PACKAGE_PREFIX, check_reference, is_hub_id, make_clusterer, 
 from measure.common.fields import check_mapping
 from measure.common.values import as_int, as_number, check_numbers
 from train.paths import looks_local, resolve_path
-from train.recipe_spec import (BuildSpec, DatasetSpec, LoraSpec, ModelSpec, PretrainSpec, Quantization, QuestionsSpec,
-                               Recipe, SelfPairsSpec, StageSpec)
+from train.recipe_spec import (BASE, BuildSpec, DatasetSpec, DuringTrainingSpec, LoraSpec, ModelSpec, PretrainSpec,
+                               Quantization, QuestionsSpec, Recipe, SelfPairsSpec, StageSpec)
 from train.trainers import TRAINER_SPECS
 from train.world import validate_world
 
@@ -238,6 +238,32 @@ def check_shape(raw: dict, where: str, base_dir: Path) -> None:
     if model.get("quantization") is not None:
         check_quantization(model["quantization"], f"{where}.model.quantization")
     check_numbers(raw, where)   # NaN / infinities / integers beyond 64 bits, anywhere else in the recipe
-    # the `measure` section is checked where it is parsed, once: Recipe.from_mapping (measure.scoring.config)
+    # the `measure` section is checked where it is parsed, once: Recipe.from_mapping (measure.scoring.config);
+    # its during_training block is the chain's (train/dynamics.py), checked here
+    if isinstance(raw.get("measure"), dict) and "during_training" in raw["measure"]:
+        check_during_training(raw, f"{where}.measure.during_training")
     if raw.get("world") is not None:
         validate_world(raw["world"], f"{where}.world")
+
+
+def check_during_training(raw: dict, where: str) -> None:
+    """measure.during_training: its keys, exactly one schedule, a valid benchmark, stages that train."""
+    block = raw["measure"]["during_training"]
+    check_mapping(block, DuringTrainingSpec, where)
+    if ("every" in block) == ("evaluations" in block):
+        raise UsageError(f"{where}: give exactly one of 'every' (optimizer steps between measurements) or "
+                         "'evaluations' (measurements per stage)")
+    if block.get("benchmark") is not None:
+        try:
+            parse_measure_settings({"benchmarks": [block["benchmark"]]}, where)
+        except UsageError as e:   # named as this key, not as the list the measure section would hold
+            raise UsageError(str(e).replace(f"{where}.benchmarks[0]", f"{where}.benchmark")) from None
+    elif not (raw["measure"].get("benchmarks")):
+        raise UsageError(f"{where}.benchmark: the measure section lists no benchmarks to take the probe from; "
+                         "name one here (e.g. benchmark: {name: jsonl, path: eval.jsonl})")
+    trained = [s for s, spec in (raw.get("stages") or {}).items() if spec.get("trainer") != "measure"]
+    if "pretrain" in raw["model"]:
+        trained.insert(0, BASE)
+    for stage in block.get("stages") or []:
+        if stage not in trained:
+            raise UsageError(f"{where}.stages: {stage!r} is not a stage this recipe trains{suggest(str(stage), trained)}")

@@ -1,7 +1,7 @@
 """The recipe's fields, each declared once: default, help, choices and bounds on the dataclass field.
 
 The frozen dataclasses a recipe is typed into -- `Recipe`, `ModelSpec`, `StageSpec`, `LoraSpec`,
-`Quantization`, `PretrainSpec` -- and the two sections that stay mappings once typed (`model.build`:
+`Quantization`, `PretrainSpec`, `DuringTrainingSpec` -- and the two sections that stay mappings once typed (`model.build`:
 train.tiny.BuildSpec; a dataset: `DatasetSpec`). train/recipe_schema.py derives the keys, types, choices and
 bounds it checks from these fields (measure.common.fields), `--help` prints them, and train/recipe.py
 builds the typed recipe; so adding a recipe key is one edit, here. Every default is a field default, set
@@ -135,6 +135,25 @@ class SweepSpec:
         "help": "the signal whose AUROC is reported (token entropy: the one homogenization is said to blind)"})
 
 
+@dataclass(frozen=True)
+class DuringTrainingSpec:
+    """`measure.during_training`: a probe set measured while each training stage trains (measure.live's
+    HomogenizationCallback, set up by train/dynamics.py) into <stage>/dynamics.jsonl. Exactly one of
+    `every` and `evaluations`."""
+    every: int | None = field(default=None, metadata={"help": "measure every this many optimizer steps", "min": 1})
+    evaluations: int | None = field(default=None, metadata={
+        "help": "or: this many measurements per stage, evenly spaced (every = ceil(stage steps / evaluations))",
+        "min": 1})
+    limit: int = field(default=32, metadata={"help": "probe questions: a seeded subset of the benchmark", "min": 1})
+    benchmark: str | dict | None = field(default=None, metadata={
+        "help": "the probe's benchmark (a name or {name, path, split}); default: the measure section's first"})
+    n_samples: int | None = field(default=None, metadata={
+        "help": "samples per probe question; default: the measure section's n_samples", "min": 1})
+    stages: list | None = field(default=None, metadata={
+        "help": "the stages measured while training; default: every training stage (base when pretrained)"})
+    at_start: bool = field(default=True, metadata={"help": "also measure before a stage's first step"})
+
+
 TRAINERS = (*TRAINER_SPECS, "measure")   # a stage's trainer: train/trainers.py, or measure (an existing checkpoint)
 
 
@@ -156,6 +175,9 @@ class StageSpec:
     model: str | None = field(default=None, metadata={"help": "a measure stage's checkpoint"})
     heldout: DatasetRef = field(default=None, metadata={"help": "a dpo stage's held-out preference pairs "
                                                         "(train/dpo_effect.py)"})
+    keep_checkpoints: bool = field(default=False, metadata={
+        "help": "keep the Trainer's checkpoint-* (<stage>/trainer/) once the stage is finished, e.g. for "
+                "python -m train.dynamics; default: removed"})
 
     @property
     def external(self) -> bool:
@@ -169,9 +191,11 @@ class Recipe:
     model: ModelSpec = field(metadata={"help": "the base model (ModelSpec)", "required": True})
     output_dir: str = field(metadata={"help": "where the chain is written; default checkpoints/<name>"})
     stages: Mapping[str, StageSpec] = field(metadata={"help": "stage name -> StageSpec, in chain order after base"})
-    measure: MeasureSettings = field(metadata={"help": "measurement settings (MeasureSettings keys)", "nullable": True})
+    measure: MeasureSettings = field(metadata={"help": "measurement settings (MeasureSettings keys, and "
+                                               "during_training: DuringTrainingSpec keys)", "nullable": True})
     seed: int = field(default=0, metadata={"help": "training and data seed", "min": 0, "max": SEED_MAX})
-    prompt_format: str = field(default="chat", metadata={"help": "how prompts are rendered",
+    prompt_format: str = field(default="chat", metadata={"help": "how prompts are rendered: chat (the chat "
+                                                         "template), qa (few-shot Q/A) or hh (Anthropic HH turns)",
                                                          "choices": PROMPT_FORMATS})
     lora: dict | None = field(default=None, metadata={"help": "the recipe-wide LoRA section (LoraSpec keys)",
                                                       "nullable": True})   # as written; stages hold the resolved one
@@ -179,18 +203,20 @@ class Recipe:
                                                        "nullable": True})
     sweep: dict | None = field(default=None, metadata={"help": "a hyperparameter sweep (SweepSpec keys, train/sweep.py)",
                                                        "nullable": True})
+    during_training: DuringTrainingSpec | None = field(default=None, metadata={"key": None})  # measure.during_training
     source: dict = field(default_factory=dict, repr=False, compare=False,
                          metadata={"key": None})   # the mapping as written + overrides
 
     @classmethod
     def from_mapping(cls, raw: dict, path: str | Path) -> Recipe:
         """The typed recipe of a checked mapping (or of a resolved one a stage.json recorded)."""
-        top = {f.name for f in dataclasses.fields(cls)} - {"model", "stages", "measure", "path", "source", "output_dir"}
+        top = {f.name for f in dataclasses.fields(cls)} - {"model", "stages", "measure", "path", "source", "output_dir",
+                                                          "during_training"}
         plain = {k: raw[k] for k in top if k in raw}
         prompt_format = plain.get("prompt_format", cls.prompt_format)
         stages, previous = {}, BASE
         for name, spec in (raw.get("stages") or {}).items():
-            own = {k: spec[k] for k in ("mode", "dataset", "args", "model", "heldout") if k in spec}
+            own = {k: spec[k] for k in ("mode", "dataset", "args", "model", "heldout", "keep_checkpoints") if k in spec}
             stages[name] = StageSpec(name=name, trainer=spec["trainer"], parent=spec.get("from", previous),
                                      prompt_format=spec.get("prompt_format", prompt_format),
                                      lora=_stage_lora(raw.get("lora"), spec), **own)
@@ -200,9 +226,12 @@ class Recipe:
             model["quantization"] = Quantization(**model["quantization"])
         if model.get("pretrain") is not None:
             model["pretrain"] = PretrainSpec(**model["pretrain"])
+        measure = dict(raw.get("measure") or {})
+        during = measure.pop("during_training", None)   # the chain's, not the library's: typed here
         return cls(path=Path(path), model=ModelSpec(**model), stages=stages, source=copy.deepcopy(raw),
                    output_dir=raw.get("output_dir", f"checkpoints/{raw['name']}"),
-                   measure=parse_measure_settings(raw.get("measure"), "measure"), **plain)
+                   measure=parse_measure_settings(measure, "measure"),
+                   during_training=DuringTrainingSpec(**during) if during is not None else None, **plain)
 
     @property
     def base_dir(self) -> Path:

@@ -25,12 +25,14 @@ from typing import Any
 from measure.common.errors import UsageError, exit_on_usage_error
 from measure import read_cascade, read_comparison
 from measure.common.io import read_jsonl, write_json, write_text
+from measure.common.outputs import check_outputs, claim_outputs
 from measure.common.values import as_seed
 from train import layout
 from train.chain import run_chain
 from train.effect_records import REPORT, read_effect
 from train.recipe import Recipe, load_recipe
 from train.options import RecipeOptions, parse_recipe_cli
+from train.outputs import check_chain, folder_plan
 
 DEFAULT_SEEDS = (0, 1, 2)
 SIGNAL = "greedy_entropy_mean"   # the AUROC the summary tracks (token entropy of the greedy answer)
@@ -196,6 +198,13 @@ def main(argv: list[str] | None = None) -> None:
     if not all(r.measure.benchmarks for r in runs.values()) or len(runs[seeds[0]].stage_names) < 2:
         raise UsageError(f"{opts['recipe']}: train.seeds compares stages, so the recipe needs measure.benchmarks "
                          "and at least one stage after base")
+    command = "python -m train.seeds"
+    folder = folder_plan(command, "seeds summary", root, ("seeds.json", "seeds.md"),
+                         [seed_dir(root, s).name for s in seeds], runs[seeds[0]])
+    check_outputs(folder)
+    for recipe in runs.values():   # every chain's output folder and inputs, before the first one trains
+        check_chain(recipe, command)
+    claim_outputs(folder)
     for s, recipe in runs.items():
         print(f"[seeds] seed {s}: {recipe.output_dir}")
         run_chain(recipe, overwrite=opts["overwrite"])

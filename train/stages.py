@@ -17,14 +17,16 @@ import dataclasses
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from measure import leave_process_group, load_tokenizer
+from measure import leave_process_group, load_causal_lm, load_tokenizer
 from measure.common.errors import UsageError
 from train import checkpoint as ckpt
 from train.data import load_training_data
+from train.dynamics import callback_for
 from train.manifest import StageManifest
 from train.options import StageOptions, parse_recipe_cli
+from train.outputs import check_chain, claim_chain
 from train.measure_stage import measure_stage
 from train.recipe import LoraSpec, Recipe, load_recipe, resolved_args
 from train.reuse import chain_hint, check_lineage
@@ -82,10 +84,9 @@ def load_parent(recipe: Recipe, source: str, *, quantized: bool):
     if not quantized:
         return ckpt.load_model(source, recipe.model.dtype)
     from accelerate import PartialState
-    from transformers import AutoModelForCausalLM
     config = quantization_config(recipe)
-    return AutoModelForCausalLM.from_pretrained(source, quantization_config=config, dtype=config.bnb_4bit_compute_dtype,
-                                                device_map={"": PartialState().local_process_index})
+    return load_causal_lm(source, quantization_config=config, dtype=config.bnb_4bit_compute_dtype,
+                          device_map={"": PartialState().local_process_index})
 
 
 def prepare_model(recipe: Recipe, stage: str):
@@ -135,14 +136,17 @@ def count_parameters(model) -> dict[str, int]:
 
 
 def train_with_trl(trainer_name: str, *, model, tokenizer, dataset, args: dict, out: Path, seed: int,
-                   peft_config=None) -> tuple[Any, dict]:
-    """Build the TRL config + trainer, train (resuming from the last checkpoint), return (trainer, metrics)."""
+                   peft_config=None, callbacks: Sequence[Callable] = ()) -> tuple[Any, dict]:
+    """Build the TRL config + trainer, train (resuming from the last checkpoint), return (trainer, metrics).
+    callbacks: functions trainer -> TrainerCallback (a callback that needs its trainer, measure.live's)."""
     config = build_config(trainer_name, args, out / "trainer", seed)
     trainer_cls = TRAINER_SPECS[trainer_name].trainer_class()
     kwargs: dict[str, Any] = {"model": model, "args": config, "train_dataset": dataset, "processing_class": tokenizer}
     if peft_config is not None:
         kwargs["peft_config"] = peft_config
     trainer = trainer_cls(**kwargs)
+    for make in callbacks:
+        trainer.add_callback(make(trainer))
     resume = ckpt.trainer_checkpoint(out)
     if resume and trainer.accelerator.is_main_process:
         print(f"[alignment-tax] resuming {out.name} from {resume}")
@@ -160,14 +164,15 @@ def needs_gather(trainer) -> bool:
 
 
 def finish(trainer, tokenizer, out: Path, *, is_peft: bool, merge_base: str | None = None,
-           dtype: str | None = None) -> dict:
+           dtype: str | None = None, keep_checkpoints: bool = False) -> dict:
     """Save adapter (if PEFT) + merged model + tokenizer; every process returns once the dir is complete.
 
     Plain runs (one process, DDP): the main process saves `trainer.model` directly. Sharded runs
     (FSDP, ZeRO-3) and QLoRA (`merge_base` given) go through `Trainer.save_model` on every process
     into out/gathered/ (full weights, or the adapter alone for PEFT); the main process then reloads
     that on CPU -- a PEFT adapter on top of the *unquantized* parent from `merge_base` -- merges, and
-    saves, so the stage's merged model is always a plain full-precision transformers checkpoint."""
+    saves, so the stage's merged model is always a plain full-precision transformers checkpoint.
+    The Trainer's checkpoints (out/trainer/) are removed once the stage is saved, unless keep_checkpoints."""
     paths: dict[str, Any] = {}
     main = trainer.accelerator.is_main_process
     if needs_gather(trainer) or merge_base is not None:
@@ -186,7 +191,7 @@ def finish(trainer, tokenizer, out: Path, *, is_peft: bool, merge_base: str | No
             shutil.rmtree(gathered, ignore_errors=True)
     elif main:
         paths = ckpt.save_stage_model(trainer.model, tokenizer, out, is_peft=is_peft)
-    if main:
+    if main and not keep_checkpoints:
         shutil.rmtree(out / "trainer", ignore_errors=True)  # resume state is no longer needed
     trainer.accelerator.wait_for_everyone()
     return paths
@@ -200,6 +205,7 @@ def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: b
     check_lineage(recipe, stage, chain_hint(recipe))  # before the overwrite guard clears anything
     if state.is_main_process:
         ckpt.guard_overwrite(recipe, stage, overwrite)
+        claim_chain(recipe)   # the first write of this stage: every check has passed
     state.wait_for_everyone()
     if spec.external:
         return register_external(recipe, stage, measure=measure)
@@ -217,13 +223,16 @@ def run_stage(recipe: Recipe, stage: str, *, overwrite: bool = False, measure: b
     model, tokenizer, peft_config, adapter_base, mode = prepare_model(recipe, stage)
     args = resolved_args(spec.args, recipe.base_dir)
     check_chat_template(recipe, stage, tokenizer, args)
+    # measure.during_training: the probe measured while it trains (measure=false skips every measurement)
+    probe = callback_for(recipe, stage) if measure else None
     trainer, metrics = train_with_trl(spec.trainer, model=model, tokenizer=tokenizer, dataset=dataset,
-                                      args=args, out=out, seed=recipe.seed, peft_config=peft_config)
+                                      args=args, out=out, seed=recipe.seed, peft_config=peft_config,
+                                      callbacks=[probe] if probe else [])
     is_peft = peft_config is not None or mode == "continue"
     quantized = is_peft and recipe.model.quantization is not None
     gather = quantized or (is_peft and needs_gather(trainer))  # the merge needs the adapter's unsharded base
     paths = finish(trainer, tokenizer, out, is_peft=is_peft, merge_base=adapter_base if gather else None,
-                   dtype=recipe.model.dtype)
+                   dtype=recipe.model.dtype, keep_checkpoints=spec.keep_checkpoints)
     manifest = None
     if state.is_main_process:
         manifest = ckpt.write_manifest(
@@ -267,6 +276,7 @@ def stage_main(trainer: str | None, argv: list[str] | None, doc: str | None = No
     (train/options.py StageOptions; `--help` prints the script's docstring `doc` and them)."""
     opts, overrides = parse_recipe_cli(argv, doc or __doc__, StageOptions)
     recipe = load_recipe(opts["recipe"], overrides)
+    check_chain(recipe, f"train/{trainer or 'pretrain'}.py")   # output_dir and the recipe's inputs, before any work
     if runner is not None:  # pretrain: the base stage has its own runner
         runner(recipe, overwrite=opts["overwrite"], measure=opts["measure"])
         leave_process_group()

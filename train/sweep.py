@@ -42,6 +42,7 @@ from typing import Any
 from measure.common.errors import UsageError, exit_on_usage_error, suggest
 from measure.common.fields import declared, has_kind, type_names
 from measure.common.io import provenance, sha256_json, write_json
+from measure.common.outputs import check_outputs, claim_outputs
 from measure import SIGNALS, SignalKey
 from train import checkpoint as ckpt
 from train.measure_stage import measure_stage
@@ -51,8 +52,9 @@ from train.recipe_spec import SweepSpec
 from train.reuse import chain_hint, check_reusable
 from train.stages import run_stage
 from train.sweep_records import SweepPoint, SweepResult, SweepRow
-from train.sweep_report import mark_frontier, write_outputs
+from train.sweep_report import SWEEP_OUTPUTS, mark_frontier, write_outputs
 from train.options import RecipeOptions, parse_recipe_cli
+from train.outputs import check_chain, claim_chain, folder_plan
 
 SWEEP_KEYS = declared(SweepSpec)   # the `sweep:` section's keys and types, declared once (train/recipe_spec.py)
 DEFAULT_SIGNAL = SweepSpec.signal
@@ -210,6 +212,7 @@ def run_variant(main: Recipe, variant: Variant, stage: str, *, overwrite: bool, 
     """Train + measure one variant (or reuse it); never raises for a failure of the variant itself."""
     child, started = variant.recipe, time.time()
     try:
+        claim_chain(child)
         link_parents(main, variant, ancestors(child, stage))
         write_json(ckpt.chain_dir(child) / "variant.json", {"name": variant.name, "values": variant.values})
         if ckpt.is_finished(child, stage) and not overwrite:  # matches the recipe: check_reuse ran first
@@ -237,12 +240,20 @@ def run_sweep(recipe_path: str, overrides: dict, *, stage: str, grid: dict[str, 
               overwrite: bool = False, measure: bool = True) -> SweepResult:
     """Plan (validating every variant), train the missing parents, run every variant, write the report."""
     main, variants = plan(recipe_path, overrides, stage, grid, measure=measure)
+    command = "python -m train.sweep"
+    folder = folder_plan(command, "sweep", ckpt.chain_dir(main) / "sweeps" / stage, SWEEP_OUTPUTS,
+                         [v.name for v in variants], main)
+    for chain in (main, *(v.recipe for v in variants)):   # every output folder, before anything runs
+        check_chain(chain, command)
+    check_outputs(folder)
     parents = sorted({v.recipe.stages[stage].parent for v in variants}, key=main.stage_names.index)
     needed = {s for v in variants for s in ancestors(v.recipe, stage)}
     check_reuse(main, variants, stage, needed, overwrite=overwrite)
     ensure_parents(main, needed)
     references = [SweepRow(name=f"parent: {p}", stage=p, status="reference", dir=str(ckpt.stage_dir(main, p)),
                            reports=points(main, p) if measure else {}) for p in parents]
+    claim_chain(main)
+    claim_outputs(folder)
     rows = []
     for i, variant in enumerate(variants):
         print(f"[sweep] variant {i + 1}/{len(variants)}: {variant.name}")

@@ -155,6 +155,9 @@ def _err(v: float, ci: Any) -> list[list[float]] | None:
     return [[max(v - ci[0], 0.0)], [max(ci[1] - v, 0.0)]] if ci else None
 
 
+SWEEP_OUTPUTS = ("sweep.json", "sweep.md", "frontier.png")   # what write_outputs writes (train/outputs.py plans)
+
+
 def write_outputs(out_dir: Path, summary: SweepResult) -> SweepResult:
     """frontier.png, sweep.md, then sweep.json (last); returns the summary with its `plots`."""
     out_dir.mkdir(parents=True, exist_ok=True)

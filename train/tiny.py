@@ -53,8 +53,18 @@ def _qwen2():
     return Qwen2Config, Qwen2ForCausalLM
 
 
+def _gpt_neox():
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+    return GPTNeoXConfig, GPTNeoXForCausalLM
+
+
 # name -> () -> (config class, model class); imported lazily so that validation stays cheap
-ARCHITECTURES = {"llama": _llama, "qwen2": _qwen2}
+ARCHITECTURES = {"llama": _llama, "qwen2": _qwen2, "gpt_neox": _gpt_neox}
+# config keys of a family beyond the shared shape. gpt_neox is shaped like Pythia (EleutherAI/pythia-*'s
+# config.json): rotary embeddings on a quarter of each head (rotary_pct 0.25), parallel attention + MLP
+# residual, an output layer of its own (untied); it has no grouped-query attention.
+FAMILY_CONFIG = {"llama": {"tie_word_embeddings": True}, "qwen2": {"tie_word_embeddings": True},
+                 "gpt_neox": {"tie_word_embeddings": False, "rotary_pct": 0.25, "use_parallel_residual": True}}
 
 
 def train_tokenizer(corpus: Iterable[str], vocab_size: int):
@@ -126,10 +136,12 @@ def build_tiny_model(out_dir: str | os.PathLike, corpus: Iterable[str], *, archi
     config_cls, model_cls = make()
     ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
            "pad_token_id": tokenizer.pad_token_id}
+    family = dict(FAMILY_CONFIG[architecture])
+    if architecture != "gpt_neox":
+        family["num_key_value_heads"] = num_heads
     config = config_cls(vocab_size=len(tokenizer), hidden_size=hidden_size, num_hidden_layers=num_layers,
-                        num_attention_heads=num_heads, num_key_value_heads=num_heads,
-                        intermediate_size=intermediate_size, max_position_embeddings=max_position_embeddings,
-                        tie_word_embeddings=True, **ids)
+                        num_attention_heads=num_heads, intermediate_size=intermediate_size,
+                        max_position_embeddings=max_position_embeddings, **family, **ids)
     torch.manual_seed(seed)  # the random init is the model: same seed -> same weights
     model = model_cls(config)
     model.generation_config = GenerationConfig(**ids)

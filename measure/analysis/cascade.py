@@ -24,12 +24,13 @@ from typing import Sequence
 import numpy as np
 
 from measure.analysis.cascade_costs import CostModel, finite as _finite, resolve_costs
-from measure.analysis.compare_render import fmt, png_bytes, to_markdown, write_images
+from measure.analysis.cascade_render import write_cascade
 from measure.common.errors import UsageError
-from measure.common.io import provenance, refuse_overwrite, write_json, write_text
+from measure.common.io import provenance
+from measure.common.outputs import OutputPlan, check_outputs, claim_outputs, existing_inputs
 from measure.scoring.metrics import auroc, aurc, prr
 from measure.analysis.measured_run import load_run, measure_dir
-from measure.records.cascade_result import CascadeCurve, CascadeResult, CoveragePoint, cascade_to_json
+from measure.records.cascade_result import CascadeCurve, CascadeResult, CoveragePoint
 
 DEFAULT_SIGNALS = ("response_length", "greedy_entropy_mean", "n_clusters@embedding", "n_clusters@nli")
 TARGETS = (0.3, 0.5, 0.8)
@@ -243,7 +244,9 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
     (default <measure dir>/cascade/). Returns the cascade.json content as a CascadeResult."""
     mdir = measure_dir(Path(measure_dir_or_samples))
     out_dir = Path(out_dir) if out_dir is not None else mdir / "cascade"
-    refuse_overwrite(out_dir, OUTPUTS, overwrite=overwrite, what="cascade outputs")
+    plan = OutputPlan("measure cascade", "cascade", out_dir, files=OUTPUTS, marker="cascade.json", legacy=("cascade.json",),
+                      inputs=existing_inputs([mdir / "questions.jsonl", mdir / "report.json"]), what="cascade outputs")
+    check_outputs(plan, overwrite)
     run = load_run(mdir, mdir.name, need_report=False)
     records = list(run.records)
     names, notes = select_signals(records, signals)
@@ -256,7 +259,15 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
                 **{f"missing {s}": sum(r.label is not None and not _finite(r.signals.get(s)) for r in records) for s in names}}
     X = np.array([[float(r.signals[s]) for s in names] for r in rows]).reshape(len(rows), len(names))
     y = np.array([bool(r.label) for r in rows])
-    splits = cv_splits(len(rows), cv_folds, seed) if cv_folds is not None else holdout_split(len(rows), calib_fraction, seed)
+    if not rows:   # name the run and the cause, not only "0 usable questions"
+        cause = (f"none of its {len(records)} questions is labelled (no gold answers for the judge, or judge none; "
+                 "give 'label' or gold answers in the samples and score them again)" if excluded["unlabelled"] == len(records)
+                 else f"no labelled question has a finite value of every signal ({', '.join(names)})")
+        raise UsageError(f"cascade on {mdir}: no usable question: {cause}")
+    try:
+        splits = cv_splits(len(rows), cv_folds, seed) if cv_folds is not None else holdout_split(len(rows), calib_fraction, seed)
+    except UsageError as e:
+        raise UsageError(f"cascade on {mdir}: {e}") from None
     folds = [analyze_split(X, y, names, cost_list, f, e, model) for f, e in splits]
     methods = combine(folds)
     ids = [r.id for r in rows]
@@ -272,46 +283,6 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
         base_accuracy=_avg(f["base_accuracy"] for f in folds), targets=list(TARGETS), cascade=cascade, baselines=methods,
         notes=[*notes, *cost_notes, *baseline_notes({"cascade": cascade, **methods})], provenance=provenance(seed),
         out_dir=str(out_dir))
-    _write(result, out_dir)
+    claim_outputs(plan)
+    write_cascade(result, out_dir)
     return result
-
-
-def _write(result: CascadeResult, out_dir: Path) -> None:
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(7, 5), layout="constrained")
-    ax = fig.subplots()
-    for name, entry in [("cascade", result.cascade), *result.baselines.items()]:
-        pts = sorted((p for p in entry.curve if p.accuracy is not None), key=lambda p: p.coverage)
-        ax.plot([p.coverage for p in pts], [1 - p.accuracy for p in pts], marker="o",
-                lw=2.5 if name == "cascade" else 1, label=name)
-    ax.axhline(1 - result.base_accuracy, color="grey", ls=":", label="answer everything")
-    ax.set(xlabel="coverage (evaluation split)", ylabel="risk (error rate)", title="Risk-coverage, thresholds fit on calibration")
-    ax.legend(fontsize=8)
-    images = {"risk_coverage.png": png_bytes(fig)}
-    targets = [str(c) for c in TARGETS]
-    table = [[name, *[f"{fmt(e.at_coverage[c].accuracy)} ({fmt(e.at_coverage[c].coverage, 2)})" for c in targets],
-              e.at_coverage["0.5"].relative_cost, e.aurc_grid, e.aurc, e.prr, e.auroc]
-             for name, e in [("cascade", result.cascade), *result.baselines.items()]]
-    split, acc = result.split, result.cost_accounting
-    blocks = [("h1", "Cheapest-first cascade"), ("p", result.definition),
-              ("p", f"Source: {result.source}. Signals, cheapest first by standalone cost; costs: {result.cost_source}."),
-              ("table", ["stage", "signal", "work it needs", "cost alone", "cost added after the earlier stages"],
-               [[j + 1, s, ", ".join(acc["work"][s]), acc["standalone"][s], acc["added_in_order"][s]]
-                for j, s in enumerate(result.signals)]),
-              ("p", "Work units: " + ", ".join(f"{u} = {fmt(c)}" for u, c in acc["unit_cost"].items())
-                    + f"; every signal, each unit once: {fmt(acc['every_signal'])} (the denominator of relative cost)."),
-              ("p", f"Split: {split['mode']}, seed {split['seed']}; calibration/evaluation sizes "
-                    + "; ".join(f"{f['n_calibration']}/{f['n_evaluation']}" for f in split["folds"])
-                    + f"; {result.n_used} of {result.n_questions} questions used (excluded: "
-                    + ", ".join(f"{k} {v}" for k, v in result.excluded.items()) + ")."),
-              ("table", ["method", *[f"accuracy @{float(c):.0%} (realized coverage)" for c in targets],
-                         "relative cost @50%", "AURC (grid)", "AURC", "PRR", "AUROC"], table),
-              ("table", ["target coverage", *result.signals],
-               [[c, *["; ".join(fmt(th[s]) if th[s] is not None else "off" for th in result.cascade.at_coverage[c].thresholds)
-                      for s in result.signals]] for c in targets]),
-              ("img", "risk_coverage.png")]
-    if result.notes:
-        blocks += [("h2", "Notes"), *[("p", "- " + n) for n in result.notes]]
-    write_images(out_dir, images)
-    write_json(out_dir / "cascade.json", cascade_to_json(result))
-    write_text(out_dir / "cascade.md", to_markdown(blocks))

@@ -11,10 +11,9 @@ chain dir, listing every measured stage in chain order, per benchmark:
      "notes": {"<benchmark>": ["stage 'kto' has no gsm8k measurement; left out"]}}
 
 paths relative to <dir> (or absolute); notes (optional) are copied into compare.json. The comparison
-goes to <dir>/compare/ unless out= says otherwise. A run may name the run it is to be compared with,
-`{"label": "modal", "path": "...", "vs": "sft"}`: a list where any run does is compared in PAIRS of runs
-(each run with a `vs` against that run, all on the same questions, one Holm family; a training chain whose
-stages branch from one parent lists each stage against its parent) instead of as a sequence.
+goes to <dir>/compare/ unless out= says otherwise. A run may name the run it is compared with (`"vs":
+"<label>"`): a list where any run does is compared in PAIRS of runs, not as a sequence
+(measure.analysis.run_pairs; a chain whose stages branch lists each stage against its parent).
 
 Inputs are measure dirs (questions.jsonl + report.json, optionally samples.jsonl). Questions are matched
 by id; every stage must hold exactly the same ids. Clusterers are those present in every stage.
@@ -22,12 +21,17 @@ by id; every stage must hold exactly the same ids. Clusterers are those present 
 Between consecutive stages (or within each listed pair of runs), per clusterer, on the same questions: exact McNemar on the single-cluster
 indicator, Wilcoxon signed-rank on the cluster counts (with rank-biserial effect size) and Newcombe's
 paired score interval of the SCR difference; per stage, Clopper-Pearson intervals of SCR; Holm correction over ALL tests of the comparison; the verdict by
-VERDICT_RULE. The statistics themselves, and their exact definitions, are in measure.analysis.paired_stats.
+VERDICT_RULE. Per continuous homogeneity measure (measure.scoring.homogeneity) present in every run: Wilcoxon
+signed-rank on the per-question differences and a paired bootstrap interval of the mean difference, in the
+same Holm family; the verdict adds one line for them (measure.analysis.measure_tests.MEASURE_RULE). The
+statistics themselves, and their exact definitions, are in measure.analysis.paired_stats and measure_tests.
 
-Sensitivity (SCR vs threshold and vs N, from saved outputs only) is in measure.analysis.sensitivity.
+Sensitivity (SCR vs threshold, vs N and vs answer length, from saved outputs only) is in
+measure.analysis.sensitivity.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -35,19 +39,26 @@ from typing import Sequence
 
 import numpy as np
 
-from measure.analysis.compare_render import render
+from measure.analysis.compare_render import IMAGES, render
 from measure.common.errors import UsageError
-from measure.common.io import provenance, read_json, refuse_overwrite
+from measure.common.io import provenance, read_json
+from measure.common.outputs import OutputPlan, check_outputs, claim_outputs, existing_inputs
 from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
 from measure.scoring.metrics import scr
+from measure.analysis.measure_tests import MEASURE_RULE, common_measures, measure_line, paired_measure_test
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.analysis.power import POWER, min_detectable_rise
+from measure.analysis.run_pairs import check_pairs, read_run_pairs, steps
 from measure.analysis.measured_run import MeasuredRun, load_run, measure_dir
-from measure.records.comparison import (Agreement, ClustererStats, Comparison, HolmFamily, StageSummary, Transition,
-                                        transition_from_json)
+from measure.common.jsonrecords import record_from_json
+from measure.records.records import MIN_SAMPLES
+from measure.records.comparison import (Agreement, ClustererStats, Comparison, HolmFamily, MeasureTransition,
+                                        StageSummary, Transition, transition_from_json)
+from measure.analysis.length_sensitivity import DEFAULT_LENGTHS
 from measure.analysis.sensitivity import sensitivity
 
 OUTPUTS = ("compare.json", "compare.md", "compare.html")
+N_BOOT = 1000            # paired bootstrap resamples of the continuous measures' mean differences
 RUN_LIST = "runs.json"   # <dir>/runs.json: named, ordered lists of measured runs (the module docstring)
 
 
@@ -85,6 +96,17 @@ def common_clusterers(stages: list[MeasuredRun]) -> tuple[list[str], list[str]]:
     return common, notes
 
 
+def check_samples(stages: list[MeasuredRun], clusterers: list[str]) -> None:
+    """SCR needs N >= 2 (one sample is always one cluster): a run scored before that rule is refused by name."""
+    for st in stages:
+        for r in st.records:
+            short = [c for c in clusterers if len(r.clusters.get(c) or ()) < MIN_SAMPLES]
+            if short:
+                raise UsageError(f"{st.path / 'questions.jsonl'}: question {r.id!r} has {len(r.clusters.get(short[0]) or ())} "
+                                 f"sample(s) under {short[0]!r}; SCR needs at least {MIN_SAMPLES} per question (one sample "
+                                 f"is always one cluster): measure stage {st.label!r} again with n_samples >= {MIN_SAMPLES}")
+
+
 def counts(stage: MeasuredRun, clusterer: str) -> np.ndarray:
     return np.array([int(r.n_clusters[clusterer]) for r in stage.records])
 
@@ -113,22 +135,32 @@ def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> StageSummary:
         n_ambiguous=sum(r.judgement == "ambiguous" for r in stage.records),
         token_entropy_mean=_mean(r.signals.get("greedy_entropy_mean") for r in stage.records),
         auroc=report.auroc if report else {}, auroc_single_cluster=report.auroc_single_cluster if report else {},
-        clusterers=per)
+        clusterers=per,
+        homogeneity_mean={k: m for k in dict.fromkeys(k for r in stage.records for k in r.homogeneity)
+                          if (m := _mean(r.homogeneity.get(k) for r in stage.records)) is not None})
 
 
 # ---------------------------------------------------------------- transitions and clusterer agreement
 
 def stage_transitions(stages: list[MeasuredRun], clusterers: list[str], *, alpha: float,
-                      pairs: Sequence[tuple[str, str]] | None = None) -> tuple[list[Transition], int]:
-    """Paired tests of consecutive stages, or of the given (earlier label, later label) pairs; one Holm family."""
-    by_label = {st.label: st for st in stages}
-    steps = list(zip(stages, stages[1:])) if pairs is None else [(by_label[a], by_label[b]) for a, b in pairs]
+                      seed: int = 0, n_boot: int = N_BOOT,
+                      pairs: Sequence[tuple[str, str]] | None = None) -> tuple[list[Transition], list[MeasureTransition], int]:
+    """Every test between consecutive stages (or the given (earlier, later) label pairs): per clusterer (McNemar +
+    cluster-count Wilcoxon), per continuous measure (measure.analysis.measure_tests), all in one Holm family;
+    returns (rows, measure rows, family size)."""
+    tested = steps(stages, pairs)
     rows = [{"from": a.label, "to": b.label, "clusterer": c, **paired_tests(counts(a, c), counts(b, c))}
-            for a, b in steps for c in clusterers]
-    family = apply_holm(rows, alpha)
+            for a, b in tested for c in clusterers]
+    keys = common_measures([[r.homogeneity for r in st.records] for st in stages])
+    measure_rows = [{"from": a.label, "to": b.label, "measure": k,
+                     **paired_measure_test([r.homogeneity.get(k) for r in a.records],
+                                           [r.homogeneity.get(k) for r in b.records], n_boot=n_boot, seed=seed)}
+                    for a, b in tested for k in keys]
+    family = apply_holm(rows, alpha, measure_rows)
     for r in rows:   # what each test could have seen (measure.analysis.power), at the strictest Holm step
         r["min_detectable_rise"] = min_detectable_rise(r["n"], r["b_single_to_multi"] / r["n"], alpha / family)
-    return [transition_from_json(r) for r in rows], family
+    return ([transition_from_json(r) for r in rows], [record_from_json(MeasureTransition, r) for r in measure_rows],
+            family)
 
 
 def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[Agreement]:
@@ -143,8 +175,12 @@ def stage_agreement(stage: MeasuredRun, clusterers: list[str]) -> list[Agreement
 
 # ---------------------------------------------------------------- the engine
 
-def _check_outputs(out_dir: Path, overwrite: bool) -> None:
-    refuse_overwrite(out_dir, OUTPUTS, overwrite=overwrite, what="comparison outputs")
+def comparison_plan(out_dir: Path, run_dirs: Sequence[Path]) -> OutputPlan:
+    """What a comparison writes (every image included) and reads (each run's files), for measure.common.outputs."""
+    inputs = [Path(d) / n for d in run_dirs for n in ("questions.jsonl", "report.json", "samples.jsonl")]
+    return OutputPlan("measure compare", "comparison", Path(out_dir), files=(*OUTPUTS, *IMAGES),
+                      inputs=existing_inputs(inputs), marker="compare.json", legacy=("compare.json",),
+                      what="comparison outputs")
 
 
 def _setting_notes(stages: list[MeasuredRun]) -> list[str]:
@@ -157,26 +193,16 @@ def _setting_notes(stages: list[MeasuredRun]) -> list[str]:
     return notes
 
 
-def check_pairs(pairs: Sequence[Sequence[str]], labels: Sequence[str]) -> list[tuple[str, str]]:
-    """(earlier, later) label pairs: each names two different runs of `labels`, no pair twice."""
-    out = [tuple(p) for p in pairs]
-    if not out:
-        raise UsageError("pairs: give at least one pair of runs to compare")
-    for p in out:
-        if len(p) != 2 or p[0] == p[1] or not set(p) <= set(labels):
-            raise UsageError(f"pairs: {list(p)} is not two different runs of {list(labels)}")
-    if len(set(out)) != len(out):
-        raise UsageError(f"pairs: a pair is listed twice in {[list(p) for p in out]}")
-    return out
-
-
 def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *, alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
                    notes: Sequence[str] = (), benchmark: str | None = None,
+                   sensitivity_lengths: Sequence[int] = DEFAULT_LENGTHS,
                    pairs: Sequence[tuple[str, str]] | None = None) -> Comparison:
-    """Compare loaded stages (in order; with `pairs`, each (earlier, later) pair of labels instead of
-    consecutive stages) and write compare.json/md/html + plots into out_dir."""
+    """Compare loaded stages (in order; with `pairs`, each (earlier, later) pair of labels instead of consecutive
+    stages) and write compare.json/md/html + plots into out_dir.
+    sensitivity_lengths: answer lengths (tokens) of the length curves, besides each run's max_new_tokens."""
     out_dir = Path(out_dir)
-    _check_outputs(out_dir, overwrite)
+    plan = comparison_plan(out_dir, [st.path for st in stages])
+    check_outputs(plan, overwrite)
     if len(stages) < 2:
         raise UsageError(f"compare needs at least two measured stages, got {len(stages)}")
     if len({st.label for st in stages}) != len(stages):
@@ -184,15 +210,19 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
     pairs = None if pairs is None else check_pairs(pairs, [st.label for st in stages])
     stages = match_questions(stages)
     clusterers, cl_notes = common_clusterers(stages)
-    rows, family = stage_transitions(stages, clusterers, alpha=alpha, pairs=pairs)
-    sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers)
+    check_samples(stages, clusterers)
+    rows, measure_rows, family = stage_transitions(stages, clusterers, alpha=alpha, seed=seed, pairs=pairs)
+    sens, s_notes = sensitivity(stages, clusterers, sensitivity_clusterers, sensitivity_lengths)
     result = Comparison(
         benchmark=benchmark, stages=[st.label for st in stages], n_questions=len(stages[0].records), clusterers=clusterers,
         per_stage={st.label: stage_summary(st, clusterers) for st in stages},
         transitions=rows, holm=HolmFamily(method="holm", family_size=family, alpha=alpha,
-                                          family="every McNemar and Wilcoxon test, every "
-                                                 f"{'transition' if pairs is None else 'pair'} and clusterer"),
-        verdict=verdict(rows, clusterers, alpha, each=pairs is not None),
+                                          family=f"every McNemar and Wilcoxon test, every {'transition' if pairs is None else 'pair'}"
+                                                 " and clusterer, and every continuous measure's Wilcoxon test"),
+        verdict=dataclasses.replace(verdict(rows, clusterers, alpha, each=pairs is not None),
+                                    measures_text=measure_line(measure_rows, alpha),
+                                    measures_rule=MEASURE_RULE),
+        measure_transitions=measure_rows,
         agreement={st.label: stage_agreement(st, clusterers) for st in stages},
         sensitivity=sens, notes=[*notes, *cl_notes, *_setting_notes(stages), *s_notes],
         settings={"alpha": alpha, "seed": seed, "power": POWER,
@@ -200,6 +230,7 @@ def compare_stages(stages: list[MeasuredRun], out_dir: Path, overwrite: bool, *,
                                       "family size), single -> multi rate = the observed b / n",
                   **({"design": "pairs", "pairs": [list(p) for p in pairs]} if pairs is not None else {})},
         provenance=provenance(seed), out_dir=str(out_dir))
+    claim_outputs(plan)
     render(result, stages, out_dir)
     return result
 
@@ -221,11 +252,13 @@ def default_labels(dirs: list[Path]) -> list[str]:
 def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, overwrite: bool = False, *,
                  alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
                  notes: Sequence[str] = (), benchmark: str | None = None,
+                 sensitivity_lengths: Sequence[int] = DEFAULT_LENGTHS,
                  pairs: Sequence[tuple[str, str]] | None = None) -> Comparison:
     """Compare any measured runs in the given order (pairs: (earlier label, later label) pairs of runs to test
     instead of consecutive runs); labels default to default_labels. sensitivity_clusterers:
     threshold grids to re-cluster (None -> jaccard, plus embedding when used in every stage; [] -> none);
-    notes and benchmark are recorded in compare.json."""
+    sensitivity_lengths: the length curves' answer lengths (plus each run's max_new_tokens); notes and
+    benchmark are recorded in compare.json."""
     if not runs or len(runs) < 2:
         raise UsageError("runs: give at least two measured dirs, e.g. runs=[runA/measured,runB/measured]")
     if out_dir is None:
@@ -237,10 +270,10 @@ def compare_runs(runs: list[Path], labels: list[str] | None, out_dir: Path, over
         labels = default_labels(dirs)
     elif len(set(map(str, labels))) != len(labels):
         raise UsageError(f"labels must be unique, got {labels}")
-    _check_outputs(Path(out_dir), overwrite)
+    check_outputs(comparison_plan(Path(out_dir), dirs), overwrite)   # before the runs are loaded
     return compare_stages([load_run(d, str(lab)) for d, lab in zip(dirs, labels)], Path(out_dir), overwrite,
                           alpha=alpha, seed=seed, sensitivity_clusterers=sensitivity_clusterers, notes=notes,
-                          benchmark=benchmark, pairs=pairs)
+                          benchmark=benchmark, sensitivity_lengths=sensitivity_lengths, pairs=pairs)
 
 
 def read_run_list(directory: Path) -> dict[str, tuple[list[tuple[str, Path]], list[str]]]:
@@ -266,22 +299,9 @@ def read_run_list(directory: Path) -> dict[str, tuple[list[tuple[str, Path]], li
             for name, rows in lists.items()}
 
 
-def read_run_pairs(directory: Path) -> dict[str, list[tuple[str, str]] | None]:
-    """list name -> the (vs label, label) pairs its runs name (None: no run names one, a sequence)."""
-    path = Path(directory) / RUN_LIST
-    out: dict[str, list[tuple[str, str]] | None] = {}
-    for name, rows in read_json(path)["runs"].items():
-        labels = [r["label"] for r in rows]
-        for r in rows:
-            if "vs" in r and r["vs"] not in labels:
-                raise UsageError(f"{path}: run {r['label']!r} of {name!r} is compared with vs={r['vs']!r}, which is "
-                                 f"not a label of that list; valid choices: {', '.join(labels)}")
-        out[name] = [(r["vs"], r["label"]) for r in rows if "vs" in r] or None
-    return out
-
-
 def compare_listed(directory: Path, benchmark: str | None = None, out_dir: Path | None = None, overwrite: bool = False, *,
-                   alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None) -> Comparison:
+                   alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
+                   sensitivity_lengths: Sequence[int] = DEFAULT_LENGTHS) -> Comparison:
     """Compare the runs <directory>/runs.json lists for one benchmark (the only one when it lists one), as a
     sequence or, when its runs name a `vs`, in pairs -> <directory>/compare/ unless out_dir."""
     directory = Path(directory)
@@ -299,4 +319,4 @@ def compare_listed(directory: Path, benchmark: str | None = None, out_dir: Path 
     out_dir = Path(out_dir) if out_dir is not None else directory / "compare"
     return compare_runs([p for _, p in runs], [lab for lab, _ in runs], out_dir, overwrite, alpha=alpha, seed=seed,
                         sensitivity_clusterers=sensitivity_clusterers, notes=notes, benchmark=benchmark,
-                        pairs=read_run_pairs(directory)[benchmark])
+                        sensitivity_lengths=sensitivity_lengths, pairs=read_run_pairs(directory / RUN_LIST)[benchmark])

@@ -1,5 +1,6 @@
 """Rendering of a stage comparison: one block list -> compare.md and a self-contained compare.html, plus
-the PNG plots (SCR by stage, cluster-count distributions, ROC per stage, sensitivity).
+the PNG plots (SCR by stage, cluster-count distributions, ROC per stage, sensitivity: vs N, threshold and
+answer length).
 
 The Comparison (measure.records.results) comes from measure.analysis.compare.compare_stages, which does every test and the verdict; the only
 numbers made here are the ROC curves (and their AUROC legends) drawn from the stages' saved signals. fmt,
@@ -22,6 +23,7 @@ from measure.analysis.measured_run import MeasuredRun
 from measure.scoring.metrics import auroc
 from measure.records.results import read_report
 from measure.records.comparison import Comparison, comparison_to_json
+from measure.scoring.homogeneity import CONVENTION
 from measure.scoring.signals import SIGNALS, SignalKey
 
 
@@ -111,6 +113,9 @@ def _scr_ci_label(result: Comparison) -> str:
     return ci_label(st.clusterers[c].scr_ci_method for st in result.per_stage.values() for c in result.clusterers)
 
 
+IMAGES = ("scr_by_stage.png", "cluster_counts.png", "roc.png", "sensitivity.png")   # every image _plots may draw
+
+
 def _plots(result: Comparison, stages: list[MeasuredRun]) -> dict[str, bytes]:
     from sklearn.metrics import roc_curve
     labels, cls, per = result.stages, result.clusterers, result.per_stage
@@ -147,19 +152,26 @@ def _plots(result: Comparison, stages: list[MeasuredRun]) -> dict[str, bytes]:
                 ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc([v for v, _ in rows], ys):.2f})")
         ax.plot([0, 1], [0, 1], color="grey", lw=0.5)
         ax.set(title=f"{st.label}: ROC (positive = incorrect)", xlabel="FPR", ylabel="TPR")
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:   # a stage without both classes has no curve to name
+            ax.legend(fontsize=7)
     images["roc.png"] = png_bytes(fig)
 
     sens = result.sensitivity
     panels = [("n", c, v.stages) for c, v in sens.n_samples.items()]
     panels += [("threshold", c, v.stages) for c, v in sens.threshold.items() if v.stages]
+    panels += [("length", c, v.stages) for c, v in sens.length.items()]
     if panels:
         fig, axes = _grid(len(panels))
+        titles = {"n": ("SCR vs N samples", "k", "SCR"), "threshold": ("SCR vs threshold", "threshold", "SCR"),
+                  "length": ("vs answer length", "tokens", "SCR (solid), agreement (dashed)")}
         for ax, (kind, c, data) in zip(axes, panels):
-            key = "k" if kind == "n" else "threshold"
+            key = "threshold" if kind == "threshold" else "k"
             for s, pts in data.items():
-                ax.plot([getattr(p, key) for p in pts], [p.scr for p in pts], marker="o", label=s)
-            ax.set(title=f"{c}: SCR vs {'N samples' if kind == 'n' else 'threshold'}", xlabel=key, ylabel="SCR")
+                line, = ax.plot([getattr(p, key) for p in pts], [p.scr for p in pts], marker="o", label=s)
+                if kind == "length":
+                    ax.plot([p.k for p in pts], [math.nan if p.agreement is None else p.agreement for p in pts],
+                            ls="--", color=line.get_color())
+            ax.set(title=f"{c}: {titles[kind][0]}", xlabel=titles[kind][1], ylabel=titles[kind][2])
             ax.legend(fontsize=8)
         images["sensitivity.png"] = png_bytes(fig)
     return images
@@ -179,6 +191,25 @@ def power_line(result: Comparison) -> str:
             "does not mean 'no homogenization'. Per test: the 'detectable SCR rise' column.")
 
 
+def _measure_blocks(result: Comparison) -> list[tuple]:
+    """The continuous homogeneity measures: per-stage means and the paired tests (measure.analysis.measure_tests)."""
+    rows = result.measure_transitions
+    if not rows:
+        return []
+    keys = list(dict.fromkeys(r.measure for r in rows))
+    per = result.per_stage
+    return [("h2", f"Continuous homogeneity measures ({CONVENTION})"),
+            ("table", ["stage", *keys], [[s, *[per[s].homogeneity_mean.get(k) for k in keys]] for s in result.stages]),
+            ("p", "Paired per question (later - earlier): Wilcoxon signed-rank (zeros dropped; method column), "
+                  "Holm-adjusted in the family above; a paired bootstrap interval of the mean difference "
+                  "(questions resampled, pairs kept together). Definitions: measure/scoring/homogeneity.py."),
+            ("table", ["transition", "measure", "n", "from", "to", "mean diff",
+                       ci_label(r.mean_diff_ci_method for r in rows) if any(r.mean_diff_ci for r in rows)
+                       else "interval (none: bootstrap=0)", "Wilcoxon p", "method", "Holm p", "rank-biserial"],
+             [[f"{r.from_} -> {r.to}", r.measure, r.n, r.mean_from, r.mean_to, r.mean_diff, r.mean_diff_ci,
+               r.wilcoxon_p, r.wilcoxon_method or "-", r.wilcoxon_p_holm, r.rank_biserial] for r in rows])]
+
+
 def _blocks(result: Comparison) -> list[tuple]:
     labels, cls, per = result.stages, result.clusterers, result.per_stage
     v = result.verdict
@@ -187,7 +218,8 @@ def _blocks(result: Comparison) -> list[tuple]:
     b: list[tuple] = [("h1", f"Stage comparison{': ' + result.benchmark if result.benchmark else ''}"),
                       ("p", f"{result.n_questions} questions matched by id across {len(labels)} stages: "
                             f"{order}. Clusterers: {', '.join(cls)}."),
-                      ("h2", "Verdict"), ("p", v.text), ("p", power_line(result)), ("p", v.rule),
+                      ("h2", "Verdict"), ("p", v.text), *([("p", v.measures_text)] if v.measures_text else []),
+                      ("p", power_line(result)), ("p", v.rule), *([("p", v.measures_rule)] if v.measures_rule else []),
                       ("table", ["transition", "significant rise under", "not under", "majority"],
                        [[f"{p.from_} -> {p.to}", ", ".join(p.agree) or "none", ", ".join(p.disagree) or "none",
                          p.majority] for p in v.per_transition]),
@@ -215,6 +247,7 @@ def _blocks(result: Comparison) -> list[tuple]:
                          t.mean_clusters_diff, t.wilcoxon_p, t.wilcoxon_method or "-",
                          t.wilcoxon_p_holm, t.rank_biserial]
                         for t in result.transitions]),
+                      *_measure_blocks(result),
                       ("h2", "Clusterer agreement"),
                       ("table", ["stage", "pair", "kappa (single-cluster)", "agreement", "single a / b / both", "mean ARI"],
                        [[s, f"{a.a} vs {a.b}", a.kappa if a.kappa is not None else a.kappa_note,
@@ -234,6 +267,17 @@ def _blocks(result: Comparison) -> list[tuple]:
         b.append(("p", f"SCR vs {name} threshold"))
         b.append(("table", ["stage", *[f"t={t}" for t in val.thresholds]],
                   [[s, *[p.scr for p in pts]] for s, pts in val.stages.items()]))
+    for c, val in result.sensitivity.length.items():
+        ks = sorted({p.k for pts in val.stages.values() for p in pts})
+        b.append(("p", f"SCR / mean pairwise agreement vs answer length k (the first k generated tokens of every "
+                       f"sample, re-clustered), {c}"))
+        b.append(("table", ["stage", *[f"k={k}" for k in ks]],
+                  [[s, *[next((f"{fmt(p.scr)} / {fmt(p.agreement)}" for p in pts if p.k == k), None) for k in ks]]
+                   for s, pts in val.stages.items()]))
+    for s, src in result.sensitivity.length_sources.items():
+        b.append(("p", f"Prefix texts of {s}: tokenizer {src.tokenizer}, EOS ids {src.eos_ids}, stop {src.stop}, "
+                       f"max_new_tokens {src.max_new_tokens}; {src.texts_checked} stored texts reproduced exactly "
+                       f"from their token ids. Rule: {src.rule}."))
     b.append(("img", "sensitivity.png"))
     if result.notes:
         b += [("h2", "Notes"), *[("p", "- " + n) for n in result.notes]]
@@ -272,5 +316,7 @@ def stage_table(compare: Comparison, benchmark: str) -> str:
         lines.append(compare.verdict.text + f" Detectable with 80% power: SCR rises >= {span} ({compare.n_questions} questions).")
     else:
         lines.append(compare.verdict.text)
+    if compare.verdict.measures_text:
+        lines.append(compare.verdict.measures_text)
     lines.append(f"full comparison: {compare.out_dir}/compare.html")
     return "\n".join(lines)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from measure.common.errors import UsageError
-from measure.records.records import QuestionRecord, read_question_records
+from measure.records.records import QuestionRecord, QuestionSamples, read_question_records, read_samples
 from measure.records.results import Report, read_report
 
 
@@ -53,3 +53,15 @@ def load_run(path: Path, label: str, *, need_report: bool = True) -> MeasuredRun
         raise UsageError(f"{path / 'questions.jsonl'}: duplicate question ids {', '.join(dup[:5])}")
     report = read_report(path) if need_report or (path / "report.json").exists() else None
     return MeasuredRun(label, path, tuple(records), report)
+
+
+def run_samples(run: MeasuredRun) -> list[QuestionSamples] | None:
+    """The run's samples.jsonl rows in its records' order (None: no samples.jsonl in the measure dir, e.g.
+    scored from a file elsewhere); a file lacking a scored question is a UsageError."""
+    path = run.path / "samples.jsonl"
+    if not path.exists():
+        return None
+    rows = {qs.question.id: qs for qs in read_samples(path)}
+    if any(r.id not in rows for r in run.records):
+        raise UsageError(f"{path}: lacks questions of {run.path / 'questions.jsonl'}")
+    return [rows[r.id] for r in run.records]

@@ -16,7 +16,8 @@ Between an earlier stage a and a later stage b, per clusterer, on the same quest
 - CI of the SCR difference: Newcombe's hybrid score interval for paired proportions (measure.scoring.intervals;
   width > 0 even when no question changes).
 apply_holm: Holm correction (statsmodels multipletests) over ALL tests of the comparison: every McNemar
-and every Wilcoxon p-value, every transition and clusterer, one family.
+and every Wilcoxon p-value, every transition and clusterer, and the continuous measures' Wilcoxon tests
+(measure.analysis.measure_tests), one family.
 verdict: applies VERDICT_RULE (also written into compare.md/html) to the Holm-adjusted rows; for a comparison of
 pairs of runs (each run against the run it is paired with, not a sequence), PAIRS_VERDICT_RULE: every pair
 is judged on its own, on the same test and majority, and the verdict names each.
@@ -101,15 +102,17 @@ def paired_tests(counts_a: Sequence[int], counts_b: Sequence[int]) -> dict:
             "wilcoxon_method": w_method, "wilcoxon_n_nonzero": int((d != 0).sum()), "rank_biserial": rank_biserial(d)}
 
 
-def apply_holm(transitions: list[dict], alpha: float = ALPHA) -> int:
-    """Add mcnemar_p_holm / wilcoxon_p_holm to every row (one Holm family of all tests); returns its size."""
+def apply_holm(transitions: list[dict], alpha: float = ALPHA, measure_rows: list[dict] = ()) -> int:
+    """Add mcnemar_p_holm / wilcoxon_p_holm to every row (one Holm family of all tests: every McNemar and
+    cluster-count Wilcoxon of `transitions`, and the Wilcoxon of every continuous-measure row); returns its size."""
     from statsmodels.stats.multitest import multipletests
-    keys = [(i, k) for i in range(len(transitions)) for k in ("mcnemar_p", "wilcoxon_p")]
+    keys = [(row, k) for row in transitions for k in ("mcnemar_p", "wilcoxon_p")]
+    keys += [(row, "wilcoxon_p") for row in measure_rows]
     if not keys:
         return 0
-    _, adjusted, _, _ = multipletests([transitions[i][k] for i, k in keys], alpha=alpha, method="holm")
-    for (i, k), p in zip(keys, adjusted):
-        transitions[i][k + "_holm"] = float(p)
+    _, adjusted, _, _ = multipletests([row[k] for row, k in keys], alpha=alpha, method="holm")
+    for (row, k), p in zip(keys, adjusted):
+        row[k + "_holm"] = float(p)
     return len(keys)
 
 

@@ -5,21 +5,22 @@
   full clustering approximate a re-clustering of k samples; marked "approximate" in the output.
 - SCR vs threshold (jaccard 0.2-0.6; embedding 0.75-0.95 only when an embedding clusterer was used in
   every stage, since it loads a model), re-clustering the texts of samples.jsonl.
+- SCR and pairwise agreement vs answer length (10, 20, 40 tokens and the run's max_new_tokens), re-clustering
+  prefixes of the samples' stored token ids: measure.analysis.length_sensitivity.
 For both leader and average-linkage clustering, SCR cannot fall when the threshold is lowered (one
 cluster <=> every sample is similar enough to the first one / the last merge is below the cut).
 """
 from __future__ import annotations
 
-import re
 from typing import Sequence
 
 import numpy as np
 
 from measure.scoring.cluster import make_clusterer
 from measure.common.errors import UsageError
-from measure.analysis.measured_run import MeasuredRun
+from measure.analysis.length_sensitivity import DEFAULT_LENGTHS, base_name, length_sensitivity
+from measure.analysis.measured_run import MeasuredRun, run_samples
 from measure.scoring.metrics import scr
-from measure.records.records import read_samples
 from measure.records.results import Report
 from measure.records.comparison import (ScrAtK, ScrAtThreshold, Sensitivity, SensitivityByN,
                                         SensitivityByThreshold)
@@ -27,11 +28,6 @@ from measure.records.comparison import (ScrAtK, ScrAtThreshold, Sensitivity, Sen
 
 THRESHOLD_GRIDS = {"jaccard": (0.2, 0.3, 0.4, 0.5, 0.6), "embedding": (0.75, 0.8, 0.85, 0.9, 0.95)}
 PREFIX_EXACT = ("exact", "numeric", "jaccard", "nli")   # greedy/partition: first-k relabel is exact
-
-
-def base_name(label: str) -> str:
-    """'embedding:mpnet@0.8' -> 'embedding', 'nli-nonstrict' -> 'nli'."""
-    return re.match(r"[a-z_]*", label).group(0)
 
 
 def scr_by_n(assignments: Sequence[Sequence[int]]) -> list[ScrAtK]:
@@ -51,20 +47,17 @@ def scr_by_threshold(items: list[tuple[str, list[str]]], name: str, thresholds: 
 
 
 def sample_items(stage: MeasuredRun) -> list[tuple[str, list[str]]] | None:
-    path = stage.path / "samples.jsonl"
-    if not path.exists():
-        return None
-    rows = {qs.question.id: qs for qs in read_samples(path)}
-    if any(r.id not in rows for r in stage.records):
-        raise UsageError(f"{path}: lacks questions of {stage.path / 'questions.jsonl'}")
-    return [(rows[r.id].question.text, [s.text for s in rows[r.id].samples]) for r in stage.records]
+    rows = run_samples(stage)
+    return None if rows is None else [(qs.question.text, [s.text for s in qs.samples]) for qs in rows]
 
 
 def embedding_model_of(report: Report | None) -> str | None:
     return report.settings.embedding_model if report is not None else None
 
 
-def sensitivity(stages: list[MeasuredRun], clusterers: list[str], names: Sequence[str] | None) -> tuple[Sensitivity, list[str]]:
+def sensitivity(stages: list[MeasuredRun], clusterers: list[str], names: Sequence[str] | None,
+                lengths: Sequence[int] = DEFAULT_LENGTHS) -> tuple[Sensitivity, list[str]]:
+    """Every curve of the module docstring; notes say what was approximated or skipped, and why."""
     notes: list[str] = []
     by_n = {c: SensitivityByN(approximate=base_name(c) not in PREFIX_EXACT,
                               stages={st.label: scr_by_n([r.clusters[c] for r in st.records]) for st in stages})
@@ -86,4 +79,5 @@ def sensitivity(stages: list[MeasuredRun], clusterers: list[str], names: Sequenc
             continue
         for name in names:
             by_t[name].stages[st.label] = scr_by_threshold(items, name, THRESHOLD_GRIDS[name], embedding_model_of(st.report))
-    return Sensitivity(n_samples=by_n, threshold=by_t), notes
+    by_length, sources, length_notes = length_sensitivity(stages, clusterers, lengths)
+    return Sensitivity(n_samples=by_n, threshold=by_t, length=by_length, length_sources=sources), notes + length_notes

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gzip
 import hashlib
 import json
 import os
@@ -10,10 +11,12 @@ import platform
 import re
 import subprocess
 import tempfile
+import zlib
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
+from measure.common.bounded import FILE, Limit, check_size, lines, read_bytes, require_regular
 from measure.common.errors import UsageError
 from measure.common.machine import machine_info
 
@@ -23,19 +26,24 @@ TRACKED_PACKAGES = ("torch", "transformers", "trl", "peft", "accelerate", "datas
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds."""
+    """Yield a temp path beside `path`; rename it over `path` only if the block succeeds. A write the
+    system refuses (permissions, a full disk, a file where a folder should be) is a UsageError naming
+    `path`, and the temp file is removed: never a partial output."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs should get the usual permissions
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs should get the usual permissions
         yield Path(tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write ({e.strerror or e}); nothing was written there") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -77,13 +85,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def require_file(path: str | os.PathLike, what: str = "file") -> Path:
-    """`path` as a Path if it is an existing file; a missing path or a directory is a named UsageError."""
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"{path}: {what} not found")
-    if path.is_dir():
-        raise UsageError(f"{path}: is a directory; expected a {what}")
-    return path
+    """`path` as a Path if it is an existing regular file; a missing path, a directory or a special file
+    (/dev/zero, a FIFO) is a named UsageError (measure.common.bounded)."""
+    return require_regular(path, what)
 
 
 def not_utf8(path: Path, data: bytes, e: UnicodeDecodeError) -> UsageError:
@@ -92,10 +96,10 @@ def not_utf8(path: Path, data: bytes, e: UnicodeDecodeError) -> UsageError:
     return UsageError(f"{path}:{line}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8")
 
 
-def read_text(path: str | os.PathLike, what: str = "file", encoding: str = "utf-8") -> str:
-    """A whole text file, checked: it exists, is a file, and decodes as UTF-8 (errors name file:line)."""
-    path = require_file(path, what)
-    data = path.read_bytes()
+def read_text(path: str | os.PathLike, what: str = "file", encoding: str = "utf-8", limit: Limit = FILE) -> str:
+    """A whole text file, checked: a regular file within `limit` bytes that decodes as UTF-8 (errors name file:line)."""
+    path = Path(path)
+    data = read_bytes(path, what, limit)
     try:
         return data.decode(encoding)
     except UnicodeDecodeError as e:
@@ -117,11 +121,24 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[Any]) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict]]:
-    """Yield (line_number, object); a bad line is a UsageError naming file:line."""
+    """Yield (line_number, object), streamed with the line and size limits of measure.common.bounded;
+    a bad line is a UsageError naming file:line, a truncated or corrupt .gz one naming the file."""
     path = require_file(path)
-    opener = __import__("gzip").open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+    check_size(path)
+    gz = path.suffix == ".gz"
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+        rows = lines(f, path)
+        lineno = 0
+        while True:
+            try:
+                lineno, raw = next(rows, (None, None))
+            except (EOFError, OSError, zlib.error) as e:   # gzip.BadGzipFile is an OSError
+                if not gz:
+                    raise
+                raise UsageError(f"{path}: truncated or corrupt gzip data after line {lineno} ({e}); download or "
+                                 "compress the file again") from None
+            if raw is None:
+                return
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -165,7 +182,8 @@ def _json_array_rows(path: Path, text: str) -> Iterator[tuple[str, Any]]:
 
 
 def _csv_rows(path: Path) -> Iterator[tuple[str, Any]]:
-    with open(require_file(path), encoding="utf-8-sig", newline="") as f:
+    check_size(require_file(path))
+    with open(path, encoding="utf-8-sig", newline="") as f:
         reader = csv.DictReader(f)
         try:
             for number, row in enumerate(reader, 1):

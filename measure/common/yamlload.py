@@ -8,6 +8,8 @@
     only up to MAX_VALUES values in all: an alias bomb (a few lines expanding to billions of values) is
     refused before anything is built, as is an alias that refers to itself.
 Errors are yaml.YAMLError with a problem_mark, so callers report them as <file>:<line>.
+A recipe file is read before it gets here with the YAML size cap of measure.common.bounded (train/recipe.py:
+regular files only, ALIGNMENT_TAX_MAX_YAML_MB), so no file makes PyYAML read or build without bound.
 """
 from __future__ import annotations
 

@@ -16,6 +16,11 @@ Registry `BENCHMARKS` (name -> Benchmark). Each benchmark names the judge kind t
                 utterance} with targetValue "(list (description X) (description \"Y Z\"))", or hub rows
                 {question, answers}.  judge: short_qa
   nq_open       jsonl {question, answer: [...]} ("answers" also accepted).  judge: short_qa
+  hh_rlhf       Anthropic HH-RLHF jsonl {chosen, rejected} (full "\n\nHuman: ...\n\nAssistant: ..." dialogues):
+                the question is the dialogue's opening human request (measure/data/hh.py); no gold answers,
+                so every question is unlabelled (homogeneity only; no AUROC). Repeated openings stay
+                separate questions (row ids). Hub: Anthropic/hh-rlhf [test], its four preference subsets
+                (harmless-base, helpful-base, helpful-online, helpful-rejection-sampled).  judge: none
   jsonl         generic, local only: question, optional id, answers, incorrect_answers, label (bool);
                 other keys go to Question.meta.  judge: short_qa, which returns None (unlabelled) for a
                 question without answers, so a file with only questions (or only external labels) works.
@@ -39,6 +44,7 @@ from typing import Any, Callable, Iterable
 from measure.common.errors import UsageError, choose
 from measure.common.io import iter_rows
 from measure.records.records import SAMPLE_KEYS, Question
+from measure.data.hh import first_request
 from measure.data.text import answer_number, canonical_number
 
 
@@ -48,6 +54,7 @@ class BenchmarkSpec:
     path: str | None = None        # local file; None -> the benchmark's hub id
     limit: int | None = None       # a seeded random subset of this many questions
     split: str | None = None       # hub split override
+    judge: str | None = None       # a key of measure.scoring.correctness.JUDGES; None -> the benchmark's own
 
 
 RowParser = Callable[[str, int, dict, str], Question]   # (benchmark name, row index, raw row, where) -> Question
@@ -192,6 +199,10 @@ def parse_nq_open(name: str, index: int, row: dict, where: str) -> Question:
     return Question(_row_id(row, "id", name, index), text, _dedupe(answers))
 
 
+def parse_hh_rlhf(name: str, index: int, row: dict, where: str) -> Question:
+    return Question(_row_id(row, "id", name, index), first_request(row.get("chosen"), f"{where}: 'chosen'"))
+
+
 def parse_jsonl(name: str, index: int, row: dict, where: str) -> Question:
     text = _text(row, "question", where, "the question text")
     label = row.get("label")
@@ -240,6 +251,8 @@ BENCHMARKS: dict[str, Benchmark] = {
                                ("webquestions.examples.test.json", "brmson_main_test.json")),
     "nq_open": _benchmark("nq_open", "short_qa", parse_nq_open, ("google-research-datasets/nq_open", "nq_open", "validation"),
                           ("NQ-open.dev.jsonl",)),
+    "hh_rlhf": _benchmark("hh_rlhf", "none", parse_hh_rlhf, ("Anthropic/hh-rlhf", None, "test"),
+                          ("harmless-base_test.jsonl.gz",)),
     "jsonl": _benchmark("jsonl", "short_qa", parse_jsonl, None),
 }
 

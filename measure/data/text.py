@@ -14,7 +14,10 @@ A number is read as people write it, one rule everywhere:
   point ("42." = 42), because a decimal point needs a digit after it;
 - an optional exponent glued to the digits: "1e3" = 1000, "2.5E-2" = 0.025 (scientific notation);
 - a number glued to a preceding letter, digit or dot is not read ("v2", "Q3"): it is part of a word;
-- non-finite values ("1e999") are not numbers.
+- non-finite values ("1e999") are not numbers;
+- a fraction of two plain integers is one number: "3/4" = 0.75, "-1/2" = -0.5 (a GSM8K gold "#### 3/4" is 0.75,
+  and so is an answer "3/4"); not inside a longer slash chain ("1/2/2024" is a date: three numbers) and not with
+  a zero denominator ("3/0": the numbers 3 and 0).
 
 The answer's number: after GSM8K's answer marker "####" if the text has one, the first number after the
 FIRST marker ("#### 5 ... 6" -> 5: what follows the marked number is continuation, e.g. a next problem);
@@ -31,7 +34,8 @@ _PUNCTUATION = str.maketrans("", "", string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
 _NUMBER = re.compile(
-    r"(?<![\w.])(-?)\$?"                                     # sign only at a word boundary; optional $
+    r"(?<![\w./])(-?)(\d+)/(\d+)(?![\w/]|[.,]\d)"               # 3/4 (not 1/2/2024, not 3/4.5)
+    r"|(?<![\w.])(-?)\$?"                                    # sign only at a word boundary; optional $
     r"((?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?|\.\d+)"     # 1,000 | 1000 | 1000.5 | .5
     r"([eE][+-]?\d+)?")                                       # 1e3
 _MARKER = "####"
@@ -46,10 +50,12 @@ def normalize_answer(text: str) -> str:
 def numbers(text: str) -> list[float]:
     """Every number in `text`, in order, read by the rule in the module docstring."""
     out = []
-    for sign, digits, exponent in _NUMBER.findall(text):
-        value = float(sign + digits.replace(",", "") + exponent)
-        if math.isfinite(value):
-            out.append(value)
+    for f_sign, numerator, denominator, sign, digits, exponent in _NUMBER.findall(text):
+        if numerator:   # a fraction; "3/0" has no value and stays the two numbers 3 and 0
+            values = [float(f_sign + numerator) / float(denominator)] if int(denominator) else [float(f_sign + numerator), 0.0]
+        else:
+            values = [float(sign + digits.replace(",", "") + exponent)]
+        out += [v for v in values if math.isfinite(v)]
     return out
 
 

@@ -4,7 +4,8 @@
       StageSummary    "per_stage" (one ClustererStats per clusterer)
       Transition      one row of "transitions" (one clusterer between two consecutive stages)
       Verdict         "verdict", its rows VerdictRow
-      Sensitivity     "sensitivity": SensitivityByN / SensitivityByThreshold of ScrAtK / ScrAtThreshold points
+      Sensitivity     "sensitivity": SensitivityByN / SensitivityByThreshold / SensitivityByLength of ScrAtK /
+                      ScrAtThreshold / ScrAtLength points, PrefixSource per stage of the length curves
       HolmFamily      "holm"; Agreement: one row of "agreement" (two clusterers on one stage)
 
 A transition written before `wilcoxon_method` existed reads those keys as None and is written back without
@@ -34,7 +35,7 @@ class ClustererStats:
 
 
 @dataclass(frozen=True)
-class StageSummary:
+class StageSummary(JsonRecord):
     path: str
     n_questions: int
     n_samples: int | None
@@ -45,6 +46,7 @@ class StageSummary:
     auroc: Table                    # from the stage's report.json
     auroc_single_cluster: Table
     clusterers: dict[str, ClustererStats]
+    homogeneity_mean: dict[str, float] | None = None   # measure key -> mean over its questions; None: not recorded
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,26 @@ class Transition(JsonRecord):
 
 
 @dataclass(frozen=True)
+class MeasureTransition(JsonRecord):
+    """One continuous homogeneity measure between two runs (measure.analysis.measure_tests + Holm)."""
+    from_: str = field(metadata={"key": "from"})
+    to: str
+    measure: str                         # a measure key, e.g. "agreement@jaccard" (higher = more homogeneous)
+    n: int                               # questions with a value in both runs
+    mean_from: float
+    mean_to: float
+    mean_diff: float                     # mean of (to - from) over those questions
+    mean_diff_ci: list[float] | None     # paired percentile bootstrap over questions; None: bootstrap=0
+    mean_diff_ci_method: str | None
+    wilcoxon_stat: float | None
+    wilcoxon_p: float
+    wilcoxon_method: str | None
+    wilcoxon_n_nonzero: int
+    rank_biserial: float
+    wilcoxon_p_holm: float
+
+
+@dataclass(frozen=True)
 class VerdictRow(JsonRecord):
     """One transition under measure.analysis.paired_stats.VERDICT_RULE."""
     from_: str = field(metadata={"key": "from"})
@@ -102,6 +124,8 @@ class Verdict(JsonRecord):
     text: str
     rule: str
     per_transition: list[VerdictRow]
+    measures_text: str | None = None     # the continuous measures' line (measure.analysis.measure_tests.MEASURE_RULE)
+    measures_rule: str | None = None
 
 
 @dataclass(frozen=True)
@@ -129,10 +153,38 @@ class SensitivityByThreshold(JsonRecord):
 
 
 @dataclass(frozen=True)
+class ScrAtLength(JsonRecord):
+    k: int                               # answer length: the first k token ids of every sample
+    scr: float
+    agreement: float | None              # mean pairwise agreement over questions (None: no question has 2 samples)
+
+
+@dataclass(frozen=True)
+class SensitivityByLength(JsonRecord):
+    stages: dict[str, list[ScrAtLength]]      # stages whose curve was skipped (see the notes) are missing
+
+
+@dataclass(frozen=True)
+class PrefixSource(JsonRecord):
+    """How one stage's prefix texts were made (measure.analysis.length_sensitivity): from what, by what rule."""
+    tokenizer: str                       # where the tokenizer was loaded from (the run's recorded model)
+    eos_ids: list[int]
+    stop: list[str]
+    rule: str
+    max_new_tokens: int
+    lengths: list[int]
+    texts_checked: int                   # stored sample texts reproduced exactly from their full token ids
+
+
+@dataclass(frozen=True)
 class Sensitivity(JsonRecord):
-    """measure.analysis.sensitivity.sensitivity: SCR vs N per clusterer, SCR vs threshold per clusterer name."""
+    """measure.analysis.sensitivity.sensitivity: SCR vs N per clusterer, SCR vs threshold per clusterer name,
+    SCR and pairwise agreement vs answer length per clusterer (with each stage's PrefixSource). A file
+    written before the length curves existed reads them as empty and is written back without them."""
     n_samples: dict[str, SensitivityByN]
     threshold: dict[str, SensitivityByThreshold]
+    length: dict[str, SensitivityByLength] = field(default_factory=dict)
+    length_sources: dict[str, PrefixSource] = field(default_factory=dict)
 
 
 def transition_from_json(obj: Mapping[str, Any]) -> Transition:
@@ -151,7 +203,11 @@ def sensitivity_from_json(obj: Mapping[str, Any]) -> Sensitivity:
     by_t = {c: record_from_json(SensitivityByThreshold, v, stages={s: [record_from_json(ScrAtThreshold, p) for p in pts]
                                                                    for s, pts in (v.get("stages") or {}).items()})
             for c, v in (obj.get("threshold") or {}).items()}
-    return record_from_json(Sensitivity, obj, n_samples=by_n, threshold=by_t)
+    by_k = {c: record_from_json(SensitivityByLength, v, stages={s: [record_from_json(ScrAtLength, p) for p in pts]
+                                                                for s, pts in (v.get("stages") or {}).items()})
+            for c, v in (obj.get("length") or {}).items()}
+    sources = {s: record_from_json(PrefixSource, v) for s, v in (obj.get("length_sources") or {}).items()}
+    return record_from_json(Sensitivity, obj, n_samples=by_n, threshold=by_t, length=by_k, length_sources=sources)
 
 
 @dataclass(frozen=True)
@@ -195,14 +251,17 @@ class Comparison:
     notes: list[str]
     settings: dict[str, Any]
     provenance: dict[str, Any]
+    measure_transitions: list[MeasureTransition] | None = None   # None: a comparison from before they existed
     out_dir: str | None = None
 
 
 def comparison_from_json(obj: Mapping[str, Any], out_dir: str | None = None) -> Comparison:
-    per_stage = {s: StageSummary(**{**st, "clusterers": {c: ClustererStats(**v) for c, v in st["clusterers"].items()}})
+    per_stage = {s: record_from_json(StageSummary, st, clusterers={c: ClustererStats(**v) for c, v in st["clusterers"].items()})
                  for s, st in obj["per_stage"].items()}
     return Comparison(**{**plain_fields(Comparison, obj), "per_stage": per_stage,
                          "transitions": [transition_from_json(t) for t in obj.get("transitions") or []],
+                         "measure_transitions": None if "measure_transitions" not in obj else
+                                                [record_from_json(MeasureTransition, t) for t in obj["measure_transitions"]],
                          "verdict": verdict_from_json(obj.get("verdict") or {}),
                          "holm": record_from_json(HolmFamily, obj.get("holm") or {}),
                          "agreement": {s: [record_from_json(Agreement, r) for r in rows]
@@ -211,7 +270,10 @@ def comparison_from_json(obj: Mapping[str, Any], out_dir: str | None = None) -> 
 
 
 def comparison_to_json(result: Comparison) -> dict[str, Any]:
-    return fields_to_json(result)
+    out = fields_to_json(result)
+    if result.measure_transitions is None:   # an older comparison is written back as it was read
+        del out["measure_transitions"]
+    return out
 
 
 def read_comparison(directory: str | os.PathLike) -> Comparison:

@@ -2,9 +2,10 @@
 
 samples.jsonl (one object per question; the contract `measure score` accepts):
     id, question, answers? [str], incorrect_answers? [str], label? bool,
-    greedy? {text, token_entropies?, token_logprobs?},
-    samples: [str | {text, token_logprobs?, token_entropies?}]      (non-empty)
-Extra keys are kept in Question.meta and written back.
+    greedy? {text, token_entropies?, token_logprobs?, token_ids?},
+    samples: [str | {text, token_logprobs?, token_entropies?, token_ids?}]      (non-empty)
+Extra keys are kept in Question.meta and written back. token_ids is optional (files written before it
+existed, or by other tools, still load); where present it is a list of non-negative integers.
 """
 from __future__ import annotations
 
@@ -35,6 +36,13 @@ class Generation:
     text: str
     token_logprobs: tuple[float, ...] | None = None   # log p(chosen token) per generated step
     token_entropies: tuple[float, ...] | None = None  # full-vocabulary entropy (nats) per generated step
+    # Every token the decoder generated for this answer, in order, so that any prefix of k tokens is the
+    # answer a max_new_tokens=k run would have drawn (measure.analysis.length_sensitivity). It ends with
+    # the EOS token when the answer ended with one (nothing after it: padding is not generated); when a
+    # stop string ended the answer it runs through the step that completed the stop string, so it is
+    # longer than the statistics, which stop before the stop string as the text does. The text is
+    # measure.sampling.answers.answer_text of these ids. None: not recorded (older or foreign files).
+    token_ids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -67,6 +75,9 @@ class QuestionRecord:
     signals: dict[str, float | None]      # signal -> value (higher = more uncertain); None = skipped
     label: bool | None                    # True = greedy answer correct
     judgement: str | None                 # correct / incorrect / ambiguous / None (no gold)
+    # continuous homogeneity measures (measure.scoring.homogeneity; higher = more homogeneous): key -> value,
+    # None = not computable for this question; {} in a questions.jsonl written before they existed
+    homogeneity: dict[str, float | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,13 +109,22 @@ def _floats(value: Any, where: str, key: str) -> tuple[float, ...] | None:
     return out
 
 
+def _token_ids(value: Any, where: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+        raise UsageError(f"{where}: 'token_ids' must be a list of non-negative integers (token ids)")
+    return tuple(value)
+
+
 def _generation(obj: Any, where: str) -> Generation:
     if isinstance(obj, str):
         return Generation(obj)
     if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
         raise UsageError(f"{where}: a generation must be a string or an object with a string 'text'")
     return Generation(obj["text"], _floats(obj.get("token_logprobs"), where, "token_logprobs"),
-                      _floats(obj.get("token_entropies"), where, "token_entropies"))
+                      _floats(obj.get("token_entropies"), where, "token_entropies"),
+                      _token_ids(obj.get("token_ids"), where))
 
 
 def _strings(value: Any, where: str, key: str) -> tuple[str, ...]:
@@ -141,21 +161,39 @@ def parse_samples_row(obj: dict, where: str) -> QuestionSamples:
     return QuestionSamples(question, greedy, samples)
 
 
-def read_samples(path: str | os.PathLike) -> list[QuestionSamples]:
-    rows, seen = [], set()
+MIN_SAMPLES = 2   # one sample is always one cluster: SCR 1.000 and every cluster measure fixed by construction
+
+
+def read_samples(path: str | os.PathLike, max_samples: int | None = None) -> list[QuestionSamples]:
+    """The rows of a samples file. max_samples given (measure score): every question must hold
+    MIN_SAMPLES .. max_samples samples, else a UsageError naming file:line (the upper bound while
+    streaming, so a huge question stops at its line)."""
+    rows, seen, few = [], set(), None
     for lineno, obj in read_jsonl(path):
         row = parse_samples_row(obj, f"{path}:{lineno}")
         if row.question.id in seen:
             raise UsageError(f"{path}:{lineno}: duplicate question id {row.question.id!r}")
+        n = len(row.samples)
+        if max_samples is not None and n > max_samples:
+            raise UsageError(f"{path}:{lineno}: question {row.question.id!r} has {n} samples, over max_samples="
+                             f"{max_samples} (the bound on samples per question); if that is meant, pass "
+                             f"max_samples={n}")
+        if few is None and n < MIN_SAMPLES:
+            few = (lineno, row.question.id, n)
         seen.add(row.question.id)
         rows.append(row)
     if not rows:
         raise UsageError(f"{path}: no questions in the samples file")
+    if max_samples is not None and few is not None:
+        raise UsageError(f"{path}:{few[0]}: question {few[1]!r} has {few[2]} sample; SCR and every cluster measure "
+                         f"need at least {MIN_SAMPLES} samples per question (one sample is always one cluster, so SCR "
+                         "would read 1.000 by construction); sample more, or drop the question")
     return rows
 
 
 def generation_to_json(g: Generation) -> dict:
-    return {"text": g.text, "token_logprobs": g.token_logprobs, "token_entropies": g.token_entropies}
+    return {"text": g.text, "token_logprobs": g.token_logprobs, "token_entropies": g.token_entropies,
+            "token_ids": g.token_ids}
 
 
 def samples_row_to_json(qs: QuestionSamples) -> dict:
@@ -176,7 +214,8 @@ def read_question_records(path: str | os.PathLike) -> list[QuestionRecord]:
     for lineno, obj in read_jsonl(path):
         try:
             out.append(QuestionRecord(id=str(obj["id"]), n_clusters=obj["n_clusters"], clusters=obj["clusters"],
-                                      signals=obj["signals"], label=obj.get("label"), judgement=obj.get("judgement")))
+                                      signals=obj["signals"], label=obj.get("label"), judgement=obj.get("judgement"),
+                                      homogeneity=dict(obj.get("homogeneity") or {})))
         except KeyError as e:
             raise UsageError(f"{path}:{lineno}: missing key {e.args[0]!r} in a questions.jsonl record") from None
     return out

@@ -95,6 +95,7 @@ class Report:
     auroc_single_cluster: Table             # clusterer label -> signal key -> AUROC
     auroc_single_cluster_n: Table           # clusterer label -> {"n", "n_incorrect"}
     single_cluster_constant: Table          # clusterer label -> [signal key]
+    homogeneity: Table | None               # measure.scoring.homogeneity.summarize_homogeneity; None: not recorded
     skipped_signals: dict[str, str]         # signal key -> why no question has it
     plots: dict[str, str | None]            # file -> None (drawn) or why not
     timing: dict[str, Any] | None           # measure.pipeline.timing_block; None: not recorded
@@ -111,7 +112,7 @@ _TABLES = {"scr", "scr_ci", "mean_clusters", "alignment_tax_index", "n_single_cl
            "auroc_n", "cohens_d", "prr", "aurc", "accuracy_at_coverage", "auroc_single_cluster",
            "auroc_single_cluster_n", "single_cluster_constant", "skipped_signals", "plots", "samples_per_question",
            "provenance"}
-_OPTIONAL = ("timing", "judgements")     # written only when recorded
+_OPTIONAL = ("timing", "judgements", "homogeneity")     # written only when recorded
 
 
 def report_from_json(obj: Mapping[str, Any]) -> Report:

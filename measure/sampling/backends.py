@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from measure.scoring.config import MeasureSettings
 from measure.common.errors import UsageError, choose
-from measure.sampling.model_source import resolve_model
+from measure.sampling.model_source import load_causal_lm, resolve_model
 from measure.sampling.prompts import answer_end_ids
 from measure.records.records import Generation, Question, QuestionSamples
 
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     from measure.sampling.sample import GenerationClock
 
 EXACT_ENTROPY = "exact full-vocabulary"
+# On a CPU every checkpoint is measured in float32, whatever dtype it is stored in (EleutherAI/pythia-160m
+# ships float16, its HH-tuned descendants float32): CPU half-precision matrix products are slow or emulated
+# on most CPUs and round differently, and a chain whose stages load in different precisions would compare
+# precisions as well as training stages. The report records the dtype (settings.model_dtype).
+CPU_DTYPE = "float32"
 VLLM_CHUNK = 256  # questions per vLLM call between cache writes; vLLM batches internally
 
 
@@ -61,13 +66,18 @@ def load_tokenizer(source: str):
 
 
 def eos_token_ids(source: str, tokenizer) -> list[int]:
-    """measure.sampling.prompts.answer_end_ids with the generation config read from a checkpoint dir (vLLM holds no
-    transformers model to ask); a checkpoint without generation_config.json: the tokenizer's EOS alone."""
-    from transformers import GenerationConfig
+    """measure.sampling.prompts.answer_end_ids with the generation config read from a checkpoint dir (vLLM and
+    the length sensitivity hold no transformers model to ask). A checkpoint without generation_config.json:
+    the one transformers derives from config.json when it loads the model (what the HF backend uses), else
+    the tokenizer's EOS alone."""
+    from transformers import AutoConfig, GenerationConfig
     try:
         configured = GenerationConfig.from_pretrained(source).eos_token_id
     except OSError:
-        configured = None
+        try:
+            configured = GenerationConfig.from_model_config(AutoConfig.from_pretrained(source)).eos_token_id
+        except (OSError, ValueError):
+            configured = None
     return answer_end_ids(configured, tokenizer)
 
 
@@ -117,21 +127,22 @@ class HFBackend:
 
     def load(self, source: str, device: str | None = None):
         """Any model reference (measure/sampling/model_source.py: hub id, checkpoint dir, GGUF file or package) via
-        AutoModelForCausalLM, or a PEFT adapter dir (merged on load)."""
+        AutoModelForCausalLM (pickled weights only weights-only: load_causal_lm), or a PEFT adapter dir (merged
+        on load). dtype: as stored on a GPU; float32 on a CPU (CPU_DTYPE)."""
         import torch
-        from transformers import AutoModelForCausalLM
         resolved = resolve_model(source)
         source = resolved.path
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = getattr(torch, CPU_DTYPE) if str(device).startswith("cpu") else "auto"
         if resolved.kind == "adapter":
             from peft import AutoPeftModelForCausalLM
-            model = AutoPeftModelForCausalLM.from_pretrained(source).merge_and_unload()
+            model = AutoPeftModelForCausalLM.from_pretrained(source, dtype=dtype).merge_and_unload()
         else:
             try:
-                model = AutoModelForCausalLM.from_pretrained(source, dtype="auto")
+                model = load_causal_lm(source, dtype=dtype)
             except OSError as e:
                 raise UsageError(f"model={source!r}: cannot load a causal LM from it ({e})") from None
         tokenizer = load_tokenizer(source)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return aligned_weights(model.to(device)), tokenizer
 
     def sample(self, model, tokenizer, questions: list[Question], settings: MeasureSettings, prompt_format: str, *,
@@ -200,6 +211,7 @@ class VLLMBackend:
 
     def _generation(self, tokenizer, completion, eos_ids: Sequence[int], stop: Sequence[str]) -> Generation:
         from measure.sampling.sample import _cut
+        # token_ids: what vLLM generated (through EOS or the stop string's last token); _cut keeps them through EOS
         tokens, logprobs, entropies = list(completion.token_ids), [], []
         for tok, step in zip(tokens, completion.logprobs or []):
             logprobs.append(step[tok].logprob)  # the chosen token is always returned, even outside the top k

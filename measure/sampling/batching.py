@@ -29,8 +29,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from typing import Sequence
+
+from measure.common.errors import UsageError
 
 CPU_ROWS = 176
 MAX_ROWS = 4096
@@ -57,33 +60,73 @@ def _kv_bytes_per_token(config, dtype_bytes: int) -> int | None:
     return 2 * layers * kv_heads * head_dim * dtype_bytes
 
 
+def _weights(model) -> tuple[int, int]:
+    """(bytes per weight element, bytes of all weights) of a loaded model."""
+    params = list(model.parameters()) if hasattr(model, "parameters") else []
+    return (params[0].element_size() if params else 2), sum(p.numel() * p.element_size() for p in params)
+
+
+def row_bytes(model, max_new_tokens: int) -> int | None:
+    """Bytes one decode row needs: its KV cache for ASSUMED_PROMPT + max_new_tokens tokens, plus four float32
+    vocabulary rows of logits/probabilities (None when the model's config does not give its shapes)."""
+    config = getattr(model, "config", None)
+    kv = _kv_bytes_per_token(config, _weights(model)[0]) if config is not None else None
+    if kv is None:
+        return None
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    return kv * (ASSUMED_PROMPT + max_new_tokens) + 4 * 4 * (getattr(text, "vocab_size", 0) or 0)
+
+
 def auto_rows(model, max_new_tokens: int) -> tuple[int, str]:
     """The default rows budget for this model on its device (see the module docstring)."""
     import torch
     device = getattr(model, "device", torch.device("cpu"))
     if getattr(device, "type", "cpu") != "cuda":
         return CPU_ROWS, "cpu default"
-    params = list(model.parameters())
-    dtype_bytes = params[0].element_size() if params else 2
-    weights = sum(p.numel() * p.element_size() for p in params)
     total = torch.cuda.get_device_properties(device).total_memory
-    kv = _kv_bytes_per_token(model.config, dtype_bytes)
-    vocab = getattr(model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config,
-                    "vocab_size", 0) or 0
-    if kv is None:
+    per_row = row_bytes(model, max_new_tokens)
+    if per_row is None:
         return 512, "cuda: model config without layer shapes, fixed 512"
-    per_row = kv * (ASSUMED_PROMPT + max_new_tokens) + 4 * 4 * vocab
-    rows = int(max(64, min(MAX_ROWS, (total // 2 - weights) // per_row)))
+    rows = int(max(64, min(MAX_ROWS, (total // 2 - _weights(model)[1]) // per_row)))
     return rows, f"cuda: (total memory / 2 - weights) / {per_row} bytes per row"
 
 
+def device_memory(model) -> tuple[int, str]:
+    """(total bytes, what) of the memory the model decodes in: its GPU's, or this machine's RAM."""
+    import torch
+    device = getattr(model, "device", torch.device("cpu"))
+    if getattr(device, "type", "cpu") == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory, f"the GPU ({device})"
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine's RAM"
+
+
+def check_memory(settings, model, prompts: int, rows_per_prompt: int) -> None:
+    """Refuse, before the first prefill, a decode call whose estimated memory (rows x row_bytes) exceeds the
+    device's memory less the weights: n_samples=10**6 would otherwise die inside the prefill."""
+    per_row = row_bytes(model, settings.max_new_tokens)
+    if per_row is None:
+        return
+    total, where = device_memory(model)
+    room = total - _weights(model)[1]
+    rows = prompts * rows_per_prompt
+    if rows * per_row > room:
+        gb = lambda b: f"{b / 2**30:.1f} GB"  # noqa: E731
+        raise UsageError(f"n_samples={settings.n_samples}: one decode call would hold {rows} rows ({prompts} prompt(s) x "
+                         f"{rows_per_prompt} answers), about {gb(rows * per_row)} for this model ({per_row} bytes per "
+                         f"row: KV cache of {ASSUMED_PROMPT} prompt + {settings.max_new_tokens} new tokens, and logits), "
+                         f"more than the {gb(room)} {where} has besides the weights; lower n_samples or max_new_tokens "
+                         "(or rows_per_call; one prompt's answers are always decoded together)")
+
+
 def decode_plan(settings, model, rows_per_prompt: int) -> DecodePlan:
-    """The plan for these settings: rows budget, prompts per call, questions per batch."""
+    """The plan for these settings: rows budget, prompts per call, questions per batch; a call too big for the
+    device's memory is refused (check_memory)."""
     if settings.rows_per_call is not None:
         rows, source = settings.rows_per_call, "setting"
     else:
         rows, source = auto_rows(model, settings.max_new_tokens)
     prompts = max(1, rows // rows_per_prompt)
+    check_memory(settings, model, prompts, rows_per_prompt)
     return DecodePlan(rows, prompts, settings.batch_size or prompts, source)
 
 

@@ -13,6 +13,13 @@ $ALIGNMENT_TAX_CACHE/gguf/<sha256 of the file>/ (default ~/.cache/alignment-tax)
 loads that directory: the key is the file's content, so a renamed or moved copy reuses it and a changed
 file never does. The directory is written under a temporary name and renamed, so a killed conversion
 leaves nothing half-made. Training, measurement and the benchmarks all resolve models through here.
+
+Weights: safetensors (plain tensor data) when a checkpoint has them -- transformers prefers them; a
+checkpoint that ships only the pickle-based `pytorch_model.bin` (e.g. the Pythia HH checkpoints of
+lomahony/*) is loaded only weights-only (`load_causal_lm`: torch.load(weights_only=True), which
+rebuilds tensors and plain containers and refuses any other pickled object, so no code in the file runs),
+and a file that needs more is refused with a UsageError. The provenance's `weights` entry says which file
+was loaded and how.
 """
 from __future__ import annotations
 
@@ -20,6 +27,7 @@ import contextlib
 import importlib
 import importlib.util
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +40,11 @@ PACKAGE_PREFIX = "pkg:"
 GGUF_RECORD = "gguf_source.json"  # written into a converted checkpoint: where its weights came from
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".json", ".model", ".txt", ".gguf")
 _HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256, for this process
+# The weight files from_pretrained looks for, in its order of preference (transformers.modeling_utils
+# _get_resolved_checkpoint_files; PEFT's load_peft_weights for an adapter): safetensors, then the pickle.
+MODEL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+WEIGHTS_ONLY = "torch.load(weights_only=True): tensors and plain containers only, no pickled code runs"
 
 
 @dataclass(frozen=True)
@@ -51,7 +64,44 @@ class ModelSource:
             out["gguf"] = self.gguf
         if self.kind != "hub":
             out["files"] = dir_files(Path(self.path))
+        weights = weights_file(self)
+        if weights is not None:   # a hub checkpoint not downloaded yet: known once it is
+            out["weights"] = weights
         return out
+
+
+def weights_file(source: ModelSource) -> dict[str, str] | None:
+    """Which weights file from_pretrained loads for `source` (the first present in its order of preference)
+    and in which format; for a hub id, looked up in the local hub cache only (None before the download)."""
+    for name in ADAPTER_WEIGHTS if source.kind == "adapter" else MODEL_WEIGHTS:
+        if source.kind == "hub":
+            from huggingface_hub import try_to_load_from_cache
+            present = isinstance(try_to_load_from_cache(source.path, name), str)
+        else:
+            present = (Path(source.path) / name).is_file()
+        if present:
+            if ".safetensors" in name:
+                return {"file": name, "format": "safetensors"}
+            return {"file": name, "format": "pickle", "loaded_with": WEIGHTS_ONLY}
+    return None
+
+
+def load_causal_lm(path: str, **kwargs: Any):
+    """AutoModelForCausalLM.from_pretrained(path, **kwargs), pickled weights loaded weights-only (said
+    explicitly: a transformers release with another default cannot turn it off, and a caller passing
+    weights_only gets a TypeError); a pickle that names anything but tensors and plain containers is
+    refused with a UsageError when the unpickler meets that name, before it is called."""
+    import pickle
+    from transformers import AutoModelForCausalLM
+    try:
+        return AutoModelForCausalLM.from_pretrained(path, weights_only=True, **kwargs)
+    except pickle.UnpicklingError as e:
+        # torch's message is a page of advice; its "WeightsUnpickler error: ..." line names what was refused
+        found = re.search(r"WeightsUnpickler error: ([^.]*)", str(e))
+        reason = found.group(1).strip() if found else type(e).__name__
+        raise UsageError(f"model={path}: its pickled weights (pytorch_model.bin) hold more than tensors, and "
+                         f"pickled weights are loaded only weights-only ({WEIGHTS_ONLY}); refused: {reason}. "
+                         "Use a checkpoint with model.safetensors") from None
 
 
 def cache_root() -> Path:
@@ -208,6 +258,7 @@ def locate(source: str, where: str = "model") -> tuple[str, Path | None]:
                              f"{PACKAGE_PREFIX}<package> or a hub id")
         return "gguf", path
     if (path / "config.json").is_file():
+        check_checkpoint_files(path, source, where)
         return "dir", path
     if (path / "adapter_config.json").is_file():
         return "adapter", path
@@ -216,6 +267,24 @@ def locate(source: str, where: str = "model") -> tuple[str, Path | None]:
         raise UsageError(f"{where}={source}: the directory has no config.json, adapter_config.json or .gguf file; "
                          "give a checkpoint, a PEFT adapter or a GGUF, or a hub id (org/name)")
     return "gguf", found
+
+
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json",
+                "tf_model.h5", "flax_model.msgpack", "*.pt", "*.pth")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json", "spiece.model",
+                   "sentencepiece.bpe.model", "vocab.txt")
+
+
+def check_checkpoint_files(path: Path, source: str, where: str) -> None:
+    """A checkpoint dir (config.json) has weights and a tokenizer; without them transformers fails deep
+    inside loading with a message about the missing pieces' libraries ("install sentencepiece or tiktoken")."""
+    missing = [what for what, patterns in (("weights", WEIGHT_FILES), ("tokenizer", TOKENIZER_FILES))
+               if not any(p.is_file() for pattern in patterns for p in path.glob(pattern))]
+    if missing:
+        raise UsageError(f"{where}={source}: the directory has config.json but no {' and no '.join(missing)} files "
+                         f"(looked for {', '.join(WEIGHT_FILES if 'weights' in missing else TOKENIZER_FILES)}); "
+                         "an incomplete download or copy? Give a complete checkpoint (save_pretrained of the model "
+                         "and its tokenizer) or a hub id")
 
 
 def gguf_source(given: str, gguf: Path) -> ModelSource:

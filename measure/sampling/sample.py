@@ -12,7 +12,9 @@ The arrays cover every generated step up to and including the one that emitted E
 decision is part of p(answer, stop); lm-polygraph keeps it too), never the padding after it. A stop
 string cuts the text before its first occurrence, and the arrays keep the tokens whose text starts
 before the cut (the delimiter is not part of the answer). Texts are whitespace-stripped, without
-special tokens.
+special tokens. token_ids keep every generated token of the answer (through EOS, or through the step that
+completed a stop string), so the text is a function of them (measure.sampling.answers) and any prefix of
+k ids is the answer of a max_new_tokens=k run (see "Prefixes" below).
 
 Sampling distribution: softmax(logits / T) with nucleus top_p, nothing else: the compact decoder applies
 only those two warpers, and decoder=generate runs with the model's generation_config reduced to its
@@ -28,6 +30,15 @@ makes the arithmetic independent of how weights were loaded). Other rows_per_cal
 valid) samples: a call shares one random stream and left padding changes the arithmetic. The compact
 decoder decodes each prompt's greedy answer in the same call as its samples (one prefill); the greedy
 row is the argmax of its own logits, equal to a separate greedy decode (tests/test_decode.py).
+
+Prefixes: decoding is autoregressive, so the first k tokens of an answer are, in distribution, an answer of
+a max_new_tokens=k run. With the same seed and the same decode calls they are that very answer, token for
+token (tests/test_length.py), in both decoders: for steps < k both runs hold the same rows (a row leaves the
+batch only when it ends, at the same step in both), so they do the same arithmetic and draw the same
+uniforms (compact: one per live row per step) or the same multinomial draws (generate: every row every
+step). Not guaranteed bit for bit where the decode calls differ: on CUDA the automatic rows budget grows as
+max_new_tokens shrinks (measure/sampling/batching.py), which changes the prompts per call, hence the calls'
+seeds; set rows_per_call to compare such runs token for token. The vLLM backend gives no such promise.
 """
 from __future__ import annotations
 
@@ -44,6 +55,7 @@ from measure.sampling.batching import batch_plan, calls, decode_plan, derive_see
 from measure.scoring.config import DECODERS, MeasureSettings
 from measure.common.errors import UsageError, suggest
 from measure.common.io import to_jsonable
+from measure.sampling.answers import answer_ids, answer_text
 from measure.sampling.prompts import answer_end_ids, encode_left_padded, format_prompt, stop_strings
 from measure.records.records import Generation, GenerationTiming, Question, QuestionSamples
 from measure.sampling.sample_cache import append_cache, cache_settings, open_cache
@@ -116,23 +128,11 @@ class StopOnText:
 
 def _cut(tokenizer, tokens: list[int], logprobs: list[float], entropies: list[float],
          eos_ids: Sequence[int], stop: Sequence[str]) -> Generation:
-    """One generated row -> Generation, cut at EOS (kept in the arrays) or before the first stop string."""
-    keep = len(tokens)
-    text_tokens = tokens
-    for i, tok in enumerate(tokens):
-        if tok in eos_ids:
-            keep, text_tokens = i + 1, tokens[:i]
-            break
-    text = tokenizer.decode(text_tokens, skip_special_tokens=True)
-    hits = [i for i in (text.find(s) for s in stop) if i >= 0]
-    if hits:
-        cut = min(hits)
-        text = text[:cut]
-        # keep the tokens whose text starts before the cut (a token straddling it is part answer text)
-        keep = 0
-        while keep < len(text_tokens) and len(tokenizer.decode(text_tokens[:keep], skip_special_tokens=True)) < cut:
-            keep += 1
-    return Generation(text.strip(), tuple(logprobs[:keep]), tuple(entropies[:keep]))
+    """One generated row -> Generation by measure.sampling.answers' rule: ids through EOS, text cut at EOS or
+    before the first stop string, statistics through EOS or up to the stop string."""
+    ids = answer_ids(tokens, eos_ids)
+    text, keep = answer_text(tokenizer, ids, eos_ids, stop)
+    return Generation(text, tuple(logprobs[:keep]), tuple(entropies[:keep]), tuple(ids))
 
 
 @torch.inference_mode()

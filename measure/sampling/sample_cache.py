@@ -20,11 +20,14 @@ from measure.records.records import Question, QuestionSamples, RunIdentity, pars
 
 
 def cache_settings(settings: MeasureSettings, prompt_format: str, stop: Sequence[str]) -> dict:
-    """What a cached row depends on (batch_size is absent: any batching gives valid samples)."""
+    """What a cached row depends on (batch_size is absent: any batching gives valid samples). `token_ids`:
+    the rows carry their generated token ids; a cache written before they did is refused like another
+    setting, since resuming it would leave some rows of samples.jsonl without ids (no length curve)."""
     return to_jsonable({"prompt_format": prompt_format, "n_samples": settings.n_samples,
                         "temperature": settings.temperature, "top_p": settings.top_p,
                         "max_new_tokens": settings.max_new_tokens, "stop": list(stop),
-                        "fewshot": settings.fewshot, "seed": settings.seed, "decoder": settings.decoder})
+                        "fewshot": settings.fewshot, "seed": settings.seed, "decoder": settings.decoder,
+                        "token_ids": True})
 
 
 def read_cache(path: Path) -> dict[str, QuestionSamples]:

@@ -8,9 +8,11 @@ first appearance. Identical texts always share a cluster (at cosine distance 0, 
     numeric    the answer's number (measure.data.text.answer_number, the rule the GSM8K judge and gold parser
                use: after the first "####" if any, else the last number; "The answer is 1,234." -> 1234.0);
                every sample WITHOUT a number goes into one shared "no number" cluster.
-    jaccard    word-bigram Jaccard on lower-cased whitespace tokens, greedy leader clustering: a sample
-               joins the FIRST cluster whose FIRST member has similarity >= threshold (default 0.4) --
-               the Alignment Tax paper's protocol. A text with fewer than two words uses its unigram set.
+    jaccard    word-bigram Jaccard on lower-cased whitespace tokens (measure/scoring/jaccard.py; a text with
+               fewer than two words uses its unigram set), threshold default 0.4, with one of the Alignment
+               Tax paper's two linkages: leader (default; its exp27): a sample joins the FIRST cluster whose
+               FIRST member has similarity >= threshold; single (its exp26): connected components of all
+               pairs with similarity >= threshold (union-find), so similarity chains merge.
     embedding  sentence-transformers embeddings + average-linkage agglomerative clustering on cosine
                distance over ALL N samples (a text drawn three times weighs three times in every average),
                merging while distance < 1 - threshold (similarity threshold default 0.85).
@@ -20,19 +22,21 @@ first appearance. Identical texts always share a cluster (at cosine distance 0, 
                Greedy like semantic entropy: a sample joins the first cluster whose first member is
                equivalent to it.
 
-Specs: "jaccard", "jaccard@0.3", "nli-nonstrict", or {"name": "jaccard", "threshold": 0.3} (plus "model"
-for embedding/nli, "mode" and "batch_size" for nli). Labels (report keys) are the bare name for default
-parameters, then "-nonstrict" for nli non-strict, ":<model dir name>" for a non-default model given in the
-spec and "@<threshold>" for a non-default threshold, e.g. "jaccard@0.3", "nli-nonstrict", "embedding:mpnet@0.8".
+Specs: "jaccard", "jaccard@0.3", "jaccard-single", "nli-nonstrict", or {"name": "jaccard", "threshold": 0.3}
+(plus "linkage" for jaccard, "model" for embedding/nli, "mode" and "batch_size" for nli). Labels (report
+keys) are the bare name for default parameters, then "-nonstrict" for nli non-strict, "-single" for jaccard
+single linkage, ":<model dir name>" for a non-default model given in the spec and "@<threshold>" for a
+non-default threshold, e.g. "jaccard@0.3", "jaccard-single@0.3", "nli-nonstrict", "embedding:mpnet@0.8".
 Labels without a model part parse back as specs.
 """
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from measure.common.errors import UsageError, suggest
 from measure.scoring.grouping import default_device, ids_from_keys
+from measure.scoring.jaccard import LINKAGES, jaccard_clusters
 from measure.scoring.nli import cluster_by_entailment, load_nli
 from measure.data.text import answer_number, normalize_answer
 
@@ -41,44 +45,6 @@ DEFAULT_NLI_BATCH_SIZE = 32                          # MeasureSettings.nli_batch
 NLI_MODES = ("strict", "non-strict")
 
 # ------------------------------------------------------------------ pure helpers
-
-def word_bigrams(text: str) -> frozenset[tuple[str, ...]]:
-    """Word bigrams of the lower-cased whitespace tokens; a one-word text falls back to its unigram set
-    (so "Paris" vs "Paris" is 1.0, not undefined), an empty text has no features."""
-    words = text.lower().split()
-    if len(words) < 2:
-        return frozenset((w,) for w in words)
-    return frozenset(zip(words, words[1:]))
-
-
-def jaccard_similarity(a: str, b: str) -> float:
-    """|A & B| / |A | B| of the two texts' word bigrams; two feature-less (empty) texts count as identical."""
-    fa, fb = word_bigrams(a), word_bigrams(b)
-    if not fa and not fb:
-        return 1.0
-    return len(fa & fb) / len(fa | fb)
-
-
-def greedy_cluster(n: int, equivalent: Callable[[int, int], bool]) -> list[int]:
-    """Leader clustering: item i joins the first existing cluster whose first member j has
-    equivalent(i, j); otherwise it founds a new cluster. Only leaders are ever compared against."""
-    leaders: list[int] = []
-    ids: list[int] = []
-    for i in range(n):
-        for cid, leader in enumerate(leaders):
-            if equivalent(i, leader):
-                ids.append(cid)
-                break
-        else:
-            ids.append(len(leaders))
-            leaders.append(i)
-    return ids
-
-
-def leader_cluster(texts: Sequence[str], sim: Callable[[str, str], float], threshold: float) -> list[int]:
-    """The paper's protocol: a text joins the first cluster whose FIRST member has sim >= threshold."""
-    return greedy_cluster(len(texts), lambda i, j: sim(texts[i], texts[j]) >= threshold)
-
 
 def average_linkage_ids(vectors, threshold: float) -> list[int]:
     """Average-linkage agglomerative clustering of the rows (one per sample) on cosine distance, merging
@@ -151,10 +117,10 @@ class NumericClusterer(Clusterer):
 
 class JaccardClusterer(Clusterer):
     name = "jaccard"
-    defaults = {"threshold": 0.4}
+    defaults = {"threshold": 0.4, "linkage": LINKAGES[0]}
 
     def cluster_many(self, items):
-        return [leader_cluster(texts, jaccard_similarity, self.params["threshold"]) for _, texts in items]
+        return [jaccard_clusters(texts, self.params["threshold"], self.params["linkage"]) for _, texts in items]
 
 
 class EmbeddingClusterer(Clusterer):
@@ -201,7 +167,9 @@ class NLIClusterer(Clusterer):
 
 CLUSTERERS: dict[str, type[Clusterer]] = {c.name: c for c in (
     ExactClusterer, NumericClusterer, JaccardClusterer, EmbeddingClusterer, NLIClusterer)}
-_ALIASES = {"nli-strict": {"name": "nli", "mode": "strict"}, "nli-nonstrict": {"name": "nli", "mode": "non-strict"}}
+_ALIASES = {"nli-strict": {"name": "nli", "mode": "strict"}, "nli-nonstrict": {"name": "nli", "mode": "non-strict"},
+            "jaccard-leader": {"name": "jaccard", "linkage": "leader"},
+            "jaccard-single": {"name": "jaccard", "linkage": "single"}}
 
 
 # ------------------------------------------------------------------ specs, labels, factory
@@ -241,6 +209,8 @@ def validate_clusterer_spec(spec: Any, where: str) -> None:
                 raise UsageError(f"{where}.threshold: must be in [0, 1], got {value}")
         elif key == "mode" and value not in NLI_MODES:
             raise UsageError(f"{where}.mode: unknown NLI mode {value!r}; valid choices: {', '.join(NLI_MODES)}")
+        elif key == "linkage" and value not in LINKAGES:
+            raise UsageError(f"{where}.linkage: unknown jaccard linkage {value!r}; valid choices: {', '.join(LINKAGES)}")
         elif key == "model" and value is not None and (not isinstance(value, str) or not value):
             raise UsageError(f"{where}.model: expected a model id or path, got {value!r}")
         elif key == "batch_size" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -255,6 +225,8 @@ def clusterer_label(spec: Any) -> str:
     label = d["name"]
     if d.get("mode", "strict") != "strict":
         label += "-nonstrict"
+    if d.get("linkage", LINKAGES[0]) != LINKAGES[0]:
+        label += f"-{d['linkage']}"
     if d.get("model") not in (None, defaults.get("model")):
         label += ":" + str(d["model"]).rstrip("/").rsplit("/", 1)[-1]
     if "threshold" in d and float(d["threshold"]) != defaults["threshold"]:

@@ -1,13 +1,29 @@
-"""Leaf helpers shared by the clusterers (measure/scoring/cluster.py) and the NLI model (measure/scoring/nli.py)."""
+"""Leaf helpers shared by the clusterers (measure/scoring/cluster.py, jaccard.py) and the NLI model (measure/scoring/nli.py)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 def ids_from_keys(keys: Sequence[Any]) -> list[int]:
     """Equal keys -> equal ids, numbered 0..k-1 in order of first appearance."""
     seen: dict[Any, int] = {}
     return [seen.setdefault(k, len(seen)) for k in keys]
+
+
+def greedy_cluster(n: int, equivalent: Callable[[int, int], bool]) -> list[int]:
+    """Leader clustering: item i joins the first existing cluster whose first member j has
+    equivalent(i, j); otherwise it founds a new cluster. Only leaders are ever compared against."""
+    leaders: list[int] = []
+    ids: list[int] = []
+    for i in range(n):
+        for cid, leader in enumerate(leaders):
+            if equivalent(i, leader):
+                ids.append(cid)
+                break
+        else:
+            ids.append(len(leaders))
+            leaders.append(i)
+    return ids
 
 
 def dedupe(texts: Sequence[str]) -> tuple[list[str], list[int]]:

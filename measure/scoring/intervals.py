@@ -36,10 +36,15 @@ def bootstrap_method(n_boot: int, seed: int) -> str:
     return f"percentile bootstrap ({n_boot} resamples of the questions, seed {seed})"
 
 
+NO_INTERVAL = "none (bootstrap=0)"   # the method of intervals not computed: bootstrap=0 asks for none
+
+
 def ci_label(methods) -> str:
     """'95% CI, <method>' for a table header; a report written before methods were recorded (None) used
-    the percentile bootstrap for every interval."""
+    the percentile bootstrap for every interval; intervals not computed (NO_INTERVAL) claim no CI."""
     names = list(dict.fromkeys(m or "percentile bootstrap" for m in methods))
+    if names and all(n == NO_INTERVAL for n in names):
+        return "no interval: bootstrap=0"
     return "95% CI, " + " / ".join(names) if names else "95% CI"
 
 

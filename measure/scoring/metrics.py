@@ -38,7 +38,7 @@ import numpy as np
 from sklearn.metrics import roc_auc_score
 
 from measure.common.errors import UsageError
-from measure.scoring.intervals import PROPORTION_CI_METHOD, bootstrap_method, proportion_ci
+from measure.scoring.intervals import NO_INTERVAL, PROPORTION_CI_METHOD, bootstrap_method, proportion_ci
 from measure.records.records import QuestionRecord
 
 COVERAGES = (0.3, 0.5, 0.8)
@@ -200,7 +200,8 @@ def _cluster_counts(records: list[QuestionRecord], label: str) -> tuple[np.ndarr
 def summarize(records: list[QuestionRecord], clusterer_labels: list[str], *, n_boot: int, seed: int) -> dict:
     """The metrics block of report.json (keys documented in the module docstring and README).
 
-    n_boot = 0 disables the bootstrap (AUROC CIs become None; the exact SCR/accuracy intervals remain).
+    n_boot = 0 disables the bootstrap (AUROC CIs become None, their method NO_INTERVAL, so no table claims a
+    CI for them; the exact SCR/accuracy intervals remain).
     """
     if not records:
         raise UsageError("no questions to summarize")
@@ -223,7 +224,7 @@ def summarize(records: list[QuestionRecord], clusterer_labels: list[str], *, n_b
         n_ambiguous=sum(r.judgement == "ambiguous" for r in records),
         n_unlabelled=sum(r.label is None for r in records),
         coverages=list(COVERAGES), scr_ci_method=PROPORTION_CI_METHOD, accuracy_ci_method=PROPORTION_CI_METHOD,
-        auroc_ci_method=bootstrap_method(n_boot, seed) if n_boot >= 1 else None)
+        auroc_ci_method=bootstrap_method(n_boot, seed) if n_boot >= 1 else NO_INTERVAL)
 
     names = signal_names(records)
     for key in ("auroc", "auroc_ci", "auroc_n", "cohens_d", "prr", "aurc", "accuracy_at_coverage"):

@@ -23,6 +23,7 @@ from matplotlib.figure import Figure   # the object API: no pyplot global state,
 from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import roc_curve
 
+from measure.scoring.homogeneity import CONVENTION, summarize_homogeneity
 from measure.scoring.intervals import ci_label
 from measure.common.io import atomic_path, to_jsonable, write_json, write_jsonl, write_text
 from measure.scoring.metrics import COVERAGES, risk_coverage, signal_data, signal_names, summarize
@@ -123,6 +124,22 @@ def _clusterer_desc(settings: ReportSettings, labels: list[str]) -> dict[str, st
     return out
 
 
+def _homogeneity_lines(h: dict) -> list[str]:
+    if not h or not (h.get("measures") or h.get("skipped")):
+        return []
+    ci = f"95% CI, {h['ci_method']}" if h.get("ci_method") else "no interval: bootstrap=0"
+    lines = ["", f"## Continuous homogeneity per question ({CONVENTION})", "",
+             f"| measure | questions | mean [{ci}] | what it is |", "|---|---|---|---|"]
+    lines += [f"| {k} | {m['n']} | {_f(m['mean'])}{_ci(m['ci'])} | {m['about']} |" for k, m in h["measures"].items()]
+    pub = h.get("published_scales") or {}
+    if pub:
+        lines += ["", "On the published (diversity) scales, means of the per-question transforms: "
+                  + ", ".join(f"{k} {v:.3f}" for k, v in pub.items())
+                  + " (Vendi = 1 / inverse_vendi, EAD = 1 - ead_repetition, SBERT diversity = 1 - mean_cosine)."]
+    lines += [f"- {k}: not computed ({why})" for k, why in (h.get("skipped") or {}).items()]
+    return lines
+
+
 def render_markdown(report: Report, labels: list[str]) -> str:
     st = report.settings
     shown = lambda v: "n/a" if v is None else v  # noqa: E731
@@ -139,6 +156,7 @@ def render_markdown(report: Report, labels: list[str]) -> str:
         lines.append(f"| {desc[label]} | {_f(report.scr[label])}{_ci(report.scr_ci[label])} | "
                      f"{_f(report.mean_clusters[label], 2)} | {_f(report.alignment_tax_index[label])} | "
                      f"{report.n_single_cluster[label]} |")
+    lines += _homogeneity_lines(report.homogeneity)
     lines += ["", "## Correctness (greedy answer)", "",
               f"- accuracy: {_f(report.accuracy)}{_ci(report.accuracy_ci)} "
               f"({ci_label([report.accuracy_ci_method])}) over "
@@ -178,7 +196,7 @@ def render_markdown(report: Report, labels: list[str]) -> str:
 
 def write_report(out_dir: Path, records: list[QuestionRecord], settings: dict, provenance: dict,
                  clusterer_labels: list[str], skipped: dict[str, str], *, n_boot: int, seed: int,
-                 extra: dict | None = None) -> Report:
+                 extra: dict | None = None, homogeneity_skipped: dict[str, str] | None = None) -> Report:
     """Write questions.jsonl, report.json, report.md and the plots into out_dir; return the report.
 
     `extra`: further top-level report.json keys from the caller, e.g. "timing": {"seconds_per_question":
@@ -187,6 +205,8 @@ def write_report(out_dir: Path, records: list[QuestionRecord], settings: dict, p
     out_dir = Path(out_dir)
     labels = list(clusterer_labels)
     metrics = summarize(records, labels, n_boot=n_boot, seed=seed)
+    metrics["homogeneity"] = summarize_homogeneity([r.homogeneity for r in records], homogeneity_skipped or {},
+                                                   n_boot=n_boot, seed=seed)
     per_q = [_n_per_question(r, labels) for r in records]
     has_roc = any(v is not None for v in metrics["auroc"].values())
     plots = {

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 from scipy.special import logsumexp
 
-from measure.scoring.cluster import jaccard_similarity
+from measure.scoring.jaccard import feature_jaccard, word_bigrams
 from measure.common.errors import UsageError, suggest
 from measure.records.records import QuestionSamples
 
@@ -84,10 +84,33 @@ def likelihood_weighted_entropy(ids: Sequence[int], log_weights: Sequence[float]
     return float(-(np.exp(lp) * lp).sum())
 
 
-def mean_pairwise_dissimilarity(texts: Sequence[str], sim: Callable[[str, str], float] = jaccard_similarity) -> float:
-    """1 - mean sim over all unordered pairs of samples (needs >= 2 texts)."""
-    sims = [sim(a, b) for a, b in itertools.combinations(texts, 2)]
-    return 1.0 - float(np.mean(sims))
+ALL_PAIRS_UP_TO = 200    # N <= this: every one of the N(N-1)/2 pairs (19900 at 200)
+SAMPLED_PAIRS = 20_000   # N above it: the mean over this many uniformly drawn pairs of distinct samples
+PAIRS_SEED = 0           # ... drawn by numpy's default_rng(PAIRS_SEED): the same pairs for the same N
+PAIRS_RULE = (f"1 - mean word-bigram Jaccard over every pair of samples when N <= {ALL_PAIRS_UP_TO}, else over "
+              f"{SAMPLED_PAIRS} pairs of distinct samples drawn uniformly (numpy default_rng({PAIRS_SEED})); "
+              "bigrams computed once per sample")
+
+
+def sample_pairs(n: int) -> Iterable[tuple[int, int]]:
+    """The pairs lexical dissimilarity averages over (PAIRS_RULE): bounded work for any N."""
+    if n <= ALL_PAIRS_UP_TO:
+        return itertools.combinations(range(n), 2)
+    rng = np.random.default_rng(PAIRS_SEED)
+    first = rng.integers(0, n, SAMPLED_PAIRS)
+    second = rng.integers(0, n - 1, SAMPLED_PAIRS)
+    return zip(first.tolist(), (second + (second >= first)).tolist())   # uniform over j != i
+
+
+def mean_pairwise_dissimilarity(texts: Sequence[str]) -> float:
+    """1 - mean word-bigram Jaccard (the jaccard clusterer's similarity) over sample_pairs (needs >= 2 texts);
+    each text's bigrams are computed once, and the similarities are summed, never stored."""
+    feats = [word_bigrams(t) for t in texts]
+    total, count = 0.0, 0
+    for i, j in sample_pairs(len(feats)):
+        total += feature_jaccard(feats[i], feats[j])
+        count += 1
+    return 1.0 - total / count
 
 
 # ------------------------------------------------------------------ needs
@@ -170,7 +193,7 @@ SIGNALS: dict[str, Signal] = {s.name: s for s in (
            "likelihood-weighted semantic entropy: each sample weighted by exp(mean token log-prob) "
            "(length-normalized), p_c = cluster weight / total weight of all N samples (sums to 1)", CLUSTERED),
     Signal("lexical_dissimilarity", ("two_samples",), False, _lexical_dissimilarity,
-           "1 - mean word-bigram Jaccard (the jaccard clusterer's similarity) over all sample pairs",
+           "1 - mean word-bigram Jaccard (the jaccard clusterer's similarity) over sample pairs: " + PAIRS_RULE,
            ("sampling",)),   # the N samples, not the greedy answer; no clusterer runs
 )}
 

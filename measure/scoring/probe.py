@@ -1,0 +1,90 @@
+"""The numbers one measurement of a probe set yields, flat: what a training curve plots and a logger takes.
+
+    measures, intervals = probe_measures(records, ["exact", "embedding"])
+    measures["scr/exact"], measures["pairwise_agreement/embedding"], measures["greedy_entropy_mean"]
+    intervals["scr/exact"] == [lo, hi]      # Clopper-Pearson, as in report.json
+
+Keys are "<metric>" or "<metric>/<clusterer label>". What goes in, from the same per-question records a
+report is written from (measure.pipeline.score_rows):
+  - every rate or mean of the report's metrics block (measure.scoring.metrics.summarize): a float, or a
+    float per clusterer (scr, mean_clusters, alignment_tax_index, accuracy, and whatever per-clusterer
+    measure the block gains later). Counts (ints) and per-signal tables (AUROC and friends: noise on a
+    few dozen questions) stay out; the bootstrap is off (n_boot=0), the exact intervals stay;
+  - "<metric>_ci" intervals of those metrics, under the metric's key;
+  - the means over questions of the continuous homogeneity measures the records carry
+    (measure.scoring.homogeneity): pairwise_agreement per clusterer (the share of sample pairs put in one
+    cluster; computed from the clusters when the records lack it), mean_cosine, inverse_vendi, ead_repetition;
+  - the mean over questions of every uncertainty signal (greedy_entropy_mean is the greedy answer's mean
+    full-vocabulary token entropy; a per-clusterer signal "semantic_entropy@exact" becomes
+    "semantic_entropy/exact"), except n_clusters (= mean_clusters). None where no question has a value.
+Orientation is each metric's own: homogeneity measures higher = more homogeneous, signals higher = more
+uncertain.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from measure.records.records import QuestionRecord
+from measure.scoring.homogeneity import pairwise_agreement
+from measure.scoring.metrics import signal_names, summarize
+from measure.scoring.signals import SignalKey
+
+SKIPPED_SIGNALS = ("n_clusters",)   # its mean is mean_clusters
+
+
+def _is_rate(value: Any) -> bool:
+    return isinstance(value, float) or value is None
+
+
+def _interval(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value)
+
+
+def key(metric: str, clusterer: str | None = None) -> str:
+    return metric if clusterer is None else f"{metric}/{clusterer}"
+
+
+def _mean(values: list[float]) -> float | None:
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else None
+
+
+def probe_measures(records: Sequence[QuestionRecord], clusterer_labels: Sequence[str], *,
+                   seed: int = 0) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+    """(measures, intervals) of one probe measurement (see the module docstring)."""
+    labels = list(clusterer_labels)
+    metrics = summarize(list(records), labels, n_boot=0, seed=seed)
+    measures: dict[str, float | None] = {}
+    intervals: dict[str, list[float]] = {}
+    for name, value in metrics.items():
+        if name.endswith("_ci"):
+            continue
+        per_clusterer = isinstance(value, dict) and labels and set(value) == set(labels)
+        if per_clusterer and all(_is_rate(v) for v in value.values()):
+            measures.update({key(name, lb): value[lb] for lb in labels})
+        elif isinstance(value, float):
+            measures[name] = value
+    for name, value in metrics.items():
+        base = name[:-3] if name.endswith("_ci") else None
+        if base is None:
+            continue
+        if _interval(value) and base in measures:
+            intervals[base] = [float(v) for v in value]
+        elif isinstance(value, dict):
+            intervals.update({key(base, lb): [float(v) for v in ci] for lb, ci in value.items()
+                              if _interval(ci) and key(base, lb) in measures})
+    # the continuous homogeneity measures the records carry (measure.scoring.homogeneity): "agreement@<lb>"
+    # under this module's "pairwise_agreement/<lb>", the others ("mean_cosine", ...) under their own names
+    for name in dict.fromkeys(k for r in records for k in r.homogeneity):
+        measure, _, lb = name.partition("@")
+        measures[key("pairwise_agreement" if measure == "agreement" else measure, lb or None)] = _mean(
+            [r.homogeneity.get(name) for r in records if r.homogeneity.get(name) is not None])
+    for lb in labels:   # records scored without the measures: the agreement from their clusters
+        measures.setdefault(key("pairwise_agreement", lb),
+                            _mean([pairwise_agreement(r.clusters[lb]) for r in records if len(r.clusters[lb]) >= 2]))
+    for signal in signal_names(list(records)):
+        parsed = SignalKey.parse(signal)
+        if parsed.name not in SKIPPED_SIGNALS:
+            measures[key(parsed.name, parsed.clusterer)] = _mean([r.signals.get(signal) for r in records])
+    return measures, intervals
