@@ -4,7 +4,7 @@
                           [benchmark_path=...] [limit=50] [judge=...] out=<dir> [<measure setting>=...]
     accelerate launch --num_processes 8 -m measure run ...      (questions sharded across processes)
     python -m measure score samples=<samples.jsonl> out=<dir> [clusterers=[exact,jaccard]] [judge=short_qa]
-    python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir>
+    python -m measure compare runs=[dirA,dirB] labels=[A,B] out=<dir> [lengths=[5,10,20]]
     python -m measure compare <dir with runs.json, e.g. checkpoints/<name>> [benchmark=...] [out=...]
     python -m measure cascade <measure dir> [signals=[...]] [costs=[...]] [cv_folds=5]
     python -m measure plan scr_from=0.015 scr_to=0.04 [power=0.8] [alpha=0.05] [discordant_down=0]
@@ -129,6 +129,17 @@ class CompareOptions:
     out: str | None = field(default=None, metadata={"help": "output dir; default: beside the runs"})
     benchmark: str | None = field(default=None, metadata={"help": "a chain dir's benchmark; default: its only one"})
     overwrite: bool = field(default=False, metadata={"help": "write over an earlier comparison"})
+    lengths: list | None = field(default=None, metadata={"help": "answer lengths (tokens) of the length curves, "
+                                                          "besides each run's max_new_tokens; default [10,20,40]"})
+
+
+def _lengths(value: Any) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    if not items or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in items):
+        raise UsageError(f"compare: lengths must be a list of token counts >= 1, e.g. lengths=[5,10,20]; got {value!r}")
+    return tuple(items)
 
 
 def cmd_compare(opts: dict[str, Any], args: dict[str, Any]) -> None:
@@ -137,16 +148,18 @@ def cmd_compare(opts: dict[str, Any], args: dict[str, Any]) -> None:
     from measure.analysis.compare import compare_listed, compare_runs
     positional = opts["dirs"]
     if args:
-        raise UsageError(f"compare: unknown option(s) {', '.join(args)}; valid: runs, labels, out, benchmark, overwrite")
+        raise UsageError(f"compare: unknown option(s) {', '.join(args)}; valid: runs, labels, out, benchmark, overwrite, "
+                         "lengths")
+    lengths = {"sensitivity_lengths": k} if (k := _lengths(opts["lengths"])) else {}
     if positional and opts["runs"]:
         raise UsageError("compare: give a chain dir or runs=[...], not both")
     if positional:
         result = compare_listed(Path(positional[0]), opts["benchmark"], Path(opts["out"]) if opts["out"] else None,
-                                opts["overwrite"])
+                                opts["overwrite"], **lengths)
     elif opts["runs"]:
         runs = opts["runs"] if isinstance(opts["runs"], list) else [opts["runs"]]
         result = compare_runs([Path(r) for r in runs], opts["labels"], Path(opts["out"]) if opts["out"] else None,
-                              opts["overwrite"])
+                              opts["overwrite"], **lengths)
     else:
         raise UsageError("compare: give a dir with a runs.json (python -m measure compare checkpoints/<name>) or runs=[dirA,dirB]")
     print(result.verdict.text or "comparison written")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 
-from measure.analysis.compare import compare_runs
 from measure.analysis.length_sensitivity import curve_lengths, length_sensitivity
 from measure.analysis.measured_run import load_run
 from measure.cli import main
@@ -229,7 +228,8 @@ def _mean_agreement(run: Path, label: str) -> float:
 def test_compare_length_curve_ends_at_the_reports_scr_and_matches_a_shorter_run(tiny_model_dir, tmp_path):
     runs = [_measure(tiny_model_dir, tmp_path / name, 24, seed) for name, seed in (("a", 0), ("b", 1))]
     eight = _measure(tiny_model_dir, tmp_path / "eight", 8)      # run a's settings and seed, max_new_tokens=8
-    res = compare_runs(runs, ["a", "b"], tmp_path / "cmp", sensitivity_lengths=(1, 8, 10, 20))
+    main(["compare", f"runs=[{runs[0]},{runs[1]}]", "labels=[a,b]", f"out={tmp_path / 'cmp'}", "lengths=[1,8,10,20]"])
+    res = read_comparison(tmp_path / "cmp")
     assert set(res.sensitivity.length) == {"exact", "numeric", "jaccard@0.3"}
     assert not [n for n in res.notes if "length" in n], res.notes
     eight_scr = json.loads((eight / "report.json").read_text())["scr"]
@@ -249,5 +249,7 @@ def test_compare_length_curve_ends_at_the_reports_scr_and_matches_a_shorter_run(
     md = (tmp_path / "cmp" / "compare.md").read_text()
     assert "SCR / mean pairwise agreement vs answer length k" in md and "| k=1 | k=8 | k=10 | k=20 | k=24 |" in md
     saved = json.loads((tmp_path / "cmp" / "compare.json").read_text())
-    assert read_comparison(tmp_path / "cmp").sensitivity == res.sensitivity
     assert saved["sensitivity"]["length"]["exact"]["stages"]["a"][-1]["k"] == 24
+    with pytest.raises(SystemExit) as e:     # a length that is no token count: exit 2 before anything is written
+        main(["compare", f"runs=[{runs[0]},{runs[1]}]", f"out={tmp_path / 'bad'}", "lengths=[0,8]"])
+    assert e.value.code == 2 and not (tmp_path / "bad").exists()
