@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 
 from measure.analysis.compare import compare_listed, compare_runs, default_labels
-from train.layout import chain_runs, compare_chain, write_run_list
+from train.layout import chain_runs, compare_chain, compare_dirs, write_run_list
 from measure.analysis.sensitivity import scr_by_n, scr_by_threshold
 from measure.common.errors import UsageError
 from measure.scoring.intervals import paired_difference_ci
@@ -340,6 +340,12 @@ def test_compare_chain_json_order_and_benchmark_choice(tmp_path):
     res = compare_chain(chain, "gsm8k", tmp_path / "elsewhere", overwrite=False, sensitivity_clusterers=[])
     assert res.stages == ["base", "dpo", "sft"]                     # chain.json wins over chain_index
     assert res.verdict.transition == "base -> dpo"
+    # several benchmarks: each comparison in its own dir by default, the dirs train.layout.compare_dirs names,
+    # so comparing one benchmark never replaces the other's comparison
+    for bench in ("toy", "gsm8k"):
+        compare_chain(chain, bench, None, overwrite=False, sensitivity_clusterers=[])
+        assert (compare_dirs(chain, ["toy", "gsm8k"])[bench] / "compare.json").exists()
+    assert not (chain / "compare" / "compare.json").exists()
 
 
 def test_the_chain_layout_lives_in_train_and_measure_reads_a_generic_run_list(tmp_path):

@@ -142,5 +142,5 @@ def compare_chain(chain_dir: Path, benchmark: str | None = None, out_dir: Path |
     chain_dir = Path(chain_dir)
     if write_run_list(chain_dir) is None:
         raise UsageError(f"{chain_dir}: no measured stage (no <stage>/measure/<benchmark>/questions.jsonl)")
-    return compare_listed(chain_dir, benchmark, out_dir if out_dir is not None else chain_dir / COMPARE_SUBDIR,
-                          overwrite, **options)
+    # out_dir None: measure's default, <chain>/compare/[<benchmark>/] -- the same dirs as compare_dirs
+    return compare_listed(chain_dir, benchmark, out_dir, overwrite, **options)

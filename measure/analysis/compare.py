@@ -11,7 +11,7 @@ chain dir, listing every measured stage in chain order, per benchmark:
      "notes": {"<benchmark>": ["stage 'kto' has no gsm8k measurement; left out"]}}
 
 paths relative to <dir> (or absolute); notes (optional) are copied into compare.json. The comparison
-goes to <dir>/compare/ unless out= says otherwise. A run may name the run it is compared with (`"vs":
+goes to <dir>/compare/ (<dir>/compare/<benchmark>/ when runs.json lists several) unless out= says otherwise. A run may name the run it is compared with (`"vs":
 "<label>"`): a list where any run does is compared in PAIRS of runs, not as a sequence
 (measure.analysis.run_pairs; a chain whose stages branch lists each stage against its parent).
 
@@ -303,7 +303,8 @@ def compare_listed(directory: Path, benchmark: str | None = None, out_dir: Path 
                    alpha: float = ALPHA, seed: int = 0, sensitivity_clusterers: Sequence[str] | None = None,
                    sensitivity_lengths: Sequence[int] = DEFAULT_LENGTHS) -> Comparison:
     """Compare the runs <directory>/runs.json lists for one benchmark (the only one when it lists one), as a
-    sequence or, when its runs name a `vs`, in pairs -> <directory>/compare/ unless out_dir."""
+    sequence or, when its runs name a `vs`, in pairs -> <directory>/compare/ (<directory>/compare/<benchmark>/ when
+    the file lists several benchmarks, so one comparison never replaces another's) unless out_dir."""
     directory = Path(directory)
     lists = read_run_list(directory)
     names = sorted(lists)
@@ -316,7 +317,7 @@ def compare_listed(directory: Path, benchmark: str | None = None, out_dir: Path 
     elif benchmark not in lists:
         raise UsageError(f"benchmark {benchmark!r} was not measured in {directory}; valid choices: {', '.join(names)}")
     runs, notes = lists[benchmark]
-    out_dir = Path(out_dir) if out_dir is not None else directory / "compare"
+    out_dir = Path(out_dir) if out_dir is not None else directory / "compare" / (benchmark if len(names) > 1 else "")
     return compare_runs([p for _, p in runs], [lab for lab, _ in runs], out_dir, overwrite, alpha=alpha, seed=seed,
                         sensitivity_clusterers=sensitivity_clusterers, notes=notes, benchmark=benchmark,
                         sensitivity_lengths=sensitivity_lengths, pairs=read_run_pairs(directory / RUN_LIST)[benchmark])
