@@ -19,9 +19,9 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 # `make test` runs `-n 2 --dist loadfile --no-loadscope-reorder`: files are handed to the two workers in
 # collection order, so the longest ones (measured with --durations) come first and start on separate
 # workers; every other file keeps its place.
-LONGEST_FIRST = ("test_real_models.py", "test_train.py", "test_harness_smoke.py", "test_measure_cli.py",
-                 "test_sweep.py", "test_scaleout.py", "test_seeds.py", "test_mitigations.py", "test_self_pairs.py",
-                 "test_bad_inputs.py")
+LONGEST_FIRST = ("test_real_models.py", "test_dynamics.py", "test_train.py", "test_self_pairs.py",
+                 "test_harness_smoke.py", "test_measure_cli.py", "test_sweep.py", "test_scaleout.py", "test_seeds.py",
+                 "test_mitigations.py", "test_length.py", "test_outputs.py", "test_bad_inputs.py")
 
 
 def pytest_collection_modifyitems(config, items):
