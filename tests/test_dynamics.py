@@ -288,6 +288,35 @@ def test_resume_continues_the_file_without_duplicate_or_lost_steps(chains, tmp_p
     assert records[:2] == first[:2] and [r.seconds for r in records[:2]] == [r.seconds for r in first[:2]]
 
 
+@pytest.mark.slow
+def test_two_processes_measure_on_the_main_one_while_the_other_waits(chains, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 train/sft.py` on CPU (2 gloo ranks, DDP) with the probe:
+    the run finishes (the waiting rank meets the measuring one at every barrier, no deadlock), the file holds
+    every scheduled step once with the whole probe (rank 1 wrote nothing, the probe was not sharded), and the
+    records carry the two-rank run's own step log (8 rows in global batches of 2 x 4: one step per epoch,
+    where one process takes two)."""
+    import os
+    import subprocess
+    import sys
+    plain, probed, _ = chains
+    out = tmp_path / "tiny"
+    shutil.copytree(plain / "base", out / "base")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in {"output_dir": str(out), **COMMON, **PROBE}.items()]
+    proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "--main_process_port", "29519", str(REPO / "train" / "sft.py"), "recipe=recipes/tiny.yaml",
+                           *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    records = read_probe_records(out / "sft" / "dynamics.jsonl")
+    assert [r.step for r in records] == [0, 1, 2, 3] and {r.n_questions for r in records} == {4}
+    single = read_probe_records(probed / "sft" / "dynamics.jsonl")
+    assert [r.epoch for r in single[1:]] == [0.5, 1.0, 1.5] and [r.epoch for r in records[1:]] == [1.0, 2.0, 3.0]
+    assert all("loss" in r.train for r in records[1:])
+    history = json.loads((out / "sft" / "stage.json").read_text())["train_metrics"]["log_history"]
+    assert not any(k.startswith("homogenization/") for e in history for k in e)
+
+
 # ---------------------------------------------------------------- the README's example, as written
 
 def readme_example() -> str:

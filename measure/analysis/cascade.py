@@ -23,12 +23,12 @@ from typing import Sequence
 
 import numpy as np
 
-from measure.analysis.cascade_costs import CostModel, finite as _finite, resolve_costs
+from measure.analysis.cascade_costs import CostModel, resolve_costs
 from measure.analysis.cascade_render import write_cascade
 from measure.common.errors import UsageError
 from measure.common.io import provenance
 from measure.common.outputs import OutputPlan, check_outputs, claim_outputs, existing_inputs
-from measure.scoring.metrics import auroc, aurc, prr
+from measure.scoring.metrics import auroc, aurc, finite, prr
 from measure.analysis.measured_run import load_run, measure_dir
 from measure.records.cascade_result import CascadeCurve, CascadeResult, CoveragePoint
 
@@ -219,7 +219,7 @@ def baseline_notes(methods: dict[str, CascadeCurve], trivial: str = "response_le
 # ---------------------------------------------------------------- edges
 
 def select_signals(records, signals: Sequence[str] | None) -> tuple[list[str], list[str]]:
-    present = list(dict.fromkeys(k for r in records for k, v in r.signals.items() if _finite(v)))
+    present = list(dict.fromkeys(k for r in records for k, v in r.signals.items() if finite(v)))
     if signals is None:
         chosen = [s for s in DEFAULT_SIGNALS if s in present]
         notes = [f"default signal {s!r} is not in the data; skipped" for s in DEFAULT_SIGNALS if s not in present]
@@ -254,9 +254,9 @@ def run_cascade(measure_dir_or_samples: Path, signals: list[str] | None = None, 
     order = sorted(range(len(names)), key=lambda j: model.standalone()[j])   # stable: ties keep the given order
     names, model = [names[j] for j in order], model.subset(order)
     cost_list = model.standalone()
-    rows = [r for r in records if r.label is not None and all(_finite(r.signals.get(s)) for s in names)]
+    rows = [r for r in records if r.label is not None and all(finite(r.signals.get(s)) for s in names)]
     excluded = {"unlabelled": sum(r.label is None for r in records),
-                **{f"missing {s}": sum(r.label is not None and not _finite(r.signals.get(s)) for r in records) for s in names}}
+                **{f"missing {s}": sum(r.label is not None and not finite(r.signals.get(s)) for r in records) for s in names}}
     X = np.array([[float(r.signals[s]) for s in names] for r in rows]).reshape(len(rows), len(names))
     y = np.array([bool(r.label) for r in rows])
     if not rows:   # name the run and the cause, not only "0 usable questions"

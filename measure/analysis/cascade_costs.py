@@ -14,11 +14,11 @@ timing) are per signal and additive: each signal is its own unit, nothing is sha
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from measure.common.errors import UsageError
+from measure.scoring.metrics import finite
 from measure.scoring.signals import SignalKey, signal_work
 
 UNIT_COSTS = "response_length 1; greedy_* 2; <signal>@nli* 100; other <signal>@<clusterer> 10; anything else 10"
@@ -77,11 +77,6 @@ class CostModel:
                 "standalone": dict(zip(signals, self.standalone())),
                 "added_in_order": dict(zip(signals, self.added([True] * len(self.work)))),
                 "every_signal": self.total()}
-
-
-def finite(v) -> bool:
-    """A real, finite number (not a bool)."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def resolve_costs(names: list[str], costs: Sequence[float] | None,

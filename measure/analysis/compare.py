@@ -32,7 +32,6 @@ measure.analysis.sensitivity.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -44,7 +43,7 @@ from measure.common.errors import UsageError
 from measure.common.io import provenance, read_json
 from measure.common.outputs import OutputPlan, check_outputs, claim_outputs, existing_inputs
 from measure.scoring.intervals import PROPORTION_CI_METHOD, proportion_ci
-from measure.scoring.metrics import scr
+from measure.scoring.metrics import finite_mean, scr
 from measure.analysis.measure_tests import MEASURE_RULE, common_measures, measure_line, paired_measure_test
 from measure.analysis.paired_stats import ALPHA, apply_holm, pair_agreement, paired_tests, verdict
 from measure.analysis.power import POWER, min_detectable_rise
@@ -113,11 +112,6 @@ def counts(stage: MeasuredRun, clusterer: str) -> np.ndarray:
 
 # ---------------------------------------------------------------- per-stage summary
 
-def _mean(values) -> float | None:
-    v = [float(x) for x in values if isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)]
-    return float(np.mean(v)) if v else None
-
-
 def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> StageSummary:
     labels = [r.label for r in stage.records if r.label is not None]
     per = {}
@@ -133,11 +127,11 @@ def stage_summary(stage: MeasuredRun, clusterers: list[str]) -> StageSummary:
         n_samples=max(len(v) for r in stage.records for v in r.clusters.values()) if stage.records[0].clusters else None,
         accuracy=float(np.mean(labels)) if labels else None, n_labelled=len(labels),
         n_ambiguous=sum(r.judgement == "ambiguous" for r in stage.records),
-        token_entropy_mean=_mean(r.signals.get("greedy_entropy_mean") for r in stage.records),
+        token_entropy_mean=finite_mean(r.signals.get("greedy_entropy_mean") for r in stage.records),
         auroc=report.auroc if report else {}, auroc_single_cluster=report.auroc_single_cluster if report else {},
         clusterers=per,
         homogeneity_mean={k: m for k in dict.fromkeys(k for r in stage.records for k in r.homogeneity)
-                          if (m := _mean(r.homogeneity.get(k) for r in stage.records)) is not None})
+                          if (m := finite_mean(r.homogeneity.get(k) for r in stage.records)) is not None})
 
 
 # ---------------------------------------------------------------- transitions and clusterer agreement

@@ -157,8 +157,15 @@ def accuracy_at_coverage(scores, incorrect, coverage: float) -> float | None:
 
 # ---------------------------------------------------------------- the report's metrics block
 
-def _finite(v) -> bool:
+def finite(v) -> bool:
+    """A real, finite number (not a bool): what a mean over questions may take."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def finite_mean(values) -> float | None:
+    """The mean of the finite numbers among `values` (missing, None and nan skipped); None when there are none."""
+    kept = [float(v) for v in values if finite(v)]
+    return float(np.mean(kept)) if kept else None
 
 
 def signal_names(records: list[QuestionRecord]) -> list[str]:
@@ -169,7 +176,7 @@ def signal_names(records: list[QuestionRecord]) -> list[str]:
 def signal_data(records: list[QuestionRecord], name: str) -> tuple[np.ndarray, np.ndarray]:
     """(scores, incorrect) over labelled questions with a finite value of `name`."""
     rows = [(float(r.signals[name]), not r.label) for r in records
-            if r.label is not None and _finite(r.signals.get(name))]
+            if r.label is not None and finite(r.signals.get(name))]
     return np.array([a for a, _ in rows], dtype=float), np.array([b for _, b in rows], dtype=bool)
 
 

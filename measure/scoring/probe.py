@@ -22,12 +22,11 @@ uncertain.
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Sequence
 
 from measure.records.records import QuestionRecord
 from measure.scoring.homogeneity import pairwise_agreement
-from measure.scoring.metrics import signal_names, summarize
+from measure.scoring.metrics import finite_mean, signal_names, summarize
 from measure.scoring.signals import SignalKey
 
 SKIPPED_SIGNALS = ("n_clusters",)   # its mean is mean_clusters
@@ -43,11 +42,6 @@ def _interval(value: Any) -> bool:
 
 def key(metric: str, clusterer: str | None = None) -> str:
     return metric if clusterer is None else f"{metric}/{clusterer}"
-
-
-def _mean(values: list[float]) -> float | None:
-    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
-    return sum(finite) / len(finite) if finite else None
 
 
 def probe_measures(records: Sequence[QuestionRecord], clusterer_labels: Sequence[str], *,
@@ -78,13 +72,13 @@ def probe_measures(records: Sequence[QuestionRecord], clusterer_labels: Sequence
     # under this module's "pairwise_agreement/<lb>", the others ("mean_cosine", ...) under their own names
     for name in dict.fromkeys(k for r in records for k in r.homogeneity):
         measure, _, lb = name.partition("@")
-        measures[key("pairwise_agreement" if measure == "agreement" else measure, lb or None)] = _mean(
+        measures[key("pairwise_agreement" if measure == "agreement" else measure, lb or None)] = finite_mean(
             [r.homogeneity.get(name) for r in records if r.homogeneity.get(name) is not None])
     for lb in labels:   # records scored without the measures: the agreement from their clusters
         measures.setdefault(key("pairwise_agreement", lb),
-                            _mean([pairwise_agreement(r.clusters[lb]) for r in records if len(r.clusters[lb]) >= 2]))
+                            finite_mean([pairwise_agreement(r.clusters[lb]) for r in records if len(r.clusters[lb]) >= 2]))
     for signal in signal_names(list(records)):
         parsed = SignalKey.parse(signal)
         if parsed.name not in SKIPPED_SIGNALS:
-            measures[key(parsed.name, parsed.clusterer)] = _mean([r.signals.get(signal) for r in records])
+            measures[key(parsed.name, parsed.clusterer)] = finite_mean([r.signals.get(signal) for r in records])
     return measures, intervals
