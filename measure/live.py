@@ -24,14 +24,22 @@ every = ceil(max_steps / evaluations)), and at the end of training if the last s
 Resuming from a Trainer checkpoint at step k keeps the records up to k and measures the later steps
 again, so the file holds every scheduled step exactly once.
 
+Stopping a run that collapses: `stop_when={"scr/exact": ">= 0.5", "mean_clusters/exact": "<= 2"}` ends
+training after the first step whose measurement meets any rule (checked after training steps, not on the
+measurement before the first one); the record says which rule (`stopped`), and the Trainer ends as after
+its last step (on_train_end, final save). A rule's key must be one of the record's measures: one that is
+not is a UsageError at the first measurement, naming the measures there are.
+
 Several processes (`accelerate launch`, DDP): the main process measures the whole probe alone while
-the others wait at a barrier (the probe is small; its seeds then match a single-process run). Sharded
-weights (FSDP, DeepSpeed ZeRO-3) cannot be sampled from one process: refused.
+the others wait at a barrier (the probe is small; its seeds then match a single-process run), then
+sends them its stop decision, so every process stops at the same step. Sharded weights (FSDP,
+DeepSpeed ZeRO-3) cannot be sampled from one process: refused.
 """
 from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -46,7 +54,7 @@ from measure.records.records import Question
 from measure.sampling.preserve import untouched_training_state
 from measure.sampling.sample import sample_questions
 from measure.scoring.config import MeasureSettings, parse_measure_settings
-from measure.scoring.probe import probe_measures
+from measure.scoring.probe import met_rule, parse_stop_rules, probe_measures
 
 PREFIX = "homogenization/"
 
@@ -108,7 +116,8 @@ class HomogenizationCallback(TrainerCallback):
 
     def __init__(self, trainer, probe: Any, *, every: int | None = None, evaluations: int | None = None,
                  out: str | Path | None = None, settings: MeasureSettings | Mapping | None = None,
-                 prompt_format: str = "chat", at_start: bool = True, tokenizer=None):
+                 prompt_format: str = "chat", at_start: bool = True, tokenizer=None,
+                 stop_when: Mapping[str, str] | None = None):
         if (every is None) == (evaluations is None):
             raise UsageError("HomogenizationCallback: give exactly one of every=<optimizer steps> or "
                              "evaluations=<measurements per run>")
@@ -121,6 +130,7 @@ class HomogenizationCallback(TrainerCallback):
                              "afterwards instead (python -m train.dynamics), or train with DDP")
         self.trainer, self.every, self.evaluations, self.at_start = trainer, every, evaluations, at_start
         self.settings = as_settings(settings)
+        self.stop_rules = parse_stop_rules(stop_when)
         self.prompt_format = prompt_format
         self.questions, self.judge = probe_questions(probe, self.settings.seed)
         processor = tokenizer if tokenizer is not None else trainer.processing_class
@@ -150,7 +160,8 @@ class HomogenizationCallback(TrainerCallback):
         if state.global_step % self.interval(state) == 0:
             # the Trainer logs this step after on_step_end (DefaultFlowCallback has set should_log): the record
             # then waits for on_log to carry that log, and is written before any checkpoint of this step
-            self.measure(args, state, control, model, defer=bool(control.should_log))
+            if self.measure(args, state, control, model, defer=bool(control.should_log), may_stop=True):
+                control.should_training_stop = True
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if self.dispatching or self.pending is None or self.pending.step != state.global_step:
@@ -169,22 +180,33 @@ class HomogenizationCallback(TrainerCallback):
 
     # ------------------------------------------------------------ measuring and writing
 
-    def measure(self, args, state, control, model, *, defer: bool, train: dict | None = None) -> None:
-        """Measure now (main process; the others wait), unless this step already has a record."""
+    def measure(self, args, state, control, model, *, defer: bool, train: dict | None = None,
+                may_stop: bool = False) -> bool:
+        """Measure now (main process; the others wait), unless this step already has a record. True when a
+        stop rule was met (every process gets the main process's answer)."""
         step = state.global_step
         self.flush(args, state, control)
+        stop = None
         if self.main(state) and step not in self.done:
             live = measure_live(model if model is not None else self.trainer.model, self.tokenizer, self.questions,
                                 self.settings, self.prompt_format, judge=self.judge)
+            stop = met_rule(live.measures, self.stop_rules) if self.stop_rules else None
+            stop = stop if may_stop else None
             record = ProbeRecord(step=step, epoch=state.epoch, measures=live.measures, intervals=live.intervals,
                                  train=dict(train or {}), n_questions=live.n_questions,
-                                 seconds=round(live.seconds, 3))
+                                 seconds=round(live.seconds, 3), stopped=stop)
             self.done.add(step)
+            if stop:
+                print(f"[homogenization] step {step}: {stop}: training stops", file=sys.stderr, flush=True)
             if defer:
                 self.pending = record
             else:
                 self.write(args, state, control, record)
         self.trainer.accelerator.wait_for_everyone()
+        if self.stop_rules and may_stop and self.trainer.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+            stop = broadcast_object_list([stop], from_process=0)[0]
+        return stop is not None
 
     def flush(self, args, state, control) -> None:
         if self.pending is not None:

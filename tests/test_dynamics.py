@@ -101,12 +101,15 @@ def test_recipe_block_is_validated_like_every_key():
     recipe = load_recipe(tiny, {"measure.during_training": {"evaluations": 8, "limit": 5, "stages": ["dpo"]}})
     assert recipe.during_training.evaluations == 8 and recipe.during_training.every is None
     assert recipe.measure.n_samples == 4 and recipe.during_training.at_start is True   # the measure section as before
+    assert recipe.during_training.stop_when is None
     for block, message in (({"every": 2, "evaluations": 3}, "exactly one of 'every'"),
                            ({"limit": 3}, "exactly one of 'every'"),
                            ({"every": 0}, r"during_training.every: 0 is out of range"),
                            ({"every": 1, "stages": ["sweeps"]}, r"'sweeps' is not a stage this recipe trains"),
                            ({"every": 1, "benchmark": {"name": "jsonl", "lim": 3}}, r"during_training.benchmark: unknown key 'lim'"),
-                           ({"every": 1, "n_sample": 3}, r"unknown key 'n_sample' \(did you mean 'n_samples'\?\)")):
+                           ({"every": 1, "n_sample": 3}, r"unknown key 'n_sample' \(did you mean 'n_samples'\?\)"),
+                           ({"every": 1, "stop_when": {"scr/exact": "> 0.5"}},
+                            r"during_training\.stop_when\.scr/exact: expected a rule '>= <number>'")):
         with pytest.raises(UsageError, match=message):
             load_recipe(tiny, {"measure.during_training": block})
     with pytest.raises(UsageError, match="lists no benchmarks"):
@@ -289,12 +292,13 @@ def test_resume_continues_the_file_without_duplicate_or_lost_steps(chains, tmp_p
 
 
 @pytest.mark.slow
-def test_two_processes_measure_on_the_main_one_while_the_other_waits(chains, tmp_path):
-    """`accelerate launch --multi_gpu --num_processes 2 train/sft.py` on CPU (2 gloo ranks, DDP) with the probe:
-    the run finishes (the waiting rank meets the measuring one at every barrier, no deadlock), the file holds
-    every scheduled step once with the whole probe (rank 1 wrote nothing, the probe was not sharded), and the
-    records carry the two-rank run's own step log (8 rows in global batches of 2 x 4: one step per epoch,
-    where one process takes two)."""
+def test_two_processes_measure_on_the_main_one_and_stop_together(chains, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes 2 train/sft.py` on CPU (2 gloo ranks, DDP) with the probe
+    and a stop rule every measurement meets: the main process measures the whole probe (not sharded) while the
+    other waits, rank 1 writes nothing (no duplicate steps), and both stop after the first step -- were the
+    decision not sent to rank 1, it would enter step 2's gradient all-reduce alone and hang (timeout). The
+    records carry the two-rank run's own step log: 8 rows in global batches of 2 x 4 make one step an epoch,
+    where one process takes two."""
     import os
     import subprocess
     import sys
@@ -302,19 +306,42 @@ def test_two_processes_measure_on_the_main_one_while_the_other_waits(chains, tmp
     out = tmp_path / "tiny"
     shutil.copytree(plain / "base", out / "base")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    overrides = [f"{k}={json.dumps(v)}" for k, v in {"output_dir": str(out), **COMMON, **PROBE}.items()]
+    probe = {"every": 1, "limit": 4, "stop_when": {"scr/exact": ">= 0"}}
+    overrides = [f"{k}={json.dumps(v)}" for k, v in
+                 {"output_dir": str(out), **COMMON, "measure.during_training": probe}.items()]
     proc = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                            "--main_process_port", "29519", str(REPO / "train" / "sft.py"), "recipe=recipes/tiny.yaml",
                            *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "step 1: scr/exact" in proc.stderr and "training stops" in proc.stderr
     records = read_probe_records(out / "sft" / "dynamics.jsonl")
-    assert [r.step for r in records] == [0, 1, 2, 3] and {r.n_questions for r in records} == {4}
-    single = read_probe_records(probed / "sft" / "dynamics.jsonl")
-    assert [r.epoch for r in single[1:]] == [0.5, 1.0, 1.5] and [r.epoch for r in records[1:]] == [1.0, 2.0, 3.0]
-    assert all("loss" in r.train for r in records[1:])
-    history = json.loads((out / "sft" / "stage.json").read_text())["train_metrics"]["log_history"]
-    assert not any(k.startswith("homogenization/") for e in history for k in e)
+    assert [r.step for r in records] == [0, 1] and {r.n_questions for r in records} == {4}
+    assert records[0].stopped is None and records[1].stopped.startswith("scr/exact ")   # not on the start one
+    assert records[1].epoch == 1.0 and read_probe_records(probed / "sft" / "dynamics.jsonl")[1].epoch == 0.5
+    assert "loss" in records[1].train
+    metrics = json.loads((out / "sft" / "stage.json").read_text())["train_metrics"]
+    assert metrics["global_step"] == 1   # max_steps 3
+    assert not any(k.startswith("homogenization/") for e in metrics["log_history"] for k in e)
+
+
+def test_stop_rules_parse_and_meet():
+    from measure.scoring.probe import met_rule, parse_stop_rules
+    rules = parse_stop_rules({"scr/exact": ">= 0.5", "mean_clusters/exact": "<=2", "accuracy": " >= -1e-3 "})
+    assert rules == {"scr/exact": (">=", 0.5), "mean_clusters/exact": ("<=", 2.0), "accuracy": (">=", -0.001)}
+    assert parse_stop_rules(None) == {}
+    measures = {"scr/exact": 0.25, "mean_clusters/exact": 2.0, "accuracy": None}
+    assert met_rule(measures, {"scr/exact": (">=", 0.5)}) is None
+    assert met_rule(measures, {"scr/exact": (">=", 0.25)}) == "scr/exact 0.25 >= 0.25"   # the boundary meets
+    assert met_rule(measures, rules) == "mean_clusters/exact 2 <= 2"
+    assert met_rule(measures, {"accuracy": (">=", -1.0)}) is None   # no value meets nothing
+    with pytest.raises(UsageError, match=r"scr/jaccard is not a measure of this probe; its measures: accuracy, "):
+        met_rule(measures, {"scr/jaccard": (">=", 0.5)})
+    for bad in ("> 0.5", "0.5", ">= half", 0.5):
+        with pytest.raises(UsageError, match=r"stop_when\.scr/exact: expected a rule '>= <number>' or '<= <number>'"):
+            parse_stop_rules({"scr/exact": bad})
+    with pytest.raises(UsageError, match="expected a mapping"):
+        parse_stop_rules([">= 0.5"])
 
 
 # ---------------------------------------------------------------- the README's example, as written

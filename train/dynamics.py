@@ -45,6 +45,7 @@ class Probe:
     every: int | None
     evaluations: int | None
     at_start: bool
+    stop_when: dict | None
 
 
 def trained_stages(recipe: Recipe) -> list[str]:
@@ -72,7 +73,7 @@ def probe_for(recipe: Recipe, stage: str) -> Probe | None:
         settings = dataclasses.replace(settings, n_samples=block.n_samples)
     questions, judge = probe_questions(probe_benchmark(recipe), settings.seed, "measure.during_training.benchmark")
     return Probe(questions, judge, settings, recipe.prompt_format_of(stage), block.every, block.evaluations,
-                 block.at_start)
+                 block.at_start, block.stop_when)
 
 
 def dynamics_path(recipe: Recipe, stage: str) -> Path:
@@ -86,7 +87,8 @@ def callback_for(recipe: Recipe, stage: str) -> Callable | None:
         return None
     return lambda trainer: HomogenizationCallback(
         trainer, probe.questions, every=probe.every, evaluations=probe.evaluations, out=dynamics_path(recipe, stage),
-        settings=probe.settings, prompt_format=probe.prompt_format, at_start=probe.at_start)
+        settings=probe.settings, prompt_format=probe.prompt_format, at_start=probe.at_start,
+        stop_when=probe.stop_when)
 
 
 # ---------------------------------------------------------------- saved checkpoints, after the fact

@@ -25,6 +25,7 @@ import trl
 from measure.common.errors import UsageError, suggest
 from measure import PACKAGE_PREFIX, check_reference, is_hub_id, make_clusterer, parse_measure_settings
 from measure.common.fields import check_mapping
+from measure.scoring.probe import parse_stop_rules
 from measure.common.values import as_int, as_number, check_numbers
 from train.paths import looks_local, resolve_path
 from train.recipe_spec import (BASE, BuildSpec, DatasetSpec, DuringTrainingSpec, LoraSpec, ModelSpec, PretrainSpec,
@@ -261,6 +262,7 @@ def check_during_training(raw: dict, where: str) -> None:
     elif not (raw["measure"].get("benchmarks")):
         raise UsageError(f"{where}.benchmark: the measure section lists no benchmarks to take the probe from; "
                          "name one here (e.g. benchmark: {name: jsonl, path: eval.jsonl})")
+    parse_stop_rules(block.get("stop_when"), f"{where}.stop_when")
     trained = [s for s, spec in (raw.get("stages") or {}).items() if spec.get("trainer") != "measure"]
     if "pretrain" in raw["model"]:
         trained.insert(0, BASE)

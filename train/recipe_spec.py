@@ -152,6 +152,9 @@ class DuringTrainingSpec:
     stages: list | None = field(default=None, metadata={
         "help": "the stages measured while training; default: every training stage (base when pretrained)"})
     at_start: bool = field(default=True, metadata={"help": "also measure before a stage's first step"})
+    stop_when: dict | None = field(default=None, metadata={
+        "help": "stop a stage's training after the first measurement that meets a rule, e.g. "
+                "{scr/exact: '>= 0.5', mean_clusters/exact: '<= 2'} (keys: the dynamics.jsonl measures)"})
 
 
 TRAINERS = (*TRAINER_SPECS, "measure")   # a stage's trainer: train/trainers.py, or measure (an existing checkpoint)

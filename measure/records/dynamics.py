@@ -5,11 +5,12 @@ checkpoints afterwards), in step order. The one reader and the one writers of th
      "measures": {"scr/exact": 0.41, "mean_clusters/exact": 2.3, "pairwise_agreement/exact": 0.62,
                   "greedy_entropy_mean": 1.9, "accuracy": 0.25, ...},
      "intervals": {"scr/exact": [0.26, 0.57], "accuracy": [0.12, 0.43]},
-     "train": {"loss": 0.61, "rewards/margins": 0.8, "learning_rate": 4e-05}}
+     "train": {"loss": 0.61, "rewards/margins": 0.8, "learning_rate": 4e-05}, "stopped": null}
 
 `measures` and `intervals` are keyed "<metric>" or "<metric>/<clusterer label>" (measure.scoring.probe);
 `train` is what the Trainer logged at that very step (empty when it did not log there); `source` says who
-measured: "training" (the callback, on the live model) or the checkpoint's directory name.
+measured: "training" (the callback, on the live model) or the checkpoint's directory name; `stopped` the
+callback's stop rule this measurement met (training ended after that step), else null.
 
 Appends are flushed and fsynced one record at a time, so a killed run loses at most the record being
 written; a torn last line is dropped when read. `keep_through(path, step)` is how a resumed run drops
@@ -40,6 +41,7 @@ class ProbeRecord(JsonRecord):
     n_questions: int = 0
     seconds: float = 0.0                                       # wall seconds this measurement took
     source: str = "training"                                   # "training" or a checkpoint dir name
+    stopped: str | None = None                                 # the stop rule met here (training ended after it)
 
 
 def probe_record_to_json(record: ProbeRecord) -> dict:

@@ -17,19 +17,26 @@ report is written from (measure.pipeline.score_rows):
   - the mean over questions of every uncertainty signal (greedy_entropy_mean is the greedy answer's mean
     full-vocabulary token entropy; a per-clusterer signal "semantic_entropy@exact" becomes
     "semantic_entropy/exact"), except n_clusters (= mean_clusters). None where no question has a value.
+Stop rules over these keys ({"scr/exact": ">= 0.5"}: parse_stop_rules, met_rule) are what
+measure.live's HomogenizationCallback(stop_when=...) ends a collapsing run with.
 Orientation is each metric's own: homogeneity measures higher = more homogeneous, signals higher = more
 uncertain.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import operator
+import re
+from typing import Any, Mapping, Sequence
 
+from measure.common.errors import UsageError
 from measure.records.records import QuestionRecord
 from measure.scoring.homogeneity import pairwise_agreement
 from measure.scoring.metrics import finite_mean, signal_names, summarize
 from measure.scoring.signals import SignalKey
 
 SKIPPED_SIGNALS = ("n_clusters",)   # its mean is mean_clusters
+STOP_OPS = {">=": operator.ge, "<=": operator.le}
+_RULE = re.compile(r"^\s*(>=|<=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
 
 def _is_rate(value: Any) -> bool:
@@ -82,3 +89,36 @@ def probe_measures(records: Sequence[QuestionRecord], clusterer_labels: Sequence
         if parsed.name not in SKIPPED_SIGNALS:
             measures[key(parsed.name, parsed.clusterer)] = finite_mean([r.signals.get(signal) for r in records])
     return measures, intervals
+
+
+# ---------------------------------------------------------------- stop rules over these measures
+
+def parse_stop_rules(rules: Mapping | None, where: str = "stop_when") -> dict[str, tuple[str, float]]:
+    """{"scr/exact": ">= 0.5"} -> {"scr/exact": (">=", 0.5)}; a malformed rule is a UsageError naming its key."""
+    if rules is None:
+        return {}
+    if not isinstance(rules, Mapping):
+        raise UsageError(f"{where}: expected a mapping of measure -> rule, e.g. {{scr/exact: '>= 0.5'}}, "
+                         f"got {rules!r}")
+    parsed = {}
+    for name, rule in rules.items():
+        match = _RULE.match(rule) if isinstance(rule, str) else None
+        if not isinstance(name, str) or match is None:
+            raise UsageError(f"{where}.{name}: expected a rule '>= <number>' or '<= <number>' "
+                             f"(choices: {', '.join(STOP_OPS)}), got {rule!r}")
+        parsed[name] = (match.group(1), float(match.group(2)))
+    return parsed
+
+
+def met_rule(measures: Mapping[str, float | None], rules: Mapping[str, tuple[str, float]]) -> str | None:
+    """The first rule the measures meet, as text ("scr/exact 0.55 >= 0.5"), or None. A measure that is None
+    (no question had a value) meets nothing; a rule naming no measure is a UsageError."""
+    unknown = [k for k in rules if k not in measures]
+    if unknown:
+        raise UsageError(f"stop_when: {', '.join(unknown)} is not a measure of this probe; its measures: "
+                         f"{', '.join(sorted(measures))}")
+    for name, (op, threshold) in rules.items():
+        value = measures[name]
+        if value is not None and STOP_OPS[op](value, threshold):
+            return f"{name} {value:.4g} {op} {threshold:g}"
+    return None
