@@ -6,6 +6,7 @@ random generators the sampler reseeds, and shown able to fail when the generator
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import json
 import re
@@ -46,6 +47,7 @@ def test_probe_measures_against_independent_computations():
     rows = [([0, 0, 0, 0], [0, 0, 1, 1], True, 0.5), ([0, 1, 2, 3], [0, 0, 0, 0], False, 1.5),
             ([0, 0, 1, 0], [0, 1, 0, 1], None, 2.0), ([0, 0, 0, 0], [0, 0, 0, 0], True, float("nan"))]
     records = [_record(i, *row) for i, row in enumerate(rows)]
+    records[2] = dataclasses.replace(records[2], judgement="ambiguous")   # unlabelled because the judge could not say
     measures, intervals = probe_measures(records, ["a", "b"])
     # float64 sums of <= 4 terms in another order differ by <= 4 u sum|x| (u = 2**-53): rel 1e-12 is ample
     close = lambda v: pytest.approx(v, rel=1e-12, abs=1e-15)  # noqa: E731
@@ -60,7 +62,8 @@ def test_probe_measures_against_independent_computations():
         close(v) for v in proportion_confint(2, 3, alpha=0.05, method="beta")]
     assert measures["greedy_entropy_mean"] == close((0.5 + 1.5 + 2.0) / 3)   # the NaN question has no value
     assert measures["semantic_entropy/b"] == close(1.5) and "n_clusters/a" not in measures
-    assert not any(k.startswith(("n_single_cluster", "auroc", "n_labelled")) for k in measures)   # counts, AUROC: out
+    assert measures["n_labelled"] == 3 and measures["n_ambiguous"] == 1   # what the accuracy of 2 / 3 stands on
+    assert not any(k.startswith(("n_single_cluster", "auroc", "n_correct")) for k in measures)   # other counts, AUROC: out
 
 
 def test_dynamics_file_appends_drops_a_torn_tail_and_keeps_through_a_step(tmp_path):
@@ -227,6 +230,14 @@ def test_chain_picture_and_its_compare_section(chains):
     page = (probed / "compare" / "compare.html").read_text()
     assert page.count(MARKER[0]) == 1 and "Homogenization during training" in page and page.endswith("</html>\n")
     assert json.loads((probed / "chain_timings.json").read_text())["dynamics"] > 0
+    # a stage its stop_when rule ended: a red dashed line at that global step on every panel, and in the legend
+    from train.dynamics_plot import draw
+    stopped = [spans[0], dataclasses.replace(spans[1], records=[
+        *spans[1].records[:2], dataclasses.replace(spans[1].records[2], stopped="scr/exact 0.5 >= 0.5")])]
+    fig = draw(stopped)
+    red = [[line for line in ax.get_lines() if line.get_color() == "red"] for ax in fig.axes if ax.get_ylabel() != "reward margin"]
+    assert red and all(len(lines) == 1 and lines[0].get_xdata()[0] == 4 + 2 for lines in red)
+    assert "stopped by a stop_when rule" in [t.get_text() for t in fig.legends[0].get_texts()]
 
 
 @pytest.mark.slow

@@ -1,13 +1,16 @@
 """One picture of homogenization across a chain: <chain>/dynamics.png, and a section of compare.html.
 
 Each measure of the probe (<stage>/dynamics.jsonl: SCR, pairwise agreement and mean clusters per clusterer,
-greedy token entropy, accuracy; train/dynamics.py) against ONE global training step: a stage starts where
+the continuous homogeneity measures (mean cosine, 1/Vendi, 1 - EAD: one panel), greedy token entropy,
+accuracy; train/dynamics.py) against ONE global training step: a stage starts where
 its parent ended (base -> SFT -> DPO on one axis; a stage branching off an earlier one starts at that
 one's end), stage boundaries are dotted lines with the stage's name on top. At each stage's end, its full
 measurement (<stage>/measure/<benchmark>/report.json, the probe's benchmark, all its questions) is an
-open point with its interval where the report has one (SCR, accuracy: Clopper-Pearson). The reward margin
+open point with its interval where the report has one (SCR, accuracy: Clopper-Pearson; pairwise agreement
+and the continuous measures: the report's bootstrap interval). The reward margin
 each preference stage logged (TRL's rewards/margins, from its stage.json log history) is drawn on a
-second axis of the top panel. Lines are per stage: nothing is interpolated across a boundary.
+second axis of the top panel. A stage its stop_when rule ended has a red dashed line at that step. Lines
+are per stage: nothing is interpolated across a boundary.
 """
 from __future__ import annotations
 
@@ -28,7 +31,12 @@ from train.recipe import Recipe
 
 PICTURE = "dynamics.png"
 FAMILIES = {"scr": "SCR", "pairwise_agreement": "pairwise agreement", "mean_clusters": "mean clusters",
+            "continuous": "continuous\nhomogeneity",
             "greedy_entropy_mean": "greedy token entropy (nats)", "accuracy": "accuracy (greedy)"}
+# the continuous measures without a clusterer (measure.scoring.homogeneity; higher = more homogeneous) share one
+# panel, told apart by colour (colours the clusterers take last) and line style (for grey print)
+CONTINUOUS = {"mean_cosine": ("-", "mean cosine", "tab:purple"), "inverse_vendi": ("--", "1 / Vendi", "tab:brown"),
+              "ead_repetition": (":", "1 - EAD", "tab:olive")}
 COLORS = [f"tab:{c}" for c in ("blue", "orange", "green", "red", "purple", "brown", "pink", "gray", "olive", "cyan")]
 MARKER = ("<!-- dynamics: train/dynamics_plot.py -->", "<!-- /dynamics -->")
 
@@ -74,15 +82,22 @@ def chain_spans(recipe: Recipe) -> list[StageSpan]:
 
 def series(spans: list[StageSpan], family: str) -> list[str]:
     """The measure keys of one family in the records ("scr/exact", ..., or "greedy_entropy_mean")."""
-    keys = {k for s in spans for r in s.records for k in r.measures if k == family or k.startswith(family + "/")}
-    return sorted(keys)
+    keys = {k for s in spans for r in s.records for k in r.measures
+            if (k in CONTINUOUS if family == "continuous" else k == family or k.startswith(family + "/"))}
+    return sorted(keys, key=lambda k: (list(CONTINUOUS).index(k) if k in CONTINUOUS else -1, k))
 
 
 def end_point(report: Report | None, key: str) -> tuple[float | None, list[float] | None]:
-    """(value, [lo, hi] or None) of a measure key in a stage's report, when the report has that metric."""
+    """(value, [lo, hi] or None) of a measure key in a stage's report, when the report has that metric (the
+    continuous measures and pairwise agreement: the report's homogeneity block, mean and bootstrap interval)."""
     if report is None:
         return None, None
     family, _, clusterer = key.partition("/")
+    name = f"agreement@{clusterer}" if family == "pairwise_agreement" else key if key in CONTINUOUS else None
+    if name is not None:
+        entry = ((report.homogeneity or {}).get("measures") or {}).get(name) or {}
+        ci = entry.get("ci")
+        return entry.get("mean"), (list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None)
     value, ci = getattr(report, family, None), getattr(report, family + "_ci", None)
     if clusterer:
         value = value.get(clusterer) if isinstance(value, dict) else None
@@ -101,15 +116,15 @@ def draw(spans: list[StageSpan]):
         return None
     clusterers = sorted({k.partition("/")[2] for f in families for k in series(spans, f)} - {""})
     color = {c: COLORS[i % len(COLORS)] for i, c in enumerate(clusterers)}
-    fig = Figure(figsize=(9.5, 2.2 * len(families) + 1.2), layout="constrained")
+    fig = Figure(figsize=(9.5, 1.9 * len(families) + 1.4), layout="constrained")
     axes = fig.subplots(len(families), 1, sharex=True, squeeze=False).ravel()
     for ax, family in zip(axes, families):
         for key in series(spans, family):
-            c = color.get(key.partition("/")[2], "black")
+            style, _, c = CONTINUOUS.get(key, ("-", None, color.get(key.partition("/")[2], "black")))
             for span in spans:
                 pts = [(span.start + r.step, r.measures[key]) for r in span.records if r.measures.get(key) is not None]
                 if pts:
-                    ax.plot(*zip(*pts), color=c, marker=".", markersize=4, linewidth=1.2)
+                    ax.plot(*zip(*pts), color=c, marker=".", markersize=4, linewidth=1.2, linestyle=style)
                 value, ci = end_point(span.end, key)
                 if value is not None:
                     err = [[value - ci[0]], [ci[1] - value]] if ci else None
@@ -123,10 +138,19 @@ def draw(spans: list[StageSpan]):
     for span in spans:
         top.text(span.start + span.steps / 2, 1.02, span.stage, transform=on_top, ha="center", va="bottom", fontsize=8)
     handles = [Line2D([], [], color=color[c], marker=".", label=f"probe, {c}") for c in clusterers]
-    if any(not k.partition("/")[2] for f in families for k in series(spans, f)):
+    if any(not k.partition("/")[2] and k not in CONTINUOUS for f in families for k in series(spans, f)):
         handles.append(Line2D([], [], color="black", marker=".", label="probe (no clusterer)"))
+    handles += [Line2D([], [], color=CONTINUOUS[k][2], marker=".", linestyle=CONTINUOUS[k][0],
+                       label=f"probe, {CONTINUOUS[k][1]} (higher = more alike)")
+                for k in (series(spans, "continuous") if "continuous" in families else [])]
     handles.append(Line2D([], [], color="grey", marker="o", mfc="white", linestyle="",
                           label="stage's full measurement (95% CI)"))
+    stops = [span.start + r.step for span in spans for r in span.records if r.stopped]
+    for ax in axes:   # a stage ended by the callback's stop_when rule: where it stopped
+        for x in stops:
+            ax.axvline(x, color="red", linestyle="--", linewidth=1)
+    if stops:
+        handles.append(Line2D([], [], color="red", linestyle="--", label="stopped by a stop_when rule"))
     if any(span.margins for span in spans):
         twin = top.twinx()
         for span in spans:

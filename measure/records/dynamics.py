@@ -3,7 +3,7 @@ checkpoints afterwards), in step order. The one reader and the one writers of th
 
     {"step": 40, "epoch": 0.5, "source": "training", "n_questions": 32, "seconds": 6.1,
      "measures": {"scr/exact": 0.41, "mean_clusters/exact": 2.3, "pairwise_agreement/exact": 0.62,
-                  "greedy_entropy_mean": 1.9, "accuracy": 0.25, ...},
+                  "greedy_entropy_mean": 1.9, "accuracy": 0.25, "n_labelled": 28, "n_ambiguous": 4, ...},
      "intervals": {"scr/exact": [0.26, 0.57], "accuracy": [0.12, 0.43]},
      "train": {"loss": 0.61, "rewards/margins": 0.8, "learning_rate": 4e-05}, "stopped": null}
 

@@ -8,8 +8,9 @@ Keys are "<metric>" or "<metric>/<clusterer label>". What goes in, from the same
 report is written from (measure.pipeline.score_rows):
   - every rate or mean of the report's metrics block (measure.scoring.metrics.summarize): a float, or a
     float per clusterer (scr, mean_clusters, alignment_tax_index, accuracy, and whatever per-clusterer
-    measure the block gains later). Counts (ints) and per-signal tables (AUROC and friends: noise on a
-    few dozen questions) stay out; the bootstrap is off (n_boot=0), the exact intervals stay;
+    measure the block gains later), and the two counts accuracy stands on (n_labelled, n_ambiguous: an
+    ambiguous judgement is neither correct nor incorrect). Other counts and the per-signal tables (AUROC and
+    friends: noise on a few dozen questions) stay out; the bootstrap is off (n_boot=0), the exact intervals stay;
   - "<metric>_ci" intervals of those metrics, under the metric's key;
   - the means over questions of the continuous homogeneity measures the records carry
     (measure.scoring.homogeneity): pairwise_agreement per clusterer (the share of sample pairs put in one
@@ -35,6 +36,7 @@ from measure.scoring.metrics import finite_mean, signal_names, summarize
 from measure.scoring.signals import SignalKey
 
 SKIPPED_SIGNALS = ("n_clusters",)   # its mean is mean_clusters
+COUNTED = ("n_labelled", "n_ambiguous")   # the counts accuracy stands on (ambiguous answers are not "correct")
 STOP_OPS = {">=": operator.ge, "<=": operator.le}
 _RULE = re.compile(r"^\s*(>=|<=)\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$")
 
@@ -64,7 +66,7 @@ def probe_measures(records: Sequence[QuestionRecord], clusterer_labels: Sequence
         per_clusterer = isinstance(value, dict) and labels and set(value) == set(labels)
         if per_clusterer and all(_is_rate(v) for v in value.values()):
             measures.update({key(name, lb): value[lb] for lb in labels})
-        elif isinstance(value, float):
+        elif isinstance(value, float) or name in COUNTED:
             measures[name] = value
     for name, value in metrics.items():
         base = name[:-3] if name.endswith("_ci") else None
