@@ -99,6 +99,7 @@ _NAMES: dict[str, str] = {
     "LiveMeasurement": "measure.live",
     "measure_live": "measure.live",
     "probe_questions": "measure.live",
+    "parse_stop_rules": "measure.scoring.probe",   # HomogenizationCallback(stop_when=...)'s rules, validated
 }
 
 # whole modules on the face: the speed harness instruments them (harness/throughput.py wraps

@@ -23,9 +23,9 @@ from typing import Any
 import trl
 
 from measure.common.errors import UsageError, suggest
-from measure import PACKAGE_PREFIX, check_reference, is_hub_id, make_clusterer, parse_measure_settings
+from measure import (PACKAGE_PREFIX, check_reference, is_hub_id, make_clusterer, parse_measure_settings,
+                     parse_stop_rules)
 from measure.common.fields import check_mapping
-from measure.scoring.probe import parse_stop_rules
 from measure.common.values import as_int, as_number, check_numbers
 from train.paths import looks_local, resolve_path
 from train.recipe_spec import (BASE, BuildSpec, DatasetSpec, DuringTrainingSpec, LoraSpec, ModelSpec, PretrainSpec,
