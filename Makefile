@@ -44,7 +44,7 @@ demo-seeds: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.seeds recipe=recipes/toy.yaml seeds=[0,1,2]
 
 # Real models, offline: Gemma-3-270M (base) vs SmolLM2-135M-Instruct on TruthfulQA + NQ-open (measure only,
-# about 8 min on 2 cores), then a real Base -> SFT -> DPO chain on Gemma-3-270M (LoRA, about 38 min).
+# about 8 min on 2 cores), then a real Base -> SFT -> DPO chain on Gemma-3-270M (LoRA, with a probe while it trains; 45 min).
 # Finished stages and reports are reused, so a second run only re-prints the tables.
 demo-real: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python -m train.chain recipe=recipes/base-vs-instruct.yaml
