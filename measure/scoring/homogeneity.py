@@ -37,6 +37,9 @@ from typing import Sequence
 import numpy as np
 from scipy.linalg import eigvalsh
 
+from measure.scoring.intervals import bootstrap_method
+from measure.scoring.metrics import ci_or_none
+
 CONVENTION = "higher = more homogeneous"
 EAD_ORDERS = (1, 2, 3, 4)
 EAD_VOCAB_SIZE = 50257   # V: GPT-2's vocabulary, Karouzos et al.'s default; for C << V the adjustment is ~C/(2V)
@@ -156,8 +159,6 @@ def summarize_homogeneity(per_question: Sequence[dict[str, float | None]], reaso
     """report.json's "homogeneity": per measure key the mean over the questions that have it, its percentile
     bootstrap interval over questions (None when n_boot = 0), n; the published scales' means (Vendi, EAD,
     SBERT diversity, each the mean of the per-question transform); why a key has no value anywhere."""
-    from measure.scoring.intervals import bootstrap_method
-    from measure.scoring.metrics import ci_or_none
     keys = list(dict.fromkeys(k for q in per_question for k in q))
     measures, published = {}, {}
     for key in keys:
