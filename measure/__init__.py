@@ -99,7 +99,8 @@ _NAMES: dict[str, str] = {
     "LiveMeasurement": "measure.live",
     "measure_live": "measure.live",
     "probe_questions": "measure.live",
-    "parse_stop_rules": "measure.scoring.probe",   # HomogenizationCallback(stop_when=...)'s rules, validated
+    "parse_stop_rules": "measure.scoring.probe",
+    "homogeneity_key": "measure.scoring.probe",     # a report's homogeneity name as a dynamics.jsonl key   # HomogenizationCallback(stop_when=...)'s rules, validated
 }
 
 # whole modules on the face: the speed harness instruments them (harness/throughput.py wraps

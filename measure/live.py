@@ -190,8 +190,10 @@ class HomogenizationCallback(TrainerCallback):
         if self.main(state) and step not in self.done:
             live = measure_live(model if model is not None else self.trainer.model, self.tokenizer, self.questions,
                                 self.settings, self.prompt_format, judge=self.judge)
-            stop = met_rule(live.measures, self.stop_rules) if self.stop_rules else None
-            stop = stop if may_stop else None
+            # every measurement checks the rules (a key that is no measure fails at the first one, before
+            # training when at_start); only one after a training step may stop it
+            met = met_rule(live.measures, self.stop_rules) if self.stop_rules else None
+            stop = met if may_stop else None
             record = ProbeRecord(step=step, epoch=state.epoch, measures=live.measures, intervals=live.intervals,
                                  train=dict(train or {}), n_questions=live.n_questions,
                                  seconds=round(live.seconds, 3), stopped=stop)

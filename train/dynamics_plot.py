@@ -21,7 +21,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from measure import DYNAMICS_FILE, ProbeRecord, Report, read_probe_records, read_report
+from measure import DYNAMICS_FILE, ProbeRecord, Report, homogeneity_key, read_probe_records, read_report
 from measure.common.io import atomic_path, write_text
 from train import checkpoint as ckpt
 from train.dynamics import probe_benchmark
@@ -93,11 +93,11 @@ def end_point(report: Report | None, key: str) -> tuple[float | None, list[float
     if report is None:
         return None, None
     family, _, clusterer = key.partition("/")
-    name = f"agreement@{clusterer}" if family == "pairwise_agreement" else key if key in CONTINUOUS else None
-    if name is not None:
-        entry = ((report.homogeneity or {}).get("measures") or {}).get(name) or {}
-        ci = entry.get("ci")
-        return entry.get("mean"), (list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None)
+    continuous = {homogeneity_key(name): entry for name, entry in
+                  ((report.homogeneity or {}).get("measures") or {}).items()}
+    if key in continuous:
+        ci = continuous[key].get("ci")
+        return continuous[key].get("mean"), (list(ci) if isinstance(ci, (list, tuple)) and len(ci) == 2 else None)
     value, ci = getattr(report, family, None), getattr(report, family + "_ci", None)
     if clusterer:
         value = value.get(clusterer) if isinstance(value, dict) else None
@@ -142,7 +142,7 @@ def draw(spans: list[StageSpan]):
         handles.append(Line2D([], [], color="black", marker=".", label="probe (no clusterer)"))
     handles += [Line2D([], [], color=CONTINUOUS[k][2], marker=".", linestyle=CONTINUOUS[k][0],
                        label=f"probe, {CONTINUOUS[k][1]} (higher = more alike)")
-                for k in (series(spans, "continuous") if "continuous" in families else [])]
+                for k in series(spans, "continuous")]
     handles.append(Line2D([], [], color="grey", marker="o", mfc="white", linestyle="",
                           label="stage's full measurement (95% CI)"))
     stops = [span.start + r.step for span in spans for r in span.records if r.stopped]

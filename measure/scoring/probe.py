@@ -53,6 +53,13 @@ def key(metric: str, clusterer: str | None = None) -> str:
     return metric if clusterer is None else f"{metric}/{clusterer}"
 
 
+def homogeneity_key(name: str) -> str:
+    """A continuous measure's probe key from its report/questions name: "agreement@exact" ->
+    "pairwise_agreement/exact", "mean_cosine" -> "mean_cosine"."""
+    measure, _, lb = name.partition("@")
+    return key("pairwise_agreement" if measure == "agreement" else measure, lb or None)
+
+
 def probe_measures(records: Sequence[QuestionRecord], clusterer_labels: Sequence[str], *,
                    seed: int = 0) -> tuple[dict[str, float | None], dict[str, list[float]]]:
     """(measures, intervals) of one probe measurement (see the module docstring)."""
@@ -80,8 +87,7 @@ def probe_measures(records: Sequence[QuestionRecord], clusterer_labels: Sequence
     # the continuous homogeneity measures the records carry (measure.scoring.homogeneity): "agreement@<lb>"
     # under this module's "pairwise_agreement/<lb>", the others ("mean_cosine", ...) under their own names
     for name in dict.fromkeys(k for r in records for k in r.homogeneity):
-        measure, _, lb = name.partition("@")
-        measures[key("pairwise_agreement" if measure == "agreement" else measure, lb or None)] = finite_mean(
+        measures[homogeneity_key(name)] = finite_mean(
             [r.homogeneity.get(name) for r in records if r.homogeneity.get(name) is not None])
     for lb in labels:   # records scored without the measures: the agreement from their clusters
         measures.setdefault(key("pairwise_agreement", lb),
